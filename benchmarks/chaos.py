@@ -1,0 +1,228 @@
+"""Chaos soak: many jobs, several workers, and a random worker killed with SIGKILL every few
+seconds; then the promise is checked: no job lost, at most one extra run per fault.
+
+    python benchmarks/chaos.py                       # 20,000 jobs, 3 workers, a kill every 4 s
+    python benchmarks/chaos.py --jobs 5000 --minutes 1 --record
+
+Each job writes one ledger row per run (over a connection of its own), so executions are counted
+apart from jobkit's bookkeeping. For every kill it notes which jobs the worker held, and reports
+the longest time from the kill to the next start of one of them. A replacement worker is started
+after each kill, so there are always ``--workers`` running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from chaos_jobs import LEDGER, Chaos  # noqa: E402
+
+from jobkit import enqueue_many  # noqa: E402
+from jobkit.runtime import Runtime, set_runtime  # noqa: E402
+from jobkit.settings import load_settings  # noqa: E402
+
+SCHEMA = "jobkit_chaos"
+HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = 1, 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--minutes", type=float, default=3, help="how long to keep killing")
+    parser.add_argument("--every", type=float, default=4, help="seconds between kills")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
+    args = parser.parse_args()
+
+    runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}))
+    set_runtime(runtime)
+    runtime.store.migrate()
+    runtime.store.purge()
+    url = runtime.settings.database_url
+    assert url is not None
+    database = psycopg.connect(url, autocommit=True)
+    schema = sql.Identifier(SCHEMA)
+    database.execute(sql.SQL("DELETE FROM {}.workers").format(schema))
+    database.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (job int, pid int, attempt int, "
+            "at timestamptz DEFAULT clock_timestamp())"
+        ).format(schema, sql.Identifier(LEDGER))
+    )
+    database.execute(sql.SQL("TRUNCATE {}.{}").format(schema, sql.Identifier(LEDGER)))
+
+    random.seed(42)
+    jobs = [Chaos(number, random.uniform(0, 0.1)) for number in range(args.jobs)]
+    requests = enqueue_many(jobs, retries=20)
+    job_ids = {request.job_id for request in requests if request is not None}
+    print(
+        f"enqueued {len(job_ids)} jobs; {args.workers} workers; a kill every {args.every:g} s "
+        f"for {args.minutes:g} min; heartbeat {HEARTBEAT_INTERVAL} s, timeout {HEARTBEAT_TIMEOUT} s"
+    )
+
+    workers = [start_worker(url) for _ in range(args.workers)]
+    kills: list[tuple[datetime.datetime, list[int]]] = []
+    started = time.monotonic()
+    stop_killing = started + args.minutes * 60
+    next_kill = started + args.every
+    while count_final(database, schema) < len(job_ids):
+        time.sleep(0.2)
+        if time.monotonic() >= next_kill and time.monotonic() < stop_killing:
+            victim = random.randrange(len(workers))
+            held, killed_at = kill(database, schema, workers[victim])
+            kills.append((killed_at, held))
+            workers[victim] = start_worker(url)
+            next_kill = time.monotonic() + args.every
+            print(
+                f"  kill {len(kills)}: worker pid {workers[victim].pid} replaced; it held "
+                f"{len(held)} jobs; {count_final(database, schema)} of {len(job_ids)} done",
+                flush=True,
+            )
+        if time.monotonic() > stop_killing + 600:
+            print("giving up: not done 10 minutes after the last kill")
+            break
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=60)
+
+    report = check(database, schema, job_ids, kills)
+    report.update(jobs=len(job_ids), workers=args.workers, kills=len(kills), seconds=round(elapsed))
+    for key, value in report.items():
+        print(f"{key:45s} {value}")
+    if args.record:
+        path = HERE / "results" / f"chaos-{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H%M}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"recorded in {path.relative_to(HERE.parent)}")
+    runtime.close()
+
+
+def start_worker(url: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        JOBKIT_DATABASE_URL=url,
+        JOBKIT_SCHEMA=SCHEMA,
+        JOBKIT_IMPORTS="chaos_jobs",
+        JOBKIT_HEARTBEAT_INTERVAL=str(HEARTBEAT_INTERVAL),
+        JOBKIT_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+        PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "jobkit",
+        "worker",
+        "--stats-every",
+        "0",
+        "--log-level",
+        "ERROR",
+    ]
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def kill(
+    database: psycopg.Connection, schema: sql.Identifier, worker: subprocess.Popen[bytes]
+) -> tuple[list[int], datetime.datetime]:
+    """SIGKILL the worker's whole process group; return the jobs it held and when (DB clock).
+
+    The jobs are read after the kill, so they are exactly what the dead worker left claimed.
+    """
+    row = database.execute(
+        sql.SQL("SELECT id FROM {}.workers WHERE pid = %s").format(schema), (worker.pid,)
+    ).fetchone()
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    now = database.execute("SELECT now()").fetchone()
+    assert now is not None
+    if row is None:
+        return [], now[0]
+    held = database.execute(
+        sql.SQL(
+            "SELECT (parameters->'args'->>0)::int FROM {}.processes WHERE worker_id = %s"
+        ).format(schema),
+        (row[0],),
+    ).fetchall()
+    return [number for (number,) in held], now[0]
+
+
+def count_final(database: psycopg.Connection, schema: sql.Identifier) -> int:
+    row = database.execute(
+        sql.SQL("SELECT count(*) FROM {}.results WHERE retry_request_id IS NULL").format(schema)
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def check(
+    database: psycopg.Connection,
+    schema: sql.Identifier,
+    job_ids: set,
+    kills: list[tuple[datetime.datetime, list[int]]],
+) -> dict[str, object]:
+    finals = dict(
+        database.execute(
+            sql.SQL("SELECT job_id, status FROM {}.results WHERE retry_request_id IS NULL").format(
+                schema
+            )
+        ).fetchall()
+    )
+    lost = len(job_ids - finals.keys())
+    not_successful = sum(1 for status in finals.values() if status != "SUCCESSFUL")
+    runs = Counter(
+        number
+        for (number,) in database.execute(
+            sql.SQL("SELECT job FROM {}.{}").format(schema, sql.Identifier(LEDGER))
+        ).fetchall()
+    )
+    duplicates = sum(count - 1 for count in runs.values() if count > 1)
+    hit_jobs = {number for _, held in kills for number in held}
+    worst_restart = 0.0
+    for killed_at, held in kills:
+        for number in held:
+            row = database.execute(
+                sql.SQL("SELECT min(at) FROM {}.{} WHERE job = %s AND at > %s").format(
+                    schema, sql.Identifier(LEDGER)
+                ),
+                (number, killed_at),
+            ).fetchone()
+            if row and row[0]:
+                worst_restart = max(worst_restart, (row[0] - killed_at).total_seconds())
+    unhit_duplicates = sum(
+        count - 1 for number, count in runs.items() if count > 1 and number not in hit_jobs
+    )
+    left = database.execute(
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM {0}.requests) + (SELECT count(*) FROM {0}.processes)"
+        ).format(schema)
+    ).fetchone()
+    return {
+        "jobs_lost (must be 0)": lost,
+        "final_results_not_successful": not_successful,
+        "rows_left_in_requests_or_processes": left[0] if left else None,
+        "duplicate_executions": duplicates,
+        "duplicates_of_jobs_no_kill_hit (must be 0)": unhit_duplicates,
+        "jobs_held_by_killed_workers": len(hit_jobs),
+        "worst_kill_to_restart_seconds": round(worst_restart, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A small online shop's background jobs: the example app of examples/quickstart.py."""

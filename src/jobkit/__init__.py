@@ -1,0 +1,45 @@
+"""jobkit: background jobs kept in PostgreSQL."""
+
+from jobkit.errors import (
+    DeferJob,
+    JobkitError,
+    ParameterError,
+    PluginError,
+    SettingsError,
+    StoreError,
+    StoreUnavailable,
+    UnknownJobError,
+)
+from jobkit.hookspecs import hookimpl
+from jobkit.job import Job
+from jobkit.middleware import JobMiddleware
+from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Status
+from jobkit.registry import register_job
+from jobkit.runtime import enqueue_many, get_result
+from jobkit.schedule import Schedule, ScheduleError
+from jobkit.settings import Settings
+
+__all__ = [
+    "DeferJob",
+    "Job",
+    "JobMiddleware",
+    "JobProcess",
+    "JobRequest",
+    "JobResult",
+    "JobkitError",
+    "Outcome",
+    "ParameterError",
+    "PluginError",
+    "Schedule",
+    "ScheduleError",
+    "Settings",
+    "SettingsError",
+    "Status",
+    "StoreError",
+    "StoreUnavailable",
+    "UnknownJobError",
+    "enqueue_many",
+    "get_result",
+    "hookimpl",
+    "register_job",
+]

@@ -1,0 +1,1 @@
+"""The built-in plugins, each a plain pluggy plugin listed in ``jobkit.plugins.BUILTIN_PLUGINS``."""

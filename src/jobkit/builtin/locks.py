@@ -1,0 +1,41 @@
+"""The built-in enqueue lock: a PostgreSQL transaction-scoped advisory lock per job name and
+concurrency key, released when the enqueue's transaction ends.
+
+The one statement lives here rather than in the Postgres store's queries.sql because the two
+plugins are independent: blocking one must not take the other with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from jobkit.hookspecs import hookimpl
+
+ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+
+def lock_id(job_name: str, concurrency_key: str) -> int:
+    """A stable signed 64-bit id for the pair (the same in every process and release)."""
+    digest = hashlib.blake2b(f"{job_name}\x00{concurrency_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(connection: psycopg.Connection[Any], job_name: str, key: str) -> Iterator[None]:
+    """Hold the advisory lock for ``(job_name, key)`` until the transaction ends."""
+    connection.execute(ADVISORY_XACT_LOCK, (lock_id(job_name, key),))
+    yield
+
+
+@hookimpl(trylast=True)
+def jobkit_enqueue_lock(
+    job_name: str, concurrency_key: str, connection: Any
+) -> contextlib.AbstractContextManager[None] | None:
+    if not isinstance(connection, psycopg.Connection):
+        return None
+    return advisory_lock(connection, job_name, concurrency_key)

@@ -1,0 +1,393 @@
+-- Every query the Postgres store runs, one named block each.
+-- A block starts with "-- name: <name>"; the comment lines after it say what it is for.
+-- {schema} is the jobkit schema and {channel} the wake-up channel, both filled in as quoted
+-- identifiers or literals when the store starts; %(name)s are psycopg parameters.
+-- Every time is the database's: now() for the statement's transaction, never the caller's clock.
+
+-- name: bootstrap_migrations
+-- The schema and the table that records applied migrations (run before any migration).
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: lock_migrations
+-- Serialize concurrent `jobkit migrate` runs for the transaction.
+SELECT pg_advisory_xact_lock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+
+-- name: applied_migrations
+-- The versions already applied.
+SELECT version FROM {schema}.migrations ORDER BY version;
+
+-- name: record_migration
+-- Note that a migration was applied.
+INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: latest_migration
+-- The newest applied version, to check the schema is up to date (fails if not migrated).
+SELECT coalesce(max(version), 0) FROM {schema}.migrations;
+
+-- name: enqueue
+-- Insert requests in one statement and notify each queue at commit. %(rows)s is one JSON
+-- array of rows, each [id, job_id, job_name, parameters (JSON text), queue, priority, retries,
+-- retry_attempt, concurrency_key, headers (JSON text), source, retry_of, start_at (epoch
+-- seconds or null), delay (seconds), timeout (seconds or null)]: one jsonb parameter, parsed once, is far faster than
+-- many array parameters (and than json, whose ->> parses each element again).
+-- Rows keep their order, so bulk inserts stay first-in first-out.
+WITH inserted AS (
+    INSERT INTO {schema}.requests (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, timeout
+    )
+    SELECT
+        (r->>0)::uuid, (r->>1)::uuid, r->>2, (r->>3)::jsonb, r->>4, (r->>5)::integer,
+        (r->>6)::integer, (r->>7)::integer, r->>8, (r->>9)::jsonb, r->>10, (r->>11)::uuid,
+        coalesce(to_timestamp((r->>12)::float8), now() + make_interval(secs => (r->>13)::float8)),
+        (r->>14)::float8
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, position)
+    ORDER BY e.position
+    RETURNING id, queue, start_at, created_at
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM (SELECT DISTINCT queue FROM inserted) AS queues
+)
+SELECT id, start_at, created_at FROM inserted
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: find_active_requests
+-- Pending requests of a job class, optionally with one concurrency key.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout
+FROM {schema}.requests
+WHERE job_name = %(job_name)s
+  AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
+ORDER BY seq;
+
+-- name: find_active_processes
+-- Claimed or running attempts of a job class, optionally with one concurrency key.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    worker_id, claimed_at
+FROM {schema}.processes
+WHERE job_name = %(job_name)s
+  AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
+ORDER BY claimed_at;
+
+-- name: seconds_until_next_start
+-- How long until the earliest request of the worker's queues that is not ready yet.
+SELECT extract(epoch FROM min(start_at) - now())::float8
+FROM {schema}.requests
+WHERE queue = ANY(%(queues)s::text[]) AND start_at > now();
+
+-- name: finish_and_claim
+-- The worker's round trip, one statement (so one round trip and one commit): write results for
+-- the worker's completed processes, enqueue the retries and deferrals they ask for, and claim up
+-- to %(limit)s ready requests of %(queues)s.
+--   Finish: delete each process the worker still owns and insert its result. A process it no
+--   longer owns (rescued by another worker) is not in "done" and gets no second result.
+--   %(outcomes)s is one jsonb array of [id, status, error, error_type, started_at, ended_at
+--   (epoch seconds, database clock), rerun_in (seconds or null), rerun_uses_retry].
+--   Claim: each queue's head is read in index order (priority, start, enqueue order) with its
+--   own LIMIT, so a claim reads a few index entries however many requests wait; the heads are
+--   merged. SKIP LOCKED lets concurrent claims pass each other; a row is moved by only one.
+--   %(started)s is a jsonb array of [id, started_at (epoch seconds)] of attempts that started
+--   running since the last round trip (never ones finished in this one): their processes get
+--   started_at, so a rescue can tell them from attempts that never ran.
+-- Rows come back as ('finished', id, retry_request_id) or ('claimed', the process's columns).
+WITH started AS (
+    UPDATE {schema}.processes AS p
+    SET started_at = to_timestamp((s->>1)::float8)
+    FROM jsonb_array_elements(%(started)s::jsonb) AS s
+    WHERE p.id = (s->>0)::uuid AND p.worker_id = %(worker_id)s AND p.started_at IS NULL
+),
+outcome AS (
+    SELECT
+        (o->>0)::uuid AS id, o->>1 AS status, o->>2 AS error, o->>3 AS error_type,
+        to_timestamp((o->>4)::float8) AS ran_from, to_timestamp((o->>5)::float8) AS ran_to,
+        (o->>6)::float8 AS rerun_in, (o->>7)::boolean AS rerun_uses_retry
+    FROM jsonb_array_elements(%(outcomes)s::jsonb) AS o
+),
+done AS (
+    DELETE FROM {schema}.processes AS p
+    USING outcome AS o
+    WHERE p.id = o.id AND p.worker_id = %(worker_id)s
+    RETURNING p.*, o.status, o.error, o.error_type, o.ran_from, o.ran_to, o.rerun_in,
+        o.rerun_uses_retry
+),
+rerun AS (
+    -- A job a fault interrupted (LOST, CANCELLED) goes back to its place in line: its start
+    -- time and seq. A retry after an error, or a deferral, waits its delay and queues behind
+    -- the jobs already ready.
+    INSERT INTO {schema}.requests (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, timeout, seq
+    )
+    OVERRIDING SYSTEM VALUE
+    SELECT
+        gen_random_uuid(), job_id, job_name, parameters, queue, priority, retries,
+        retry_attempt + CASE WHEN rerun_uses_retry THEN 1 ELSE 0 END,
+        concurrency_key, headers, source, id,
+        CASE WHEN back_in_line THEN start_at ELSE now() + make_interval(secs => rerun_in) END,
+        timeout,
+        CASE WHEN back_in_line THEN seq ELSE nextval({requests_seq}) END
+    FROM (
+        SELECT *, status IN ('LOST', 'CANCELLED') AND rerun_in = 0 AS back_in_line FROM done
+    ) AS reruns
+    WHERE rerun_in IS NOT NULL
+    RETURNING id, retry_of, queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM (SELECT DISTINCT queue FROM rerun) AS queues
+),
+finished AS (
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        d.id, d.job_id, d.job_name, d.parameters, d.queue, d.priority, d.retries,
+        d.retry_attempt, d.concurrency_key, d.headers, d.source, d.retry_of, d.start_at,
+        d.created_at, d.timeout, d.worker_id, d.status, d.error, d.error_type,
+        coalesce(d.ran_from, d.started_at), d.ran_to, rerun.id
+    FROM done AS d
+    LEFT JOIN rerun ON rerun.retry_of = d.id
+    RETURNING id, retry_request_id
+),
+ready AS (
+    SELECT head.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, start_at, seq
+        FROM {schema}.requests
+        WHERE queue = q.name AND start_at <= now()
+        ORDER BY priority DESC, start_at, seq
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS head
+    ORDER BY head.priority DESC, head.start_at, head.seq
+    LIMIT %(limit)s
+),
+moved AS (
+    DELETE FROM {schema}.requests AS r
+    USING ready
+    WHERE r.id = ready.id
+    RETURNING r.*
+),
+claimed AS (
+    INSERT INTO {schema}.processes (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq,
+        worker_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq,
+        %(worker_id)s
+    FROM moved
+    ORDER BY priority DESC, start_at, seq
+    RETURNING *
+)
+SELECT
+    'finished' AS kind, id, retry_request_id, NULL::uuid AS job_id, NULL AS job_name,
+    NULL AS parameters, NULL AS queue, NULL::integer AS priority, NULL::integer AS retries,
+    NULL::integer AS retry_attempt, NULL AS concurrency_key, NULL AS headers, NULL AS source,
+    NULL::uuid AS retry_of, NULL::timestamptz AS start_at, NULL::timestamptz AS created_at,
+    NULL::uuid AS worker_id, NULL::timestamptz AS claimed_at, NULL::float8 AS timeout
+FROM finished
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT
+    'claimed', id, NULL, job_id, job_name, parameters::text, queue, priority, retries,
+    retry_attempt, concurrency_key, headers::text, source, retry_of, start_at, created_at,
+    worker_id, claimed_at, timeout
+FROM claimed;
+
+-- name: link_rerun
+-- Point a result at the request that runs its job again (a deferral re-enqueued through its
+-- lock and should_enqueue, in the transaction that wrote the result).
+UPDATE {schema}.results SET retry_request_id = %(request_id)s WHERE id = %(result_id)s;
+
+-- name: release_processes
+-- Put claimed attempts that never started back in the queue, unchanged, for any worker.
+WITH released AS (
+    DELETE FROM {schema}.processes
+    WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker_id)s
+    RETURNING *
+),
+restored AS (
+    INSERT INTO {schema}.requests (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
+    )
+    OVERRIDING SYSTEM VALUE
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
+    FROM released
+    RETURNING id, queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM (SELECT DISTINCT queue FROM restored) AS queues
+)
+SELECT id FROM restored WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: release_unknown_processes
+-- Put back in the queue, unchanged, the attempts a worker owns in the database but does not
+-- hold (a claim whose answer was lost, a release that failed): its processes not in %(known)s.
+WITH released AS (
+    DELETE FROM {schema}.processes
+    WHERE worker_id = %(worker_id)s AND id <> ALL(%(known)s::uuid[])
+    RETURNING *
+),
+restored AS (
+    INSERT INTO {schema}.requests (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
+    )
+    OVERRIDING SYSTEM VALUE
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
+    FROM released
+    RETURNING id, queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM (SELECT DISTINCT queue FROM restored) AS queues
+)
+SELECT id FROM restored WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: register_worker
+-- A worker's heartbeat row, stamped by the database clock.
+INSERT INTO {schema}.workers (id, hostname, pid, queues)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s)
+RETURNING id, hostname, pid, queues, started_at, last_heartbeat_at;
+
+-- name: heartbeat
+-- Record that a worker is alive; returns the database's time (and nothing if the row is gone).
+UPDATE {schema}.workers
+SET last_heartbeat_at = now()
+WHERE id = %(id)s
+RETURNING last_heartbeat_at;
+
+-- name: unregister_worker
+-- Remove a worker's heartbeat row on a clean exit.
+DELETE FROM {schema}.workers WHERE id = %(id)s;
+
+-- name: list_workers
+-- Every registered worker.
+SELECT id, hostname, pid, queues, started_at, last_heartbeat_at
+FROM {schema}.workers
+ORDER BY started_at;
+
+-- name: dead_workers
+-- Workers whose last heartbeat is more than %(timeout)s seconds old by the database clock, and
+-- the owners of processes whose worker row is gone (claimed that long ago). The database's own
+-- start counts as every worker's heartbeat: after a restart, live workers get a whole timeout to
+-- beat again rather than all looking dead because the database was down.
+SELECT id
+FROM {schema}.workers
+WHERE greatest(last_heartbeat_at, pg_postmaster_start_time())
+    < now() - make_interval(secs => %(timeout)s)
+UNION
+SELECT DISTINCT p.worker_id
+FROM {schema}.processes AS p
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = p.worker_id)
+  AND greatest(p.claimed_at, pg_postmaster_start_time())
+    < now() - make_interval(secs => %(timeout)s);
+
+-- name: processes_of_workers
+-- The processes of the given workers, oldest claim first.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    worker_id, claimed_at, started_at
+FROM {schema}.processes
+WHERE worker_id = ANY(%(ids)s::uuid[])
+ORDER BY claimed_at;
+
+-- name: database_now
+-- The database's clock.
+SELECT now();
+
+-- name: get_result
+-- Follow a job's attempts forward from one attempt id through each result's retry request,
+-- and return the last result reached with whether a later attempt is still pending or running.
+WITH RECURSIVE attempts AS (
+    SELECT r.*, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(id)s
+    UNION ALL
+    SELECT r.*, a.depth + 1
+    FROM {schema}.results AS r
+    JOIN attempts AS a ON r.id = a.retry_request_id
+)
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, worker_id,
+    status, error, error_type, started_at, ended_at, retry_request_id, timeout,
+    retry_request_id IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM {schema}.requests AS q WHERE q.id = attempts.retry_request_id)
+        OR EXISTS (SELECT 1 FROM {schema}.processes AS p WHERE p.id = attempts.retry_request_id)
+    ) AS still_active
+FROM attempts
+ORDER BY depth DESC
+LIMIT 1;
+
+-- name: stats
+-- Counts per queue and stage: ready requests, scheduled requests, processes, results by status.
+SELECT queue, CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END, count(*)
+FROM {schema}.requests
+GROUP BY 1, 2
+UNION ALL
+SELECT queue, 'running', count(*) FROM {schema}.processes GROUP BY 1
+UNION ALL
+SELECT queue, lower(status), count(*) FROM {schema}.results WHERE %(include_results)s GROUP BY 1, 2;
+
+-- name: clear_results
+-- Delete results that ended before the retention window, a batch at a time.
+WITH expired AS (
+    SELECT id FROM {schema}.results
+    WHERE ended_at < now() - make_interval(secs => %(older_than)s)
+    LIMIT %(batch)s
+)
+DELETE FROM {schema}.results AS r USING expired WHERE r.id = expired.id;
+
+-- name: clear_ticks
+-- Delete schedule ticks older than the retention window, except each entry's latest (which
+-- catch_up = "latest" compares the current tick with).
+DELETE FROM {schema}.schedule_ticks AS t
+WHERE t.fire_at < now() - make_interval(secs => %(older_than)s)
+    AND t.fire_at < (SELECT max(fire_at) FROM {schema}.schedule_ticks WHERE key = t.key);
+
+-- name: purge
+-- Delete every request, process, result and schedule tick.
+WITH
+    requests AS (DELETE FROM {schema}.requests RETURNING 1),
+    processes AS (DELETE FROM {schema}.processes RETURNING 1),
+    results AS (DELETE FROM {schema}.results RETURNING 1),
+    ticks AS (DELETE FROM {schema}.schedule_ticks RETURNING 1)
+SELECT (SELECT count(*) FROM requests)
+    + (SELECT count(*) FROM processes)
+    + (SELECT count(*) FROM results)
+    + (SELECT count(*) FROM ticks);
+
+-- name: record_tick
+-- Claim a schedule tick inside the enqueue's transaction: a row comes back only for the first
+-- caller; a concurrent one waits for that caller's commit, then gets nothing (or, after a
+-- rollback, the tick).
+INSERT INTO {schema}.schedule_ticks (key, fire_at) VALUES (%(key)s, %(fire_at)s)
+ON CONFLICT DO NOTHING
+RETURNING 1;
+
+-- name: last_ticks
+-- The latest recorded tick of each key.
+SELECT key, max(fire_at) FROM {schema}.schedule_ticks
+WHERE key = ANY(%(keys)s)
+GROUP BY key;
+
+-- name: listen
+-- Subscribe the listener connection to wake-ups.
+LISTEN {channel_identifier};

@@ -1,0 +1,554 @@
+"""The Postgres store: requests, processes, results and workers in their own schema, with
+psycopg 3 and a psycopg_pool connection pool. Every statement is a named block of
+``sql/queries.sql``; this module is the only one that runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from jobkit.errors import StoreError, StoreUnavailable
+from jobkit.records import (
+    STAT_KEYS,
+    Completion,
+    FinishReport,
+    JobProcess,
+    JobRequest,
+    JobResult,
+    QueueCounts,
+    Stats,
+    Status,
+    WorkerInfo,
+)
+
+from .queries import load_migrations, load_queries
+
+logger = logging.getLogger("jobkit.postgres")
+
+RecordT = TypeVar("RecordT", JobRequest, JobProcess, JobResult)
+
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+_CLEAR_BATCH = 10_000
+
+
+@contextlib.contextmanager
+def _unavailable_on_connection_errors() -> Iterator[None]:
+    """Connection failures become StoreUnavailable, which callers may retry; SQL errors stay."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        raise StoreError(
+            f"jobkit's tables are missing ({error.diag.message_primary}): run `jobkit migrate` "
+            f"(or apply `jobkit migrate --sql`)"
+        ) from error
+    except psycopg.errors.QueryCanceled as error:
+        raise StoreUnavailable(f"the database cancelled a statement: {error}") from error
+    except psycopg.errors.AdminShutdown as error:
+        raise StoreUnavailable(f"the database is shutting down: {error}") from error
+    except _CONNECTION_ERRORS as error:
+        raise StoreUnavailable(f"the database is unreachable: {error}") from error
+
+
+def _make_record(
+    record_class: type[RecordT],
+) -> Callable[[Any], Callable[[Sequence[Any]], RecordT]]:
+    """A psycopg row factory building ``record_class`` from rows that select its columns by
+    name, with ``headers`` selected as JSON text."""
+
+    def factory(cursor: Any) -> Callable[[Sequence[Any]], RecordT]:
+        names = [column.name for column in cursor.description]
+
+        def make(values: Sequence[Any]) -> RecordT:
+            data = dict(zip(names, values, strict=True))
+            headers = data["headers"]
+            data["headers"] = {} if headers == "{}" else json.loads(headers)
+            if "status" in data:
+                data["status"] = Status(data["status"])
+            return record_class(**data)
+
+        return make
+
+    return factory
+
+
+class PostgresListener:
+    """A dedicated autocommit connection that LISTENs on the wake-up channel."""
+
+    def __init__(self, url: str, listen_statement: sql.Composed, queues: Sequence[str]):
+        self._queues = set(queues)
+        application_name = f"{os.environ.get('PGAPPNAME', 'jobkit')}:listener"
+        with _unavailable_on_connection_errors():
+            self._connection = psycopg.connect(
+                url, autocommit=True, application_name=application_name
+            )
+            self._connection.execute(listen_statement)
+
+    def fileno(self) -> int:
+        return self._connection.fileno()
+
+    def drain(self) -> set[str]:
+        with _unavailable_on_connection_errors():
+            woken = {notify.payload for notify in self._connection.notifies(timeout=0)}
+        return woken & self._queues
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class PostgresStore:
+    """The built-in Store (see ``jobkit.store.Store`` for each method's contract)."""
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10):
+        self.url = url
+        self.schema = schema
+        self.channel = f"{schema}_requests"
+        replacements = {
+            "schema": sql.Identifier(schema),
+            "requests_seq": sql.Literal(f"{sql.Identifier(schema).as_string()}.requests_seq"),
+            "channel": sql.Literal(self.channel),
+            "channel_identifier": sql.Identifier(self.channel),
+        }
+        self.queries = {
+            name: sql.SQL(text).format(**replacements) for name, text in load_queries().items()
+        }
+        self.migrations = [
+            (migration, sql.SQL(migration.sql).format(**replacements))
+            for migration in load_migrations()
+        ]
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            timeout=10,
+            open=False,
+            name=f"jobkit:{schema}",
+        )
+        self._opened = False
+        self._direct: psycopg.Connection[Any] | None = None
+        self._direct_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # Connections ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self, connection: Any = None) -> Iterator[psycopg.Connection[Any]]:
+        """The caller's connection, or an autocommit one from the pool."""
+        if connection is not None:
+            with _unavailable_on_connection_errors():
+                yield connection
+            return
+        if not self._opened:
+            self._check_reachable()
+            self._pool.open(wait=False)
+            self._opened = True
+        with _unavailable_on_connection_errors(), self._pool.connection() as pooled:
+            yield pooled
+
+    def _check_reachable(self) -> None:
+        """Fail at once, naming the server, rather than after the pool's timeout."""
+        try:
+            psycopg.connect(self.url, connect_timeout=5).close()
+        except psycopg.OperationalError as error:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+            where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
+            database = info.get("dbname", "")
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {where}, database {database!r} (the "
+                f"database_url setting, e.g. JOBKIT_DATABASE_URL): "
+                + " ".join(line.strip() for line in str(error).splitlines())
+            ) from error
+
+    @contextlib.contextmanager
+    def _direct_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own for heartbeats and the clock, opened again at once when it
+        is lost: the pool's reconnection backoff (1, 2, 4, 8, 16 s, ...) must not keep a live
+        worker from beating once the database is back."""
+        with self._direct_lock, _unavailable_on_connection_errors():
+            if self._direct is None or self._direct.closed:
+                self._direct = psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=f"{os.environ.get('PGAPPNAME', 'jobkit')}:heartbeat",
+                )
+            try:
+                yield self._direct
+            except _CONNECTION_ERRORS:
+                self._direct.close()
+                self._direct = None
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self, connection: Any = None) -> Iterator[psycopg.Connection[Any]]:
+        with self._connection(connection) as conn:
+            if connection is not None and _idle_outside_autocommit(conn):
+                # Open the caller's implicit transaction first, so the block below is a
+                # savepoint in it: psycopg would otherwise begin and commit one of its own.
+                conn.execute(self.queries["database_now"])
+            with conn.transaction():
+                yield conn
+
+    # Producer side ---------------------------------------------------------------------------
+
+    def enqueue(
+        self, requests: Sequence[JobRequest], *, connection: Any = None
+    ) -> list[JobRequest]:
+        if not requests:
+            return []
+        rows_json = json.dumps(
+            [
+                [
+                    str(r.id),
+                    str(r.job_id),
+                    r.job_name,
+                    r.parameters,
+                    r.queue,
+                    r.priority,
+                    r.retries,
+                    r.retry_attempt,
+                    r.concurrency_key,
+                    json.dumps(r.headers) if r.headers else "{}",
+                    r.source,
+                    str(r.retry_of) if r.retry_of else None,
+                    r.start_at.timestamp() if r.start_at else None,
+                    r.delay,
+                    r.timeout,
+                ]
+                for r in requests
+            ]
+        )
+        with self._connection(connection) as conn:
+            rows = conn.execute(self.queries["enqueue"], {"rows": rows_json}).fetchall()
+        stored = {row[0]: row for row in rows}
+        for request in requests:
+            _, request.start_at, request.created_at = stored[request.id]
+        return list(requests)
+
+    def find_active(
+        self, *, job_name: str, concurrency_key: str | None, connection: Any = None
+    ) -> tuple[list[JobRequest], list[JobProcess]]:
+        params = {"job_name": job_name, "concurrency_key": concurrency_key}
+        with self._connection(connection) as conn:
+            requests = self._fetch(conn, "find_active_requests", params, JobRequest)
+            processes = self._fetch(conn, "find_active_processes", params, JobProcess)
+        return requests, processes
+
+    def _fetch(
+        self, conn: psycopg.Connection[Any], query: str, params: Any, record: type[RecordT]
+    ) -> list[RecordT]:
+        with conn.cursor(row_factory=_make_record(record)) as cursor:
+            return cursor.execute(self.queries[query], params).fetchall()
+
+    # Worker side -----------------------------------------------------------------------------
+
+    def claim(self, *, worker_id: uuid.UUID, queues: Sequence[str], limit: int) -> list[JobProcess]:
+        return self.finish_and_claim(
+            worker_id=worker_id, completions=(), queues=queues, limit=limit
+        )[1]
+
+    def finish(
+        self, *, worker_id: uuid.UUID, completions: Sequence[Completion], connection: Any = None
+    ) -> FinishReport:
+        return self.finish_and_claim(
+            worker_id=worker_id, completions=completions, queues=(), limit=0, connection=connection
+        )[0]
+
+    def finish_and_claim(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        completions: Sequence[Completion],
+        queues: Sequence[str],
+        limit: int,
+        started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
+        connection: Any = None,
+    ) -> tuple[FinishReport, list[JobProcess]]:
+        claiming = limit > 0 and bool(queues)
+        params = {
+            "worker_id": worker_id,
+            "started": json.dumps([[str(id_), at.timestamp()] for id_, at in started]),
+            "outcomes": _outcomes_json(completions),
+            "queues": list(queues) if claiming else [],
+            "limit": limit if claiming else 0,
+        }
+        with self._connection(connection) as conn:
+            rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
+        written: dict[uuid.UUID, uuid.UUID | None] = {}
+        processes = []
+        for row in rows:
+            if row[0] == "finished":
+                written[row[1]] = row[2]
+            else:
+                processes.append(_process_from_row(row))
+        lost = [c.process.id for c in completions if c.process.id not in written]
+        return FinishReport(written=written, lost_lease=lost), processes
+
+    def seconds_until_next_start(self, *, queues: Sequence[str]) -> float | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["seconds_until_next_start"], {"queues": list(queues)}
+            ).fetchone()
+        return None if row is None or row[0] is None else max(0.0, row[0])
+
+    def link_rerun(
+        self, *, result_id: uuid.UUID, request_id: uuid.UUID, connection: Any = None
+    ) -> None:
+        with self._connection(connection) as conn:
+            conn.execute(
+                self.queries["link_rerun"], {"result_id": result_id, "request_id": request_id}
+            )
+
+    def release(self, *, worker_id: uuid.UUID, process_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        if not process_ids:
+            return []
+        params = {"worker_id": worker_id, "ids": list(process_ids)}
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["release_processes"], params).fetchall()
+        return [row[0] for row in rows]
+
+    def release_unknown(
+        self, *, worker_id: uuid.UUID, known_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        params = {"worker_id": worker_id, "known": list(known_ids)}
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["release_unknown_processes"], params).fetchall()
+        return [row[0] for row in rows]
+
+    def listen(self, *, queues: Sequence[str]) -> PostgresListener:
+        return PostgresListener(self.url, self.queries["listen"], queues)
+
+    def register_worker(self, worker: WorkerInfo) -> WorkerInfo:
+        params = {"id": worker.id, "hostname": worker.hostname, "pid": worker.pid}
+        params["queues"] = list(worker.queues)
+        with self._connection() as conn, conn.cursor(row_factory=_worker_row) as cursor:
+            stored = cursor.execute(self.queries["register_worker"], params).fetchone()
+        assert stored is not None
+        return stored
+
+    def heartbeat(self, *, worker_id: uuid.UUID) -> datetime.datetime:
+        with self._direct_connection() as conn:
+            row = conn.execute(self.queries["heartbeat"], {"id": worker_id}).fetchone()
+            if row is None:
+                now = conn.execute(self.queries["database_now"]).fetchone()
+                raise StoreError(
+                    f"worker {worker_id} has no heartbeat row at {now[0] if now else '?'}: "
+                    f"it was declared dead and removed"
+                )
+        return row[0]
+
+    def unregister_worker(self, *, worker_id: uuid.UUID) -> None:
+        with self._connection() as conn:
+            conn.execute(self.queries["unregister_worker"], {"id": worker_id})
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._connection() as conn, conn.cursor(row_factory=_worker_row) as cursor:
+            return cursor.execute(self.queries["list_workers"]).fetchall()
+
+    def dead_workers(self, *, heartbeat_timeout: float) -> dict[uuid.UUID, list[JobProcess]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self.queries["dead_workers"], {"timeout": float(heartbeat_timeout)}
+            ).fetchall()
+            dead = [row[0] for row in rows]
+            if not dead:
+                return {}
+            processes = self._fetch(conn, "processes_of_workers", {"ids": dead}, JobProcess)
+        found: dict[uuid.UUID, list[JobProcess]] = {worker_id: [] for worker_id in dead}
+        for process in processes:
+            found[process.worker_id].append(process)
+        return found
+
+    def database_now(self) -> datetime.datetime:
+        with self._direct_connection() as conn:
+            row = conn.execute(self.queries["database_now"]).fetchone()
+        assert row is not None
+        return row[0]
+
+    # Reading and housekeeping ----------------------------------------------------------------
+
+    def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
+        with self._connection() as conn, conn.cursor() as cursor:
+            row = cursor.execute(self.queries["get_result"], {"id": attempt_id}).fetchone()
+            if row is None:
+                return None
+            names = [column.name for column in cursor.description or []]
+        data = dict(zip(names, row, strict=True))
+        if data.pop("still_active"):
+            return None
+        data["headers"] = json.loads(data["headers"])
+        data["status"] = Status(data["status"])
+        return JobResult(**data)
+
+    def stats(self, *, include_results: bool = True) -> Stats:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self.queries["stats"], {"include_results": include_results}
+            ).fetchall()
+        stats = Stats()
+        for queue, key, count in rows:
+            if key in STAT_KEYS:
+                counts = stats.queues.setdefault(queue, QueueCounts())
+                setattr(counts, key, getattr(counts, key) + count)
+        for counts in stats.queues.values():
+            stats.total.add(counts)
+        return stats
+
+    def record_tick(self, *, key: str, fire_at: datetime.datetime, connection: Any) -> bool:
+        with self._connection(connection) as conn:
+            row = conn.execute(
+                self.queries["record_tick"], {"key": key, "fire_at": fire_at}
+            ).fetchone()
+        return row is not None
+
+    def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime.datetime]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["last_ticks"], {"keys": list(keys)}).fetchall()
+        return dict(rows)
+
+    def clear_results(self, *, older_than: float) -> int:
+        deleted = 0
+        with self._connection() as conn:
+            conn.execute(self.queries["clear_ticks"], {"older_than": float(older_than)})
+            while True:
+                cursor = conn.execute(
+                    self.queries["clear_results"],
+                    {"older_than": float(older_than), "batch": _CLEAR_BATCH},
+                )
+                deleted += cursor.rowcount
+                if cursor.rowcount < _CLEAR_BATCH:
+                    return deleted
+
+    def purge(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["purge"]).fetchone()
+        return int(row[0]) if row else 0
+
+    # Schema ----------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        applied_now = []
+        with self.transaction() as conn:
+            conn.execute(self.queries["bootstrap_migrations"])
+            conn.execute(self.queries["lock_migrations"], {"schema": self.schema})
+            applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
+            for migration, statement in self.migrations:
+                if migration.version in applied:
+                    continue
+                conn.execute(statement)
+                conn.execute(
+                    self.queries["record_migration"],
+                    {"version": migration.version, "name": migration.name},
+                )
+                applied_now.append(f"{migration.version:04d}_{migration.name}")
+        return applied_now
+
+    def migration_sql(self) -> str:
+        with self._connection() as conn:
+            parts = [self.queries["bootstrap_migrations"].as_string(conn)]
+            for migration, statement in self.migrations:
+                parts.append(f"-- {migration.version:04d}_{migration.name}")
+                parts.append(statement.as_string(conn))
+                parts.append(
+                    psycopg.ClientCursor(conn).mogrify(
+                        self.queries["record_migration"],
+                        {"version": migration.version, "name": migration.name},
+                    )
+                )
+        return "BEGIN;\n\n" + "\n\n".join(parts) + "\n\nCOMMIT;\n"
+
+    def check_schema(self) -> None:
+        latest = self.migrations[-1][0].version
+        try:
+            with self._connection() as conn:
+                row = conn.execute(self.queries["latest_migration"]).fetchone()
+        except StoreUnavailable:
+            raise
+        except StoreError:  # no migrations table: nothing applied yet
+            applied = 0
+        else:
+            applied = row[0] if row else 0
+        if applied < latest:
+            raise StoreError(
+                f"the jobkit tables in schema {self.schema!r} are at migration {applied} of "
+                f"{latest}: run `jobkit migrate` (or apply `jobkit migrate --sql`)"
+            )
+
+    def close(self) -> None:
+        with self._direct_lock:
+            if self._direct is not None:
+                self._direct.close()
+                self._direct = None
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+
+def _process_from_row(row: Sequence[Any]) -> JobProcess:
+    """A JobProcess from a 'claimed' row of finish_and_claim (columns in its SELECT order)."""
+    headers = row[11]
+    return JobProcess(
+        id=row[1],
+        job_id=row[3],
+        job_name=row[4],
+        parameters=row[5],
+        queue=row[6],
+        priority=row[7],
+        retries=row[8],
+        retry_attempt=row[9],
+        concurrency_key=row[10],
+        headers={} if headers == "{}" else json.loads(headers),
+        source=row[12],
+        retry_of=row[13],
+        start_at=row[14],
+        created_at=row[15],
+        worker_id=row[16],
+        claimed_at=row[17],
+        timeout=row[18],
+    )
+
+
+def _outcomes_json(completions: Sequence[Completion]) -> str:
+    return json.dumps(
+        [
+            [
+                str(c.process.id),
+                c.outcome.status.value,
+                _storable_text(c.outcome.error),
+                _storable_text(c.outcome.error_type),
+                c.started_at.timestamp() if c.started_at else None,
+                c.ended_at.timestamp(),
+                c.outcome.rerun_in,
+                c.outcome.rerun_uses_retry,
+            ]
+            for c in completions
+        ]
+    )
+
+
+def _idle_outside_autocommit(connection: psycopg.Connection[Any]) -> bool:
+    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    return idle and not connection.autocommit
+
+
+def _storable_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; an error message that has one must still be written."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:
+    names = [column.name for column in cursor.description]
+    return lambda values: WorkerInfo(**dict(zip(names, values, strict=True)))

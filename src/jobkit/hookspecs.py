@@ -1,0 +1,423 @@
+"""Every jobkit hook, with its contract in the docstring.
+
+A hook's name says how it is called: ``jobkit_<noun>`` is a provider (first non-None answer
+wins; the built-in answers ``trylast`` so any installed plugin wins), ``jobkit_<verb>`` is an
+action (first result, wrappable with ``wrapper=True``), ``jobkit_register_*`` / ``jobkit_add_*``
+/ ``jobkit_configure_*`` are contributions (every plugin is called), and
+``jobkit_<subject>_<past participle>`` are events (every plugin is called, return values are
+ignored, and an exception is logged and swallowed so a broken plugin never loses a result).
+
+``docs/hooks.md`` is generated from this module: ``python docs/gen_hooks.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, WorkerInfo
+from jobkit.schedule import Recurrence
+from jobkit.services import WorkerService
+from jobkit.store import Store
+
+if TYPE_CHECKING:
+    import uuid
+
+    import cattrs
+    import click
+
+    from jobkit.job import Job
+    from jobkit.registry import JobRegistry
+    from jobkit.runtime import Runtime
+    from jobkit.serializer import Serializer
+    from jobkit.settings import Settings
+
+hookspec = pluggy.HookspecMarker("jobkit")
+hookimpl = pluggy.HookimplMarker("jobkit")
+
+
+# Store ------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_store(settings: Settings) -> Store | None:
+    """Return the Store for ``settings.database_url``, or None if this plugin does not handle
+    its scheme.
+
+    :param settings: the resolved settings; ``database_url`` is always set by now.
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.postgres`` answers for
+    ``postgresql://`` and ``postgres://`` URLs, ``trylast``.
+    Called: once per process (producer, worker main, pool child) when its runtime starts.
+    Added: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def jobkit_database_url(settings: Settings) -> str | None:
+    """Return a database URL to use when the ``database_url`` setting is empty.
+
+    :param settings: the settings, with ``database_url`` unset.
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.embedded`` starts a PostgreSQL
+    server under ``.jobkit/`` when the ``embedded`` extra is installed, ``trylast``.
+    Called: once, in the process that resolves settings (the CLI or the app's first enqueue);
+    worker pool children receive the resolved URL.
+    Added: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def jobkit_connection() -> Any:
+    """Return the connection of the caller's current transaction, so ``run_in_worker()``
+    without ``connection=`` still enqueues inside it; None to use a connection of the store's.
+
+    Framework integrations answer this (e.g. Django's current connection).
+
+    Kind: provider (firstresult). Built-in: none.
+    Called: in the producer, once per ``run_in_worker()`` / ``enqueue_many()`` without an
+    explicit ``connection``.
+    Added: 0.1
+    """
+
+
+# Serializers ------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_serializer(settings: Settings, pluginmanager: pluggy.PluginManager) -> Serializer | None:
+    """Return the Serializer that turns job parameters into JSON text and back.
+
+    :param settings: the resolved settings.
+    :param pluginmanager: the plugin manager, to call ``jobkit_configure_converter``.
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.serializers`` (JSON through a cattrs
+    converter), ``trylast``.
+    Called: once per process (producer, worker main, pool child) when its runtime starts.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_configure_converter(converter: cattrs.Converter) -> None:
+    """Register cattrs unstructure/structure hooks for parameter types jobkit does not know.
+
+    A parameter of such a type must be annotated in the job's ``__init__`` so the worker knows
+    what to structure it as.
+
+    :param converter: the built-in serializer's ``cattrs.Converter``.
+
+    Kind: contribution (all). Built-in: none; the built-in serializer registers its own hooks
+    first, so a plugin's hooks win.
+    Called: once per process (producer, worker main, pool child), when the serializer is made.
+    Added: 0.1
+    """
+
+
+# Locks ------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_enqueue_lock(
+    job_name: str, concurrency_key: str, connection: Any, settings: Settings
+) -> contextlib.AbstractContextManager[Any] | None:
+    """Return the lock to hold around ``should_enqueue()`` and the insert of a job that has a
+    concurrency key, so two producers cannot both pass the check.
+
+    The lock is entered before the check and exited after the enqueue's transaction commits,
+    so the next holder sees the insert. (When the enqueue joins the caller's transaction, the
+    commit comes later, in the caller's hands: only a lock that lasts until that commit, like
+    the built-in, covers the window until then.) A job class's own ``get_enqueue_lock()`` takes
+    precedence when it returns a lock. No lock is taken for jobs without a key.
+
+    :param job_name: the registered name of the job.
+    :param concurrency_key: the job's non-empty concurrency key.
+    :param connection: the enqueue's connection, inside its transaction.
+    :param settings: the settings, for a plugin's own section (``settings.section(name)``).
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.locks`` (a transaction-scoped
+    PostgreSQL advisory lock), ``trylast``.
+    Called: in the producer, once per keyed job enqueued.
+    Added: 0.1
+    """
+
+
+# Enqueue ----------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_should_enqueue(job: Job, request: JobRequest) -> bool | None:
+    """Return False to refuse a job across the whole app (a global limit, a rate limit), None to
+    let the job's own ``should_enqueue()`` decide. True allows it without asking other plugins.
+
+    Runs under the enqueue lock when the job has a concurrency key, after the job's own
+    ``should_enqueue()`` allowed it.
+
+    :param job: the job instance.
+    :param request: the request about to be inserted.
+
+    Kind: provider (firstresult). Built-in: none.
+    Called: in the producer, once per job enqueued.
+    Added: 0.1
+    """
+
+
+# Actions ----------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_enqueue(
+    jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+) -> list[JobRequest | None] | None:
+    """Enqueue ``jobs`` (paired by position with their ``requests``); return, for each, the
+    stored request or None where it was declined.
+
+    Wrap it (``@hookimpl(wrapper=True)``) to observe or decorate every enqueue, e.g. to add
+    ``headers`` to the requests before they are stored.
+
+    :param jobs: the job instances; one for ``run_in_worker()``, many for ``enqueue_many()``.
+    :param requests: their requests, with defaults resolved and parameters serialized.
+    :param connection: the connection the insert runs on (the caller's, for a transactional
+        enqueue).
+
+    Kind: action (firstresult, wrappable). Built-in: the kernel (lock, ``should_enqueue``,
+    ``Store.enqueue``), ``trylast``.
+    Called: in the producer, once per ``run_in_worker()`` or ``enqueue_many()`` call.
+    Added: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
+    """Run one attempt of a job and return its Outcome.
+
+    Wrap it (``@hookimpl(wrapper=True)``) for cross-cutting concerns: spans, logging context,
+    timing. A wrapper cannot skip or repeat the job; use the ``middleware`` setting for that.
+
+    :param job: the job instance, rebuilt from the stored parameters, with ``job.job_process``
+        set.
+    :param process: the attempt being run.
+
+    Kind: action (firstresult, wrappable). Built-in: the kernel (the ``middleware`` chain, then
+    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED), ``trylast``.
+    Called: in a worker pool child, once per attempt.
+    Added: 0.1
+    """
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobkit_job_enqueued(request: JobRequest) -> None:
+    """A request was inserted. With a caller's connection it is not committed yet: the
+    transaction may still roll back.
+
+    :param request: the stored request.
+
+    Kind: event (all). Built-in: none.
+    Called: in the producer, once per stored request.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_started(job: Job, process: JobProcess) -> None:
+    """An attempt is about to run.
+
+    :param job: the job instance.
+    :param process: the attempt.
+
+    Kind: event (all). Built-in: none.
+    Called: in a worker pool child, before ``jobkit_run_job``.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_finished(result: JobResult) -> None:
+    """An attempt's result was written (any status), by the attempt's own worker or by a worker
+    that rescued a dead one's attempts (LOST).
+
+    :param result: the stored result; ``retry_request_id`` is set when a retry or deferral
+        was enqueued.
+
+    Kind: event (all). Built-in: none.
+    Called: in the worker main process, after the batch of results commits.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_aborted(result: JobResult) -> None:
+    """An attempt ended without ``run()`` seeing it end: LOST (its pool child or its whole worker
+    died) or CANCELLED (a shutdown's grace period ran out). Called after the result is written
+    and after the job's own ``on_aborted(result)``.
+
+    :param result: the stored result; ``retry_request_id`` is set when it will run again.
+
+    Kind: event (all). Built-in: none.
+    Called: in the worker main process that wrote the result: the job's own worker, or the
+    worker that rescued a dead worker's jobs.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_worker_started(worker: WorkerInfo) -> None:
+    """A worker registered and is about to claim jobs.
+
+    :param worker: the worker's heartbeat row.
+
+    Kind: event (all). Built-in: none.
+    Called: in the worker main process.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_worker_stopped(worker: WorkerInfo) -> None:
+    """A worker stopped: its running jobs ended (finished, or CANCELLED at the end of the
+    shutdown grace), their results are written, and its heartbeat row is gone.
+
+    :param worker: the worker's heartbeat row (as it was).
+
+    Kind: event (all). Built-in: none.
+    Called: in the worker main process, after a SIGTERM/SIGINT or the end of ``--burst``.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_worker_stats_reported(worker: WorkerInfo, stats: dict[str, Any]) -> None:
+    """A worker's periodic figures: jobs done per outcome since the last report, rate, jobs in
+    flight, and the queue counts from the store.
+
+    :param worker: the worker's heartbeat row.
+    :param stats: the same figures the stats log line shows.
+
+    Kind: event (all). Built-in: none.
+    Called: in the worker main process every ``worker_stats_every`` seconds.
+    Added: 0.1
+    """
+
+
+# Schedules --------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jobkit_parse_schedule(spec: str, timezone: str) -> Recurrence | None:
+    """Read the schedule text of a schedule entry, or return None if this plugin does not
+    understand it (the next plugin is asked).
+
+    Return a ``jobkit.Schedule``, or any object with ``next(after)`` and
+    ``last_fire_at_or_before(moment)`` (see ``jobkit.schedule.Recurrence``), e.g. one that
+    reads ``"every 5 minutes"``. Raise ``jobkit.ScheduleError`` for text this plugin owns
+    but that is wrong; the worker stops with the entry's position and the message.
+
+    :param spec: the entry's schedule text, as written.
+    :param timezone: the IANA zone the entry follows (its own ``timezone``, else the
+        ``timezone`` setting).
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.cron`` reads cron expressions and
+    ``@daily``-style macros, ``trylast``.
+    Called: in the worker main process at start-up and in ``jobkit schedule``, once per entry
+    whose schedule is text.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_add_schedules(settings: Settings) -> Sequence[Any] | None:
+    """Return schedule entries a plugin contributes, in the forms the ``schedule`` setting
+    takes: ``(job, schedule)`` pairs or mappings with ``job``, ``schedule`` and the options
+    (``queue``, ``priority``, ``retries``, ``timezone``, ``key``, ``catch_up``, ``kwargs``).
+
+    :param settings: the resolved settings, for a plugin's own section.
+
+    Kind: contribution (all). Built-in: none (``jobkit.builtin.cron`` reads the ``schedule``
+    setting and the ``schedule`` attribute of job classes itself).
+    Called: in the worker main process at start-up and in ``jobkit schedule``.
+    Added: 0.1
+    """
+
+
+# Extension --------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobkit_register_jobs(registry: JobRegistry) -> None:
+    """Register job classes that a plugin provides, with ``registry.register(cls, name)``.
+
+    :param registry: the job registry of this process.
+
+    Kind: contribution (all). Built-in: none.
+    Called: once per process, when its runtime starts.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_add_worker_services(
+    runtime: Runtime, worker_id: uuid.UUID
+) -> Sequence[WorkerService] | None:
+    """Return services to run inside the worker's main process beside the job loop (see
+    ``jobkit.services.WorkerService``). Check their configuration here: raise a
+    ``JobkitError`` to stop the worker before it registers, with a message that says what to
+    fix.
+
+    :param runtime: the worker's runtime: settings, plugin manager, store, registry (the
+        ``imports`` setting's jobs are imported by now).
+    :param worker_id: the id the worker registers under.
+
+    Kind: contribution (all). Built-in: ``jobkit.builtin.cron`` (the scheduler, unless
+    ``worker_scheduler`` is off).
+    Called: once per worker, at start-up; the services start after the worker registered and
+    stop while it shuts down.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_add_commands(cli: click.Group) -> None:
+    """Add commands to the ``jobkit`` command line with ``cli.add_command(...)``.
+
+    :param cli: the ``jobkit`` click group.
+
+    Kind: contribution (all). Built-in: none.
+    Called: when the ``jobkit`` command lists or looks up commands.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_settings_defaults() -> dict[str, type] | None:
+    """Declare a plugin's settings: return ``{section: attrs_class}``.
+
+    Each section is read like jobkit's own settings, with the same errors: from
+    ``[tool.jobkit.<section>]`` in pyproject.toml or ``[<section>]`` in jobkit.toml, then
+    ``JOBKIT_<SECTION>_<FIELD>`` environment variables. The attrs class's defaults are the
+    defaults; ``settings.section(name)`` returns the instance.
+
+    Kind: contribution (all). Built-in: none.
+    Called: once per process, while settings are resolved.
+    Added: 0.1
+    """
+
+
+@hookspec(historic=True)
+def jobkit_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications with ``pluginmanager.add_hookspecs(module)``.
+
+    :param pluginmanager: the plugin manager.
+
+    Kind: contribution (historic: a plugin registered later is still called). Built-in: none.
+    Called: once per process, when the plugin manager is made.
+    Added: 0.1
+    """
+
+
+__all__ = ["hookimpl", "hookspec"]

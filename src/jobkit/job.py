@@ -1,0 +1,149 @@
+"""The Job base class: what an app subclasses, enqueues with ``run_in_worker`` and tunes with the
+``default_*`` methods, as in the seed systems (plain.jobs, plain.worker)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobkit.records import JobProcess, JobRequest, JobResult
+    from jobkit.schedule import Recurrence
+
+Delay = int | float | datetime.timedelta | datetime.datetime
+
+
+class Job:
+    """Subclass, define ``__init__`` and ``run()``, decorate with ``@register_job``.
+
+    The arguments given to ``__init__`` are captured when the instance is made and stored as the
+    job's parameters, so ``__init__`` can do anything with them; the worker calls it again with
+    the same arguments, rebuilt from JSON by the serializer.
+    """
+
+    _init_args: tuple[Any, ...]
+    _init_kwargs: dict[str, Any]
+    job_process: JobProcess | None = None
+    """The attempt being run, set by the worker before ``run()``; None outside a worker."""
+    schedule: Recurrence | str | None = None
+    """Enqueue this job (made with no arguments) on a schedule: a ``Schedule``, or cron text
+    read in the ``timezone`` setting's zone. Workers running the scheduler pick it up like an
+    entry of the ``schedule`` setting."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Job:
+        instance = super().__new__(cls)
+        instance._init_args = args
+        instance._init_kwargs = kwargs
+        return instance
+
+    def run(self) -> None:
+        raise NotImplementedError(f"{type(self).__qualname__} must define run()")
+
+    def run_in_worker(
+        self,
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        concurrency_key: str | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        connection: Any = None,
+    ) -> JobRequest | None:
+        """Enqueue this job for a worker; return the stored request, or None when
+        ``should_enqueue`` (or a ``jobkit_should_enqueue`` plugin) declined it.
+
+        Arguments left out come from the ``default_*`` methods. ``delay`` is seconds, a
+        ``timedelta``, or an aware ``datetime`` to start at. ``timeout`` (seconds or a
+        ``timedelta``) limits one run: past it, the run's process is killed and the attempt is
+        ERRORED with error type ``JobTimeout`` and retried like any error. With ``connection``
+        (a psycopg connection for the built-in store) the request is part of the caller's
+        transaction: it is claimable once that commits, and gone if it rolls back.
+        """
+        from jobkit.runtime import get_runtime
+
+        return get_runtime().enqueue(
+            self,
+            queue=queue,
+            delay=delay,
+            priority=priority,
+            retries=retries,
+            concurrency_key=concurrency_key,
+            timeout=timeout,
+            connection=connection,
+        )
+
+    # Defaults, each overridable per class and per call ---------------------------------------
+
+    def default_queue(self) -> str:
+        return "default"
+
+    def default_priority(self) -> int:
+        """Higher runs first: 10 before 0 before -10."""
+        return 0
+
+    def default_retries(self) -> int:
+        return 0
+
+    def default_concurrency_key(self) -> str:
+        """A non-empty key means at most one job of this class with this key is pending or
+        running at a time (see ``should_enqueue``)."""
+        return ""
+
+    def default_timeout(self) -> float | datetime.timedelta | None:
+        """Seconds one run may take (None: no limit). A worker kills a run that takes longer."""
+        return None
+
+    def calculate_retry_delay(self, attempt: int) -> float | datetime.timedelta:
+        """Seconds to wait before retry number ``attempt`` (the first retry is 1)."""
+        return 0
+
+    # Enqueue-time decisions ----------------------------------------------------------------
+
+    def should_enqueue(self, concurrency_key: str) -> bool:
+        """Called under the enqueue lock before the insert; return False to skip this job.
+
+        The default enforces the concurrency key: no other job of this class with the same key
+        may be pending or running. Override it for other rules, counting with
+        ``get_requested_jobs`` and ``get_processing_jobs``.
+        """
+        if not concurrency_key:
+            return True
+        return not self.get_requested_jobs(concurrency_key) and not self.get_processing_jobs(
+            concurrency_key
+        )
+
+    def get_enqueue_lock(
+        self, concurrency_key: str
+    ) -> contextlib.AbstractContextManager[Any] | None:
+        """The lock held around ``should_enqueue`` and the insert, or None to use the
+        ``jobkit_enqueue_lock`` plugin hook (the built-in: a Postgres advisory lock)."""
+        return None
+
+    def get_requested_jobs(self, concurrency_key: str | None = None) -> Sequence[JobRequest]:
+        """Pending requests of this job class (with ``concurrency_key`` when given)."""
+        from jobkit.runtime import get_runtime
+
+        return get_runtime().find_active(type(self), concurrency_key)[0]
+
+    def get_processing_jobs(self, concurrency_key: str | None = None) -> Sequence[JobProcess]:
+        """Claimed or running attempts of this job class (with ``concurrency_key`` when given)."""
+        from jobkit.runtime import get_runtime
+
+        return get_runtime().find_active(type(self), concurrency_key)[1]
+
+    # After the fact ------------------------------------------------------------------------
+
+    def on_aborted(self, result: JobResult) -> None:
+        """Called when an attempt ended without ``run()`` seeing it end: LOST (its pool child
+        or its whole worker died) or CANCELLED (the worker's shutdown grace ran out).
+        Reconcile what ``run()``'s ``finally`` could not. It runs in a worker's main process,
+        after the result is written; exceptions here are logged and never lose the result.
+        ``result.retry_request_id`` is None when no further attempt follows."""
+
+    def __repr__(self) -> str:
+        parts = [repr(arg) for arg in self._init_args]
+        parts += [f"{key}={value!r}" for key, value in self._init_kwargs.items()]
+        return f"{type(self).__qualname__}({', '.join(parts)})"

@@ -1,0 +1,532 @@
+"""The worker's pool of child processes that run jobs.
+
+Each child has its own pipe: the main process sends it batches of claimed attempts, and the child
+sends back one outcome per attempt as soon as it ends. A shared counter says how many attempts the
+child has started, so when a child dies the main process knows exactly which attempt was running
+and which were never started (they go back to the queue unchanged). When the main process stops a
+child on purpose (a job past its timeout, the end of a shutdown's grace period) it records why, so
+the running attempt is recorded for what happened to it rather than as LOST.
+
+Children are started with ``spawn`` and rebuild their runtime from the worker's resolved settings.
+On Linux they also die with the main process, so a killed worker leaves no job running behind it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from jobkit.errors import JobkitError
+from jobkit.processes import die_with_parent
+from jobkit.records import JobProcess, Outcome, Status
+from jobkit.settings import Settings
+
+logger = logging.getLogger("jobkit.worker")
+
+_CONTEXT = multiprocessing.get_context("spawn")
+ASKED_TO_STOP, ASKED_TO_TERMINATE = 1, 2
+"""Values of a child's shared ``stopping`` flag."""
+KILL_GRACE = 1.0
+"""Seconds between asking a child to terminate (SIGTERM) and killing it (SIGKILL)."""
+
+
+class StopReason(enum.Enum):
+    """Why the main process ended a child's running attempt."""
+
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start children without importing the parent's ``__main__`` again.
+
+    ``spawn`` re-imports the parent's main module in each child, which would run a user's script
+    (or the ``jobkit`` command line) a second time. Children need nothing from it: they rebuild
+    their runtime from settings and the ``imports`` setting.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__.pop(name) for name in ("__file__",) if name in main.__dict__}
+    spec = getattr(main, "__spec__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        main.__dict__.update(saved)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored_by_children() -> Iterator[None]:
+    """Start a child with SIGINT and SIGTERM ignored, so a Ctrl-C or a SIGTERM sent to the whole
+    process group while it boots does not kill it (an ignored signal stays ignored across exec;
+    the child sets its own handlers once it runs). The worker blocks them meanwhile, so one that
+    arrives for it now stays pending and reaches its handler afterwards."""
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+class PoolStartError(JobkitError):
+    """A pool child could not start (its imports or plugins failed)."""
+
+
+@attrs.define
+class Finished:
+    """An attempt a child ran to the end, with its wall-clock start and end."""
+
+    process: JobProcess
+    outcome: Outcome
+    started: float
+    ended: float
+
+
+@attrs.define
+class Crashed:
+    """What a dead child left: the attempt it was running (and, when the main process ended it
+    on purpose, why), and the ones it never started."""
+
+    exitcode: int | None
+    running: JobProcess | None
+    reason: StopReason | None
+    unstarted: list[JobProcess]
+
+
+class Child:
+    """The main process's handle on one pool child."""
+
+    def __init__(self, number: int, settings: Settings, quota: int | None, log_level: int):
+        self.number = number
+        self.quota = quota
+        self.connection, child_end = _CONTEXT.Pipe(duplex=True)
+        self.started = _CONTEXT.RawValue("q", 0)
+        self.started_at = _CONTEXT.RawValue("d", 0.0)
+        self.stopping = _CONTEXT.RawValue("b", 0)
+        self.process = _CONTEXT.Process(
+            target=child_main,
+            args=(
+                settings,
+                child_end,
+                self.started,
+                self.started_at,
+                self.stopping,
+                quota,
+                log_level,
+            ),
+            name=f"jobkit-child-{number}",
+            daemon=True,
+        )
+        with _main_module_hidden(), _stop_signals_ignored_by_children():
+            self.process.start()
+        child_end.close()
+        self.assigned: collections.deque[JobProcess] = collections.deque()
+        self.reported = 0
+        self.dispatched = 0
+        self.ready = False
+        self.stop_reason: StopReason | None = None
+        self.stopped_attempt: JobProcess | None = None
+        self.terminated_at: float | None = None
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def room(self, max_pending: int) -> int:
+        """How many more attempts this child may be given now."""
+        if not self.ready or self.stopping.value or self.terminated_at is not None:
+            return 0
+        room = max_pending - len(self.assigned)
+        if self.quota is not None:
+            room = min(room, self.quota - self.dispatched)
+        return max(0, room)
+
+    def send(self, processes: list[JobProcess]) -> None:
+        self.assigned.extend(processes)
+        self.dispatched += len(processes)
+        try:
+            self.connection.send(processes)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            logger.warning("pool child %s is gone; its attempts are recovered", self.number)
+
+    def running(self) -> tuple[JobProcess, float] | None:
+        """The attempt running now and its monotonic start time, or None when idle."""
+        if self.started.value > self.reported and self.assigned:
+            return self.assigned[0], self.started_at.value
+        return None
+
+    def ask_to_stop(self) -> None:
+        """Exit after the attempt running now; attempts not started come back as unstarted."""
+        self.stopping.value = max(self.stopping.value, ASKED_TO_STOP)
+        with contextlib.suppress(OSError):
+            self.connection.send(None)
+
+    def terminate(self, reason: StopReason, attempt: JobProcess) -> None:
+        """End ``attempt``, the one running now: SIGTERM, then SIGKILL after ``KILL_GRACE``.
+        (If the child moved on to another attempt meanwhile, that one is recorded LOST.)"""
+        if self.terminated_at is not None:
+            return
+        self.stop_reason = reason
+        self.stopped_attempt = attempt
+        self.terminated_at = time.monotonic()
+        self.stopping.value = ASKED_TO_TERMINATE
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+
+    def kill_if_overdue(self, now: float) -> None:
+        if self.terminated_at is not None and now - self.terminated_at >= KILL_GRACE:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+
+class WorkerPool:
+    """The pool children of one worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        size: int,
+        max_pending: int,
+        max_jobs_per_child: int | None,
+        log_level: int = logging.INFO,
+    ):
+        self.settings = settings
+        self.size = size
+        self.max_pending = max_pending
+        self.max_jobs_per_child = max_jobs_per_child
+        self.log_level = log_level
+        self.children: list[Child] = []
+        self.closing = False
+        self._numbers = iter(range(1, 1_000_000_000))
+        self._start_failures = 0
+        self._respawn_at = 0.0
+
+    def start(self, timeout: float = 60) -> None:
+        """Start every child and wait until each has imported the jobs and plugins."""
+        self.children = [self._spawn() for _ in range(self.size)]
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            self._await_ready(child, deadline)
+
+    def _spawn(self) -> Child:
+        return Child(next(self._numbers), self.settings, self.max_jobs_per_child, self.log_level)
+
+    def _await_ready(self, child: Child, deadline: float) -> None:
+        remaining = max(0.0, deadline - time.monotonic())
+        if not child.connection.poll(remaining):
+            raise PoolStartError(f"pool child {child.number} did not start within 60 seconds")
+        try:
+            message = child.connection.recv()
+        except EOFError:
+            raise PoolStartError(
+                f"pool child {child.number} exited while starting (exit code "
+                f"{child.process.exitcode})"
+            ) from None
+        if message[0] != "ready":
+            raise PoolStartError(f"pool child {child.number} failed to start:\n{message[1]}")
+        child.ready = True
+
+    # Work ------------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Attempts the pool holds when every child is full."""
+        return self.size * self.max_pending
+
+    def free_slots(self) -> int:
+        return sum(child.room(self.max_pending) for child in self.children)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(child.assigned) for child in self.children)
+
+    def dispatch(self, processes: Iterable[JobProcess]) -> list[JobProcess]:
+        """Hand claimed attempts to the least loaded ready children, one message per child;
+        return the ones no child could take (every child died while they were claimed)."""
+        batches: dict[Child, list[JobProcess]] = {}
+        ready = [child for child in self.children if child.ready]
+        undelivered = []
+        for process in processes:
+            if not ready:
+                undelivered.append(process)
+                continue
+            child = max(ready, key=lambda c: c.room(self.max_pending) - len(batches.get(c, ())))
+            batches.setdefault(child, []).append(process)
+        for child, batch in batches.items():
+            child.send(batch)
+        return undelivered
+
+    def running(self) -> Iterator[tuple[Child, JobProcess, float]]:
+        """Each child running an attempt, with the attempt and its monotonic start time."""
+        for child in self.children:
+            now_running = child.running()
+            if now_running is not None:
+                yield child, *now_running
+
+    def waitables(self) -> list[Any]:
+        objects: list[Any] = []
+        for child in self.children:
+            objects.append(child.connection)
+            objects.append(child.sentinel)
+        return objects
+
+    def collect(self, ready: Iterable[Any]) -> tuple[list[Finished], list[Crashed]]:
+        """Read the outcomes that arrived, and what children that exited left behind; start
+        replacements for children that exited (unless the pool is closing)."""
+        ready = set(ready)
+        finished: list[Finished] = []
+        crashed: list[Crashed] = []
+        for child in list(self.children):
+            if child.connection in ready or child.sentinel in ready:
+                self._read(child, finished)
+            if child.sentinel in ready:
+                child.process.join()
+                self.children.remove(child)
+                leftovers = self._leftovers(child)
+                if leftovers is not None:
+                    crashed.append(leftovers)
+                if not child.ready:
+                    self._start_failed()
+        self._replace_missing()
+        return finished, crashed
+
+    def _start_failed(self) -> None:
+        """A replacement died before it was ready (its imports fail, say): try again later,
+        waiting longer each time, rather than spawning in a tight loop or giving up."""
+        self._start_failures += 1
+        delay = min(60.0, 2.0 ** (self._start_failures - 1))
+        self._respawn_at = time.monotonic() + delay
+        logger.error("a pool child failed to start; starting another in %g s", delay)
+
+    def _replace_missing(self) -> None:
+        """Start children up to the pool's size. They get work once they report ready (the
+        loop does not wait for them)."""
+        if self.closing or time.monotonic() < self._respawn_at:
+            return
+        while len(self.children) < self.size:
+            self.children.append(self._spawn())
+
+    def next_respawn(self) -> float | None:
+        """When the loop must wake to start a missing child, if one is waiting for a retry."""
+        if self.closing or len(self.children) >= self.size:
+            return None
+        return self._respawn_at
+
+    def _read(self, child: Child, finished: list[Finished]) -> None:
+        """Read every message waiting in the child's pipe: its start-up report, then outcomes.
+        (A readiness check with ``select`` costs a fraction of ``Connection.poll``, which
+        builds a selector per call.)"""
+        fileno = child.connection.fileno()
+        try:
+            while select.select([fileno], [], [], 0)[0]:
+                message = child.connection.recv()
+                if not child.ready:
+                    self._started(child, message)
+                    continue
+                status, error, error_type, rerun_in, rerun_uses_retry, started, ended = message
+                process = child.assigned.popleft()
+                child.reported += 1
+                outcome = Outcome(
+                    status=Status(status),
+                    error=error,
+                    error_type=error_type,
+                    rerun_in=rerun_in,
+                    rerun_uses_retry=rerun_uses_retry,
+                )
+                finished.append(Finished(process, outcome, started, ended))
+        except (EOFError, ConnectionResetError, OSError):
+            pass
+
+    def _started(self, child: Child, message: tuple[str, ...]) -> None:
+        if message[0] == "ready":
+            child.ready = True
+            self._start_failures = 0
+        else:
+            logger.error("pool child %s failed to start:\n%s", child.number, message[1])
+
+    def _leftovers(self, child: Child) -> Crashed | None:
+        if not child.assigned:
+            if child.process.exitcode not in (0, None) and not child.stopping.value:
+                logger.warning(
+                    "pool child %s exited with code %s while idle",
+                    child.number,
+                    child.process.exitcode,
+                )
+            return None
+        started_unreported = child.started.value - child.reported
+        running = child.assigned.popleft() if started_unreported > 0 else None
+        reason = child.stop_reason if running is child.stopped_attempt else None
+        unstarted = list(child.assigned)
+        child.assigned.clear()
+        return Crashed(child.process.exitcode, running, reason, unstarted)
+
+    def kill_overdue(self) -> None:
+        """SIGKILL children that were asked to terminate and are still alive after the grace."""
+        now = time.monotonic()
+        for child in self.children:
+            child.kill_if_overdue(now)
+
+    def next_kill_deadline(self) -> float | None:
+        deadlines = [c.terminated_at + KILL_GRACE for c in self.children if c.terminated_at]
+        return min(deadlines, default=None)
+
+    # Stopping --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask every child to exit after the attempt it is running, and replace none of them;
+        attempts not started come back through ``collect`` as unstarted."""
+        self.closing = True
+        for child in self.children:
+            child.ask_to_stop()
+
+    def renew(self) -> None:
+        """Replace every child once it has finished its running attempt, dropping the attempts
+        it holds but has not started (the worker lost them; they come back as unstarted)."""
+        for child in self.children:
+            child.ask_to_stop()
+
+    def terminate_running(self, reason: StopReason) -> list[JobProcess]:
+        """End every running attempt now (SIGTERM, then SIGKILL); return those attempts."""
+        ended = []
+        for child, process, _ in list(self.running()):
+            child.terminate(reason, process)
+            ended.append(process)
+        return ended
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.children)
+
+    def kill_all(self) -> None:
+        """Kill every child at once (the worker is exiting and has recorded their attempts)."""
+        for child in self.children:
+            if child.process.is_alive():
+                child.process.kill()
+        for child in self.children:
+            child.process.join(timeout=5)
+            child.connection.close()
+        self.children.clear()
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGKILL`` for a child's exit code."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+# The child side -------------------------------------------------------------------------------
+
+
+def _on_sigterm(stopping: Any) -> None:
+    """Die of SIGTERM only when the worker asked (a job past its timeout, the end of a shutdown's
+    grace). A SIGTERM sent to the whole process group (systemd's KillMode=control-group, `kill
+    -TERM -pgid`) is the worker's to handle: it stops claiming and lets running jobs finish."""
+    if stopping.value == ASKED_TO_TERMINATE:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def child_main(
+    settings: Settings,
+    connection: multiprocessing.connection.Connection,
+    started: Any,
+    started_at: Any,
+    stopping: Any,
+    quota: int | None,
+    log_level: int,
+) -> None:
+    """A pool child: build the runtime, then run attempts until told to stop.
+
+    A reader thread keeps the pipe drained so the main process never blocks sending work to a
+    child busy with a long job. Signals are the main process's business: the child ignores
+    SIGINT (Ctrl-C reaches the whole process group) and any SIGTERM the worker did not ask for,
+    and the main process stops it explicitly.
+    """
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(stopping))
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobkit.runtime import Runtime, set_runtime
+
+    try:
+        runtime = Runtime.from_settings(settings, resolved=True)
+        runtime.import_jobs()
+        runtime.serializer  # noqa: B018 - fail at start, not at the first job
+        set_runtime(runtime)
+    except BaseException as error:
+        connection.send(("failed", "".join(traceback.format_exception(error))))
+        return
+    connection.send(("ready",))
+
+    inbox: collections.deque[JobProcess | None] = collections.deque()
+    arrived = threading.Condition()
+
+    def read() -> None:
+        while True:
+            try:
+                batch = connection.recv()
+            except (EOFError, OSError):
+                batch = None
+            with arrived:
+                if batch is None:
+                    inbox.append(None)
+                else:
+                    inbox.extend(batch)
+                arrived.notify()
+            if batch is None:
+                return
+
+    threading.Thread(target=read, name="jobkit-child-reader", daemon=True).start()
+    done = 0
+    while quota is None or done < quota:
+        with arrived:
+            while not inbox:
+                arrived.wait()
+            process = inbox.popleft()
+        if process is None or stopping.value:
+            break
+        started_at.value = time.monotonic()
+        started.value += 1
+        wall_start = time.time()
+        outcome = runtime.run_attempt(process)
+        # Plain values pickle far faster than the record; the main process rebuilds it.
+        connection.send(
+            (
+                outcome.status.value,
+                outcome.error,
+                outcome.error_type,
+                outcome.rerun_in,
+                outcome.rerun_uses_retry,
+                wall_start,
+                time.time(),
+            )
+        )
+        done += 1
+    runtime.close()

@@ -1,0 +1,223 @@
+"""The records passed between the kernel, the store and plugins.
+
+A job moves through three stages, the seed systems' data model and the operator's vocabulary:
+a **request** waits to be claimed, a **process** is claimed by a worker and runs, a **result**
+is history. One attempt keeps one ``id`` through all three stages; ``job_id`` is the id of the
+first attempt and stays the same across retries and deferrals, so it names the job as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import functools
+import operator
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+
+class Status(enum.StrEnum):
+    """How an attempt ended."""
+
+    SUCCESSFUL = "SUCCESSFUL"
+    ERRORED = "ERRORED"
+    DEFERRED = "DEFERRED"
+    LOST = "LOST"
+    CANCELLED = "CANCELLED"
+
+
+@attrs.define(kw_only=True)
+class JobRequest:
+    """A job waiting to be claimed.
+
+    ``parameters`` is the JSON text the serializer made of the job's ``__init__`` arguments.
+    Before the store inserts a request, ``delay`` (seconds from the database's ``now()``) or
+    ``start_at`` (an absolute time) says when it may start; the stored request has ``start_at``
+    and ``created_at`` from the database clock.
+    """
+
+    id: uuid.UUID = attrs.field(factory=uuid.uuid4)
+    job_id: uuid.UUID = attrs.field()
+    job_name: str
+    parameters: str
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 0
+    retry_attempt: int = 0
+    concurrency_key: str = ""
+    headers: dict[str, str] = attrs.field(factory=dict)
+    source: str = ""
+    retry_of: uuid.UUID | None = None
+    delay: float = 0.0
+    start_at: datetime.datetime | None = None
+    created_at: datetime.datetime | None = None
+    timeout: float | None = None
+    """Seconds a run may take before its process is killed and it is recorded ERRORED."""
+
+    @job_id.default
+    def _first_attempt_names_the_job(self) -> uuid.UUID:
+        return self.id
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        # Records cross the worker's pipes by the thousand: a tuple of values pickles in a
+        # fraction of the time of attrs' default dict of fields.
+        cls: type = type(self)
+        return _rebuild, (cls, _field_values(cls)(self))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(field.name for field in attrs.fields(cls))
+
+
+@functools.cache
+def _field_values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    return operator.attrgetter(*_field_names(cls))
+
+
+def _rebuild(cls: type, values: tuple[Any, ...]) -> Any:
+    return cls(**dict(zip(_field_names(cls), values, strict=True)))
+
+
+_REQUEST_FIELDS = tuple(field.name for field in attrs.fields(JobRequest) if field.name != "delay")
+
+
+@attrs.define(kw_only=True)
+class JobProcess(JobRequest):
+    """A job claimed by a worker: pending start, or running."""
+
+    worker_id: uuid.UUID
+    claimed_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    """When a pool child started it, as far as its worker has reported (None: not yet)."""
+
+
+@attrs.define(kw_only=True)
+class JobResult(JobRequest):
+    """The record of one finished attempt."""
+
+    worker_id: uuid.UUID | None = None
+    status: Status
+    error: str = ""
+    error_type: str = ""
+    started_at: datetime.datetime | None = None
+    ended_at: datetime.datetime | None = None
+    retry_request_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_completion(
+        cls, completion: Completion, *, retry_request_id: uuid.UUID | None
+    ) -> JobResult:
+        """The result ``Store.finish`` wrote for ``completion``."""
+        process = completion.process
+        outcome = completion.outcome
+        fields = {name: getattr(process, name) for name in _REQUEST_FIELDS}
+        return cls(
+            **fields,
+            worker_id=process.worker_id,
+            status=outcome.status,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            started_at=completion.started_at,
+            ended_at=completion.ended_at,
+            retry_request_id=retry_request_id,
+        )
+
+    @property
+    def retries_exhausted(self) -> bool:
+        """True when no further attempt follows this one because of its retry budget."""
+        return self.retry_attempt >= self.retries
+
+
+@attrs.define(kw_only=True)
+class Outcome:
+    """What running one attempt came to, before it is written as a result.
+
+    ``rerun_in`` asks for a new attempt that many seconds from now (a retry or a deferral);
+    ``None`` means none. ``rerun_uses_retry`` says whether that attempt counts against the
+    job's retries.
+    """
+
+    status: Status
+    error: str = ""
+    error_type: str = ""
+    rerun_in: float | None = None
+    rerun_uses_retry: bool = True
+
+
+@attrs.define(kw_only=True)
+class Completion:
+    """An outcome with the attempt it belongs to and when it ran (database clock)."""
+
+    process: JobProcess
+    outcome: Outcome
+    started_at: datetime.datetime | None
+    ended_at: datetime.datetime
+
+
+@attrs.define(kw_only=True)
+class FinishReport:
+    """What ``Store.finish`` wrote: for each attempt given a result, the id of the retry or
+    deferral request it led to (or None); and the attempts this worker no longer owned."""
+
+    written: dict[uuid.UUID, uuid.UUID | None] = attrs.field(factory=dict)
+    lost_lease: list[uuid.UUID] = attrs.field(factory=list)
+
+
+@attrs.define(kw_only=True)
+class WorkerInfo:
+    """A worker's heartbeat row."""
+
+    id: uuid.UUID
+    hostname: str
+    pid: int
+    queues: list[str]
+    started_at: datetime.datetime | None = None
+    last_heartbeat_at: datetime.datetime | None = None
+
+
+STAT_KEYS = (
+    "pending",
+    "scheduled",
+    "running",
+    "successful",
+    "errored",
+    "deferred",
+    "lost",
+    "cancelled",
+)
+
+
+@attrs.define(kw_only=True)
+class QueueCounts:
+    """Counts of one queue's jobs by stage: ``pending`` is ready now, ``scheduled`` starts later."""
+
+    pending: int = 0
+    scheduled: int = 0
+    running: int = 0
+    successful: int = 0
+    errored: int = 0
+    deferred: int = 0
+    lost: int = 0
+    cancelled: int = 0
+
+    def add(self, other: QueueCounts) -> None:
+        for key in STAT_KEYS:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+
+
+@attrs.define(kw_only=True)
+class Stats:
+    """Counts across all queues and per queue, as ``jobkit stats`` shows them."""
+
+    total: QueueCounts = attrs.field(factory=QueueCounts)
+    queues: dict[str, QueueCounts] = attrs.field(factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **attrs.asdict(self.total),
+            "queues": {name: attrs.asdict(counts) for name, counts in sorted(self.queues.items())},
+        }

@@ -1,0 +1,97 @@
+"""Job name <-> class. Only registered classes ever run: a name read from a row is looked up
+here and nowhere else, never imported by dotted path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar, overload
+
+from jobkit.errors import JobkitError, UnknownJobError
+
+if TYPE_CHECKING:
+    from jobkit.job import Job
+
+JobT = TypeVar("JobT", bound="type[Job]")
+
+
+class JobRegistry:
+    """The jobs a process knows, by name."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Job]] = {}
+        self._names: dict[type[Job], str] = {}
+
+    def register(self, job_class: type[Job], name: str | None = None) -> type[Job]:
+        """Register ``job_class`` under ``name`` (default: ``module.QualName``).
+
+        Registering the same class under the same name again is harmless (a module imported
+        twice); a name taken by another class is an error naming both.
+        """
+        from jobkit.job import Job
+
+        if not (isinstance(job_class, type) and issubclass(job_class, Job)):
+            raise JobkitError(f"register_job expects a Job subclass, got {job_class!r}")
+        name = name or f"{job_class.__module__}.{job_class.__qualname__}"
+        existing = self._classes.get(name)
+        if existing is not None and _qualified(existing) != _qualified(job_class):
+            raise JobkitError(
+                f"job name {name!r} is already registered to {_qualified(existing)}; "
+                f"pass register_job(name=...) to give {_qualified(job_class)} another name"
+            )
+        self._classes[name] = job_class
+        self._names[job_class] = name
+        return job_class
+
+    def get(self, name: str) -> type[Job]:
+        try:
+            return self._classes[name]
+        except KeyError:
+            raise UnknownJobError(f"no job is registered under the name {name!r}") from None
+
+    def name_of(self, job_class: type[Job]) -> str:
+        try:
+            return self._names[job_class]
+        except KeyError:
+            raise UnknownJobError(
+                f"{_qualified(job_class)} is not registered: decorate it with @register_job"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._classes))
+
+    def items(self) -> list[tuple[str, type[Job]]]:
+        return sorted(self._classes.items())
+
+
+registry = JobRegistry()
+"""The registry ``@register_job`` writes to; the worker and producers read from it."""
+
+
+def _qualified(job_class: type) -> str:
+    return f"{job_class.__module__}.{job_class.__qualname__}"
+
+
+@overload
+def register_job(job_class: JobT, /) -> JobT: ...
+@overload
+def register_job(*, name: str | None = None) -> Callable[[JobT], JobT]: ...
+
+
+def register_job(job_class=None, /, *, name=None):
+    """Class decorator that makes a Job runnable by workers.
+
+    ``@register_job`` registers under ``module.QualName``; ``@register_job(name="welcome")``
+    keeps the job's identity when the class moves or is renamed, so requests already stored
+    still find it.
+    """
+
+    def decorate(cls):
+        registry.register(cls, name)
+        return cls
+
+    if job_class is None:
+        return decorate
+    return decorate(job_class)

@@ -1,0 +1,761 @@
+"""The runtime of one process: its settings, plugin manager, store, serializer and registry.
+
+A producer gets one lazily from its settings on the first ``run_in_worker()``; the worker and
+its pool children build theirs from the settings they are given. The kernel's own answers to
+``jobkit_enqueue`` and ``jobkit_run_job`` live here, registered as the ``jobkit.core`` plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime
+import importlib
+import logging
+import math
+import os
+import sys
+import threading
+import traceback
+import types
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pluggy
+
+from jobkit.errors import (
+    DeferJob,
+    JobkitError,
+    ParameterError,
+    PluginError,
+    SettingsError,
+    StoreError,
+    UnknownJobError,
+)
+from jobkit.hookspecs import hookimpl
+from jobkit.job import Delay, Job
+from jobkit.middleware import RunJob, build_chain
+from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
+from jobkit.records import (
+    Completion,
+    FinishReport,
+    JobProcess,
+    JobRequest,
+    JobResult,
+    Outcome,
+    Status,
+)
+from jobkit.registry import JobRegistry, registry
+from jobkit.serializer import Serializer
+from jobkit.settings import _QUEUE_NAME, Settings, load_settings, with_plugin_sections
+from jobkit.store import Store
+
+logger = logging.getLogger("jobkit")
+
+_JOBKIT_DIR = str(Path(__file__).parent)
+_INT32 = 2**31 - 1
+# The connection of the enqueue in progress, so should_enqueue() sees the same transaction.
+_enqueue_connection: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "jobkit_enqueue_connection", default=None
+)
+
+
+class Runtime:
+    """What one process needs to enqueue and run jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pluginmanager: pluggy.PluginManager,
+        job_registry: JobRegistry = registry,
+    ):
+        self.settings = settings
+        self.pm = pluginmanager
+        self.registry = job_registry
+        self.embedded_database = False
+        self._store: Store | None = None
+        self._serializer: Serializer | None = None
+        self._run_chain: RunJob | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, load_entrypoints: bool = True, resolved: bool = False
+    ) -> Runtime:
+        """Build the plugin manager and read plugins' settings sections (unless ``resolved``:
+        a pool child is given settings its worker already resolved)."""
+        pm = create_plugin_manager(settings, load_entrypoints=load_entrypoints)
+        if not resolved:
+            settings = with_plugin_sections(settings, pm.hook.jobkit_settings_defaults())
+        runtime = cls(settings, pm)
+        pm.register(CorePlugin(runtime), CORE_PLUGIN)
+        pm.hook.jobkit_register_jobs(registry=runtime.registry)
+        return runtime
+
+    # Parts made on first use ------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The store for ``database_url``; with none set, the ``jobkit_database_url`` answer
+        (the embedded database), migrated on first use."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._make_store()
+        return self._store
+
+    def _make_store(self) -> Store:
+        settings = self.settings
+        if settings.database_url is None:
+            url = self.pm.hook.jobkit_database_url(settings=settings)
+            if url is None:
+                raise StoreError(
+                    "no database is configured: set JOBKIT_DATABASE_URL=postgresql://... (or "
+                    "database_url in jobkit.toml or [tool.jobkit] of pyproject.toml), or install "
+                    "the embedded database: pip install 'jobkit[embedded]'"
+                )
+            settings = attrs.evolve(settings, database_url=url)
+            self.embedded_database = True
+        store = self.pm.hook.jobkit_store(settings=settings)
+        if store is None:
+            scheme = (settings.database_url or "").partition("://")[0]
+            raise PluginError(
+                f"no plugin provides a store for {scheme}:// URLs; registered plugins: "
+                f"{', '.join(name for name, _ in self.pm.list_name_plugin())}"
+            )
+        if self.embedded_database:
+            store.migrate()
+        self.settings = settings
+        return store
+
+    @property
+    def serializer(self) -> Serializer:
+        if self._serializer is None:
+            serializer = self.pm.hook.jobkit_serializer(
+                settings=self.settings, pluginmanager=self.pm
+            )
+            if serializer is None:
+                raise PluginError(
+                    "no plugin provides a serializer (is jobkit.builtin.serializers in "
+                    "disable_plugins without a replacement?)"
+                )
+            self._serializer = serializer
+        return self._serializer
+
+    def import_jobs(self) -> None:
+        """Import the ``imports`` setting's modules, so their ``@register_job`` classes exist."""
+        for module in self.settings.imports:
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                raise SettingsError(
+                    f"setting imports lists {module!r}, which failed to import: {error!r}"
+                ) from error
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # Enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self, job: Job, *, connection: Any = None, **options: Any) -> JobRequest | None:
+        """Enqueue ``job`` with ``build_request``'s options; ``source`` defaults to the
+        caller's file and line."""
+        if "source" not in options:
+            options["source"] = _caller()
+        request = self.build_request(job, **options)
+        return self._enqueue([job], [request], connection)[0]
+
+    def enqueue_many(
+        self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
+    ) -> list[JobRequest | None]:
+        source = _caller()
+        jobs = list(jobs)
+        requests = [self.build_request(job, source=source, **options) for job in jobs]
+        return self._enqueue(jobs, requests, connection)
+
+    def _enqueue(
+        self, jobs: list[Job], requests: list[JobRequest], connection: Any
+    ) -> list[JobRequest | None]:
+        if not jobs:
+            return []
+        if connection is None:
+            connection = self.pm.hook.jobkit_connection()
+        stored = self.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=connection)
+        for request in stored:
+            if request is not None:
+                notify(self.pm.hook.jobkit_job_enqueued, request=request)
+        return stored
+
+    def build_request(
+        self,
+        job: Job,
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        concurrency_key: str | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        source: str = "",
+    ) -> JobRequest:
+        """The request for ``job``, with arguments left out taken from its ``default_*``."""
+        job_class = type(job)
+        name = self.registry.name_of(job_class)
+        queue = job.default_queue() if queue is None else queue
+        if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
+            raise ValueError(
+                f"{name}: queue must be a name of letters, digits and _.:- (at most 128 "
+                f"characters), got {queue!r}"
+            )
+        priority = job.default_priority() if priority is None else priority
+        _check_int(name, "priority", priority, -_INT32 - 1, _INT32)
+        retries = job.default_retries() if retries is None else retries
+        _check_int(name, "retries", retries, 0, _INT32)
+        key = job.default_concurrency_key() if concurrency_key is None else concurrency_key
+        if not isinstance(key, str) or "\x00" in key:
+            raise TypeError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+        delay_seconds, start_at = _delay(name, delay)
+        timeout_seconds = _timeout(name, job.default_timeout() if timeout is None else timeout)
+        return JobRequest(
+            job_name=name,
+            parameters=self.serializer.dumps(job_class, job._init_args, job._init_kwargs),
+            queue=queue,
+            priority=priority,
+            retries=retries,
+            concurrency_key=key,
+            source=source,
+            delay=delay_seconds,
+            start_at=start_at,
+            timeout=timeout_seconds,
+        )
+
+    def enqueue_now(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+    ) -> list[JobRequest | None]:
+        """The kernel's ``jobkit_enqueue``: jobs that need no decision go in one insert; a job
+        with a concurrency key or its own ``should_enqueue`` is decided under its lock, in one
+        transaction with the inserts before it, so each decision sees them."""
+        pairs = list(zip(jobs, requests, strict=True))
+        if not any(self._needs_decision(job, request) for job, request in pairs):
+            allowed = [self._plugins_allow(job, r) for job, r in zip(jobs, requests, strict=True)]
+            accepted = [r for r, ok in zip(requests, allowed, strict=True) if ok]
+            self.store.enqueue(accepted, connection=connection)
+            return [r if ok else None for r, ok in zip(requests, allowed, strict=True)]
+
+        stored: list[JobRequest | None] = [None] * len(jobs)
+        # Locks are released only after the transaction commits: a lock outside the database
+        # (Redis, say) released earlier would let another producer check before this insert
+        # is visible. (With the caller's connection the commit is the caller's, later.)
+        with (
+            contextlib.ExitStack() as locks,  # exits last: after the commit
+            self.store.transaction(connection) as conn,
+            _using_connection(conn),
+        ):
+            batch: list[int] = []
+
+            def flush() -> None:
+                self.store.enqueue([requests[i] for i in batch], connection=conn)
+                for i in batch:
+                    stored[i] = requests[i]
+                batch.clear()
+
+            for index, (job, request) in enumerate(zip(jobs, requests, strict=True)):
+                if not self._needs_decision(job, request):
+                    if self._plugins_allow(job, request):
+                        batch.append(index)
+                    continue
+                flush()
+                locks.enter_context(self._enqueue_lock(job, request, conn))
+                if self._allowed(job, request):
+                    batch.append(index)
+                    flush()
+            flush()
+        return stored
+
+    @staticmethod
+    def _needs_decision(job: Job | type[Job], request: JobRequest) -> bool:
+        job_class = job if isinstance(job, type) else type(job)
+        return bool(request.concurrency_key) or job_class.should_enqueue is not Job.should_enqueue
+
+    def _plugins_allow(self, job: Job, request: JobRequest) -> bool:
+        return self.pm.hook.jobkit_should_enqueue(job=job, request=request) is not False
+
+    def _allowed(self, job: Job, request: JobRequest) -> bool:
+        if not job.should_enqueue(request.concurrency_key):
+            logger.debug(
+                "%r not enqueued: should_enqueue() declined (concurrency key %r)",
+                job,
+                request.concurrency_key,
+            )
+            return False
+        if not self._plugins_allow(job, request):
+            logger.debug("%r not enqueued: a jobkit_should_enqueue plugin declined", job)
+            return False
+        return True
+
+    def _enqueue_lock(
+        self, job: Job, request: JobRequest, connection: Any
+    ) -> contextlib.AbstractContextManager[Any]:
+        if not request.concurrency_key:
+            return contextlib.nullcontext()
+        lock = job.get_enqueue_lock(request.concurrency_key)
+        if lock is None:
+            lock = self.pm.hook.jobkit_enqueue_lock(
+                job_name=request.job_name,
+                concurrency_key=request.concurrency_key,
+                connection=connection,
+                settings=self.settings,
+            )
+        if lock is None:
+            raise PluginError(
+                f"no plugin provides an enqueue lock for {request.job_name} with a concurrency "
+                f"key on {type(connection).__name__} connections (is jobkit.builtin.locks in "
+                f"disable_plugins without a replacement?)"
+            )
+        return lock
+
+    def find_active(
+        self, job_class: type[Job], concurrency_key: str | None
+    ) -> tuple[list[JobRequest], list[JobProcess]]:
+        """Pending and running attempts of ``job_class``, seen from the enqueue in progress."""
+        return self.store.find_active(
+            job_name=self.registry.name_of(job_class),
+            concurrency_key=concurrency_key,
+            connection=_enqueue_connection.get(),
+        )
+
+    def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
+        return self.store.get_result(uuid.UUID(str(attempt_id)))
+
+    # Run -------------------------------------------------------------------------------------
+
+    def run_attempt(self, process: JobProcess) -> Outcome:
+        """Rebuild the job of ``process`` and run it through ``jobkit_run_job``.
+
+        A name nobody registered, or parameters that no longer fit ``__init__``, are ERRORED
+        without a retry: running again cannot fix them.
+        """
+        try:
+            job_class = self.registry.get(process.job_name)
+            args, kwargs = self.serializer.loads(job_class, process.parameters)
+        except UnknownJobError as error:
+            imported = ", ".join(self.settings.imports) or "no modules"
+            return _failed(
+                error,
+                f"{error}; this worker imported {imported} (the imports setting); register "
+                f"the job in one of them, or add its module to imports",
+            )
+        except ParameterError as error:
+            return _failed(error, str(error))
+        try:
+            job = job_class(*args, **kwargs)
+        except Exception as error:
+            return _errored(error, process, retry_delay=0.0)
+        job.job_process = process
+        notify(self.pm.hook.jobkit_job_started, job=job, process=process)
+        try:
+            outcome = self.pm.hook.jobkit_run_job(job=job, process=process)
+        except Exception as error:
+            logger.exception("a jobkit_run_job wrapper failed for %r", job)
+            return _errored(error, process, retry_delay=0.0)
+        if outcome is None:
+            raise PluginError(
+                "no plugin answered jobkit_run_job (jobkit.core is always registered)"
+            )
+        return outcome
+
+    def rebuild_job(self, request: JobRequest) -> Job:
+        """The job instance of a stored request, process or result."""
+        job_class = self.registry.get(request.job_name)
+        args, kwargs = self.serializer.loads(job_class, request.parameters)
+        return job_class(*args, **kwargs)
+
+    def retry_delay(self, process: JobProcess) -> float:
+        """Seconds before the next attempt of ``process``, from its job's
+        ``calculate_retry_delay``; 0 when the job cannot be rebuilt or the method fails."""
+        try:
+            job = self.rebuild_job(process)
+            return seconds(job.calculate_retry_delay(process.retry_attempt + 1))
+        except Exception:
+            logger.exception(
+                "could not compute the retry delay of %s; retrying at once", process.id
+            )
+            return 0.0
+
+    def ended_outcome(
+        self, process: JobProcess, status: Status, error_type: str, why: str
+    ) -> Outcome:
+        """The outcome of an attempt that ended without ``run()`` returning.
+
+        LOST (its process or worker died) and ERRORED ``JobTimeout`` follow the retry policy;
+        CANCELLED (a shutdown's grace ran out) runs again at once without using an attempt.
+        """
+        if status is Status.CANCELLED:
+            return Outcome(
+                status=status,
+                error=why,
+                error_type=error_type,
+                rerun_in=0.0,
+                rerun_uses_retry=False,
+            )
+        rerun_in = self.retry_delay(process) if process.retry_attempt < process.retries else None
+        return Outcome(status=status, error=why, error_type=error_type, rerun_in=rerun_in)
+
+    def finish_and_claim(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        completions: Sequence[Completion],
+        queues: Sequence[str] = (),
+        limit: int = 0,
+        started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
+    ) -> tuple[FinishReport, list[JobProcess]]:
+        """Write results and claim, as ``Store.finish_and_claim`` does, except for deferrals
+        that need a decision: those go through ``finish_deferral``."""
+        decided = [c for c in completions if self._deferral_needs_decision(c)]
+        batch = [c for c in completions if c not in decided] if decided else completions
+        report, claimed = self.store.finish_and_claim(
+            worker_id=worker_id, completions=batch, queues=queues, limit=limit, started=started
+        )
+        for completion in decided:
+            deferred = self.finish_deferral(worker_id=worker_id, completion=completion)
+            report.written.update(deferred.written)
+            report.lost_lease += deferred.lost_lease
+        return report, claimed
+
+    def _deferral_needs_decision(self, completion: Completion) -> bool:
+        outcome, process = completion.outcome, completion.process
+        if outcome.status is not Status.DEFERRED or outcome.rerun_in is None:
+            return False
+        if process.job_name not in self.registry:
+            return False
+        return self._needs_decision(self.registry.get(process.job_name), process)
+
+    def finish_deferral(self, *, worker_id: uuid.UUID, completion: Completion) -> FinishReport:
+        """Write a DEFERRED result, which frees the job's concurrency key, then enqueue the
+        job again through its lock and ``should_enqueue`` — all in one transaction, so the
+        deferral is never lost half-way. If ``should_enqueue`` declines (another job with the
+        key was enqueued meanwhile), the result stays DEFERRED with no rerun."""
+        process, outcome = completion.process, completion.outcome
+        job = self.rebuild_job(process)
+        rerun = JobRequest(
+            job_id=process.job_id,
+            job_name=process.job_name,
+            parameters=process.parameters,
+            queue=process.queue,
+            priority=process.priority,
+            retries=process.retries,
+            retry_attempt=process.retry_attempt + (1 if outcome.rerun_uses_retry else 0),
+            concurrency_key=process.concurrency_key,
+            headers=dict(process.headers),
+            source=process.source,
+            retry_of=process.id,
+            delay=outcome.rerun_in or 0.0,
+            timeout=process.timeout,
+        )
+        result_only = attrs.evolve(completion, outcome=attrs.evolve(outcome, rerun_in=None))
+        store = self.store
+        with (
+            contextlib.ExitStack() as locks,
+            store.transaction() as conn,
+            _using_connection(conn),
+        ):
+            report = store.finish(worker_id=worker_id, completions=[result_only], connection=conn)
+            if process.id not in report.written:
+                return report
+            locks.enter_context(self._enqueue_lock(job, rerun, conn))
+            if self._allowed(job, rerun):
+                store.enqueue([rerun], connection=conn)
+                store.link_rerun(result_id=process.id, request_id=rerun.id, connection=conn)
+                report.written[process.id] = rerun.id
+            else:
+                logger.info(
+                    "%s %s deferred, but should_enqueue declined to run it again; its result "
+                    "stays DEFERRED",
+                    process.job_name,
+                    process.id,
+                )
+        return report
+
+    def rescue_dead_workers(
+        self,
+        *,
+        exclude: uuid.UUID | None = None,
+        aborted: Callable[[JobResult], None] | None = None,
+    ) -> list[JobResult]:
+        """Record the attempts of workers that stopped heartbeating as LOST (retried when retries
+        remain), remove those workers, and call ``on_aborted`` (through ``aborted`` when given,
+        so a slow one never holds up the sweep). ``exclude`` is the sweeping worker, alive
+        whatever its row says. The store guards each write: an attempt its worker finished in
+        the meantime keeps that worker's result."""
+        store = self.store
+        timeout = self.settings.heartbeat_timeout
+        rescued: list[JobResult] = []
+        for worker_id, held in store.dead_workers(heartbeat_timeout=timeout).items():
+            if worker_id == exclude:
+                continue
+            processes = [p for p in held if p.started_at is not None]
+            why = (
+                f"worker {worker_id} sent no heartbeat for more than {timeout:g} s; another "
+                f"worker rescued its jobs"
+            )
+            ended = store.database_now()
+            completions = [
+                Completion(
+                    process=process,
+                    outcome=self.ended_outcome(process, Status.LOST, "WorkerLost", why),
+                    started_at=None,
+                    ended_at=ended,
+                )
+                for process in processes
+            ]
+            report = store.finish(worker_id=worker_id, completions=completions)
+            # Attempts that never started go back to the queue as they were: they did not run.
+            # (After the LOST ones' reruns, so those, claimed earlier, are first in line.)
+            unstarted = [p.id for p in held if p.started_at is None]
+            returned = (
+                store.release(worker_id=worker_id, process_ids=unstarted) if unstarted else []
+            )
+            store.unregister_worker(worker_id=worker_id)
+            written = [c for c in completions if c.process.id in report.written]
+            logger.warning(
+                "worker %s sent no heartbeat for more than %g s: recorded %d of its jobs LOST "
+                "and returned %d it had not started to the queue",
+                worker_id,
+                timeout,
+                len(written),
+                len(returned),
+            )
+            rescued += [
+                JobResult.from_completion(c, retry_request_id=report.written[c.process.id])
+                for c in written
+            ]
+        for result in rescued:
+            notify(self.pm.hook.jobkit_job_finished, result=result)
+            (aborted or self.aborted)(result)
+        return rescued
+
+    def aborted(self, result: JobResult) -> None:
+        """Call the job's ``on_aborted(result)`` and the ``jobkit_job_aborted`` event, after a
+        LOST or CANCELLED result was written. Failures are logged, never raised."""
+        try:
+            self.rebuild_job(result).on_aborted(result)
+        except Exception:
+            logger.exception(
+                "on_aborted of %s %s failed; its result stays %s",
+                result.job_name,
+                result.id,
+                result.status.value,
+            )
+        notify(self.pm.hook.jobkit_job_aborted, result=result)
+
+    def run_job(self, job: Job, process: JobProcess) -> Outcome:
+        """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``."""
+        if self._run_chain is None:
+            self._run_chain = build_chain(self.settings.middleware)
+        try:
+            self._run_chain(job)
+        except DeferJob as deferral:
+            return _deferred(deferral, process)
+        except (Exception, SystemExit) as error:
+            return _errored(error, process, job=job)
+        return Outcome(status=Status.SUCCESSFUL)
+
+
+class CorePlugin:
+    """The kernel's default answers, registered as ``jobkit.core``; wrap them, don't block them."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @hookimpl(trylast=True)
+    def jobkit_enqueue(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+    ) -> list[JobRequest | None]:
+        return self.runtime.enqueue_now(jobs, requests, connection)
+
+    @hookimpl(trylast=True)
+    def jobkit_run_job(self, job: Job, process: JobProcess) -> Outcome:
+        return self.runtime.run_job(job, process)
+
+
+# Outcomes ----------------------------------------------------------------------------------------
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality name for the error: the class name, qualified outside builtins."""
+    cls = type(error)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _failed(error: BaseException, message: str) -> Outcome:
+    return Outcome(status=Status.ERRORED, error=message, error_type=error_type(error))
+
+
+def _errored(
+    error: BaseException,
+    process: JobProcess,
+    *,
+    job: Job | None = None,
+    retry_delay: float | None = None,
+) -> Outcome:
+    rerun_in = None
+    if process.retry_attempt < process.retries:
+        rerun_in = retry_delay
+        if job is not None:
+            try:
+                rerun_in = seconds(job.calculate_retry_delay(process.retry_attempt + 1))
+            except Exception:
+                logger.exception("%r.calculate_retry_delay failed; retrying without delay", job)
+                rerun_in = 0.0
+    text = "".join(traceback.format_exception(error))
+    return Outcome(
+        status=Status.ERRORED, error=text, error_type=error_type(error), rerun_in=rerun_in
+    )
+
+
+def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
+    if deferral.increment_retries and process.retry_attempt >= process.retries:
+        return Outcome(
+            status=Status.ERRORED,
+            error=f"DeferJob(increment_retries=True) with no retries left "
+            f"(attempt {process.retry_attempt} of {process.retries} retries)",
+            error_type=error_type(deferral),
+        )
+    try:
+        delay = seconds(deferral.delay)
+    except (TypeError, ValueError) as error:
+        return _failed(error, f"DeferJob(delay={deferral.delay!r}): {error}")
+    return Outcome(
+        status=Status.DEFERRED, rerun_in=delay, rerun_uses_retry=deferral.increment_retries
+    )
+
+
+def seconds(value: float | datetime.timedelta) -> float:
+    """A delay as non-negative seconds, from a number or a timedelta."""
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"a delay must be a number of seconds or a timedelta, got {value!r}")
+    if value < 0:
+        raise ValueError(f"a delay cannot be negative, got {value!r}")
+    return float(value)
+
+
+def _delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | None]:
+    if delay is None:
+        return 0.0, None
+    if isinstance(delay, datetime.datetime):
+        if delay.tzinfo is None or delay.utcoffset() is None:
+            raise ValueError(
+                f"{name}: delay as a datetime must be timezone-aware (e.g. "
+                f"datetime.now(timezone.utc) + timedelta(minutes=5)), got {delay!r}"
+            )
+        return 0.0, delay
+    try:
+        return seconds(delay), None
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}: {error}") from None
+
+
+def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | None:
+    if timeout is None:
+        return None
+    try:
+        limit = seconds(timeout)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}: timeout: {error}") from None
+    if limit == 0:
+        raise ValueError(f"{name}: timeout must be more than 0 seconds, got 0")
+    return limit
+
+
+def _check_int(name: str, argument: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: {argument} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {argument} must be between {low} and {high}, got {value}")
+
+
+def _caller() -> str:
+    """``file:line`` of the first frame outside jobkit: where the job was enqueued."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_JOBKIT_DIR):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+
+
+@contextlib.contextmanager
+def _using_connection(connection: Any) -> Iterator[None]:
+    token = _enqueue_connection.set(connection)
+    try:
+        yield
+    finally:
+        _enqueue_connection.reset(token)
+
+
+# The process's current runtime -----------------------------------------------------------------
+
+_current: Runtime | None = None
+_current_pid: int | None = None
+_current_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built from its settings on first use (and again after a fork,
+    since connections cannot cross one)."""
+    global _current, _current_pid
+    if _current is None or _current_pid != os.getpid():
+        with _current_lock:
+            if _current is None or _current_pid != os.getpid():
+                _current = Runtime.from_settings(load_settings())
+                _current_pid = os.getpid()
+    return _current
+
+
+def set_runtime(runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` this process's runtime; return the previous one."""
+    global _current, _current_pid
+    with _current_lock:
+        previous = _current
+        _current, _current_pid = runtime, os.getpid()
+    return previous
+
+
+def enqueue_many(
+    jobs: Sequence[Job],
+    *,
+    queue: str | None = None,
+    delay: Delay | None = None,
+    priority: int | None = None,
+    retries: int | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    connection: Any = None,
+) -> list[JobRequest | None]:
+    """Enqueue many jobs in one round trip; arguments left out come from each job's
+    ``default_*``. Returns each job's stored request, or None where it was declined."""
+    return get_runtime().enqueue_many(
+        jobs,
+        queue=queue,
+        delay=delay,
+        priority=priority,
+        retries=retries,
+        timeout=timeout,
+        connection=connection,
+    )
+
+
+def get_result(attempt_id: uuid.UUID | str) -> JobResult | None:
+    """The latest result of the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs
+    to, following its retries; None while it is pending or running."""
+    return get_runtime().get_result(attempt_id)
+
+
+__all__ = ["JobkitError", "Runtime", "enqueue_many", "get_result", "get_runtime", "set_runtime"]

@@ -1,0 +1,27 @@
+"""The Serializer protocol: how a job's ``__init__`` arguments become JSON text and back.
+
+The built-in ``jobkit.builtin.serializers`` answers the ``jobkit_serializer`` hook with a cattrs
+converter that other plugins extend through ``jobkit_configure_converter``. Parameters are always
+JSON: nothing read from a row is ever unpickled or imported by dotted path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    def dumps(self, job_class: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The JSON text for these arguments of ``job_class.__init__``.
+
+        Raises ``ParameterError`` naming the job, the parameter and its type when a value cannot
+        be stored, so the mistake shows at enqueue rather than in the worker.
+        """
+
+    def loads(self, job_class: type, text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The ``(args, kwargs)`` to call ``job_class`` with, from ``dumps``'s text.
+
+        Raises ``ParameterError`` when the text no longer fits ``job_class.__init__``.
+        """

@@ -1,0 +1,430 @@
+"""Settings: one attrs class, read from defaults < a config file < ``JOBKIT_*`` environment
+variables < command-line flags, and checked at start-up.
+
+The config file is ``jobkit.toml`` in the current directory, or else the ``[tool.jobkit]`` table of
+``pyproject.toml`` there. Plugins declare their own sections through ``jobkit_settings_defaults``;
+a section is a table in the file (``[tool.jobkit.redis_lock]``) and ``JOBKIT_REDIS_LOCK_URL``-style
+variables. Every bad value fails naming the setting, where it came from and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+import typing
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from jobkit.errors import SettingsError
+
+logger = logging.getLogger("jobkit.settings")
+
+ENV_PREFIX = "JOBKIT_"
+# Environment variables that configure tooling rather than settings.
+NON_SETTING_ENV = {
+    "JOBKIT_DISABLE_PLUGIN_AUTOLOAD",
+    "JOBKIT_TEST_DATABASE_URL",
+    "JOBKIT_TRACE_PLUGINS",
+}
+# \Z, not $: "$" also matches before a trailing newline, so "jobkit\n" would pass.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every jobkit setting, with its default."""
+
+    database_url: str | None = None
+    """``postgresql://...``; unset starts the embedded database (the ``embedded`` extra)."""
+    schema: str = "jobkit"
+    """The Postgres schema that holds jobkit's tables."""
+    imports: list[str] = attrs.field(factory=list)
+    """Modules that define jobs; workers import them at start-up."""
+    middleware: list[str] = attrs.field(factory=list)
+    """Dotted paths of middleware classes, outermost first."""
+    results_retention: int = 604800
+    """Seconds to keep results; ``jobkit clear`` and the workers delete older ones. 0 keeps all."""
+    heartbeat_interval: float = 60
+    """Seconds between a worker's heartbeats."""
+    heartbeat_timeout: float = 300
+    """Seconds without a heartbeat after which a worker counts as dead."""
+    shutdown_timeout: float = 25
+    """Seconds running jobs get to finish after SIGTERM/SIGINT (``--shutdown-timeout``) before
+    they are terminated, recorded CANCELLED and enqueued again. Keep it below the time your
+    supervisor waits before it kills the worker (Docker 10 s, Kubernetes 30 s, systemd 90 s)."""
+    worker_queues: list[str] = attrs.field(factory=lambda: ["default"])
+    """Queues a worker claims from (``--queue``)."""
+    worker_max_processes: int | None = None
+    """Pool children per worker (``--max-processes``); unset: the CPUs available."""
+    worker_max_jobs_per_process: int | None = None
+    """Jobs a child runs before it is replaced (``--max-jobs-per-process``); unset: no limit."""
+    worker_max_pending_per_process: int = 10
+    """Jobs claimed ahead per child (``--max-pending-per-process``)."""
+    worker_stats_every: float = 60
+    """Seconds between stats log lines (``--stats-every``); 0 turns them off."""
+    worker_poll_interval: float = 2.0
+    """Seconds between claims when no wake-up notification arrives."""
+    worker_scheduler: bool = True
+    """Whether a worker runs the scheduler (``--scheduler/--no-scheduler``)."""
+    schedule: list[Any] = attrs.field(factory=list)
+    """Jobs to enqueue on a schedule: ``(job, schedule)`` pairs or tables with options (see
+    ``docs/scheduling.md``); read by the scheduler, which checks each entry at worker start-up."""
+    timezone: str = "UTC"
+    """The IANA time zone that schedule entries without a ``timezone`` of their own follow."""
+    plugins: list[str] = attrs.field(factory=list)
+    """Extra plugin modules to register, by dotted path."""
+    disable_plugins: list[str] = attrs.field(factory=list)
+    """Plugins to block, by name (``jobkit plugins --all`` lists the names)."""
+    embedded_dir: str = ".jobkit"
+    """Where the embedded database keeps its data, relative to the current directory."""
+    sections: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    """Plugins' settings sections, by name; read them with ``section()``."""
+    config_file: str | None = attrs.field(default=None, repr=False)
+    """The file the settings were read from, if any."""
+
+    def section(self, name: str) -> Any:
+        """A plugin's settings section, as declared through ``jobkit_settings_defaults``."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise SettingsError(
+                f"no settings section {name!r}: is the plugin that declares it installed and "
+                f"not in disable_plugins?"
+            ) from None
+
+
+def _core_fields() -> dict[str, attrs.Attribute]:
+    attrs.resolve_types(Settings)
+    return {
+        field.name: field
+        for field in attrs.fields(Settings)
+        if field.name not in ("sections", "config_file")
+    }
+
+
+# Checks beyond the type: each returns what was expected, or None when the value is fine.
+def _positive(value: Any) -> str | None:
+    fine = value is None or (value > 0 and math.isfinite(value))
+    return None if fine else "a number greater than 0"
+
+
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 and math.isfinite(value) else "a number of seconds, 0 or more"
+
+
+def _identifier(value: str) -> str | None:
+    if _IDENTIFIER.match(value):
+        return None
+    return "a lower-case SQL identifier (letters, digits and _, at most 63 characters)"
+
+
+def _queue_names(value: list[str]) -> str | None:
+    if value and all(_QUEUE_NAME.match(name) for name in value):
+        return None
+    return "one or more queue names of letters, digits and _.:- (at most 128 characters each)"
+
+
+def _time_zone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "an IANA time zone name such as 'UTC' or 'Europe/Berlin'"
+    return None
+
+
+def _schedule_entries(value: list[Any]) -> str | None:
+    if all(isinstance(entry, list | tuple | dict) for entry in value):
+        return None
+    return "a list of [job, schedule] pairs or tables with job and schedule keys"
+
+
+def _database_url(value: str | None) -> str | None:
+    if value is None or re.match(r"^[a-z][a-z0-9+.-]*://", value):
+        return None
+    return "a URL such as postgresql://user@host:5432/dbname"
+
+
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "database_url": _database_url,
+    "schema": _identifier,
+    "results_retention": _not_negative,
+    "heartbeat_interval": _positive,
+    "heartbeat_timeout": _positive,
+    "shutdown_timeout": _not_negative,
+    "worker_queues": _queue_names,
+    "worker_max_processes": _positive,
+    "worker_max_jobs_per_process": _positive,
+    "worker_max_pending_per_process": _positive,
+    "worker_stats_every": _not_negative,
+    "worker_poll_interval": _positive,
+    "timezone": _time_zone,
+    "schedule": _schedule_entries,
+}
+
+
+@attrs.frozen
+class _Value:
+    value: Any
+    source: str
+
+
+def load_settings(
+    overrides: Mapping[str, _Value | Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Read settings from the config file, the environment and ``overrides`` (flags).
+
+    ``overrides`` maps setting names to values (or to ``flag(value, "--flag")`` to name the
+    flag in errors); None values are ignored so unset flags do not override anything.
+    """
+    environ = os.environ if environ is None else environ
+    config_file, table = _read_config(cwd or Path.cwd())
+    fields = _core_fields()
+
+    raw: dict[str, _Value] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            continue  # a plugin's section, read by with_plugin_sections
+        if key not in fields:
+            raise SettingsError(
+                f"unknown setting {key!r} in {config_file}; known settings: {', '.join(fields)}"
+            )
+        raw[key] = _Value(value, str(config_file))
+    for name in fields:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            raw[name] = _Value(_from_env(environ[env_name], fields[name].type), env_name)
+    for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise SettingsError(f"unknown setting {name!r}")
+        value = value if isinstance(value, _Value) else _Value(value, f"the {name} argument")
+        if value.value is not None:
+            raw[name] = value
+
+    values = {name: _structure(name, fields[name].type, item) for name, item in raw.items()}
+    settings = Settings(**values, config_file=str(config_file) if config_file else None)
+    if settings.heartbeat_timeout <= settings.heartbeat_interval:
+        source = raw.get("heartbeat_timeout", raw.get("heartbeat_interval"))
+        raise SettingsError(
+            f"setting heartbeat_timeout ({settings.heartbeat_timeout}) must be greater than "
+            f"heartbeat_interval ({settings.heartbeat_interval})"
+            + (f"; check {source.source}" if source else "")
+        )
+    return settings
+
+
+def flag(value: Any, name: str) -> _Value:
+    """A command-line flag's value, named so errors can point at the flag."""
+    return _Value(value, name)
+
+
+def with_plugin_sections(
+    settings: Settings,
+    declared: Iterable[Mapping[str, type]],
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Read the sections plugins declared (``jobkit_settings_defaults`` answers) into
+    ``settings.sections``; a section table in the file that no plugin declared is an error."""
+    environ = os.environ if environ is None else environ
+    config_file, table = _read_config(cwd or Path.cwd())
+    classes: dict[str, type] = {}
+    for answer in declared:
+        classes.update(answer)
+    for key, value in table.items():
+        if isinstance(value, dict) and key not in classes:
+            raise SettingsError(
+                f"settings section [{key}] in {config_file} is not declared by any plugin; "
+                f"declared sections: {', '.join(sorted(classes)) or 'none'}"
+            )
+    sections = {}
+    known_env = {ENV_PREFIX + name.upper() for name in _core_fields()} | NON_SETTING_ENV
+    for name, section_class in classes.items():
+        attrs.resolve_types(section_class)
+        known_env |= {
+            f"{ENV_PREFIX}{name.upper()}_{field.name.upper()}"
+            for field in attrs.fields(section_class)
+        }
+        values = {}
+        file_table = table.get(name, {})
+        for field in attrs.fields(section_class):
+            env_name = f"{ENV_PREFIX}{name.upper()}_{field.name.upper()}"
+            if env_name in environ:
+                item = _Value(_from_env(environ[env_name], field.type), env_name)
+            elif field.name in file_table:
+                item = _Value(file_table[field.name], f"[{name}] in {config_file}")
+            else:
+                continue
+            values[field.name] = _structure(f"{name}.{field.name}", field.type, item)
+        unknown = set(file_table) - {field.name for field in attrs.fields(section_class)}
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {name}.{sorted(unknown)[0]} in {config_file}; "
+                f"section {name} has: {', '.join(f.name for f in attrs.fields(section_class))}"
+            )
+        try:
+            sections[name] = section_class(**values)
+        except (TypeError, ValueError) as error:
+            raise SettingsError(f"settings section {name}: {error}") from error
+    for env_name in sorted(key for key in environ if key.startswith(ENV_PREFIX)):
+        if env_name not in known_env:
+            logger.warning("%s is not a jobkit setting and is ignored (a typo?)", env_name)
+    return attrs.evolve(settings, sections=sections)
+
+
+def _read_config(cwd: Path) -> tuple[Path | None, dict[str, Any]]:
+    jobkit_toml = cwd / "jobkit.toml"
+    pyproject = cwd / "pyproject.toml"
+    for path, pick in ((jobkit_toml, lambda doc: doc), (pyproject, _tool_jobkit)):
+        if not path.is_file():
+            continue
+        try:
+            with path.open("rb") as handle:
+                document = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{path} is not valid TOML: {error}") from error
+        table = pick(document)
+        if table is not None:
+            return path, table
+    return None, {}
+
+
+def _tool_jobkit(document: dict[str, Any]) -> dict[str, Any] | None:
+    return document.get("tool", {}).get("jobkit")
+
+
+def _from_env(text: str, field_type: Any) -> Any:
+    """Environment variables are strings: lists are comma-separated (a list of anything else
+    is JSON), empty means unset."""
+    text = text.strip()
+    if field_type == list[Any]:
+        try:
+            return json.loads(text or "[]")
+        except json.JSONDecodeError as error:
+            return _NotJson(text, str(error))
+    if _is_list(field_type):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if text == "" and _allows_none(field_type):
+        return None
+    return text
+
+
+@attrs.frozen
+class _NotJson:
+    """An environment variable that should have held JSON, kept to name it in the error."""
+
+    text: str
+    problem: str
+
+    def __repr__(self) -> str:
+        return f"{self.text!r}, which is not JSON ({self.problem})"
+
+
+def _is_list(field_type: Any) -> bool:
+    return typing.get_origin(field_type) is list
+
+
+def _allows_none(field_type: Any) -> bool:
+    return type(None) in typing.get_args(field_type)
+
+
+_converter = cattrs.Converter()
+
+
+def _structure_number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, str):
+        value = value.strip()
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("not a whole number")
+        return int(value) if not isinstance(value, str) else int(value, 10)
+    return float(value)
+
+
+_converter.register_structure_hook(int, lambda value, _: _structure_number(value, int))
+_converter.register_structure_hook(float, lambda value, _: _structure_number(value, float))
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+_converter.register_structure_hook(str, _structure_str)
+
+
+def _structure_str_list(value: Any, _: type) -> list[str]:
+    # cattrs would iterate a string into its characters: imports = "app.jobs" -> ["a", "p", ...]
+    if not isinstance(value, list):
+        raise ValueError("not a list")
+    return [_structure_str(item, str) for item in value]
+
+
+_converter.register_structure_hook_func(lambda cls: cls == list[str], _structure_str_list)
+
+
+def _structure_any_list(value: Any, _: type) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ValueError("not a list")
+    return list(value)
+
+
+_converter.register_structure_hook_func(lambda cls: cls == list[Any], _structure_any_list)
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    # cattrs would take bool("false") for True.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[value.strip().lower()]
+    raise ValueError("not a boolean")
+
+
+_converter.register_structure_hook(bool, _structure_bool)
+
+
+def _expected(field_type: Any) -> str:
+    if field_type == list[Any]:
+        return "a list (JSON in an environment variable)"
+    if _is_list(field_type):
+        return "a list of strings (comma-separated in an environment variable)"
+    args = [arg for arg in typing.get_args(field_type) if arg is not type(None)]
+    base = args[0] if args else field_type
+    described = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    text = described.get(base, getattr(base, "__name__", str(base)))
+    return text + (" or empty" if _allows_none(field_type) else "")
+
+
+def _structure(name: str, field_type: Any, item: _Value) -> Any:
+    try:
+        value = _converter.structure(item.value, field_type)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as error:
+        raise SettingsError(
+            f"setting {name} (from {item.source}) must be {_expected(field_type)}, "
+            f"got {item.value!r}"
+        ) from error
+    check = CHECKS.get(name)
+    problem = check(value) if check else None
+    if problem:
+        raise SettingsError(f"setting {name} (from {item.source}) must be {problem}, got {value!r}")
+    return value

@@ -1,0 +1,184 @@
+"""The Store protocol: what a storage plugin implements for the kernel.
+
+A store keeps requests, processes, results and worker heartbeats, and makes the moves between
+them atomic. The built-in ``jobkit.builtin.postgres`` is one; a third party's store answers the
+``jobkit_store`` hook and proves itself with ``jobkit.testing.store_contract``.
+
+Every time a store writes or compares is the database's clock, never the caller's. A
+``connection`` argument is the store's own kind of connection (a psycopg connection for the
+built-in): the caller's, for a transactional enqueue, or one the store handed out from
+``transaction()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from jobkit.records import (
+    Completion,
+    FinishReport,
+    JobProcess,
+    JobRequest,
+    JobResult,
+    Stats,
+    WorkerInfo,
+)
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A wake-up channel: readable when a request was committed to one of its queues."""
+
+    def fileno(self) -> int:
+        """The file descriptor to wait on with ``select``."""
+
+    def drain(self) -> set[str]:
+        """Read what arrived without blocking; return the queues that were woken."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Storage for requests, processes, results and workers."""
+
+    # Producer side -------------------------------------------------------------------------
+
+    def transaction(self, connection: Any = None) -> contextlib.AbstractContextManager[Any]:
+        """Yield a connection inside a transaction: ``connection``'s own (a savepoint in the
+        caller's transaction) or a new one that commits when the block exits cleanly."""
+
+    def enqueue(self, requests: Sequence[JobRequest], *, connection: Any) -> list[JobRequest]:
+        """Insert requests in one round trip and wake listeners when the transaction commits.
+
+        Returns the stored requests, with ``start_at`` and ``created_at`` from the database.
+        """
+
+    def find_active(
+        self, *, job_name: str, concurrency_key: str | None, connection: Any
+    ) -> tuple[list[JobRequest], list[JobProcess]]:
+        """The pending requests and the processes of ``job_name`` (with ``concurrency_key``
+        when given), as seen inside ``connection``'s transaction."""
+
+    # Worker side ---------------------------------------------------------------------------
+
+    def claim(self, *, worker_id: uuid.UUID, queues: Sequence[str], limit: int) -> list[JobProcess]:
+        """Move up to ``limit`` ready requests to processes owned by ``worker_id``, in one
+        statement that no two workers can both win: highest priority first, then the earliest
+        start time, then the order of enqueueing."""
+
+    def seconds_until_next_start(self, *, queues: Sequence[str]) -> float | None:
+        """Seconds until the earliest request of ``queues`` that is not ready yet, or None."""
+
+    def finish(
+        self, *, worker_id: uuid.UUID, completions: Sequence[Completion], connection: Any = None
+    ) -> FinishReport:
+        """Write results for completed attempts in one transaction, and the retry or deferral
+        requests their outcomes ask for. An attempt that ``worker_id`` no longer owns (it was
+        rescued by another worker) gets no second result: its id is reported in ``lost_lease``.
+        The results are exactly ``JobResult.from_completion`` of each written completion.
+        """
+
+    def finish_and_claim(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        completions: Sequence[Completion],
+        queues: Sequence[str],
+        limit: int,
+        started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
+        connection: Any = None,
+    ) -> tuple[FinishReport, list[JobProcess]]:
+        """``finish`` then ``claim`` in one transaction: the worker's hot path, one commit and
+        (where the database allows) one round trip per batch. Either may be empty. ``started``
+        marks attempts that began running (``(id, when)``; never ones in ``completions``), so
+        ``dead_workers`` can tell them from attempts that never ran. With ``connection``,
+        inside that connection's transaction."""
+
+    def link_rerun(
+        self, *, result_id: uuid.UUID, request_id: uuid.UUID, connection: Any = None
+    ) -> None:
+        """Record on a result the request that runs its job again (a deferral re-enqueued
+        through the enqueue lock and ``should_enqueue`` after its result was written)."""
+
+    def release(self, *, worker_id: uuid.UUID, process_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Put claimed attempts that never started back in the queue, unchanged (no attempt is
+        used); return the ids released. Attempts ``worker_id`` no longer owns are left alone."""
+
+    def release_unknown(
+        self, *, worker_id: uuid.UUID, known_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Put back in the queue, unchanged, every attempt ``worker_id`` owns but ``known_ids``
+        does not list; return their ids."""
+
+    def listen(self, *, queues: Sequence[str]) -> Listener:
+        """A listener woken by ``enqueue`` commits to any of ``queues``."""
+
+    def register_worker(self, worker: WorkerInfo) -> WorkerInfo:
+        """Insert the worker's heartbeat row; return it with the database's timestamps."""
+
+    def heartbeat(self, *, worker_id: uuid.UUID) -> datetime.datetime:
+        """Record that the worker is alive; return the database's current time."""
+
+    def unregister_worker(self, *, worker_id: uuid.UUID) -> None:
+        """Delete the worker's heartbeat row on a clean exit."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every registered worker."""
+
+    def dead_workers(self, *, heartbeat_timeout: float) -> dict[uuid.UUID, list[JobProcess]]:
+        """Workers whose heartbeat is older than ``heartbeat_timeout`` seconds, by the database
+        clock, with their processes; also the owners of processes whose worker row is gone. A
+        restart of the database must not make every live worker look dead: the built-in counts
+        the database's start as a heartbeat of every worker."""
+
+    def database_now(self) -> datetime.datetime:
+        """The database's clock, read without writing (so no commit delays the answer)."""
+
+    # Schedules -----------------------------------------------------------------------------
+
+    def record_tick(self, *, key: str, fire_at: datetime.datetime, connection: Any) -> bool:
+        """Record that the tick ``fire_at`` of the schedule entry ``key`` is being enqueued,
+        inside ``connection``'s transaction; True for exactly one caller per ``(key, fire_at)``
+        ever. A concurrent caller waits until the first one's transaction ends: False if it
+        committed, True (this caller's turn) if it rolled back."""
+
+    def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime.datetime]:
+        """The latest recorded tick of each of ``keys`` that has one."""
+
+    # Reading and housekeeping ---------------------------------------------------------------
+
+    def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
+        """The latest result of the job that ``attempt_id`` belongs to, or None while any
+        attempt of it is pending or running (or when no such job exists)."""
+
+    def stats(self, *, include_results: bool = True) -> Stats:
+        """Counts of requests, processes and results, in total and per queue; with
+        ``include_results=False`` the result counts are left at 0 (a cheap query for
+        periodic stats)."""
+
+    def clear_results(self, *, older_than: float) -> int:
+        """Delete results that ended more than ``older_than`` seconds ago; return how many.
+        Schedule ticks that old go too, except each key's latest."""
+
+    def purge(self) -> int:
+        """Delete every request, process, result and schedule tick; return how many rows
+        went."""
+
+    # Schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not applied yet; return their names. Safe to run concurrently."""
+
+    def migration_sql(self) -> str:
+        """Every migration as one SQL script, for teams that apply migrations their own way."""
+
+    def check_schema(self) -> None:
+        """Raise ``StoreError`` with the fix when migrations are missing."""
+
+    def close(self) -> None:
+        """Close connections and pools."""

@@ -1,0 +1,483 @@
+"""The tests every Store must pass. A store plugin subclasses ``StoreContract`` and provides a
+``store`` fixture returning a migrated, empty store::
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self, jobkit_runtime):
+            return jobkit_runtime.store
+
+The built-in Postgres store runs this suite in jobkit's own tests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import select
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from jobkit.records import Completion, JobRequest, Outcome, Status, WorkerInfo
+from jobkit.store import Store
+
+PARAMETERS = '{"args": [], "kwargs": {}}'
+
+
+def make_request(**fields: Any) -> JobRequest:
+    fields.setdefault("job_name", "contract.Job")
+    fields.setdefault("parameters", PARAMETERS)
+    return JobRequest(**fields)
+
+
+def completion(process: Any, status: Status = Status.SUCCESSFUL, **outcome: Any) -> Completion:
+    now = datetime.datetime.now(datetime.UTC)
+    return Completion(
+        process=process, outcome=Outcome(status=status, **outcome), started_at=now, ended_at=now
+    )
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class StoreContract:
+    """Subclass and provide a ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("provide a `store` fixture returning a migrated, empty store")
+
+    @pytest.fixture
+    def worker_id(self, store: Store) -> uuid.UUID:
+        return self.register(store).id
+
+    def register(self, store: Store, queues: tuple[str, ...] = ("default",)) -> WorkerInfo:
+        return store.register_worker(
+            WorkerInfo(id=uuid.uuid4(), hostname="contract", pid=1, queues=list(queues))
+        )
+
+    # Enqueue ---------------------------------------------------------------------------------
+
+    def test_enqueue_stamps_requests_with_the_database_clock(self, store: Store) -> None:
+        before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        (stored,) = store.enqueue([make_request(delay=60)], connection=None)
+        assert stored.created_at is not None and stored.created_at > before
+        assert stored.start_at is not None
+        assert 59 <= (stored.start_at - stored.created_at).total_seconds() <= 61
+
+    def test_enqueue_many_keeps_order_and_fields(self, store: Store, worker_id: uuid.UUID) -> None:
+        requests = [
+            make_request(
+                queue="bulk",
+                priority=3,
+                retries=2,
+                concurrency_key=f"k{i}",
+                headers={"traceparent": f"t{i}"},
+                source="here:1",
+                timeout=12.5,
+            )
+            for i in range(50)
+        ]
+        store.enqueue(requests, connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["bulk"], limit=100)
+        assert [p.id for p in claimed] == [r.id for r in requests]
+        first = claimed[0]
+        assert (first.priority, first.retries, first.concurrency_key) == (3, 2, "k0")
+        assert first.headers == {"traceparent": "t0"}
+        assert first.source == "here:1"
+        assert first.timeout == 12.5
+        assert first.job_id == first.id
+        assert first.parameters.replace(" ", "") == PARAMETERS.replace(" ", "")
+
+    def test_rolled_back_transaction_leaves_no_request(self, store: Store) -> None:
+        class Rollback(Exception):
+            pass
+
+        with pytest.raises(Rollback), store.transaction() as connection:
+            store.enqueue([make_request()], connection=connection)
+            raise Rollback
+        assert store.stats().total.pending == 0
+
+    def test_find_active_sees_requests_and_processes_by_name_and_key(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue(
+            [
+                make_request(job_name="a", concurrency_key="x"),
+                make_request(job_name="a", concurrency_key="y"),
+                make_request(job_name="b", concurrency_key="x"),
+            ],
+            connection=None,
+        )
+        store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        requests, processes = store.find_active(job_name="a", concurrency_key=None, connection=None)
+        assert len(requests) + len(processes) == 2 and len(processes) == 1
+        requests, processes = store.find_active(job_name="a", concurrency_key="y", connection=None)
+        assert [r.concurrency_key for r in [*requests, *processes]] == ["y"]
+
+    # Claim -----------------------------------------------------------------------------------
+
+    def test_claim_order_is_priority_then_start_then_enqueue_order(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+        low_first = make_request(priority=-5)
+        normal_first = make_request()
+        normal_second = make_request()
+        normal_older_start = make_request(start_at=past)
+        high = make_request(priority=10)
+        store.enqueue([low_first, normal_first, normal_second], connection=None)
+        store.enqueue([normal_older_start, high], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=10)
+        assert [p.id for p in claimed] == [
+            high.id,
+            normal_older_start.id,
+            normal_first.id,
+            normal_second.id,
+            low_first.id,
+        ]
+
+    def test_claim_leaves_requests_whose_start_time_has_not_come(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(delay=30)], connection=None)
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=10) == []
+        waiting = store.seconds_until_next_start(queues=["default"])
+        assert waiting is not None and 25 < waiting <= 30
+        assert store.seconds_until_next_start(queues=["other"]) is None
+
+    def test_claim_takes_only_the_given_queues_and_limit(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="a") for _ in range(5)], connection=None)
+        store.enqueue([make_request(queue="b") for _ in range(5)], connection=None)
+        store.enqueue([make_request(queue="c")], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["a", "b"], limit=7)
+        assert len(claimed) == 7
+        assert {p.queue for p in claimed} <= {"a", "b"}
+        assert all(p.worker_id == worker_id for p in claimed)
+        stats = store.stats()
+        assert stats.queues["c"].pending == 1
+        assert stats.total.running == 7
+
+    def test_concurrent_claims_never_share_a_request(self, store: Store) -> None:
+        requests = [make_request() for _ in range(400)]
+        store.enqueue(requests, connection=None)
+        workers = [self.register(store) for _ in range(4)]
+        claimed: dict[uuid.UUID, list[uuid.UUID]] = {w.id: [] for w in workers}
+
+        def claim_all(worker: WorkerInfo) -> None:
+            while batch := store.claim(worker_id=worker.id, queues=["default"], limit=7):
+                claimed[worker.id].extend(p.id for p in batch)
+
+        threads = [threading.Thread(target=claim_all, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [attempt for ids in claimed.values() for attempt in ids]
+        assert len(every) == len(set(every)) == len(requests)
+
+    # Finish ----------------------------------------------------------------------------------
+
+    def test_finish_turns_processes_into_results(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request(), make_request()], connection=None)
+        first, second = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        report = store.finish(
+            worker_id=worker_id,
+            completions=[
+                completion(first),
+                completion(second, Status.ERRORED, error="Traceback...", error_type="ValueError"),
+            ],
+        )
+        assert report.written == {first.id: None, second.id: None}
+        assert report.lost_lease == []
+        stats = store.stats()
+        assert (stats.total.running, stats.total.successful, stats.total.errored) == (0, 1, 1)
+        result = store.get_result(second.id)
+        assert result is not None
+        assert (result.status, result.error_type, result.worker_id) == (
+            Status.ERRORED,
+            "ValueError",
+            worker_id,
+        )
+
+    def test_a_retry_is_a_new_request_pointing_back_to_its_result(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (original,) = store.enqueue([make_request(retries=2, concurrency_key="k")], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        report = store.finish(
+            worker_id=worker_id,
+            completions=[completion(process, Status.ERRORED, rerun_in=0.0)],
+        )
+        retry_id = report.written[process.id]
+        assert retry_id is not None
+        assert store.get_result(original.id) is None  # the job is pending again
+        (retry,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        assert retry.id == retry_id
+        assert (retry.retry_attempt, retry.retry_of, retry.job_id) == (1, process.id, original.id)
+        assert retry.concurrency_key == "k"
+        store.finish(worker_id=worker_id, completions=[completion(retry)])
+        result = store.get_result(original.id)
+        assert result is not None
+        assert (result.id, result.status, result.retry_attempt) == (
+            retry.id,
+            Status.SUCCESSFUL,
+            1,
+        )
+
+    def test_a_delayed_rerun_waits_and_a_deferral_may_keep_its_attempt(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(retries=1)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(
+            worker_id=worker_id,
+            completions=[
+                completion(process, Status.DEFERRED, rerun_in=30.0, rerun_uses_retry=False)
+            ],
+        )
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=1) == []
+        stats = store.stats()
+        assert (stats.total.scheduled, stats.total.deferred) == (1, 1)
+        requests, _ = store.find_active(
+            job_name="contract.Job", concurrency_key=None, connection=None
+        )
+        assert requests[0].retry_attempt == 0
+
+    def test_a_worker_that_lost_an_attempt_cannot_write_its_result(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request()], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        other = self.register(store)
+        report = store.finish(worker_id=other.id, completions=[completion(process)])
+        assert report.written == {} and report.lost_lease == [process.id]
+        assert store.stats().total.successful == 0
+        report = store.finish(worker_id=worker_id, completions=[completion(process)])
+        assert list(report.written) == [process.id]
+        again = store.finish(worker_id=worker_id, completions=[completion(process)])
+        assert again.lost_lease == [process.id]
+        assert store.stats().total.successful == 1
+
+    def test_finish_and_claim_share_one_call(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request() for _ in range(3)], connection=None)
+        (first,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        report, claimed = store.finish_and_claim(
+            worker_id=worker_id, completions=[completion(first)], queues=["default"], limit=5
+        )
+        assert list(report.written) == [first.id]
+        assert len(claimed) == 2
+
+    def test_release_returns_unstarted_attempts_unchanged(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (request,) = store.enqueue([make_request(retries=3)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        assert store.release(worker_id=self.register(store).id, process_ids=[process.id]) == []
+        assert store.release(worker_id=worker_id, process_ids=[process.id]) == [process.id]
+        (later,) = store.enqueue([make_request(retries=3)], connection=None)
+        again, after = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        assert (again.id, again.retry_attempt, again.created_at) == (
+            request.id,
+            0,
+            request.created_at,
+        )
+        assert after.id == later.id  # the released job kept its place in line
+
+    # Reading and housekeeping -----------------------------------------------------------------
+
+    def test_get_result_is_none_while_pending_running_or_unknown(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (request,) = store.enqueue([make_request()], connection=None)
+        assert store.get_result(request.id) is None
+        store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        assert store.get_result(request.id) is None
+        assert store.get_result(uuid.uuid4()) is None
+
+    def test_clear_results_deletes_only_old_ones(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request(), make_request()], connection=None)
+        old, new = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=10)
+        old_completion = completion(old)
+        old_completion.ended_at = long_ago
+        store.finish(worker_id=worker_id, completions=[old_completion, completion(new)])
+        assert store.clear_results(older_than=86400) == 1
+        assert store.get_result(old.id) is None
+        assert store.get_result(new.id) is not None
+
+    def test_purge_deletes_every_job(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request() for _ in range(3)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(worker_id=worker_id, completions=[completion(process)])
+        assert store.purge() == 3
+        assert store.stats().as_dict()["successful"] == 0
+
+    # Schedule ticks --------------------------------------------------------------------------
+
+    def test_a_tick_is_recorded_once_and_with_its_enqueue(self, store: Store) -> None:
+        at = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
+        with store.transaction() as connection:
+            assert store.record_tick(key="report", fire_at=at, connection=connection)
+            assert not store.record_tick(key="report", fire_at=at, connection=connection)
+        with store.transaction() as connection:
+            assert not store.record_tick(key="report", fire_at=at, connection=connection)
+            assert store.record_tick(key="other", fire_at=at, connection=connection)
+        assert store.last_ticks(["report", "other", "never"]) == {"report": at, "other": at}
+
+    def test_a_rolled_back_tick_can_be_recorded_again(self, store: Store) -> None:
+        class Rollback(Exception):
+            pass
+
+        at = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
+        with pytest.raises(Rollback), store.transaction() as connection:
+            assert store.record_tick(key="report", fire_at=at, connection=connection)
+            raise Rollback
+        assert store.last_ticks(["report"]) == {}
+        with store.transaction() as connection:
+            assert store.record_tick(key="report", fire_at=at, connection=connection)
+
+    def test_concurrent_ticks_have_one_winner_who_waits_for_the_first_commit(
+        self, store: Store
+    ) -> None:
+        at = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
+        first_holds = threading.Event()
+        release_first = threading.Event()
+        won: list[str] = []
+
+        def first() -> None:
+            with store.transaction() as connection:
+                if store.record_tick(key="report", fire_at=at, connection=connection):
+                    won.append("first")
+                first_holds.set()
+                release_first.wait(5)
+
+        def second() -> None:
+            with store.transaction() as connection:
+                if store.record_tick(key="report", fire_at=at, connection=connection):
+                    won.append("second")
+
+        holder = threading.Thread(target=first)
+        holder.start()
+        assert first_holds.wait(5)
+        contender = threading.Thread(target=second)
+        contender.start()
+        contender.join(0.3)
+        assert contender.is_alive(), "the second caller must wait for the first one's commit"
+        release_first.set()
+        holder.join(5)
+        contender.join(5)
+        assert won == ["first"]
+
+    def test_clearing_keeps_each_keys_latest_tick(self, store: Store) -> None:
+        now = store.database_now()
+        long_ago = now - datetime.timedelta(days=30)
+        older = long_ago - datetime.timedelta(days=1)
+        with store.transaction() as connection:
+            for key, at in (("a", older), ("a", long_ago), ("b", older), ("b", now)):
+                store.record_tick(key=key, fire_at=at, connection=connection)
+        store.clear_results(older_than=86400)
+        with store.transaction() as connection:
+            assert store.record_tick(key="a", fire_at=older, connection=connection)
+            assert not store.record_tick(key="a", fire_at=long_ago, connection=connection)
+            assert store.record_tick(key="b", fire_at=older, connection=connection)
+        assert store.last_ticks(["a", "b"]) == {"a": long_ago, "b": now}
+        assert store.purge() == 4
+        assert store.last_ticks(["a", "b"]) == {}
+
+    def test_workers_register_beat_and_leave(self, store: Store) -> None:
+        worker = self.register(store, queues=("a", "b"))
+        assert worker.started_at is not None and worker.last_heartbeat_at is not None
+        beat = store.heartbeat(worker_id=worker.id)
+        assert beat >= worker.last_heartbeat_at
+        assert [w.queues for w in store.workers() if w.id == worker.id] == [["a", "b"]]
+        store.unregister_worker(worker_id=worker.id)
+        assert worker.id not in {w.id for w in store.workers()}
+
+    def test_listener_wakes_when_an_enqueue_commits_not_before(self, store: Store) -> None:
+        listener = store.listen(queues=["wake"])
+        try:
+            with store.transaction() as connection:
+                store.enqueue([make_request(queue="wake")], connection=connection)
+                assert not select.select([listener], [], [], 0.2)[0]
+            assert select.select([listener], [], [], 5)[0]
+            assert listener.drain() == {"wake"}
+            store.enqueue([make_request(queue="not-listened")], connection=None)
+            if select.select([listener], [], [], 0.5)[0]:
+                assert listener.drain() == set()
+        finally:
+            listener.close()
+
+    def test_migrate_again_changes_nothing(self, store: Store) -> None:
+        assert store.migrate() == []
+        store.check_schema()
+        assert "CREATE TABLE" in store.migration_sql()
+
+    def test_dead_workers_are_those_whose_beat_is_older_than_the_timeout(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(), make_request()], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        assert worker_id not in store.dead_workers(heartbeat_timeout=3600)
+        wait_for(lambda: worker_id in store.dead_workers(heartbeat_timeout=0.001))
+        dead = store.dead_workers(heartbeat_timeout=0.001)
+        assert sorted(p.id for p in dead[worker_id]) == sorted(p.id for p in claimed)
+        store.heartbeat(worker_id=worker_id)
+        assert worker_id not in store.dead_workers(heartbeat_timeout=60)
+
+    def test_a_result_keeps_the_attempts_timeout(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request(timeout=3.5, retries=1)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        report = store.finish(
+            worker_id=worker_id, completions=[completion(process, Status.ERRORED, rerun_in=0.0)]
+        )
+        (retry,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        assert (process.timeout, retry.timeout) == (3.5, 3.5)
+        assert retry.id == report.written[process.id]
+
+    def test_database_now_is_the_database_clock(self, store: Store) -> None:
+        worker = self.register(store)
+        now = store.database_now()
+        assert worker.started_at is not None
+        assert worker.started_at <= now
+        assert abs((now - datetime.datetime.now(datetime.UTC)).total_seconds()) < 60
+
+    def test_a_job_a_fault_interrupted_keeps_its_place_in_line(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (interrupted,) = store.enqueue([make_request(retries=1)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        (later,) = store.enqueue([make_request()], connection=None)
+        store.finish(
+            worker_id=worker_id, completions=[completion(process, Status.LOST, rerun_in=0.0)]
+        )
+        first, second = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        assert (first.retry_of, second.id) == (interrupted.id, later.id)
+        assert first.start_at == interrupted.start_at
+
+    def test_attempts_marked_started_are_told_apart_from_ones_never_run(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(), make_request()], connection=None)
+        running, waiting = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        now = datetime.datetime.now(datetime.UTC)
+        store.finish_and_claim(
+            worker_id=worker_id, completions=[], queues=[], limit=0, started=[(running.id, now)]
+        )
+        wait_for(lambda: worker_id in store.dead_workers(heartbeat_timeout=0.001))
+        held = {p.id: p.started_at for p in store.dead_workers(heartbeat_timeout=0.001)[worker_id]}
+        assert held[waiting.id] is None
+        marked = held[running.id]
+        assert marked is not None
+        assert abs((marked - now).total_seconds()) < 1

@@ -1,0 +1,831 @@
+"""The worker: one main process that claims jobs, hands them to a pool of child processes and
+writes their results, and keeps a heartbeat row so other workers can tell it is alive.
+
+The main thread is a loop around ``multiprocessing.connection.wait``: it wakes for an outcome
+from a child, a child's exit, a LISTEN/NOTIFY wake-up, a signal, the end of a database round
+trip, or a timer (the poll fallback, the heartbeat, stats). The round trip that writes finished
+results and claims more jobs runs on one database thread, so the children keep working while it
+is in flight: each round trip carries every outcome that arrived during the previous one, and
+claims as many jobs as there are free slots.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime
+import logging
+import math
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from jobkit.errors import JobkitError, StoreError, StoreUnavailable
+from jobkit.middleware import build_chain
+from jobkit.plugins import notify
+from jobkit.pool import Crashed, Finished, StopReason, WorkerPool, describe_exit
+from jobkit.records import (
+    Completion,
+    FinishReport,
+    JobProcess,
+    JobResult,
+    Status,
+    WorkerInfo,
+)
+from jobkit.runtime import Runtime
+from jobkit.services import WorkerService
+from jobkit.store import Listener, Store
+
+logger = logging.getLogger("jobkit.worker")
+
+RETENTION_EVERY = 600.0
+MAX_BACKOFF = 5.0
+START_MARK_DELAY = 0.05
+"""Seconds within which the database learns that an attempt started running (so that if this
+worker dies, its peers record it LOST instead of running it again as if it never started)."""
+ABORTED_WAIT = 10.0
+"""Seconds a stopping worker waits for ``on_aborted`` calls still running."""
+
+
+@attrs.define
+class WorkerOptions:
+    """A worker's flags, each defaulting to its ``worker_*`` setting."""
+
+    queues: list[str]
+    max_processes: int
+    max_jobs_per_process: int | None
+    max_pending_per_process: int
+    stats_every: float
+    poll_interval: float
+    shutdown_timeout: float
+    burst: bool = False
+
+    @classmethod
+    def from_settings(cls, runtime: Runtime, *, burst: bool = False) -> WorkerOptions:
+        settings = runtime.settings
+        return cls(
+            queues=list(settings.worker_queues),
+            max_processes=settings.worker_max_processes or available_cpus(),
+            max_jobs_per_process=settings.worker_max_jobs_per_process,
+            max_pending_per_process=settings.worker_max_pending_per_process,
+            stats_every=settings.worker_stats_every,
+            poll_interval=settings.worker_poll_interval,
+            shutdown_timeout=settings.shutdown_timeout,
+            burst=burst,
+        )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (honours affinity and cgroup cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class DatabaseClock:
+    """Wall-clock times of this machine translated to the database's clock, so a result's
+    started/ended times line up with the created/claimed times the database stamped."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def sync(self, database_now: datetime.datetime, sent: float, received: float) -> None:
+        self.offset = database_now.timestamp() - (sent + received) / 2
+
+    def at(self, wall_time: float) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(wall_time + self.offset, datetime.UTC)
+
+
+def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
+    process, outcome = completion.process, completion.outcome
+    last_line = outcome.error.strip().rpartition("\n")[2]
+    then = f"retry {retry_id} enqueued" if retry_id else "no retry"
+    logger.warning(
+        "%s %s (attempt %d of %d) %s: %s; %s",
+        process.job_name,
+        process.id,
+        process.retry_attempt + 1,
+        process.retries + 1,
+        outcome.status.value,
+        last_line or outcome.error_type,
+        then,
+    )
+
+
+class Readiness:
+    """``multiprocessing.connection.wait`` with one ``poll`` object kept across calls: the
+    loop waits thousands of times a second, and building a selector each time is costly."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._objects: dict[int, Any] = {}
+
+    def wait(self, objects: Sequence[Any], timeout: float) -> list[Any]:
+        wanted = {obj if isinstance(obj, int) else obj.fileno(): obj for obj in objects}
+        if wanted.keys() != self._objects.keys():
+            for fd in self._objects.keys() - wanted.keys():
+                self._poll.unregister(fd)
+            for fd in wanted.keys() - self._objects.keys():
+                self._poll.register(fd, select.POLLIN)
+        self._objects = wanted
+        events = self._poll.poll(math.ceil(timeout * 1000))
+        return [self._objects[fd] for fd, _ in events]
+
+
+@attrs.define
+class RoundTrip:
+    """A write-results-and-claim call in flight on the database thread."""
+
+    completions: list[Completion]
+    limit: int
+    started: list[tuple[uuid.UUID, datetime.datetime]]
+    future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess], float | None]]
+
+
+class Heartbeat(threading.Thread):
+    """Beats on its own thread and connection, so a claim stuck behind a lock, or a slow
+    ``on_aborted``, never makes a live worker look dead. Each beat also re-reads the database
+    clock. When the worker's row is gone (another worker declared it dead and rescued its jobs)
+    it raises ``lease_lost`` for the main loop."""
+
+    def __init__(self, worker: Worker):
+        super().__init__(name="jobkit-heartbeat", daemon=True)
+        self.worker = worker
+        self.stopped = threading.Event()
+        self.lease_lost = threading.Event()
+        self._failing = False
+        self.healthy_since: float | None = -math.inf
+        """When (monotonic) the beats last started to succeed; None while they fail."""
+
+    def run(self) -> None:
+        interval = self.worker.runtime.settings.heartbeat_interval
+        while not self.stopped.wait(interval):
+            self.beat()
+
+    def sync_clock(self) -> None:
+        """Read the database clock (a read, so no commit delays the answer)."""
+        sent = time.time()
+        self.worker.clock.sync(self.worker.store.database_now(), sent, time.time())
+
+    def beat(self) -> None:
+        try:
+            self.worker.store.heartbeat(worker_id=self.worker.id)
+            self.sync_clock()
+        except StoreUnavailable as error:
+            if not self._failing:
+                logger.warning("heartbeat failed (%s); retrying every beat", error)
+            self._failing = True
+            self.healthy_since = None
+            return
+        except StoreError as error:
+            logger.error("%s", error)
+            self.reregister()
+            return
+        if self._failing:
+            logger.info("heartbeat works again")
+        self._failing = False
+        if self.healthy_since is None:
+            self.healthy_since = time.monotonic()
+
+    def reregister(self) -> None:
+        """Register again under the same id after another worker declared this one dead; the
+        main loop then replaces the children (their jobs were given away)."""
+        try:
+            self.worker.register()
+        except StoreUnavailable as error:
+            logger.warning("could not register again (%s); trying at the next beat", error)
+            return
+        self.lease_lost.set()
+        self.worker.wake()
+
+
+class Worker:
+    """Runs jobs from ``options.queues`` until stopped by a signal (or, in burst mode, until
+    no job is ready and none is in flight)."""
+
+    def __init__(self, runtime: Runtime, options: WorkerOptions):
+        self.runtime = runtime
+        self.options = options
+        self.id = uuid.uuid4()
+        self.clock = DatabaseClock()
+        self.stopping = False
+        self.info: WorkerInfo | None = None
+        self.listener: Listener | None = None
+        self.pool: WorkerPool | None = None
+        self.heartbeat = Heartbeat(self)
+        self.services: list[WorkerService] = []
+        self._pending: list[Completion] = []
+        self._round_trip: RoundTrip | None = None
+        self._database_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="jobkit-database"
+        )
+        # Rescue sweeps, stats and retention: slow work, off the main loop.
+        self._maintenance = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="jobkit-maintenance"
+        )
+        self._rescue: concurrent.futures.Future[list[JobResult]] | None = None
+        # on_aborted calls are user code: each runs on a daemon thread of its own, so one that
+        # hangs holds up neither the sweeps nor the worker's exit.
+        self._aborted_calls: list[threading.Thread] = []
+        self._done = Counter[Status]()
+        self._failures = 0
+        self._backoff_until = 0.0
+        self._shutdown_deadline = float("inf")
+        self._cancelling = False
+        self._claim_due = True
+        self._claimed_nothing = False
+        # Attempts whose start the database knows (so a rescue records them LOST rather than
+        # putting them back unstarted); forgotten when their result is recorded.
+        self._marked_started: set[uuid.UUID] = set()
+        # A claim whose answer was lost, or a release that failed, leaves attempts this worker
+        # owns in the database but does not hold: return them once the database answers.
+        self._reconcile_due = False
+        self._next_poll = 0.0
+        # Signal handlers and other threads write here to wake the loop.
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
+        self._wakeup_writer.setblocking(False)
+        self._readiness = Readiness()
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; return the process exit code (0 after a clean stop)."""
+        os.environ["PGAPPNAME"] = f"jobkit:worker:{os.getpid()}"
+        previous_handlers = self._install_signal_handlers()
+        try:
+            self.runtime.import_jobs()
+            build_chain(self.runtime.settings.middleware)
+            self.store.check_schema()
+            self.services = [
+                service
+                for answer in self.runtime.pm.hook.jobkit_add_worker_services(
+                    runtime=self.runtime, worker_id=self.id
+                )
+                for service in answer or ()
+            ]
+            self.info = self.register()
+        except BaseException:
+            self._restore(previous_handlers)
+            raise
+        try:
+            self._listen()
+            self.pool = WorkerPool(
+                self.runtime.settings,
+                size=self.options.max_processes,
+                max_pending=self.options.max_pending_per_process,
+                max_jobs_per_child=self.options.max_jobs_per_process,
+                log_level=logging.getLogger().getEffectiveLevel(),
+            )
+            self.pool.start()
+            if self.stopping:  # a signal arrived while the worker was starting
+                self.pool.stop()
+            self.heartbeat.start()
+            for service in self.services:
+                service.start()
+            logger.info(
+                "worker %s started: queues %s, %d processes, %d pending per process",
+                self.id,
+                ",".join(self.options.queues),
+                self.options.max_processes,
+                self.options.max_pending_per_process,
+            )
+            notify(self.runtime.pm.hook.jobkit_worker_started, worker=self.info)
+            self._loop()
+        finally:
+            self._shut_down()
+            self._restore(previous_handlers)
+        notify(self.runtime.pm.hook.jobkit_worker_stopped, worker=self.info)
+        logger.info("worker %s stopped", self.id)
+        return 0
+
+    def register(self) -> WorkerInfo:
+        info = self.store.register_worker(
+            WorkerInfo(
+                id=self.id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=list(self.options.queues),
+            )
+        )
+        self.heartbeat.sync_clock()
+        return info
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        signal.set_wakeup_fd(self._wakeup_writer.fileno(), warn_on_full_buffer=False)
+        return {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _restore(self, handlers: dict[int, Any]) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.stopping:
+            logger.info(
+                "%s received: no new jobs are claimed; running jobs have %g s to finish",
+                name,
+                self.options.shutdown_timeout,
+            )
+            self.stop()
+        else:
+            logger.info("%s received again: ending the running jobs now", name)
+            self._shutdown_deadline = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get ``shutdown_timeout`` to finish before they are ended
+        and recorded CANCELLED; the loop ends once every child has exited."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._shutdown_deadline = time.monotonic() + self.options.shutdown_timeout
+        if self.pool is not None:
+            self.pool.stop()
+
+    def wake(self) -> None:
+        """Wake the main loop from another thread."""
+        with contextlib.suppress(OSError):
+            self._wakeup_writer.send(b"\0")
+
+    def _shut_down(self) -> None:
+        self.heartbeat.stopped.set()
+        for service in self.services:
+            try:
+                service.stop()
+            except Exception:
+                logger.exception("worker service %s failed to stop", service.name)
+        if self.pool is not None:
+            self.pool.kill_all()
+        if self._round_trip is not None:
+            with contextlib.suppress(Exception):
+                self._round_trip.future.result(timeout=MAX_BACKOFF)
+            self._complete_round_trip()
+        if self._pending:
+            self._write_final_results()
+        self._database_thread.shutdown(wait=True)
+        deadline = time.monotonic() + ABORTED_WAIT
+        for thread in self._aborted_calls:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if still := sum(thread.is_alive() for thread in self._aborted_calls):
+            logger.warning(
+                "%d on_aborted calls still running after %g s; exiting without them",
+                still,
+                ABORTED_WAIT,
+            )
+        self._maintenance.shutdown(wait=False, cancel_futures=True)
+        if self.listener is not None:
+            self.listener.close()
+        try:
+            self.store.unregister_worker(worker_id=self.id)
+        except StoreError as error:
+            logger.warning("could not remove this worker's heartbeat row: %s", error)
+        self._wakeup_reader.close()
+        self._wakeup_writer.close()
+
+    # The loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        assert self.pool is not None
+        pool = self.pool
+        settings = self.runtime.settings
+        now = time.monotonic()
+        next_maintenance = now + settings.heartbeat_interval
+        next_stats = now + self.options.stats_every if self.options.stats_every else float("inf")
+        next_retention = now
+        stats_since = now
+
+        while True:
+            now = time.monotonic()
+            if self._round_trip is not None and self._round_trip.future.done():
+                self._complete_round_trip()
+            if self.heartbeat.lease_lost.is_set():
+                self._recover_lease()
+            self._enforce_time_limits(now)
+            children_done = self.stopping and not pool.alive and self._round_trip is None
+            # Results the database would not take are retried until the grace period (plus a
+            # last backoff) is over; then the final write tries once more before exiting.
+            if children_done and (
+                not self._pending or now >= self._shutdown_deadline + MAX_BACKOFF
+            ):
+                return
+            idle = self._round_trip is None and not self._pending and not pool.in_flight
+            if self.options.burst and not self.stopping and idle and self._claimed_nothing:
+                logger.info("burst: no job is ready and none is running")
+                self.stop()
+                continue
+            if self._round_trip is None and now >= self._backoff_until:
+                free = 0 if self.stopping else pool.free_slots()
+                want_claim = free > 0 and (self._claim_due or now >= self._next_poll)
+                started = self._newly_started()
+                if want_claim or self._pending or started:
+                    self._start_round_trip(free if want_claim else 0, started)
+
+            deadlines = [next_maintenance, next_stats, next_retention, *self._time_limits()]
+            if self._round_trip is None:
+                if self._pending:
+                    deadlines.append(self._backoff_until)
+                if not self.stopping and pool.free_slots() > 0:
+                    # With no free slot, a child's outcome (its pipe) wakes the loop instead.
+                    deadlines.append(max(self._next_poll, self._backoff_until))
+            timeout = max(0.0, min(deadlines) - time.monotonic())
+            objects: list[Any] = [self._wakeup_reader, *pool.waitables()]
+            if self.listener is not None:
+                objects.append(self.listener)
+            ready = self._readiness.wait(objects, timeout)
+
+            if self._wakeup_reader in ready:
+                self._wakeup_reader.recv(4096)
+            if self.listener is not None and self.listener in ready and self._drain_listener():
+                self._claim_due = True
+            finished, crashed = pool.collect(ready)
+            self._record(finished, crashed)
+
+            now = time.monotonic()
+            if now >= next_maintenance:
+                self._maintain()
+                next_maintenance = now + settings.heartbeat_interval
+            if now >= next_stats:
+                self._report_stats(now - stats_since)
+                stats_since, next_stats = now, now + self.options.stats_every
+            if now >= next_retention and not self.stopping:
+                self._clear_old_results()
+                next_retention = now + RETENTION_EVERY
+
+    def _time_limits(self) -> list[float]:
+        """When the loop must next wake to end a job: its timeout, the shutdown grace, or the
+        grace between SIGTERM and SIGKILL of a child asked to terminate."""
+        assert self.pool is not None
+        deadlines = [
+            since + process.timeout
+            for child, process, since in self.pool.running()
+            if process.timeout is not None and child.terminated_at is None
+        ]
+        if self.stopping and not self._cancelling:
+            deadlines.append(self._shutdown_deadline)
+        # A child given work starts it within moments, telling no one: look again shortly, so
+        # the start reaches the database within START_MARK_DELAY.
+        if self._round_trip is None and any(
+            child.assigned and child.assigned[0].id not in self._marked_started
+            for child in self.pool.children
+        ):
+            deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
+        for deadline in (self.pool.next_kill_deadline(), self.pool.next_respawn()):
+            if deadline is not None:
+                deadlines.append(deadline)
+        return deadlines
+
+    def _enforce_time_limits(self, now: float) -> None:
+        assert self.pool is not None
+        for child, process, since in self.pool.running():
+            timeout = process.timeout
+            if timeout is not None and child.terminated_at is None and now - since >= timeout:
+                logger.warning(
+                    "%s %s ran longer than its timeout of %g s: ending it",
+                    process.job_name,
+                    process.id,
+                    timeout,
+                )
+                child.terminate(StopReason.TIMEOUT, process)
+        if self.stopping and not self._cancelling and now >= self._shutdown_deadline:
+            self._cancelling = True
+            ended = self.pool.terminate_running(StopReason.CANCELLED)
+            if ended:
+                logger.warning(
+                    "the shutdown grace period ended: terminating %d running jobs; they will "
+                    "be recorded CANCELLED and run again",
+                    len(ended),
+                )
+        self.pool.kill_overdue()
+
+    def _recover_lease(self) -> None:
+        """Another worker declared this one dead and rescued its jobs, and the heartbeat
+        thread registered it again: replace the children, dropping what they had not started
+        (those jobs run elsewhere); results of the jobs still running will be refused."""
+        assert self.pool is not None
+        self.heartbeat.lease_lost.clear()
+        logger.error(
+            "this worker was declared dead by another (no heartbeat for %g s) and its jobs were "
+            "rescued; it registered again and is replacing its pool children",
+            self.runtime.settings.heartbeat_timeout,
+        )
+        self.pool.renew()
+
+    def _maintain(self) -> None:
+        """Every heartbeat interval: LISTEN again if the wake-up connection was lost, and sweep
+        for workers that stopped heartbeating."""
+        if self.listener is None and not self.stopping:
+            self._listen()
+        if self._reconcile_due and self._round_trip is None and not self.stopping:
+            # Queued on the database thread, so it runs before any later claim.
+            self._reconcile_due = False
+            self._database_thread.submit(self._reconcile_now, self._held_ids())
+        # Sweep only after beating without a break for a whole timeout: a worker that just got
+        # its database back must give its peers as long to get theirs back.
+        healthy_since = self.heartbeat.healthy_since
+        timeout = self.runtime.settings.heartbeat_timeout
+        healthy = healthy_since is not None and time.monotonic() - healthy_since >= timeout
+        if healthy and (self._rescue is None or self._rescue.done()):
+            self._rescue = self._maintenance.submit(self._rescue_dead_workers)
+
+    def _rescue_dead_workers(self) -> list[JobResult]:
+        try:
+            return self.runtime.rescue_dead_workers(exclude=self.id, aborted=self._call_aborted)
+        except StoreUnavailable as error:
+            logger.warning("rescue sweep failed: %s", error)
+            return []
+        except Exception:
+            logger.exception("rescue sweep failed")
+            return []
+
+    def _start_round_trip(
+        self, limit: int, started: list[tuple[uuid.UUID, datetime.datetime]]
+    ) -> None:
+        """Hand the pending outcomes, the attempts that started since the last round trip, and
+        a claim of ``limit`` jobs to the database thread."""
+        completions, self._pending = self._pending, []
+        future = self._database_thread.submit(self._finish_and_claim, completions, limit, started)
+        future.add_done_callback(lambda _: self.wake())
+        self._round_trip = RoundTrip(completions, limit, started, future)
+
+    def _newly_started(self) -> list[tuple[uuid.UUID, datetime.datetime]]:
+        """Attempts running in the children that the database does not know have started."""
+        assert self.pool is not None
+        now_wall, now = time.time(), time.monotonic()
+        return [
+            (process.id, self.clock.at(now_wall - (now - since)))
+            for _, process, since in self.pool.running()
+            if process.id not in self._marked_started
+        ]
+
+    def _finish_and_claim(
+        self,
+        completions: list[Completion],
+        limit: int,
+        started: list[tuple[uuid.UUID, datetime.datetime]],
+    ) -> tuple[FinishReport, list[JobProcess], float | None]:
+        """On the database thread: write results, mark started attempts, claim, and when the
+        claim came up short, learn how long until the next scheduled job."""
+        report, claimed = self.runtime.finish_and_claim(
+            worker_id=self.id,
+            completions=completions,
+            queues=self.options.queues,
+            limit=limit,
+            started=started,
+        )
+        next_start = None
+        if limit and len(claimed) < limit:
+            next_start = self.store.seconds_until_next_start(queues=self.options.queues)
+        return report, claimed, next_start
+
+    def _complete_round_trip(self) -> None:
+        assert self._round_trip is not None and self.pool is not None
+        round_trip, self._round_trip = self._round_trip, None
+        try:
+            report, claimed, next_start = round_trip.future.result()
+        except StoreUnavailable as error:
+            self._pending[:0] = round_trip.completions
+            if round_trip.limit:
+                self._reconcile_due = True  # the claim may have committed
+            self._back_off("writing results and claiming", error)
+            return
+        self._backoff_reset()
+        self._marked_started.update(attempt for attempt, _ in round_trip.started)
+        self._announce(round_trip.completions, report)
+        if any(report.written.values()):
+            # A retry or deferral was enqueued: it may be ready now, so look before --burst ends.
+            self._claim_due, self._claimed_nothing = True, False
+        if not round_trip.limit:
+            return
+        self._claim_due = len(claimed) == round_trip.limit
+        self._claimed_nothing = not claimed
+        if not self._claim_due:
+            wait = self.options.poll_interval
+            self._next_poll = time.monotonic() + (
+                wait if next_start is None else min(wait, next_start)
+            )
+        undelivered = claimed if self.stopping else self.pool.dispatch(claimed)
+        self._release([process.id for process in undelivered])
+
+    def _drain_listener(self) -> bool:
+        assert self.listener is not None
+        try:
+            return bool(self.listener.drain())
+        except StoreUnavailable as error:
+            logger.warning("lost the wake-up connection (%s); polling until it is back", error)
+            self.listener.close()
+            self.listener = None
+            return True
+
+    def _listen(self) -> None:
+        if self.listener is not None:
+            return
+        try:
+            self.listener = self.store.listen(queues=self.options.queues)
+        except StoreUnavailable as error:
+            logger.warning("could not LISTEN for wake-ups (%s); polling instead", error)
+            self.listener = None
+            return
+        # Wake-ups sent while nobody listened are gone: claim now to find what they announced.
+        self._claim_due = True
+
+    # Results -------------------------------------------------------------------------------
+
+    def _record(self, finished: Sequence[Finished], crashed: Sequence[Crashed]) -> None:
+        for item in finished:
+            self._marked_started.discard(item.process.id)
+            self._pending.append(
+                Completion(
+                    process=item.process,
+                    outcome=item.outcome,
+                    started_at=self.clock.at(item.started),
+                    ended_at=self.clock.at(item.ended),
+                )
+            )
+        for dead in crashed:
+            if dead.running is not None:
+                self._marked_started.discard(dead.running.id)
+            self._recover(dead)
+
+    def _recover(self, dead: Crashed) -> None:
+        """Record the attempt a child was running when it exited, for what ended it, and put
+        the attempts it never started back in the queue."""
+        if dead.running is not None:
+            process = dead.running
+            if dead.reason is StopReason.TIMEOUT:
+                status, error_type = Status.ERRORED, "JobTimeout"
+                why = f"the job ran longer than its timeout of {process.timeout:g} s and was ended"
+            elif dead.reason is StopReason.CANCELLED:
+                status, error_type = Status.CANCELLED, "Cancelled"
+                why = (
+                    f"the worker was stopping and the job did not finish within the shutdown "
+                    f"grace period of {self.options.shutdown_timeout:g} s; it was ended and "
+                    f"will run again"
+                )
+            else:
+                status, error_type = Status.LOST, "ChildDied"
+                why = f"the pool child running the job died ({describe_exit(dead.exitcode)})"
+                logger.warning("%s %s: %s", process.job_name, process.id, why)
+            self._pending.append(
+                Completion(
+                    process=process,
+                    outcome=self.runtime.ended_outcome(process, status, error_type, why),
+                    started_at=None,
+                    ended_at=self.clock.at(time.time()),
+                )
+            )
+        if dead.unstarted:
+            self._release([process.id for process in dead.unstarted])
+
+    def _release(self, ids: list[uuid.UUID]) -> None:
+        if ids:
+            self._database_thread.submit(self._release_now, ids)
+
+    def _release_now(self, ids: list[uuid.UUID]) -> None:
+        try:
+            self.store.release(worker_id=self.id, process_ids=ids)
+        except StoreUnavailable as error:
+            self._reconcile_due = True
+            logger.warning(
+                "could not return %d unstarted jobs to the queue (%s); they will be returned "
+                "once the database answers again",
+                len(ids),
+                error,
+            )
+
+    def _held_ids(self) -> set[uuid.UUID]:
+        """The attempts this worker holds: in its children, or finished and not yet written."""
+        assert self.pool is not None
+        held = {process.id for child in self.pool.children for process in child.assigned}
+        return held | {completion.process.id for completion in self._pending}
+
+    def _reconcile_now(self, known: set[uuid.UUID]) -> None:
+        try:
+            released = self.store.release_unknown(worker_id=self.id, known_ids=list(known))
+        except StoreUnavailable:
+            self._reconcile_due = True
+            return
+        if released:
+            logger.warning(
+                "returned %d jobs to the queue that this worker owned but did not hold (a "
+                "claim's answer or a release was lost)",
+                len(released),
+            )
+
+    def _write_final_results(self) -> None:
+        completions, self._pending = self._pending, []
+        try:
+            report = self.store.finish(worker_id=self.id, completions=completions)
+        except StoreUnavailable as error:
+            logger.error(
+                "could not write %d results before exiting (%s); another worker will rescue "
+                "these jobs after this worker's heartbeat times out",
+                len(completions),
+                error,
+            )
+            return
+        self._announce(completions, report)
+
+    def _announce(self, completions: Sequence[Completion], report: FinishReport) -> None:
+        """Count and announce the results ``report`` says were written."""
+        for attempt_id in report.lost_lease:
+            logger.warning(
+                "attempt %s was no longer owned by this worker (its lease was lost: another "
+                "worker recorded it); its result was not written",
+                attempt_id,
+            )
+        finished_hook = self.runtime.pm.hook.jobkit_job_finished
+        announce = bool(finished_hook.get_hookimpls())
+        for completion in completions:
+            if completion.process.id not in report.written:
+                continue
+            status = completion.outcome.status
+            self._done[status] += 1
+            if status in (Status.ERRORED, Status.LOST):
+                _log_failure(completion, report.written[completion.process.id])
+            aborted = status in (Status.LOST, Status.CANCELLED)
+            if announce or aborted:
+                result = JobResult.from_completion(
+                    completion, retry_request_id=report.written[completion.process.id]
+                )
+                notify(finished_hook, result=result)
+                if aborted:
+                    self._call_aborted(result)
+
+    def _call_aborted(self, result: JobResult) -> None:
+        """Call ``on_aborted`` for ``result`` on a daemon thread of its own."""
+        thread = threading.Thread(
+            target=self.runtime.aborted, args=(result,), name="jobkit-on-aborted", daemon=True
+        )
+        thread.start()
+        self._aborted_calls = [t for t in self._aborted_calls if t.is_alive()] + [thread]
+
+    # Maintenance ---------------------------------------------------------------------------
+
+    def _report_stats(self, elapsed: float) -> None:
+        assert self.pool is not None and self.info is not None
+        done = sum(self._done.values())
+        figures: dict[str, Any] = {
+            f"done_{status.value.lower()}": self._done[status] for status in Status
+        }
+        figures["rate_per_second"] = round(done / elapsed, 1) if elapsed else 0.0
+        figures["in_flight"] = self.pool.in_flight
+        self._done.clear()
+        self._maintenance.submit(self._log_stats, figures)
+
+    def _log_stats(self, figures: dict[str, Any]) -> None:
+        """On the maintenance thread: add the queue counts, log the line, announce it."""
+        assert self.info is not None
+        try:
+            counts = self.store.stats(include_results=False).total
+            figures.update(
+                pending=counts.pending, scheduled=counts.scheduled, running=counts.running
+            )
+        except StoreUnavailable as error:
+            logger.warning("stats query failed: %s", error)
+        logger.info("worker stats %s", " ".join(f"{k}={v}" for k, v in figures.items()))
+        notify(self.runtime.pm.hook.jobkit_worker_stats_reported, worker=self.info, stats=figures)
+
+    def _clear_old_results(self) -> None:
+        self._maintenance.submit(self._clear_old_results_now)
+
+    def _clear_old_results_now(self) -> None:
+        retention = self.runtime.settings.results_retention
+        if not retention:
+            return
+        try:
+            deleted = self.store.clear_results(older_than=retention)
+        except StoreUnavailable as error:
+            logger.warning("results retention failed: %s", error)
+            return
+        if deleted:
+            logger.info("deleted %d results older than %d seconds", deleted, retention)
+
+    def _back_off(self, what: str, error: JobkitError) -> None:
+        """Wait before the next database call: doubling from 0.1 s, capped, with jitter so
+        workers that lost the database together do not return together."""
+        self._failures += 1
+        delay = min(MAX_BACKOFF, 0.1 * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
+        self._backoff_until = time.monotonic() + delay
+        logger.warning("%s failed (%s); retrying in %.1f s", what, error, delay)
+
+    def _backoff_reset(self) -> None:
+        self._failures = 0
+        self._backoff_until = 0.0

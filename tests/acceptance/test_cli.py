@@ -1,0 +1,423 @@
+"""The ``jobkit`` command line, run as a subprocess against the test database."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import secrets
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobkit.records import STAT_KEYS, Completion, Outcome, Status
+from jobkit.testing.inline import run_jobs
+from testapp.jobs import Defer, Fail, Noop, Record, ledger
+
+pytestmark = pytest.mark.acceptance
+
+JOB_NAMES = [
+    "jobkit.ScheduledCommand",
+    "testapp.Record",
+    "testapp.Tally",
+    "testapp.jobs.Defer",
+    "testapp.jobs.Fail",
+    "testapp.jobs.Noop",
+    "testapp.jobs.Typed",
+]
+BUILTINS = {
+    "jobkit.builtin.postgres": "jobkit_store",
+    "jobkit.builtin.serializers": "jobkit_serializer",
+    "jobkit.builtin.locks": "jobkit_enqueue_lock",
+    "jobkit.builtin.embedded": "jobkit_database_url",
+    "jobkit.builtin.cron": "jobkit_parse_schedule",
+}
+
+
+@pytest.fixture
+def fresh_schema(jobkit_settings):
+    """The name of a schema nobody has migrated; dropped after the test if it was made."""
+    name = f"jobkit_fresh_{secrets.token_hex(4)}"
+    yield name
+    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def schema_tables(db, schema):
+    rows = db.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+    )
+    return {row[0] for row in rows}
+
+
+def assert_clean_error(result, *fragments, exit_code=1):
+    """A failed command: the exit code, one ``Error:`` message with every fragment, no traceback."""
+    assert result.returncode == exit_code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Error:" in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+# migrate --------------------------------------------------------------------------------------
+
+
+def test_migrate_applies_the_migrations_then_reports_up_to_date(run_cli, db, fresh_schema):
+    first = run_cli("migrate", env={"JOBKIT_SCHEMA": fresh_schema})
+    assert first.returncode == 0, first.stderr
+    assert re.fullmatch(
+        rf"applied 3 migrations to schema {fresh_schema}: "
+        rf"0001_initial, 0002_timeouts_and_line_order, 0003_schedule_ticks\n",
+        first.stdout,
+    )
+    tables = {"requests", "processes", "results", "workers", "migrations", "schedule_ticks"}
+    assert tables <= schema_tables(db, fresh_schema)
+
+    second = run_cli("migrate", env={"JOBKIT_SCHEMA": fresh_schema})
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == f"schema {fresh_schema} is up to date"
+
+
+def test_migrate_sql_prints_the_migrations_without_applying_them(
+    run_cli, db, jobkit_settings, fresh_schema
+):
+    result = run_cli("migrate", "--sql", env={"JOBKIT_SCHEMA": fresh_schema})
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE" in result.stdout
+    assert f'"{fresh_schema}".requests' in result.stdout
+    assert schema_tables(db, fresh_schema) == set()
+
+    # The printed script is what a team applies its own way: afterwards jobkit agrees.
+    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+        connection.execute(result.stdout)
+    again = run_cli("migrate", env={"JOBKIT_SCHEMA": fresh_schema})
+    assert again.stdout.strip() == f"schema {fresh_schema} is up to date"
+
+
+# list -----------------------------------------------------------------------------------------
+
+
+def test_list_shows_each_registered_job_with_its_first_docstring_line(run_cli):
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    names = [line for line in lines if not line.startswith(" ")]
+    assert names == JOB_NAMES
+    summaries = dict(zip(lines[::2], (line.strip() for line in lines[1::2]), strict=True))
+    assert summaries["testapp.Record"] == (
+        "Writes start and end rows to the ledger, sleeping in between."
+    )
+    assert summaries["testapp.jobs.Noop"] == "Does nothing; for throughput."
+
+
+def test_list_without_imports_says_how_to_register_jobs(run_cli):
+    result = run_cli("list", env={"JOBKIT_IMPORTS": None})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "jobkit.ScheduledCommand"
+    assert "no jobs of yours are registered" in result.stdout
+    assert "imports setting" in result.stdout
+
+
+# run ------------------------------------------------------------------------------------------
+
+
+def test_run_runs_the_job_now_in_the_command_and_stores_nothing(
+    run_cli, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    result = run_cli("run", "testapp.Record", "--args", '["k"]')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "testapp.Record SUCCESSFUL"
+    assert [(key, phase) for key, phase, _, _ in ledger(jobkit_settings)] == [
+        ("k", "start"),
+        ("k", "end"),
+    ]
+    assert db.count("requests") == db.count("processes") == db.count("results") == 0
+
+
+def test_run_of_a_failing_job_prints_its_traceback_and_error_type(run_cli):
+    result = run_cli("run", "testapp.jobs.Fail", "--kwargs", '{"message": "it broke"}')
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ValueError: it broke" in result.stderr
+    assert "testapp.jobs.Fail ERRORED (ValueError)" in result.stderr
+
+
+def test_run_of_an_unknown_job_names_it(run_cli):
+    result = run_cli("run", "testapp.NoSuchJob")
+    assert_clean_error(result, "'testapp.NoSuchJob'", "no job is registered")
+
+
+# enqueue --------------------------------------------------------------------------------------
+
+
+def test_enqueue_prints_the_request_id_and_stores_the_options(run_cli, jobkit_runtime, db):
+    result = run_cli(
+        "enqueue",
+        "testapp.Record",
+        "--args",
+        '["k"]',
+        "--kwargs",
+        '{"seconds": 0.5}',
+        "--queue",
+        "reports",
+        "--delay",
+        "60",
+        "--priority",
+        "7",
+    )
+    assert result.returncode == 0, result.stderr
+    request_id = uuid.UUID(result.stdout.strip())
+
+    rows = db.query(
+        "SELECT job_name, parameters, queue, priority, "
+        "extract(epoch FROM start_at - created_at)::float8 FROM {schema}.requests WHERE id = %s",
+        [request_id],
+    )
+    assert len(rows) == 1
+    job_name, parameters, queue, priority, delay = rows[0]
+    assert job_name == "testapp.Record"
+    assert parameters == {"args": ["k"], "kwargs": {"seconds": 0.5}}
+    assert (queue, priority) == ("reports", 7)
+    assert delay == pytest.approx(60, abs=1)
+    assert db.count("requests") == 1
+
+
+def test_enqueue_without_options_uses_the_job_defaults(run_cli, jobkit_runtime, db):
+    result = run_cli("enqueue", "testapp.jobs.Noop")
+    assert result.returncode == 0, result.stderr
+    rows = db.query(
+        "SELECT parameters, queue, priority, start_at <= now() FROM {schema}.requests "
+        "WHERE id = %s",
+        [uuid.UUID(result.stdout.strip())],
+    )
+    assert rows == [({"args": [], "kwargs": {}}, "default", 0, True)]
+
+
+@pytest.mark.parametrize(
+    ("options", "messages"),
+    [
+        (["--args", '["k"'], ["--args", "not valid JSON"]),
+        (["--args", '{"key": "k"}'], ["--args", "must be a JSON array"]),
+        (["--kwargs", '["k"]'], ["--kwargs", "must be a JSON object"]),
+    ],
+    ids=["not-json", "args-not-array", "kwargs-not-object"],
+)
+def test_enqueue_with_bad_parameter_json_is_a_usage_error(
+    run_cli, jobkit_runtime, db, options, messages
+):
+    result = run_cli("enqueue", "testapp.Record", *options)
+    assert_clean_error(result, *messages, exit_code=2)
+    assert db.count("requests") == 0
+
+
+def test_enqueue_with_parameters_that_do_not_fit_the_job_is_refused(run_cli, jobkit_runtime, db):
+    result = run_cli("enqueue", "testapp.Record", "--kwargs", '{"colour": "red"}')
+    assert_clean_error(result, "'colour'")
+    assert db.count("requests") == 0
+
+
+def test_enqueue_of_an_unknown_job_names_it(run_cli, jobkit_runtime, db):
+    result = run_cli("enqueue", "testapp.NoSuchJob")
+    assert_clean_error(result, "'testapp.NoSuchJob'", "no job is registered")
+    assert db.count("requests") == 0
+
+
+# stats ----------------------------------------------------------------------------------------
+
+
+def counts(**nonzero):
+    return {key: nonzero.get(key, 0) for key in STAT_KEYS}
+
+
+@pytest.fixture
+def jobs_in_every_stage(jobkit_runtime, ledger_ready):
+    """Jobs in each stage and status, in four queues; returns the stats they should give."""
+    runtime = jobkit_runtime
+    # Results: 4 SUCCESSFUL (3 Noop, the deferred job's second run), 2 ERRORED, 1 DEFERRED.
+    runtime.enqueue_many([Noop(1), Noop(2), Noop(3)], queue="done")
+    runtime.enqueue_many([Fail(), Fail()], queue="done")
+    runtime.enqueue(Defer("deferred-once", times=1), queue="done")
+    run_jobs(runtime, queues=["done"])
+    # Requests: 2 ready now, 1 scheduled in an hour.
+    runtime.enqueue_many([Noop(4), Noop(5)], queue="waiting")
+    runtime.enqueue(Noop(6), queue="waiting", delay=3600)
+    # A process: claimed by a worker, not finished.
+    runtime.enqueue(Record("claimed"), queue="claimed")
+    assert runtime.store.claim(worker_id=uuid.uuid4(), queues=["claimed"], limit=1)
+    # LOST and CANCELLED results, as a worker writes them.
+    runtime.enqueue_many([Noop(7), Noop(8)], queue="aborted")
+    worker_id = uuid.uuid4()
+    lost, cancelled = runtime.store.claim(worker_id=worker_id, queues=["aborted"], limit=2)
+    now = datetime.datetime.now(datetime.UTC)
+    runtime.store.finish(
+        worker_id=worker_id,
+        completions=[
+            Completion(
+                process=process,
+                outcome=Outcome(status=status, error="gone"),
+                started_at=None,
+                ended_at=now,
+            )
+            for process, status in ((lost, Status.LOST), (cancelled, Status.CANCELLED))
+        ],
+    )
+    queues = {
+        "aborted": counts(lost=1, cancelled=1),
+        "claimed": counts(running=1),
+        "done": counts(successful=4, errored=2, deferred=1),
+        "waiting": counts(pending=2, scheduled=1),
+    }
+    total = {key: sum(queue[key] for queue in queues.values()) for key in STAT_KEYS}
+    return {**total, "queues": queues}
+
+
+def test_stats_json_counts_each_stage_in_total_and_per_queue(run_cli, jobs_in_every_stage):
+    result = run_cli("stats", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == jobs_in_every_stage
+
+
+def test_stats_table_has_a_row_per_queue_and_a_total(run_cli, jobs_in_every_stage):
+    result = run_cli("stats")
+    assert result.returncode == 0, result.stderr
+    header, *rows = (line.split() for line in result.stdout.splitlines())
+    assert header == ["queue", *STAT_KEYS]
+    table = {row[0]: dict(zip(STAT_KEYS, map(int, row[1:]), strict=True)) for row in rows}
+    expected = dict(jobs_in_every_stage)
+    queues = expected.pop("queues")
+    assert table == {**queues, "total": expected}
+    assert [row[0] for row in rows] == [*sorted(queues), "total"]
+
+
+def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
+    result = run_cli("stats", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {**counts(), "queues": {}}
+
+
+# clear and purge ------------------------------------------------------------------------------
+
+
+def test_clear_deletes_results_older_than_the_given_seconds(run_cli, jobkit_runtime, db):
+    jobkit_runtime.enqueue_many([Noop(1), Noop(2), Noop(3)])
+    run_jobs(jobkit_runtime)
+    jobkit_runtime.enqueue(Noop(4))
+
+    kept = run_cli("clear")  # the default retention is a week
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "deleted 0 results older than 604800 seconds"
+    assert db.count("results") == 3
+
+    cleared = run_cli("clear", "--older-than", "0")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.strip() == "deleted 3 results older than 0 seconds"
+    assert db.count("results") == 0
+    assert db.count("requests") == 1
+
+
+def test_purge_asks_first_and_deletes_nothing_when_told_no(run_cli, jobkit_runtime, db):
+    jobkit_runtime.enqueue_many([Noop(1), Noop(2)])
+    run_jobs(jobkit_runtime)
+    jobkit_runtime.enqueue(Noop(3))
+
+    declined = run_cli("purge", input="n\n")
+    assert declined.returncode == 1, (declined.stdout, declined.stderr)
+    assert "Delete every job in schema" in declined.stdout
+    assert "Aborted" in declined.stderr
+    assert (db.count("requests"), db.count("results")) == (1, 2)
+
+    purged = run_cli("purge", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.strip() == "deleted 3 rows"
+    assert db.count("requests") == db.count("processes") == db.count("results") == 0
+
+
+# plugins --------------------------------------------------------------------------------------
+
+
+def test_plugins_all_json_lists_the_builtins_and_the_kernel_with_their_hooks(run_cli):
+    result = run_cli("plugins", "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {info["name"]: info for info in json.loads(result.stdout)}
+    assert set(plugins) == {*BUILTINS, "jobkit.core"}
+    for name, hook in BUILTINS.items():
+        assert plugins[name]["source"] == "builtin"
+        assert hook in plugins[name]["hooks"]
+        assert plugins[name]["blocked"] is False
+    assert plugins["jobkit.core"]["source"] == "core"
+    assert {"jobkit_enqueue", "jobkit_run_job"} <= set(plugins["jobkit.core"]["hooks"])
+
+
+def test_plugins_hook_filters_to_the_plugins_implementing_it(run_cli):
+    result = run_cli("plugins", "--all", "--hook", "jobkit_store", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [info["name"] for info in json.loads(result.stdout)] == ["jobkit.builtin.postgres"]
+
+
+def test_plugins_hook_that_does_not_exist_is_a_usage_error(run_cli):
+    result = run_cli("plugins", "--hook", "nope")
+    assert_clean_error(result, "--hook", "no hook is named 'nope'", exit_code=2)
+
+
+def test_plugins_without_third_party_plugins_says_so(run_cli):
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "no plugins installed (--all shows the built-in ones)"
+
+
+# Bad settings and a missing database ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["stats"], ["migrate"]])
+def test_a_bad_setting_value_names_the_setting_its_source_and_what_was_expected(run_cli, command):
+    result = run_cli(*command, env={"JOBKIT_HEARTBEAT_TIMEOUT": "abc"})
+    assert_clean_error(
+        result, "setting heartbeat_timeout", "JOBKIT_HEARTBEAT_TIMEOUT", "must be a number", "'abc'"
+    )
+
+
+def test_worker_with_an_import_that_fails_names_the_module(run_cli, jobkit_runtime, db):
+    result = run_cli("worker", "--burst", env={"JOBKIT_IMPORTS": "nope.missing"})
+    assert_clean_error(result, "setting imports", "'nope.missing'", "No module named 'nope'")
+    assert db.count("workers") == 0
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [("jobkit.toml", "bogus_key = 1\n"), ("pyproject.toml", "[tool.jobkit]\nbogus_key = 1\n")],
+)
+def test_an_unknown_key_in_the_config_file_is_refused(run_cli, tmp_path, file_name, text):
+    (tmp_path / file_name).write_text(text)
+    result = run_cli("worker", "--burst", cwd=tmp_path)
+    assert_clean_error(
+        result, "unknown setting 'bogus_key'", str(tmp_path / file_name), "known settings:"
+    )
+
+
+def test_a_database_that_does_not_answer_is_a_clear_error(run_cli):
+    result = run_cli(
+        "worker",
+        "--burst",
+        env={"JOBKIT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/test"},
+    )
+    assert_clean_error(result, "cannot connect to PostgreSQL at 127.0.0.1:1, database 'test'")
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker", "--burst"],
+        ["stats"],
+        ["enqueue", "testapp.jobs.Noop"],
+        ["clear", "--older-than", "0"],
+        ["purge", "--yes"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_an_unmigrated_schema_says_to_run_migrate(run_cli, db, fresh_schema, command):
+    result = run_cli(*command, env={"JOBKIT_SCHEMA": fresh_schema})
+    assert_clean_error(result, fresh_schema, "run `jobkit migrate`")
+    assert schema_tables(db, fresh_schema) == set()

@@ -1,0 +1,269 @@
+"""Tests of the scheduler against the test database: one request per tick however many
+schedulers try, the on-time grace, catch-up, declined ticks, a database that does not answer,
+and the ``cmd:`` job.
+
+Ticks come from ``testapp.schedule_plugin``'s ``"every N seconds from T"`` schedules, so a test
+can put the latest tick where it needs it (seconds or minutes ago) by the real clock; the
+uniqueness and the clock are the database's, as in production.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+
+import attrs
+import pytest
+
+import testapp.jobs
+import testapp.key_jobs
+from jobkit import Status
+from jobkit.builtin.cron import MAX_SLEEP, ON_TIME_GRACE, ScheduledCommand, Scheduler, load_entries
+from jobkit.runtime import Runtime
+from jobkit.testing.inline import run_jobs
+
+HOUR = 3600
+
+
+def every_hour_with_a_tick(seconds_ago: float) -> str:
+    """A schedule whose latest tick was ``seconds_ago`` seconds ago and whose next is in about
+    an hour."""
+    return f"every {HOUR} seconds from {time.time() - seconds_ago:.3f}"
+
+
+@pytest.fixture
+def scheduling(jobkit_runtime_factory):
+    """``scheduling(*entries)``: a runtime with those schedule entries (and the seconds-level
+    test schedules), and its checked entries."""
+
+    def make(*schedule, **settings):
+        runtime = jobkit_runtime_factory(
+            schedule=list(schedule), plugins=["testapp.schedule_plugin"], **settings
+        )
+        return runtime, load_entries(runtime)
+
+    return make
+
+
+def scheduled_requests(runtime, job_name="testapp.jobs.Noop"):
+    requests, processes = runtime.store.find_active(
+        job_name=job_name, concurrency_key=None, connection=None
+    )
+    return sorted([*requests, *processes], key=lambda request: request.source)
+
+
+def test_a_due_tick_is_enqueued_once_with_its_fire_time_in_the_source(scheduling):
+    runtime, entries = scheduling(["testapp.jobs.Noop", every_hour_with_a_tick(5)])
+    [entry] = entries
+    due = entry.schedule.last_fire_at_or_before(runtime.store.database_now())
+
+    Scheduler(runtime, entries).tick()
+    Scheduler(runtime, entries).tick()
+
+    [request] = scheduled_requests(runtime)
+    assert request.source == f"schedule:{entry.key}@{due.isoformat()}"
+    assert runtime.store.last_ticks([entry.key]) == {entry.key: due}
+
+
+def test_schedulers_racing_for_one_tick_enqueue_it_once(scheduling, jobkit_runtime_factory):
+    schedule = ["testapp.jobs.Noop", every_hour_with_a_tick(2)]
+    racers = [scheduling(schedule) for _ in range(4)]
+    barrier = threading.Barrier(len(racers))
+
+    def race(runtime, entries):
+        barrier.wait()
+        Scheduler(runtime, entries).tick()
+
+    threads = [threading.Thread(target=race, args=racer) for racer in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert len(scheduled_requests(racers[0][0])) == 1
+
+
+def test_the_options_of_an_entry_reach_the_request(scheduling):
+    runtime, entries = scheduling(
+        {
+            "job": "testapp.Tally",
+            "schedule": every_hour_with_a_tick(1),
+            "kwargs": {"key": "nightly"},
+            "queue": "reports",
+            "priority": 7,
+            "retries": 3,
+        }
+    )
+
+    Scheduler(runtime, entries).tick()
+
+    [request] = scheduled_requests(runtime, "testapp.Tally")
+    assert (request.queue, request.priority, request.retries) == ("reports", 7, 3)
+    assert runtime.rebuild_job(request).key == "nightly"
+
+
+def test_after_the_tick_the_scheduler_sleeps_until_the_next_one_or_a_minute(scheduling):
+    runtime, entries = scheduling(
+        ["testapp.jobs.Noop", every_hour_with_a_tick(1)],
+        {
+            "job": "testapp.Tally",
+            "schedule": f"every 2 seconds from {time.time():.3f}",
+            "kwargs": {"key": "often"},
+        },
+    )
+
+    wait = Scheduler(runtime, entries).tick()
+
+    assert 0 < wait <= 2.01
+    hourly_only, _ = scheduling(["testapp.jobs.Noop", every_hour_with_a_tick(1)])
+    assert Scheduler(hourly_only, load_entries(hourly_only)).tick() == MAX_SLEEP
+
+
+# Late ticks ----------------------------------------------------------------------------------
+
+
+def test_a_tick_missed_by_seconds_is_enqueued_when_a_scheduler_starts(scheduling):
+    runtime, entries = scheduling(["testapp.jobs.Noop", every_hour_with_a_tick(ON_TIME_GRACE / 2)])
+
+    Scheduler(runtime, entries).tick()
+
+    assert len(scheduled_requests(runtime)) == 1
+
+
+def test_a_tick_missed_by_longer_than_the_grace_is_skipped_and_logged(scheduling, caplog):
+    runtime, entries = scheduling(["testapp.jobs.Noop", every_hour_with_a_tick(ON_TIME_GRACE + 30)])
+
+    with caplog.at_level(logging.WARNING, logger="jobkit.scheduler"):
+        wait = Scheduler(runtime, entries).tick()
+
+    assert scheduled_requests(runtime) == []
+    assert wait == MAX_SLEEP
+    assert runtime.store.last_ticks([entries[0].key]) == {}
+
+
+def test_catch_up_latest_enqueues_the_latest_missed_tick_once(scheduling):
+    spec = every_hour_with_a_tick(10 * 60)
+    runtime, entries = scheduling(
+        {"job": "testapp.jobs.Noop", "schedule": spec, "catch_up": "latest"}
+    )
+    [entry] = entries
+    latest = entry.schedule.last_fire_at_or_before(runtime.store.database_now())
+    earlier = latest - datetime.timedelta(hours=3)
+    with runtime.store.transaction() as connection:
+        runtime.store.record_tick(key=entry.key, fire_at=earlier, connection=connection)
+
+    Scheduler(runtime, entries).tick()
+    Scheduler(runtime, entries).tick()
+
+    [request] = scheduled_requests(runtime)
+    assert request.source.endswith(f"@{latest.isoformat()}")  # not the two in between
+
+
+def test_catch_up_needs_a_tick_of_the_entry_before(scheduling):
+    spec = every_hour_with_a_tick(10 * 60)
+    runtime, entries = scheduling(
+        {"job": "testapp.jobs.Noop", "schedule": spec, "catch_up": "latest"}
+    )
+
+    Scheduler(runtime, entries).tick()
+
+    assert scheduled_requests(runtime) == []
+
+
+def test_without_catch_up_a_long_downtime_enqueues_nothing(scheduling):
+    runtime, entries = scheduling(["testapp.jobs.Noop", every_hour_with_a_tick(10 * 60)])
+    [entry] = entries
+    latest = entry.schedule.last_fire_at_or_before(runtime.store.database_now())
+    with runtime.store.transaction() as connection:
+        runtime.store.record_tick(
+            key=entry.key, fire_at=latest - datetime.timedelta(hours=1), connection=connection
+        )
+
+    Scheduler(runtime, entries).tick()
+
+    assert scheduled_requests(runtime) == []
+
+
+# Declined ticks, the database away ---------------------------------------------------------------
+
+
+def test_a_tick_should_enqueue_declines_is_recorded_and_not_enqueued(scheduling, caplog):
+    runtime, entries = scheduling(
+        {"job": "keys.Keyed", "schedule": every_hour_with_a_tick(1), "kwargs": {"key": "k"}}
+    )
+    testapp.key_jobs.Keyed("k").run_in_worker()  # still pending: the key is taken
+
+    with caplog.at_level(logging.INFO, logger="jobkit.scheduler"):
+        Scheduler(runtime, entries).tick()
+
+    requests = scheduled_requests(runtime, "keys.Keyed")
+    assert [request.source.startswith("schedule:") for request in requests] == [False]
+    assert entries[0].key in runtime.store.last_ticks([entries[0].key])
+    assert "not enqueued: should_enqueue() declined it" in caplog.text
+
+
+def test_a_scheduler_whose_database_is_away_logs_and_keeps_trying(jobkit_settings, caplog):
+    settings = attrs.evolve(
+        jobkit_settings,
+        database_url="postgresql://nobody@127.0.0.1:9/nowhere",
+        schedule=[["testapp.jobs.Noop", every_hour_with_a_tick(1)]],
+        plugins=["testapp.schedule_plugin"],
+    )
+    runtime = Runtime.from_settings(settings, load_entrypoints=False)
+    scheduler = Scheduler(runtime, load_entries(runtime))
+
+    with caplog.at_level(logging.WARNING, logger="jobkit.scheduler"):
+        scheduler.start()
+        deadline = time.monotonic() + 10
+        while "trying again every" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        scheduler.stop()
+
+    assert "scheduler: the database is unreachable" in caplog.text
+    assert not scheduler._thread.is_alive()
+
+
+# cmd: entries --------------------------------------------------------------------------------
+
+
+def test_a_command_that_exits_0_is_successful(jobkit_runtime, tmp_path):
+    marker = tmp_path / "ran"
+    ScheduledCommand(f"echo ran > {marker}").run_in_worker()
+
+    [result] = run_jobs(jobkit_runtime)
+
+    assert result.status is Status.SUCCESSFUL
+    assert marker.read_text() == "ran\n"
+
+
+def test_a_failing_command_is_errored_with_its_status_and_stderr(jobkit_runtime):
+    ScheduledCommand("echo to stdout; echo disk full >&2; exit 3").run_in_worker()
+
+    [result] = run_jobs(jobkit_runtime)
+
+    assert result.status is Status.ERRORED
+    assert result.error_type == "jobkit.builtin.cron.CommandFailed"
+    assert result.error.endswith(
+        "CommandFailed: 'echo to stdout; echo disk full >&2; exit 3' exited with status 3; "
+        "stderr:\ndisk full\n"
+    )
+
+
+def test_a_command_killed_by_a_signal_says_so(jobkit_runtime):
+    ScheduledCommand("kill -KILL $$").run_in_worker()
+
+    [result] = run_jobs(jobkit_runtime)
+
+    assert result.status is Status.ERRORED
+    assert "'kill -KILL $$' was killed by signal 9" in result.error
+
+
+def test_a_cmd_entry_enqueues_the_command_job(scheduling):
+    runtime, entries = scheduling(["cmd:echo hello", every_hour_with_a_tick(1)])
+
+    Scheduler(runtime, entries).tick()
+
+    [request] = scheduled_requests(runtime, "jobkit.ScheduledCommand")
+    assert runtime.rebuild_job(request).command == "echo hello"

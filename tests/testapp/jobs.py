@@ -1,0 +1,150 @@
+"""Test jobs. Each run writes to a ledger table (in the test session's schema) over its own
+autocommit connection, so tests count executions independently of jobkit's bookkeeping."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import psycopg
+from psycopg import sql
+
+from jobkit import DeferJob, Job, register_job
+from jobkit.runtime import get_runtime
+from jobkit.settings import Settings
+
+
+def ledger_table(settings: Settings) -> sql.Composed:
+    return sql.SQL("{}.ledger").format(sql.Identifier(settings.schema))
+
+
+def create_ledger(settings: Settings) -> None:
+    """Create (or empty) the ledger of the settings' schema."""
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        table = ledger_table(settings)
+        connection.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (key text, phase text, pid int, attempt int, "
+                "at timestamptz DEFAULT clock_timestamp())"
+            ).format(table)
+        )
+        connection.execute(sql.SQL("TRUNCATE {}").format(table))
+
+
+def ledger(settings: Settings) -> list[tuple[str, str, int, int]]:
+    """Every ledger row as (key, phase, pid, attempt), oldest first."""
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        query = sql.SQL("SELECT key, phase, pid, attempt FROM {} ORDER BY at")
+        return connection.execute(query.format(ledger_table(settings))).fetchall()
+
+
+def record(job: Job, key: str, phase: str) -> int:
+    """Write a ledger row for ``job``; return how many rows ``key`` has with ``phase``."""
+    settings = get_runtime().settings
+    attempt = job.job_process.retry_attempt if job.job_process else -1
+    table = ledger_table(settings)
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("INSERT INTO {} (key, phase, pid, attempt) VALUES (%s, %s, %s, %s)").format(
+                table
+            ),
+            (key, phase, os.getpid(), attempt),
+        )
+        row = connection.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE key = %s AND phase = %s").format(table),
+            (key, phase),
+        ).fetchone()
+    return row[0] if row else 0
+
+
+_tally_connection: psycopg.Connection | None = None
+
+
+@register_job(name="testapp.Tally")
+class Tally(Job):
+    """Writes one 'start' row to the ledger over a connection kept for the process: a cheap
+    execution count for tests that run thousands of jobs."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        global _tally_connection
+        settings = get_runtime().settings
+        if _tally_connection is None or _tally_connection.closed:
+            _tally_connection = psycopg.connect(settings.database_url, autocommit=True)
+        _tally_connection.execute(
+            sql.SQL("INSERT INTO {} (key, phase, pid) VALUES (%s, 'start', %s)").format(
+                ledger_table(settings)
+            ),
+            (self.key, os.getpid()),
+        )
+
+
+@register_job
+class Noop(Job):
+    """Does nothing; for throughput."""
+
+    def __init__(self, number: int = 0):
+        self.number = number
+
+    def run(self) -> None:
+        pass
+
+
+@register_job(name="testapp.Record")
+class Record(Job):
+    """Writes start and end rows to the ledger, sleeping in between."""
+
+    def __init__(self, key: str, seconds: float = 0.0):
+        self.key = key
+        self.seconds = seconds
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        time.sleep(self.seconds)
+        record(self, self.key, "end")
+
+
+@register_job
+class Fail(Job):
+    """Raises ValueError, every time or for its first ``times`` attempts."""
+
+    def __init__(self, message: str = "boom", times: int | None = None):
+        self.message = message
+        self.times = times
+
+    def run(self) -> None:
+        attempt = self.job_process.retry_attempt if self.job_process else 0
+        if self.times is None or attempt < self.times:
+            raise ValueError(self.message)
+
+
+@register_job
+class Defer(Job):
+    """Raises DeferJob on each of its first ``times`` runs (counted in the ledger)."""
+
+    def __init__(self, key: str, times: int, delay: float = 0, increment_retries: bool = False):
+        self.key = key
+        self.times = times
+        self.delay = delay
+        self.increment_retries = increment_retries
+
+    def run(self) -> None:
+        runs = record(self, self.key, "run")
+        if runs <= self.times:
+            raise DeferJob(delay=self.delay, increment_retries=self.increment_retries)
+
+
+@register_job
+class Typed(Job):
+    """Writes its typed parameters to the ledger, to check they arrive as they were sent."""
+
+    def __init__(self, when: datetime.datetime, amount: int):
+        self.when = when
+        self.amount = amount
+
+    def run(self) -> None:
+        assert isinstance(self.when, datetime.datetime) and self.when.tzinfo is not None
+        record(self, f"{self.when.isoformat()}|{self.amount}", "typed")

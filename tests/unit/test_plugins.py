@@ -1,0 +1,371 @@
+"""Tests of the plugin manager factory: built-ins, the ``plugins`` setting, entry points, blocked
+plugins, ``describe_plugins`` and ``notify``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+import unitplugins.entry_point_plugin
+import unitplugins.module_plugin
+import unitplugins.objects
+from jobkit.errors import PluginError
+from jobkit.hookspecs import hookimpl
+from jobkit.plugins import (
+    BUILTIN_PLUGINS,
+    PluginInfo,
+    create_plugin_manager,
+    describe_plugins,
+    notify,
+)
+from jobkit.records import JobRequest
+from jobkit.settings import Settings
+
+BUILTIN_HOOKS = {
+    "jobkit.builtin.postgres": ["jobkit_store"],
+    "jobkit.builtin.serializers": ["jobkit_serializer"],
+    "jobkit.builtin.locks": ["jobkit_enqueue_lock"],
+    "jobkit.builtin.embedded": ["jobkit_database_url"],
+    "jobkit.builtin.cron": [
+        "jobkit_add_commands",
+        "jobkit_add_worker_services",
+        "jobkit_parse_schedule",
+        "jobkit_register_jobs",
+    ],
+}
+
+
+def make(**settings) -> tuple:
+    settings = Settings(**settings)
+    return create_plugin_manager(settings, load_entrypoints=False), settings
+
+
+def registered_names(pm) -> set[str]:
+    return {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+
+
+def info_of(pm, settings: Settings, name: str) -> PluginInfo:
+    [info] = [info for info in describe_plugins(pm, settings) if info.name == name]
+    return info
+
+
+# Built-ins --------------------------------------------------------------------------------------
+
+
+def test_every_builtin_plugin_is_registered_under_its_module_name():
+    pm, _ = make()
+
+    assert registered_names(pm) == set(BUILTIN_PLUGINS)
+    for name in BUILTIN_PLUGINS:
+        assert pm.get_plugin(name) is importlib.import_module(name)
+
+
+def test_builtins_are_described_with_the_hooks_they_implement():
+    pm, settings = make()
+
+    assert describe_plugins(pm, settings) == [
+        PluginInfo(name, "builtin", None, None, BUILTIN_HOOKS[name])
+        for name in sorted(BUILTIN_HOOKS)
+    ]
+
+
+@pytest.mark.parametrize("name", BUILTIN_PLUGINS)
+def test_disable_plugins_blocks_a_builtin(name):
+    pm, settings = make(disable_plugins=[name])
+
+    assert pm.is_blocked(name)
+    assert pm.get_plugin(name) is None
+    assert registered_names(pm) == set(BUILTIN_PLUGINS) - {name}
+    for hook_name in BUILTIN_HOOKS[name]:
+        assert getattr(pm.hook, hook_name).get_hookimpls() == []
+    assert info_of(pm, settings, name) == PluginInfo(name, "builtin", None, None, [], blocked=True)
+
+
+def test_the_kernel_cannot_be_disabled():
+    with pytest.raises(
+        PluginError,
+        match=r"^jobkit\.core is the kernel and cannot be disabled; wrap its hooks instead$",
+    ):
+        make(disable_plugins=["jobkit.core"])
+
+
+def test_disabling_an_unknown_plugin_is_an_error_listing_the_known_ones(install):
+    # `install` stands in for the environment's entry points: none are installed here.
+    message = (
+        "setting disable_plugins names 'jobkit.builtin.postgress', which is not an installed "
+        "plugin; known plugins: jobkit.builtin.cron, jobkit.builtin.embedded, "
+        "jobkit.builtin.locks, jobkit.builtin.postgres, jobkit.builtin.serializers, "
+        "unitplugins.module_plugin"
+    )
+
+    with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
+        make(plugins=["unitplugins.module_plugin"], disable_plugins=["jobkit.builtin.postgress"])
+
+
+# The plugins setting ----------------------------------------------------------------------------
+
+
+def test_plugins_setting_registers_a_module_by_dotted_path():
+    pm, settings = make(plugins=["unitplugins.module_plugin"])
+
+    assert pm.get_plugin("unitplugins.module_plugin") is unitplugins.module_plugin
+    assert info_of(pm, settings, "unitplugins.module_plugin") == PluginInfo(
+        "unitplugins.module_plugin", "setting", None, None, ["jobkit_job_enqueued"]
+    )
+
+
+def test_plugins_setting_registers_an_object_by_module_and_attribute():
+    pm, settings = make(plugins=["unitplugins.objects:adds_nothing"])
+
+    assert pm.get_plugin("unitplugins.objects:adds_nothing") is unitplugins.objects.adds_nothing
+    assert info_of(pm, settings, "unitplugins.objects:adds_nothing").hooks == [
+        "jobkit_worker_started"
+    ]
+
+
+def test_a_plugin_from_the_setting_can_be_disabled():
+    pm, settings = make(
+        plugins=["unitplugins.module_plugin"], disable_plugins=["unitplugins.module_plugin"]
+    )
+
+    assert pm.get_plugin("unitplugins.module_plugin") is None
+    assert pm.hook.jobkit_job_enqueued.get_hookimpls() == []
+    assert info_of(pm, settings, "unitplugins.module_plugin").blocked
+
+
+@pytest.mark.parametrize(
+    ("dotted", "problem"),
+    [
+        ("unitplugins.no_such_module", "No module named 'unitplugins.no_such_module'"),
+        (
+            "unitplugins.objects:no_such_object",
+            "module 'unitplugins.objects' has no attribute 'no_such_object'",
+        ),
+    ],
+)
+def test_a_plugin_that_cannot_be_imported_is_an_error(dotted, problem):
+    message = f"setting plugins names {dotted!r}, which cannot be imported: {problem}"
+
+    with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
+        make(plugins=[dotted])
+
+
+def test_a_plugin_implementing_an_unknown_hook_is_an_error_naming_plugin_and_hook():
+    with pytest.raises(PluginError) as raised:
+        make(plugins=["unitplugins.misspelt"])
+
+    message = str(raised.value)
+    assert "implements an unknown hook" in message
+    assert "unitplugins.misspelt" in message
+    assert "'jobkit_job_finsihed'" in message
+
+
+# Entry points -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def install(tmp_path, monkeypatch):
+    """Install fake distributions whose ``jobkit`` entry points are the only ones jobkit sees;
+    with autoload switched back on (conftest switches it off)."""
+    monkeypatch.delenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    distributions: list[importlib.metadata.Distribution] = []
+
+    def entry_points(**selection):
+        found = [ep for dist in distributions for ep in dist.entry_points]
+        return importlib.metadata.EntryPoints(found).select(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+    def install(name: str, version: str, entry_points: dict[str, str]) -> None:
+        dist_info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        lines = "".join(f"{ep_name} = {value}\n" for ep_name, value in entry_points.items())
+        (dist_info / "entry_points.txt").write_text(f"[jobkit]\n{lines}")
+        distributions.append(importlib.metadata.PathDistribution(Path(dist_info)))
+
+    return install
+
+
+def test_an_entry_point_plugin_is_loaded_under_its_entry_point_name(install):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+
+    pm = create_plugin_manager(Settings())
+
+    assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
+    assert [impl.plugin_name for impl in pm.hook.jobkit_job_finished.get_hookimpls()] == ["fake"]
+
+
+def test_describe_plugins_lists_an_entry_point_plugin_after_the_builtins(install):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    settings = Settings()
+
+    infos = describe_plugins(create_plugin_manager(settings), settings)
+
+    assert [info.name for info in infos] == [*sorted(BUILTIN_PLUGINS), "fake"]
+    fake = infos[-1]
+    assert (fake.name, fake.source, fake.hooks, fake.blocked) == (
+        "fake",
+        "entry point",
+        ["jobkit_job_finished"],
+        False,
+    )
+
+
+def test_an_entry_point_plugin_is_blocked_by_its_name(install):
+    # A blocked entry point is never loaded, so a broken plugin can be switched off.
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+    settings = Settings(disable_plugins=["broken"])
+
+    pm = create_plugin_manager(settings)
+
+    assert pm.is_blocked("broken")
+    assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
+    assert info_of(pm, settings, "broken") == PluginInfo(
+        "broken", "entry point", None, None, [], blocked=True
+    )
+
+
+@pytest.mark.parametrize("distribution", ["jobkit-broken", "jobkit_broken", "JobKit.Broken"])
+def test_every_entry_point_of_a_distribution_is_blocked_by_its_name(install, distribution):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    install(
+        "jobkit-broken",
+        "0.1",
+        {"broken": "unitplugins.broken_on_import", "broken_too": "unitplugins.broken_on_import"},
+    )
+
+    pm = create_plugin_manager(Settings(disable_plugins=[distribution]))
+
+    assert pm.is_blocked("broken")
+    assert pm.is_blocked("broken_too")
+    assert not pm.is_blocked("fake")
+    assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
+
+
+def test_an_entry_point_that_fails_to_load_is_an_error_naming_plugin_and_distribution(install):
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+    message = (
+        "plugin 'broken' from jobkit-broken 0.1 failed to load (unitplugins.broken_on_import): "
+        "RuntimeError('this plugin is broken'); uninstall it or add it to disable_plugins"
+    )
+
+    with pytest.raises(PluginError, match=f"^{re.escape(message)}$") as raised:
+        create_plugin_manager(Settings())
+
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_disable_plugin_autoload_prevents_loading_entry_points(install, monkeypatch, value):
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    monkeypatch.setenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", value)
+
+    pm = create_plugin_manager(Settings())
+
+    assert registered_names(pm) == set(BUILTIN_PLUGINS)
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+def test_entry_points_load_when_autoload_is_not_disabled(install, monkeypatch, value):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    monkeypatch.setenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", value)
+
+    pm = create_plugin_manager(Settings())
+
+    assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
+
+
+def test_load_entrypoints_false_prevents_loading_entry_points(install):
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+
+    pm = create_plugin_manager(Settings(), load_entrypoints=False)
+
+    assert registered_names(pm) == set(BUILTIN_PLUGINS)
+
+
+def test_entry_point_plugins_are_among_the_known_plugins_for_disable_plugins(install):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+
+    message = (
+        "setting disable_plugins names 'fkae', which is not an installed plugin; known plugins: "
+        "fake, jobkit.builtin.cron, jobkit.builtin.embedded, jobkit.builtin.locks, "
+        "jobkit.builtin.postgres, jobkit.builtin.serializers"
+    )
+
+    with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
+        create_plugin_manager(Settings(disable_plugins=["fkae"]))
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    @hookimpl
+    def jobkit_job_enqueued(self, request):
+        self.calls.append(("enqueued", request))
+
+    @hookimpl
+    def jobkit_job_started(self, process):
+        # Asks for only one of the hook's arguments (job, process).
+        self.calls.append(("started", process))
+
+
+class Broken:
+    @hookimpl
+    def jobkit_job_enqueued(self, request):
+        raise RuntimeError("telemetry is down")
+
+
+@pytest.mark.parametrize("order", ["broken first", "broken last"])
+def test_notify_calls_every_implementation_even_when_one_raises(caplog, order):
+    pm, _ = make()
+    first, second = Recorder(), Recorder()
+    plugins = [("first", first), ("broken", Broken()), ("second", second)]
+    if order == "broken last":
+        plugins.append(plugins.pop(1))
+    for name, plugin in plugins:
+        pm.register(plugin, name)
+    request = JobRequest(job_name="app.Job", parameters="{}")
+
+    with caplog.at_level(logging.ERROR, logger="jobkit.plugins"):
+        notify(pm.hook.jobkit_job_enqueued, request=request)
+
+    assert first.calls == [("enqueued", request)]
+    assert second.calls == [("enqueued", request)]
+    [record] = caplog.records
+    assert record.name == "jobkit.plugins"
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "plugin 'broken' failed in jobkit_job_enqueued"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "telemetry is down"
+
+
+def test_notify_passes_each_implementation_only_the_arguments_it_asks_for():
+    pm, _ = make()
+    recorder = Recorder()
+    pm.register(recorder, "recorder")
+
+    notify(pm.hook.jobkit_job_started, job="the job", process="the process")
+
+    assert recorder.calls == [("started", "the process")]
+
+
+def test_notify_without_implementations_does_nothing(caplog):
+    pm, _ = make()
+
+    notify(pm.hook.jobkit_job_finished, result=None)
+
+    assert caplog.records == []

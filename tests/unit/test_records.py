@@ -1,0 +1,252 @@
+"""Tests of the records passed between the kernel, the store and plugins."""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+import uuid
+
+import attrs
+import pytest
+
+from jobkit.records import (
+    STAT_KEYS,
+    Completion,
+    JobProcess,
+    JobRequest,
+    JobResult,
+    Outcome,
+    QueueCounts,
+    Stats,
+    Status,
+)
+
+T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+SECOND = datetime.timedelta(seconds=1)
+WORKER = uuid.UUID("00000000-0000-0000-0000-00000000000a")
+FIRST_ATTEMPT = uuid.UUID("00000000-0000-0000-0000-000000000001")
+
+
+def full_request_fields() -> dict:
+    """A value other than the default for every field of a request."""
+    return {
+        "id": uuid.UUID("00000000-0000-0000-0000-000000000002"),
+        "job_id": FIRST_ATTEMPT,
+        "job_name": "app.SendEmail",
+        "parameters": '{"args":[42],"kwargs":{}}',
+        "queue": "emails",
+        "priority": -5,
+        "retries": 3,
+        "retry_attempt": 1,
+        "concurrency_key": "user-42",
+        "headers": {"traceparent": "00-abc-def-01"},
+        "source": "app/views.py:10",
+        "retry_of": FIRST_ATTEMPT,
+        "delay": 2.5,
+        "start_at": T0,
+        "created_at": T0 - SECOND,
+        "timeout": 30.0,
+    }
+
+
+def make_process(**changes) -> JobProcess:
+    return JobProcess(**{**full_request_fields(), "worker_id": WORKER, "claimed_at": T0, **changes})
+
+
+def test_every_request_field_has_a_value_in_the_fixture():
+    # So the round trips below would notice a field that pickling loses.
+    assert set(full_request_fields()) == {field.name for field in attrs.fields(JobRequest)}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        JobRequest(**full_request_fields()),
+        JobRequest(job_name="app.Noop", parameters="{}"),
+        make_process(),
+        JobResult(
+            **full_request_fields(),
+            worker_id=WORKER,
+            status=Status.ERRORED,
+            error="Traceback ...",
+            error_type="ValueError",
+            started_at=T0,
+            ended_at=T0 + SECOND,
+            retry_request_id=uuid.uuid4(),
+        ),
+    ],
+    ids=["request", "request with defaults", "process", "result"],
+)
+def test_records_survive_a_pickle_round_trip(record):
+    copy = pickle.loads(pickle.dumps(record))
+
+    assert copy == record
+    assert type(copy) is type(record)
+    assert copy is not record
+
+
+def test_job_id_defaults_to_the_attempt_id():
+    request = JobRequest(job_name="app.Noop", parameters="{}")
+
+    assert request.job_id == request.id
+    assert isinstance(request.id, uuid.UUID)
+
+
+def test_a_given_job_id_is_kept():
+    request = JobRequest(job_name="app.Noop", parameters="{}", job_id=FIRST_ATTEMPT)
+
+    assert request.job_id == FIRST_ATTEMPT
+    assert request.id != FIRST_ATTEMPT
+
+
+def test_request_defaults():
+    request = JobRequest(job_name="app.Noop", parameters="{}")
+
+    assert (request.queue, request.priority, request.retries, request.retry_attempt) == (
+        "default",
+        0,
+        0,
+        0,
+    )
+    assert (request.concurrency_key, request.headers, request.source) == ("", {}, "")
+    assert (request.retry_of, request.delay, request.start_at, request.created_at) == (
+        None,
+        0.0,
+        None,
+        None,
+    )
+
+
+def test_result_from_completion_copies_the_attempt_and_the_outcome():
+    process = make_process()
+    retry_id = uuid.uuid4()
+    completion = Completion(
+        process=process,
+        outcome=Outcome(status=Status.ERRORED, error="Traceback ...", error_type="ValueError"),
+        started_at=T0 + SECOND,
+        ended_at=T0 + 2 * SECOND,
+    )
+
+    result = JobResult.from_completion(completion, retry_request_id=retry_id)
+
+    request_fields = [f.name for f in attrs.fields(JobRequest) if f.name != "delay"]
+    for name in request_fields:
+        assert getattr(result, name) == getattr(process, name), name
+    assert result.worker_id == WORKER
+    assert (result.status, result.error, result.error_type) == (
+        Status.ERRORED,
+        "Traceback ...",
+        "ValueError",
+    )
+    assert (result.started_at, result.ended_at) == (T0 + SECOND, T0 + 2 * SECOND)
+    assert result.retry_request_id == retry_id
+
+
+def test_result_from_a_completion_that_never_started():
+    completion = Completion(
+        process=make_process(),
+        outcome=Outcome(status=Status.LOST),
+        started_at=None,
+        ended_at=T0,
+    )
+
+    result = JobResult.from_completion(completion, retry_request_id=None)
+
+    assert (result.status, result.error, result.error_type) == (Status.LOST, "", "")
+    assert (result.started_at, result.retry_request_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("retry_attempt", "retries", "exhausted"),
+    [(0, 0, True), (0, 1, False), (1, 1, True), (2, 3, False), (3, 3, True)],
+)
+def test_retries_exhausted(retry_attempt, retries, exhausted):
+    result = JobResult(
+        job_name="app.Noop",
+        parameters="{}",
+        status=Status.ERRORED,
+        retry_attempt=retry_attempt,
+        retries=retries,
+    )
+
+    assert result.retries_exhausted is exhausted
+
+
+def test_status_values_are_their_names():
+    assert [status.value for status in Status] == [
+        "SUCCESSFUL",
+        "ERRORED",
+        "DEFERRED",
+        "LOST",
+        "CANCELLED",
+    ]
+    assert Status("LOST") is Status.LOST
+
+
+def test_stats_as_dict_has_the_totals_and_each_queue():
+    stats = Stats(
+        total=QueueCounts(pending=3, scheduled=1, running=2, successful=10, errored=1),
+        queues={
+            "emails": QueueCounts(pending=1, successful=4, lost=1),
+            "default": QueueCounts(pending=2, scheduled=1, running=2, deferred=1, cancelled=1),
+        },
+    )
+
+    data = stats.as_dict()
+
+    assert list(data) == [
+        "pending",
+        "scheduled",
+        "running",
+        "successful",
+        "errored",
+        "deferred",
+        "lost",
+        "cancelled",
+        "queues",
+    ]
+    assert data == {
+        "pending": 3,
+        "scheduled": 1,
+        "running": 2,
+        "successful": 10,
+        "errored": 1,
+        "deferred": 0,
+        "lost": 0,
+        "cancelled": 0,
+        "queues": {
+            "default": {
+                "pending": 2,
+                "scheduled": 1,
+                "running": 2,
+                "successful": 0,
+                "errored": 0,
+                "deferred": 1,
+                "lost": 0,
+                "cancelled": 1,
+            },
+            "emails": {
+                "pending": 1,
+                "scheduled": 0,
+                "running": 0,
+                "successful": 4,
+                "errored": 0,
+                "deferred": 0,
+                "lost": 1,
+                "cancelled": 0,
+            },
+        },
+    }
+    assert list(data["queues"]) == ["default", "emails"]
+
+
+def test_empty_stats():
+    assert Stats().as_dict() == {**dict.fromkeys(STAT_KEYS, 0), "queues": {}}
+
+
+def test_queue_counts_add():
+    counts = QueueCounts(pending=1, lost=2)
+
+    counts.add(QueueCounts(pending=2, successful=5, lost=1))
+
+    assert counts == QueueCounts(pending=3, successful=5, lost=3)

@@ -1,0 +1,155 @@
+"""Tests of the job registry: names, re-registration, and the errors that say how to fix them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import jobkit.registry
+from jobkit.errors import JobkitError, UnknownJobError
+from jobkit.job import Job
+from jobkit.registry import JobRegistry, register_job
+
+
+class SendEmail(Job):
+    def run(self) -> None:
+        pass
+
+
+class SendWelcome(Job):
+    def run(self) -> None:
+        pass
+
+
+def qualified(job_class: type) -> str:
+    return f"{__name__}.{job_class.__qualname__}"
+
+
+@pytest.fixture
+def registry() -> JobRegistry:
+    return JobRegistry()
+
+
+def test_the_default_name_is_module_and_qualified_name(registry):
+    assert registry.register(SendEmail) is SendEmail
+
+    assert registry.name_of(SendEmail) == f"{__name__}.SendEmail"
+    assert registry.get(f"{__name__}.SendEmail") is SendEmail
+
+
+def test_a_nested_class_is_named_by_its_qualified_name(registry):
+    class Outer:
+        class Nested(Job):
+            pass
+
+    registry.register(Outer.Nested)
+
+    assert registry.name_of(Outer.Nested) == (
+        f"{__name__}.test_a_nested_class_is_named_by_its_qualified_name.<locals>.Outer.Nested"
+    )
+
+
+def test_a_given_name_replaces_the_default(registry):
+    registry.register(SendEmail, "email.send")
+
+    assert registry.name_of(SendEmail) == "email.send"
+    assert registry.get("email.send") is SendEmail
+    assert f"{__name__}.SendEmail" not in registry
+
+
+def test_the_registry_lists_names_in_order(registry):
+    registry.register(SendWelcome, "b.welcome")
+    registry.register(SendEmail, "a.email")
+
+    assert list(registry) == ["a.email", "b.welcome"]
+    assert registry.items() == [("a.email", SendEmail), ("b.welcome", SendWelcome)]
+    assert "a.email" in registry
+    assert "c.other" not in registry
+
+
+@pytest.mark.parametrize("name", [None, "email.send"])
+def test_registering_the_same_class_again_is_harmless(registry, name):
+    registry.register(SendEmail, name)
+    registry.register(SendEmail, name)
+
+    assert registry.items() == [(registry.name_of(SendEmail), SendEmail)]
+
+
+def test_a_name_taken_by_another_class_is_an_error_naming_both(registry):
+    registry.register(SendEmail, "welcome")
+    message = (
+        f"job name 'welcome' is already registered to {qualified(SendEmail)}; pass "
+        f"register_job(name=...) to give {qualified(SendWelcome)} another name"
+    )
+
+    with pytest.raises(JobkitError, match=f"^{re.escape(message)}$"):
+        registry.register(SendWelcome, "welcome")
+
+    assert registry.get("welcome") is SendEmail
+    with pytest.raises(UnknownJobError):
+        registry.name_of(SendWelcome)
+
+
+class NotAJob:
+    pass
+
+
+@pytest.mark.parametrize("value", [NotAJob, int, SendEmail(), "app.SendEmail", None])
+def test_registering_something_that_is_not_a_job_class_is_an_error(registry, value):
+    message = f"register_job expects a Job subclass, got {value!r}"
+
+    with pytest.raises(JobkitError, match=f"^{re.escape(message)}$"):
+        registry.register(value)
+
+    assert registry.items() == []
+
+
+def test_name_of_an_unregistered_class_says_how_to_register_it(registry):
+    message = f"{qualified(SendEmail)} is not registered: decorate it with @register_job"
+
+    with pytest.raises(UnknownJobError, match=f"^{re.escape(message)}$"):
+        registry.name_of(SendEmail)
+
+
+def test_get_of_an_unknown_name_raises_unknown_job_error(registry):
+    registry.register(SendEmail)
+
+    with pytest.raises(UnknownJobError, match=r"^no job is registered under the name 'nope'$"):
+        registry.get("nope")
+
+
+def test_unknown_job_error_is_a_jobkit_error():
+    assert issubclass(UnknownJobError, JobkitError)
+
+
+# The register_job decorator ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def global_registry(monkeypatch) -> JobRegistry:
+    fresh = JobRegistry()
+    monkeypatch.setattr(jobkit.registry, "registry", fresh)
+    return fresh
+
+
+def test_register_job_decorator_registers_under_the_default_name(global_registry):
+    @register_job
+    class Cleanup(Job):
+        pass
+
+    assert global_registry.items() == [(qualified(Cleanup), Cleanup)]
+
+
+def test_register_job_decorator_with_a_name(global_registry):
+    @register_job(name="cleanup")
+    class Cleanup(Job):
+        pass
+
+    assert global_registry.get("cleanup") is Cleanup
+    assert global_registry.name_of(Cleanup) == "cleanup"
+
+
+def test_register_job_decorator_returns_the_class_itself(global_registry):
+    assert register_job(SendEmail) is SendEmail
+    assert register_job(name="welcome")(SendWelcome) is SendWelcome

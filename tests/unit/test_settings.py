@@ -1,0 +1,649 @@
+"""Tests of ``load_settings`` and ``with_plugin_sections``: where each value comes from, and the
+message of every value that is refused (it names the setting, its source and what was expected)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from jobkit.errors import SettingsError
+from jobkit.settings import Settings, flag, load_settings, with_plugin_sections
+
+QUEUE_NAMES = "one or more queue names of letters, digits and _.:- (at most 128 characters each)"
+IDENTIFIER = "a lower-case SQL identifier (letters, digits and _, at most 63 characters)"
+URL = "a URL such as postgresql://user@host:5432/dbname"
+POSITIVE = "a number greater than 0"
+NOT_NEGATIVE = "a number of seconds, 0 or more"
+STRINGS = "a list of strings (comma-separated in an environment variable)"
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def raises_exactly(message: str) -> pytest.RaisesExc:
+    return pytest.raises(SettingsError, match=f"^{re.escape(message)}$")
+
+
+# Where values come from -------------------------------------------------------------------------
+
+
+def test_defaults_apply_when_nothing_is_configured(tmp_path):
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    assert settings == Settings()
+    assert settings.config_file is None
+    assert settings.schema == "jobkit"
+    assert settings.worker_queues == ["default"]
+    assert settings.results_retention == 604800
+
+
+def test_jobkit_toml_overrides_the_defaults(tmp_path):
+    path = write(tmp_path, "jobkit.toml", 'schema = "from_file"\nimports = ["app.jobs"]\n')
+
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    assert (settings.schema, settings.imports) == ("from_file", ["app.jobs"])
+    assert settings.config_file == str(path)
+
+
+def test_tool_jobkit_table_of_pyproject_is_read(tmp_path):
+    path = write(
+        tmp_path,
+        "pyproject.toml",
+        '[project]\nname = "app"\n\n[tool.jobkit]\nschema = "from_pyproject"\n',
+    )
+
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    assert settings.schema == "from_pyproject"
+    assert settings.config_file == str(path)
+
+
+def test_pyproject_without_a_tool_jobkit_table_is_not_a_config_file(tmp_path):
+    write(tmp_path, "pyproject.toml", '[project]\nname = "app"\n\n[tool.ruff]\nline-length = 99\n')
+
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    assert settings == Settings()
+    assert settings.config_file is None
+
+
+def test_jobkit_toml_wins_over_pyproject_and_the_two_are_not_merged(tmp_path):
+    jobkit_toml = write(tmp_path, "jobkit.toml", 'schema = "from_jobkit_toml"\n')
+    write(
+        tmp_path,
+        "pyproject.toml",
+        '[tool.jobkit]\nschema = "from_pyproject"\nimports = ["app.jobs"]\n',
+    )
+
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    assert settings.schema == "from_jobkit_toml"
+    assert settings.imports == []
+    assert settings.config_file == str(jobkit_toml)
+
+
+def test_environment_overrides_the_file(tmp_path):
+    write(tmp_path, "jobkit.toml", 'schema = "from_file"\nresults_retention = 60\n')
+
+    settings = load_settings(environ={"JOBKIT_SCHEMA": "from_env"}, cwd=tmp_path)
+
+    assert settings.schema == "from_env"
+    assert settings.results_retention == 60
+
+
+def test_overrides_win_over_the_environment_and_the_file(tmp_path):
+    write(tmp_path, "jobkit.toml", "worker_max_processes = 2\n")
+    environ = {"JOBKIT_WORKER_MAX_PROCESSES": "3"}
+
+    settings = load_settings(
+        {"worker_max_processes": flag(4, "--max-processes"), "schema": "from_argument"},
+        environ=environ,
+        cwd=tmp_path,
+    )
+
+    assert settings.worker_max_processes == 4
+    assert settings.schema == "from_argument"
+
+
+@pytest.mark.parametrize("unset", [None, flag(None, "--max-processes")])
+def test_none_overrides_are_ignored(tmp_path, unset):
+    write(tmp_path, "jobkit.toml", "worker_max_processes = 2\n")
+
+    settings = load_settings({"worker_max_processes": unset}, environ={}, cwd=tmp_path)
+
+    assert settings.worker_max_processes == 2
+
+
+def test_an_unknown_override_is_an_error(tmp_path):
+    with raises_exactly("unknown setting 'worker_max_procs'"):
+        load_settings({"worker_max_procs": 4}, environ={}, cwd=tmp_path)
+
+
+def test_environment_variables_that_configure_tooling_are_not_settings(tmp_path):
+    environ = {
+        "JOBKIT_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "JOBKIT_TEST_DATABASE_URL": "postgresql://localhost/test",
+        "JOBKIT_TRACE_PLUGINS": "1",
+    }
+
+    assert load_settings(environ=environ, cwd=tmp_path) == Settings()
+
+
+def test_without_arguments_the_process_environment_and_directory_are_read(tmp_path, monkeypatch):
+    write(tmp_path, "jobkit.toml", "worker_max_processes = 2\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JOBKIT_SCHEMA", "from_os_environ")
+
+    settings = load_settings()
+
+    assert settings.schema == "from_os_environ"
+    assert settings.worker_max_processes == 2
+
+
+# Environment variables are text ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "setting", "expected"),
+    [
+        ("JOBKIT_IMPORTS", "a.b, c", "imports", ["a.b", "c"]),
+        ("JOBKIT_IMPORTS", "  app.jobs  ", "imports", ["app.jobs"]),
+        ("JOBKIT_IMPORTS", "", "imports", []),
+        ("JOBKIT_WORKER_QUEUES", " emails ,default,, ", "worker_queues", ["emails", "default"]),
+        (
+            "JOBKIT_DISABLE_PLUGINS",
+            "jobkit.builtin.embedded",
+            "disable_plugins",
+            ["jobkit.builtin.embedded"],
+        ),
+        ("JOBKIT_WORKER_MAX_PROCESSES", "", "worker_max_processes", None),
+        ("JOBKIT_WORKER_MAX_PROCESSES", "  ", "worker_max_processes", None),
+        ("JOBKIT_WORKER_MAX_PROCESSES", " 4 ", "worker_max_processes", 4),
+        ("JOBKIT_WORKER_MAX_JOBS_PER_PROCESS", "1000", "worker_max_jobs_per_process", 1000),
+        ("JOBKIT_RESULTS_RETENTION", "0", "results_retention", 0),
+        ("JOBKIT_HEARTBEAT_INTERVAL", "2.5", "heartbeat_interval", 2.5),
+        ("JOBKIT_WORKER_STATS_EVERY", "0", "worker_stats_every", 0.0),
+        ("JOBKIT_DATABASE_URL", "", "database_url", None),
+        (
+            "JOBKIT_DATABASE_URL",
+            "postgresql://u@h:5432/db",
+            "database_url",
+            "postgresql://u@h:5432/db",
+        ),
+    ],
+)
+def test_environment_values_are_parsed(tmp_path, variable, text, setting, expected):
+    settings = load_settings(environ={variable: text}, cwd=tmp_path)
+
+    assert getattr(settings, setting) == expected
+
+
+def test_numbers_from_the_environment_have_the_setting_type(tmp_path):
+    settings = load_settings(
+        environ={"JOBKIT_WORKER_MAX_PROCESSES": "4", "JOBKIT_HEARTBEAT_INTERVAL": "5"},
+        cwd=tmp_path,
+    )
+
+    assert type(settings.worker_max_processes) is int
+    assert type(settings.heartbeat_interval) is float
+
+
+# Every bad value names the setting, its source and what was expected ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        (
+            "JOBKIT_HEARTBEAT_TIMEOUT",
+            "abc",
+            "setting heartbeat_timeout (from JOBKIT_HEARTBEAT_TIMEOUT) must be a number, got 'abc'",
+        ),
+        (
+            "JOBKIT_WORKER_MAX_PROCESSES",
+            "many",
+            "setting worker_max_processes (from JOBKIT_WORKER_MAX_PROCESSES) must be an integer "
+            "or empty, got 'many'",
+        ),
+        (
+            "JOBKIT_WORKER_MAX_PROCESSES",
+            "2.5",
+            "setting worker_max_processes (from JOBKIT_WORKER_MAX_PROCESSES) must be an integer "
+            "or empty, got '2.5'",
+        ),
+        (
+            "JOBKIT_WORKER_MAX_PROCESSES",
+            "0",
+            "setting worker_max_processes (from JOBKIT_WORKER_MAX_PROCESSES) must be "
+            f"{POSITIVE}, got 0",
+        ),
+        (
+            "JOBKIT_WORKER_MAX_PENDING_PER_PROCESS",
+            "-1",
+            "setting worker_max_pending_per_process (from JOBKIT_WORKER_MAX_PENDING_PER_PROCESS) "
+            f"must be {POSITIVE}, got -1",
+        ),
+        (
+            "JOBKIT_WORKER_MAX_PENDING_PER_PROCESS",
+            "",
+            "setting worker_max_pending_per_process (from JOBKIT_WORKER_MAX_PENDING_PER_PROCESS) "
+            "must be an integer, got ''",
+        ),
+        (
+            "JOBKIT_RESULTS_RETENTION",
+            "-1",
+            f"setting results_retention (from JOBKIT_RESULTS_RETENTION) must be {NOT_NEGATIVE}, "
+            "got -1",
+        ),
+        (
+            "JOBKIT_WORKER_STATS_EVERY",
+            "-0.5",
+            f"setting worker_stats_every (from JOBKIT_WORKER_STATS_EVERY) must be {NOT_NEGATIVE}, "
+            "got -0.5",
+        ),
+        (
+            "JOBKIT_HEARTBEAT_INTERVAL",
+            "0",
+            f"setting heartbeat_interval (from JOBKIT_HEARTBEAT_INTERVAL) must be {POSITIVE}, "
+            "got 0.0",
+        ),
+        (
+            "JOBKIT_WORKER_POLL_INTERVAL",
+            "nan",
+            f"setting worker_poll_interval (from JOBKIT_WORKER_POLL_INTERVAL) must be {POSITIVE}, "
+            "got nan",
+        ),
+        (
+            "JOBKIT_SCHEMA",
+            "Jobs",
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got 'Jobs'",
+        ),
+        (
+            "JOBKIT_SCHEMA",
+            "job-kit",
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got 'job-kit'",
+        ),
+        (
+            "JOBKIT_SCHEMA",
+            "1jobs",
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got '1jobs'",
+        ),
+        (
+            "JOBKIT_SCHEMA",
+            "a" * 64,
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got '{'a' * 64}'",
+        ),
+        (
+            "JOBKIT_SCHEMA",
+            "",
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got ''",
+        ),
+        (
+            "JOBKIT_WORKER_QUEUES",
+            "",
+            f"setting worker_queues (from JOBKIT_WORKER_QUEUES) must be {QUEUE_NAMES}, got []",
+        ),
+        (
+            "JOBKIT_WORKER_QUEUES",
+            "emails, bad queue",
+            f"setting worker_queues (from JOBKIT_WORKER_QUEUES) must be {QUEUE_NAMES}, "
+            "got ['emails', 'bad queue']",
+        ),
+        (
+            "JOBKIT_DATABASE_URL",
+            "localhost:5432/db",
+            f"setting database_url (from JOBKIT_DATABASE_URL) must be {URL}, "
+            "got 'localhost:5432/db'",
+        ),
+    ],
+)
+def test_bad_environment_values_are_refused(tmp_path, variable, text, message):
+    with raises_exactly(message):
+        load_settings(environ={variable: text}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "heartbeat_interval = true",
+            "setting heartbeat_interval (from {path}) must be a number, got True",
+        ),
+        (
+            "worker_max_processes = false",
+            "setting worker_max_processes (from {path}) must be an integer or empty, got False",
+        ),
+        (
+            "worker_max_processes = 2.5",
+            "setting worker_max_processes (from {path}) must be an integer or empty, got 2.5",
+        ),
+        (
+            'results_retention = "a week"',
+            "setting results_retention (from {path}) must be an integer, got 'a week'",
+        ),
+        (
+            "results_retention = -60",
+            f"setting results_retention (from {{path}}) must be {NOT_NEGATIVE}, got -60",
+        ),
+        (
+            "heartbeat_interval = [60]",
+            "setting heartbeat_interval (from {path}) must be a number, got [60]",
+        ),
+        ("schema = 5", "setting schema (from {path}) must be a string, got 5"),
+        ('schema = "Public"', f"setting schema (from {{path}}) must be {IDENTIFIER}, got 'Public'"),
+        ("imports = [1]", f"setting imports (from {{path}}) must be {STRINGS}, got [1]"),
+        (
+            "worker_queues = []",
+            f"setting worker_queues (from {{path}}) must be {QUEUE_NAMES}, got []",
+        ),
+        (
+            'worker_queues = ["default", "x\'; DROP TABLE"]',
+            f"setting worker_queues (from {{path}}) must be {QUEUE_NAMES}, "
+            "got ['default', \"x'; DROP TABLE\"]",
+        ),
+        (
+            f'worker_queues = ["{"q" * 129}"]',
+            f"setting worker_queues (from {{path}}) must be {QUEUE_NAMES}, got ['{'q' * 129}']",
+        ),
+        (
+            'database_url = "not a url"',
+            f"setting database_url (from {{path}}) must be {URL}, got 'not a url'",
+        ),
+        (
+            "database_url = 5432",
+            "setting database_url (from {path}) must be a string or empty, got 5432",
+        ),
+    ],
+)
+def test_bad_file_values_are_refused(tmp_path, line, message):
+    path = write(tmp_path, "jobkit.toml", line + "\n")
+
+    with raises_exactly(message.format(path=path)):
+        load_settings(environ={}, cwd=tmp_path)
+
+
+def test_bad_values_in_pyproject_name_that_file(tmp_path):
+    path = write(tmp_path, "pyproject.toml", "[tool.jobkit]\nworker_max_processes = 0\n")
+
+    with raises_exactly(f"setting worker_max_processes (from {path}) must be {POSITIVE}, got 0"):
+        load_settings(environ={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"worker_max_processes": flag(0, "--max-processes")},
+            f"setting worker_max_processes (from --max-processes) must be {POSITIVE}, got 0",
+        ),
+        (
+            {"worker_max_pending_per_process": flag(-1, "--max-pending-per-process")},
+            "setting worker_max_pending_per_process (from --max-pending-per-process) must be "
+            f"{POSITIVE}, got -1",
+        ),
+        (
+            {"worker_stats_every": flag(True, "--stats-every")},
+            "setting worker_stats_every (from --stats-every) must be a number, got True",
+        ),
+        (
+            {"worker_queues": flag(["emails", ""], "--queue")},
+            f"setting worker_queues (from --queue) must be {QUEUE_NAMES}, got ['emails', '']",
+        ),
+        (
+            {"worker_queues": flag([], "--queue")},
+            f"setting worker_queues (from --queue) must be {QUEUE_NAMES}, got []",
+        ),
+        (
+            {"worker_stats_every": -5},
+            f"setting worker_stats_every (from the worker_stats_every argument) must be "
+            f"{NOT_NEGATIVE}, got -5.0",
+        ),
+    ],
+)
+def test_bad_overrides_are_refused(tmp_path, overrides, message):
+    with raises_exactly(message):
+        load_settings(overrides, environ={}, cwd=tmp_path)
+
+
+def test_an_unknown_key_in_the_file_is_refused_with_the_known_settings(tmp_path):
+    path = write(tmp_path, "jobkit.toml", 'databse_url = "postgresql://localhost/app"\n')
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ={}, cwd=tmp_path)
+
+    message = str(raised.value)
+    prefix = f"unknown setting 'databse_url' in {path}; known settings: "
+    assert message.startswith(prefix)
+    listed = message.removeprefix(prefix).split(", ")
+    settable = [f.name for f in attrs.fields(Settings) if f.name not in ("sections", "config_file")]
+    assert listed == settable
+
+
+@pytest.mark.parametrize("name", ["jobkit.toml", "pyproject.toml"])
+def test_invalid_toml_is_refused_naming_the_file(tmp_path, name):
+    path = write(tmp_path, name, "[tool.jobkit\nschema = \n")
+
+    with pytest.raises(SettingsError, match=f"^{re.escape(str(path))} is not valid TOML: "):
+        load_settings(environ={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "message"),
+    [
+        (
+            "heartbeat_interval = 300\n",
+            {},
+            "setting heartbeat_timeout (300) must be greater than heartbeat_interval (300.0); "
+            "check {path}",
+        ),
+        (
+            "heartbeat_interval = 30\n",
+            {"JOBKIT_HEARTBEAT_TIMEOUT": "20"},
+            "setting heartbeat_timeout (20.0) must be greater than heartbeat_interval (30.0); "
+            "check JOBKIT_HEARTBEAT_TIMEOUT",
+        ),
+        (
+            "",
+            {"JOBKIT_HEARTBEAT_INTERVAL": "400"},
+            "setting heartbeat_timeout (300) must be greater than heartbeat_interval (400.0); "
+            "check JOBKIT_HEARTBEAT_INTERVAL",
+        ),
+    ],
+)
+def test_heartbeat_timeout_must_exceed_the_interval(tmp_path, file_text, environ, message):
+    path = write(tmp_path, "jobkit.toml", file_text)
+
+    with raises_exactly(message.format(path=path)):
+        load_settings(environ=environ, cwd=tmp_path)
+
+
+def test_a_heartbeat_timeout_above_the_interval_is_accepted(tmp_path):
+    settings = load_settings(
+        environ={"JOBKIT_HEARTBEAT_INTERVAL": "10", "JOBKIT_HEARTBEAT_TIMEOUT": "10.5"},
+        cwd=tmp_path,
+    )
+
+    assert (settings.heartbeat_interval, settings.heartbeat_timeout) == (10.0, 10.5)
+
+
+# Plugins' sections ------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RedisLockSettings:
+    url: str = "redis://localhost:6379/0"
+    timeout: float = attrs.field(default=10.0)
+
+    @timeout.validator
+    def _positive(self, attribute: attrs.Attribute, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"timeout must be greater than 0, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class DashboardSettings:
+    port: int = 8000
+
+
+DECLARED = [{"redis_lock": RedisLockSettings}]
+
+
+def with_sections(tmp_path: Path, environ: dict[str, str] | None = None, declared=DECLARED):
+    environ = environ or {}
+    settings = load_settings(environ=environ, cwd=tmp_path)
+    return with_plugin_sections(settings, declared, environ=environ, cwd=tmp_path)
+
+
+def test_a_declared_section_has_its_defaults_without_configuration(tmp_path):
+    settings = with_sections(tmp_path)
+
+    assert settings.section("redis_lock") == RedisLockSettings()
+
+
+def test_sections_of_several_plugins_are_read(tmp_path):
+    write(tmp_path, "jobkit.toml", "[dashboard]\nport = 9000\n")
+
+    settings = with_sections(
+        tmp_path, declared=[{"redis_lock": RedisLockSettings}, {"dashboard": DashboardSettings}]
+    )
+
+    assert settings.section("redis_lock") == RedisLockSettings()
+    assert settings.section("dashboard") == DashboardSettings(port=9000)
+
+
+def test_a_section_is_read_from_its_table_in_jobkit_toml(tmp_path):
+    write(
+        tmp_path,
+        "jobkit.toml",
+        'schema = "app"\n\n[redis_lock]\nurl = "redis://cache:6379/1"\ntimeout = 2\n',
+    )
+
+    settings = with_sections(tmp_path)
+
+    assert settings.section("redis_lock") == RedisLockSettings(
+        url="redis://cache:6379/1", timeout=2
+    )
+    assert settings.schema == "app"
+
+
+def test_a_section_is_read_from_its_tool_jobkit_table_in_pyproject(tmp_path):
+    write(
+        tmp_path,
+        "pyproject.toml",
+        '[tool.jobkit]\nschema = "app"\n\n[tool.jobkit.redis_lock]\nurl = "redis://cache/2"\n',
+    )
+
+    settings = with_sections(tmp_path)
+
+    assert settings.section("redis_lock") == RedisLockSettings(url="redis://cache/2")
+    assert settings.schema == "app"
+
+
+def test_environment_overrides_a_section_value_from_the_file(tmp_path):
+    write(tmp_path, "jobkit.toml", '[redis_lock]\nurl = "redis://file"\ntimeout = 3\n')
+
+    settings = with_sections(tmp_path, {"JOBKIT_REDIS_LOCK_URL": "redis://env"})
+
+    assert settings.section("redis_lock") == RedisLockSettings(url="redis://env", timeout=3)
+
+
+def test_a_section_value_from_the_environment_is_parsed(tmp_path):
+    settings = with_sections(tmp_path, {"JOBKIT_REDIS_LOCK_TIMEOUT": " 0.25 "})
+
+    assert settings.section("redis_lock").timeout == 0.25
+
+
+def test_a_bad_section_value_in_the_file_names_setting_table_and_file(tmp_path):
+    path = write(tmp_path, "jobkit.toml", '[redis_lock]\ntimeout = "soon"\n')
+
+    with raises_exactly(
+        f"setting redis_lock.timeout (from [redis_lock] in {path}) must be a number, got 'soon'"
+    ):
+        with_sections(tmp_path)
+
+
+def test_a_bad_section_value_in_the_environment_names_the_variable(tmp_path):
+    write(tmp_path, "jobkit.toml", "[redis_lock]\ntimeout = 1\n")
+
+    with raises_exactly(
+        "setting redis_lock.timeout (from JOBKIT_REDIS_LOCK_TIMEOUT) must be a number, got 'x'"
+    ):
+        with_sections(tmp_path, {"JOBKIT_REDIS_LOCK_TIMEOUT": "x"})
+
+
+def test_a_section_value_the_section_class_refuses_names_the_section(tmp_path):
+    write(tmp_path, "jobkit.toml", "[redis_lock]\ntimeout = 0\n")
+
+    with raises_exactly("settings section redis_lock: timeout must be greater than 0, got 0.0"):
+        with_sections(tmp_path)
+
+
+def test_an_unknown_key_in_a_section_is_refused_with_the_section_fields(tmp_path):
+    path = write(tmp_path, "jobkit.toml", '[redis_lock]\nurl = "redis://x"\nttl = 5\n')
+
+    with raises_exactly(
+        f"unknown setting redis_lock.ttl in {path}; section redis_lock has: url, timeout"
+    ):
+        with_sections(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("declared", "listed"),
+    [(DECLARED, "redis_lock"), ([], "none")],
+)
+def test_a_section_table_no_plugin_declared_is_refused(tmp_path, declared, listed):
+    path = write(tmp_path, "jobkit.toml", "[redis_lokc]\nurl = 'redis://x'\n")
+
+    with raises_exactly(
+        f"settings section [redis_lokc] in {path} is not declared by any plugin; "
+        f"declared sections: {listed}"
+    ):
+        with_sections(tmp_path, declared=declared)
+
+
+def test_an_undeclared_section_table_does_not_stop_the_core_settings_loading(tmp_path):
+    # load_settings leaves tables to with_plugin_sections, which knows the plugins' sections.
+    write(tmp_path, "jobkit.toml", 'schema = "app"\n\n[redis_lock]\nurl = "redis://x"\n')
+
+    assert load_settings(environ={}, cwd=tmp_path).schema == "app"
+
+
+def test_plugin_sections_keep_the_core_settings(tmp_path):
+    settings = load_settings({"schema": "app"}, environ={}, cwd=tmp_path)
+
+    resolved = with_plugin_sections(settings, DECLARED, environ={}, cwd=tmp_path)
+
+    assert resolved.schema == "app"
+    assert resolved.sections == {"redis_lock": RedisLockSettings()}
+
+
+def test_a_missing_section_is_an_error_that_says_why(tmp_path):
+    settings = with_sections(tmp_path)
+
+    with raises_exactly(
+        "no settings section 'missing': is the plugin that declares it installed and not in "
+        "disable_plugins?"
+    ):
+        settings.section("missing")
+
+
+def test_an_unknown_jobkit_variable_is_reported_as_a_likely_typo(tmp_path, caplog):
+    settings = load_settings(environ={}, cwd=tmp_path)
+    environ = {"JOBKIT_HEARTBEAT_INTERVALL": "5", "JOBKIT_TEST_DATABASE_URL": "x"}
+    with_plugin_sections(settings, [], environ=environ, cwd=tmp_path)
+    assert [record.getMessage() for record in caplog.records] == [
+        "JOBKIT_HEARTBEAT_INTERVALL is not a jobkit setting and is ignored (a typo?)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_seconds_must_be_finite(tmp_path, value):
+    with pytest.raises(SettingsError, match="worker_poll_interval"):
+        load_settings(environ={"JOBKIT_WORKER_POLL_INTERVAL": value}, cwd=tmp_path)

@@ -1,0 +1,1 @@
+"""Plugins, middleware and jobs for the unit tests, importable as ``unitplugins.<module>``."""

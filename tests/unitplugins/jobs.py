@@ -1,0 +1,15 @@
+"""Jobs for the unit tests of the command line, registered when the imports setting names this
+module."""
+
+from jobkit import Job, register_job
+
+
+@register_job(name="unitplugins.Greet")
+class Greet(Job):
+    """Says hello."""
+
+    def __init__(self, name: str = "world"):
+        self.name = name
+
+    def run(self) -> None:
+        print(f"hello, {self.name}")

@@ -1,0 +1,58 @@
+"""Middleware for the unit tests. Each writes what it does to the job's ``log`` list."""
+
+from jobkit import JobMiddleware
+
+
+class Outer(JobMiddleware):
+    def process_job(self, job):
+        job.log.append("outer before")
+        result = self.run_job(job)
+        job.log.append("outer after")
+        return result
+
+
+class Inner(JobMiddleware):
+    def process_job(self, job):
+        job.log.append("inner before")
+        try:
+            return self.run_job(job)
+        finally:
+            job.log.append("inner after")
+
+
+class Skip(JobMiddleware):
+    """Decides not to run the job at all."""
+
+    def process_job(self, job):
+        job.log.append("skipped")
+        return "skipped"
+
+
+class Twice(JobMiddleware):
+    """Runs the rest of the chain two times, as a retrying middleware would."""
+
+    def process_job(self, job):
+        self.run_job(job)
+        return self.run_job(job)
+
+
+class NotSubclassed:
+    """Middleware by duck typing: built with the next step, and a ``process_job`` method."""
+
+    def __init__(self, run_job):
+        self.run_job = run_job
+
+    def process_job(self, job):
+        job.log.append("duck")
+        return self.run_job(job)
+
+
+class NoProcessJob:
+    def __init__(self, run_job):
+        self.run_job = run_job
+
+    def process(self, job):
+        return self.run_job(job)
+
+
+NOT_A_CLASS = 42
