@@ -225,6 +225,27 @@ def jobkit_job_enqueued(request: JobRequest) -> None:
 
 
 @hookspec
+def jobkit_job_committed(requests: Sequence[JobRequest]) -> None:
+    """Requests are in the database for good: the transaction that inserted them committed.
+
+    For an enqueue on jobkit's own connection (or an autocommit one) that is as soon as the
+    insert returns. For an enqueue inside the caller's transaction it is after the caller
+    commits, noticed by the store a moment later (the built-in asks PostgreSQL about the
+    transaction about once a second); if the transaction rolls back, it is never called. Count
+    sent jobs here, not in ``jobkit_job_enqueued``. Nothing is watched when no plugin
+    implements this hook.
+
+    :param requests: the stored requests of one enqueue call.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts
+    ``messaging.client.sent.messages``.
+    Called: in the producer, once per enqueue call that stored at least one request, from the
+    producer's thread or, after a caller's commit, from the store's watcher thread.
+    Added: 0.1
+    """
+
+
+@hookspec
 def jobkit_job_started(job: Job, process: JobProcess) -> None:
     """An attempt is about to run.
 
@@ -346,6 +367,23 @@ def jobkit_add_schedules(settings: Settings) -> Sequence[Any] | None:
 
 
 # Extension --------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobkit_configure_runtime(runtime: Runtime) -> None:
+    """Set up what a plugin needs in a process that just made its runtime: e.g. the
+    OpenTelemetry SDK of a pool child, or a plugin's view of the settings. Raise a
+    ``JobkitError`` to stop the process with a message that says what to fix.
+
+    :param runtime: the new runtime: settings (with plugin sections), plugin manager,
+        registry. Its store is made on first use; do not touch it here.
+
+    Kind: contribution (all). Built-in: ``jobkit.builtin.otel`` reads its settings section and,
+    when ``otel.sdk`` is ``"environment"``, sets up the SDK from the ``OTEL_*`` variables.
+    Called: once per runtime: in a producer on the first enqueue, in the worker's main process
+    and in each pool child, at start.
+    Added: 0.1
+    """
 
 
 @hookspec

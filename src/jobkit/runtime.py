@@ -93,6 +93,7 @@ class Runtime:
         runtime = cls(settings, pm)
         pm.register(CorePlugin(runtime), CORE_PLUGIN)
         pm.hook.jobkit_register_jobs(registry=runtime.registry)
+        pm.hook.jobkit_configure_runtime(runtime=runtime)
         return runtime
 
     # Parts made on first use ------------------------------------------------------------------
@@ -189,6 +190,10 @@ class Runtime:
         for request in stored:
             if request is not None:
                 notify(self.pm.hook.jobkit_job_enqueued, request=request)
+        committed = self.pm.hook.jobkit_job_committed
+        inserted = [request for request in stored if request is not None]
+        if inserted and committed.get_hookimpls():
+            self.store.after_commit(connection, lambda: notify(committed, requests=inserted))
         return stored
 
     def build_request(
@@ -509,7 +514,7 @@ class Runtime:
                 Completion(
                     process=process,
                     outcome=self.ended_outcome(process, Status.LOST, "WorkerLost", why),
-                    started_at=None,
+                    started_at=process.started_at,
                     ended_at=ended,
                 )
                 for process in processes

@@ -258,7 +258,7 @@ def with_plugin_sections(
             f"{ENV_PREFIX}{name.upper()}_{field.name.upper()}"
             for field in attrs.fields(section_class)
         }
-        values = {}
+        values, sources = {}, {}
         file_table = table.get(name, {})
         for field in attrs.fields(section_class):
             env_name = f"{ENV_PREFIX}{name.upper()}_{field.name.upper()}"
@@ -269,6 +269,7 @@ def with_plugin_sections(
             else:
                 continue
             values[field.name] = _structure(f"{name}.{field.name}", field.type, item)
+            sources[field.name] = item.source
         unknown = set(file_table) - {field.name for field in attrs.fields(section_class)}
         if unknown:
             raise SettingsError(
@@ -278,6 +279,12 @@ def with_plugin_sections(
         try:
             sections[name] = section_class(**values)
         except (TypeError, ValueError) as error:
+            # An attrs validator names the field in its arguments: name its source too.
+            field_name = next((a.name for a in error.args if isinstance(a, attrs.Attribute)), "")
+            if field_name in sources:
+                raise SettingsError(
+                    f"setting {name}.{field_name} (from {sources[field_name]}): {error.args[0]}"
+                ) from error
             raise SettingsError(f"settings section {name}: {error}") from error
     for env_name in sorted(key for key in environ if key.startswith(ENV_PREFIX)):
         if env_name not in known_env:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from jobkit.records import (
@@ -138,6 +138,13 @@ class Store(Protocol):
 
     def database_now(self) -> datetime.datetime:
         """The database's clock, read without writing (so no commit delays the answer)."""
+
+    def after_commit(self, connection: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the transaction ``connection`` is in has committed: at once
+        when ``connection`` is None (the store's own, committed already), in autocommit mode
+        or outside a transaction; otherwise later, from a thread of the store's, once the
+        database says the transaction committed. Never when it rolls back. Callbacks are
+        not kept across a restart of the process."""
 
     # Schedules -----------------------------------------------------------------------------
 

@@ -107,6 +107,38 @@ class StoreContract:
             raise Rollback
         assert store.stats().total.pending == 0
 
+    def test_after_commit_calls_back_at_once_without_a_transaction(self, store: Store) -> None:
+        called: list[str] = []
+        store.enqueue([make_request()], connection=None)
+        store.after_commit(None, lambda: called.append("own"))
+        assert called == ["own"]
+
+    def test_after_commit_waits_for_the_callers_commit(self, store: Store) -> None:
+        committed = threading.Event()
+        with store.transaction() as connection:
+            store.enqueue([make_request()], connection=connection)
+            store.after_commit(connection, committed.set)
+            time.sleep(0.3)
+            assert not committed.is_set()
+        assert committed.wait(10), "after_commit never called back after the commit"
+
+    def test_after_commit_never_calls_back_for_a_rollback(self, store: Store) -> None:
+        class Rollback(Exception):
+            pass
+
+        rolled_back, committed = threading.Event(), threading.Event()
+        with pytest.raises(Rollback), store.transaction() as connection:
+            store.enqueue([make_request()], connection=connection)
+            store.after_commit(connection, rolled_back.set)
+            raise Rollback
+        # A later transaction's callback comes back: the rolled-back one had its turn by then.
+        with store.transaction() as connection:
+            store.enqueue([make_request()], connection=connection)
+            store.after_commit(connection, committed.set)
+        assert committed.wait(10)
+        time.sleep(0.1)
+        assert not rolled_back.is_set()
+
     def test_find_active_sees_requests_and_processes_by_name_and_key(
         self, store: Store, worker_id: uuid.UUID
     ) -> None:

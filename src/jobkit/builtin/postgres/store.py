@@ -106,6 +106,57 @@ class PostgresListener:
         self._connection.close()
 
 
+class CommitWatcher:
+    """Calls callbacks once the transactions they wait for commit, asking PostgreSQL
+    (``pg_xact_status``) from a thread that runs only while something is watched."""
+
+    INTERVAL = 1.0
+    """Seconds between asking about the watched transactions."""
+
+    def __init__(self, statuses: Callable[[list[str]], dict[str, str | None]]):
+        self._statuses = statuses
+        self._waiting: dict[str, list[Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def watch(self, xid: str, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._waiting.setdefault(xid, []).append(callback)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="jobkit-commit-watcher", daemon=True
+                )
+                self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.INTERVAL):
+            with self._lock:
+                xids = list(self._waiting)
+            try:
+                statuses = self._statuses(xids)
+            except StoreUnavailable as error:
+                logger.warning("cannot ask the database about enqueue commits: %s", error)
+                continue
+            with self._lock:
+                ended = {
+                    xid: self._waiting.pop(xid)
+                    for xid in xids
+                    if statuses.get(xid) != "in progress"
+                }
+                if not self._waiting:
+                    self._thread = None
+            for xid, callbacks in ended.items():
+                if statuses.get(xid) == "committed":
+                    for callback in callbacks:
+                        callback()
+            if self._thread is None:
+                return
+
+
 class PostgresStore:
     """The built-in Store (see ``jobkit.store.Store`` for each method's contract)."""
 
@@ -138,6 +189,7 @@ class PostgresStore:
         self._opened = False
         self._direct: psycopg.Connection[Any] | None = None
         self._direct_lock = threading.Lock()
+        self._commits = CommitWatcher(self._transaction_statuses)
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -201,6 +253,26 @@ class PostgresStore:
                 conn.execute(self.queries["database_now"])
             with conn.transaction():
                 yield conn
+
+    def after_commit(self, connection: Any, callback: Callable[[], None]) -> None:
+        if connection is None:
+            callback()
+            return
+        # Not autocommit: an autocommit connection can still be inside `with transaction()`.
+        status = connection.info.transaction_status
+        if status == psycopg.pq.TransactionStatus.IDLE:
+            callback()
+        elif status == psycopg.pq.TransactionStatus.INTRANS:
+            with self._connection(connection) as conn:
+                row = conn.execute(self.queries["current_transaction"]).fetchone()
+            if row is not None:
+                self._commits.watch(row[0], callback)
+        # A failed transaction (INERROR) can only roll back: nothing to call.
+
+    def _transaction_statuses(self, xids: list[str]) -> dict[str, str | None]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["transaction_statuses"], {"xids": xids}).fetchall()
+        return dict(rows)
 
     # Producer side ---------------------------------------------------------------------------
 
@@ -488,6 +560,7 @@ class PostgresStore:
             )
 
     def close(self) -> None:
+        self._commits.close()
         with self._direct_lock:
             if self._direct is not None:
                 self._direct.close()

@@ -391,3 +391,13 @@ GROUP BY key;
 -- name: listen
 -- Subscribe the listener connection to wake-ups.
 LISTEN {channel_identifier};
+
+-- name: current_transaction
+-- The id of the caller's transaction (assigning one if it has written nothing yet), to ask
+-- about its fate later from another connection.
+SELECT pg_current_xact_id()::text;
+
+-- name: transaction_statuses
+-- Each watched transaction's fate: 'committed', 'aborted', 'in progress', or NULL once it is
+-- too old for the database to remember.
+SELECT xid, pg_xact_status(xid::xid8) FROM unnest(%(xids)s::text[]) AS xid;

@@ -1,0 +1,424 @@
+"""The OpenTelemetry plugin: ``send``/``process`` spans, messaging metrics and queue gauges.
+
+Spans and attributes follow the OpenTelemetry messaging conventions: the ``send {queue}``
+PRODUCER span's context is stored in each request's headers (W3C ``traceparent``, plus
+``tracestate`` and ``baggage`` when the configured propagators write them), kept across
+retries, deferrals and rescues; each attempt's ``process {queue}`` CONSUMER span links to it
+(or, with ``otel.parent_process_spans``, is its child). ``messaging.message.id`` is the job's
+id, the same on both sides and on every attempt.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Link, SpanKind, StatusCode
+
+from jobkit.errors import JobkitError, StoreUnavailable
+from jobkit.hookspecs import hookimpl
+from jobkit.job import Job
+from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status
+
+from . import SECTION, OtelSettings
+
+if TYPE_CHECKING:
+    from jobkit.runtime import Runtime
+
+logger = logging.getLogger("jobkit.otel")
+
+SYSTEM = "jobkit"
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+"""The messaging conventions' bucket boundaries for durations in seconds."""
+GAUGE_CACHE_SECONDS = 1.0
+"""One stats query answers all the gauges of one collection."""
+
+
+class OpenTelemetry:
+    """The plugin, with the tracer and meter providers it reports to (the global ones when
+    not given)."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        parent_process_spans: bool | None = None,
+    ):
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._parent_process_spans = parent_process_spans
+        self._settings = OtelSettings()
+        self._instruments: _Instruments | None = None
+        self._gauges: _Gauges | None = None
+        self._lock = threading.Lock()
+
+    # Set-up ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def jobkit_settings_defaults(self) -> dict[str, type]:
+        return {SECTION: OtelSettings}
+
+    @hookimpl
+    def jobkit_configure_runtime(self, runtime: Runtime) -> None:
+        self._settings = runtime.settings.section(SECTION)
+        if self._settings.sdk == "environment" and self._tracer_provider is None:
+            configure_sdk_from_environment()
+
+    @property
+    def parent_process_spans(self) -> bool:
+        if self._parent_process_spans is not None:
+            return self._parent_process_spans
+        return self._settings.parent_process_spans
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return trace.get_tracer("jobkit", _version(), tracer_provider=self._tracer_provider)
+
+    @property
+    def instruments(self) -> _Instruments:
+        if self._instruments is None:
+            with self._lock:
+                if self._instruments is None:
+                    meter = metrics.get_meter("jobkit", _version(), self._meter_provider)
+                    self._instruments = _Instruments(meter)
+        return self._instruments
+
+    # Producer ---------------------------------------------------------------------------------
+
+    @hookimpl(wrapper=True)
+    def jobkit_enqueue(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+    ) -> Generator[None, list[JobRequest | None], list[JobRequest | None]]:
+        queues = {request.queue for request in requests}
+        queue = next(iter(queues)) if len(queues) == 1 else None
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.name": "send",
+            "messaging.operation.type": "send",
+        }
+        if queue is not None:
+            attributes["messaging.destination.name"] = queue
+        metric_attributes = dict(attributes)
+        if len(requests) == 1:
+            attributes["messaging.message.id"] = str(requests[0].job_id)
+            attributes["jobkit.job.name"] = requests[0].job_name
+        else:
+            attributes["messaging.batch.message_count"] = len(requests)
+        start = time.perf_counter()
+        with self.tracer.start_as_current_span(
+            f"send {queue}" if queue else "send",
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            for request in requests:
+                request.headers.update(carrier)
+            try:
+                stored = yield
+            except BaseException as error:
+                _set_error(span, type(error).__qualname__, str(error))
+                metric_attributes["error.type"] = type(error).__qualname__
+                raise
+            finally:
+                self.instruments.send_duration.record(
+                    time.perf_counter() - start, metric_attributes
+                )
+        return stored
+
+    @hookimpl
+    def jobkit_job_committed(self, requests: Sequence[JobRequest]) -> None:
+        counts: dict[str, int] = {}
+        for request in requests:
+            counts[request.queue] = counts.get(request.queue, 0) + 1
+        for queue, count in counts.items():
+            self.instruments.sent.add(count, _metric_attributes("send", queue))
+
+    # Consumer -------------------------------------------------------------------------------
+
+    @hookimpl(wrapper=True)
+    def jobkit_run_job(self, job: Job, process: JobProcess) -> Generator[None, Outcome, Outcome]:
+        instruments = self.instruments
+        queue_attributes = _metric_attributes("process", process.queue)
+        instruments.consumed.add(1, queue_attributes)
+        if process.start_at is not None:
+            waited = (process.claimed_at - process.start_at).total_seconds()
+            instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
+
+        creation = propagate.extract(process.headers)
+        creation_span = trace.get_current_span(creation).get_span_context()
+        parent, links = None, []
+        if creation_span.is_valid:
+            if self.parent_process_spans:
+                parent = creation
+            else:
+                links = [Link(creation_span)]
+        with self.tracer.start_as_current_span(
+            f"process {process.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                **queue_attributes,
+                "messaging.operation.type": "process",
+                "messaging.message.id": str(process.job_id),
+                "messaging.client.id": str(process.worker_id),
+                "jobkit.job.name": process.job_name,
+                "jobkit.job.attempt": process.retry_attempt + 1,
+                "jobkit.request.id": str(process.id),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            outcome: Outcome = yield
+            span.set_attribute("jobkit.job.outcome", outcome.status.value.lower())
+            if outcome.status == Status.ERRORED:
+                _set_error(span, outcome.error_type or "_OTHER", _last_line(outcome.error))
+        return outcome
+
+    @hookimpl
+    def jobkit_job_finished(self, result: JobResult) -> None:
+        """Every attempt's duration, with its outcome: written by the main process, so attempts
+        that ended without finishing (LOST, CANCELLED) are counted too."""
+        if result.started_at is None or result.ended_at is None:
+            return
+        attributes = {
+            **_metric_attributes("process", result.queue),
+            "jobkit.job.outcome": result.status.value.lower(),
+        }
+        if result.status in (Status.ERRORED, Status.LOST, Status.CANCELLED):
+            attributes["error.type"] = result.error_type or "_OTHER"
+        duration = (result.ended_at - result.started_at).total_seconds()
+        self.instruments.process_duration.record(max(duration, 0.0), attributes)
+
+    # Worker -----------------------------------------------------------------------------------
+
+    @hookimpl
+    def jobkit_add_worker_services(self, runtime: Runtime, worker_id: uuid.UUID) -> list[Any]:
+        with self._lock:
+            if self._gauges is None:
+                meter = metrics.get_meter("jobkit", _version(), self._meter_provider)
+                self._gauges = _Gauges(meter)
+        return [_GaugeService(self._gauges, runtime)]
+
+
+class _Instruments:
+    """The counters and histograms, made once per meter."""
+
+    def __init__(self, meter: metrics.Meter):
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages",
+            unit="{message}",
+            description="Jobs enqueued, counted when the enqueue's transaction commits.",
+        )
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Attempts handed to a pool child to run.",
+        )
+        self.send_duration = meter.create_histogram(
+            "messaging.client.operation.duration",
+            unit="s",
+            description="Duration of enqueue calls.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.process_duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of attempts, by outcome.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.queue_wait = meter.create_histogram(
+            "jobkit.queue.wait.duration",
+            unit="s",
+            description="Time from a job being ready to a worker claiming it.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+
+class _Gauges:
+    """Observable gauges of the queues and workers, read from the store of a running worker.
+
+    Instruments live as long as their meter; a worker that stops leaves the sources, and the
+    gauges report nothing while none is left.
+    """
+
+    def __init__(self, meter: metrics.Meter):
+        self.sources: list[_GaugeService] = []
+        self._lock = threading.Lock()
+        self._cached: tuple[float, Stats | None] = (0.0, None)
+
+        def per_queue(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            return lambda options: self._per_queue(field)
+
+        gauges = [
+            ("jobkit.queue.pending", "{job}", "Jobs ready to run.", per_queue("pending")),
+            ("jobkit.queue.scheduled", "{job}", "Jobs waiting for their start time.",
+             per_queue("scheduled")),
+            ("jobkit.queue.running", "{job}", "Jobs claimed by a worker.", per_queue("running")),
+            ("jobkit.queue.oldest_pending_age", "s",
+             "Seconds the oldest ready job has waited.", per_queue("oldest_pending_age")),
+            ("jobkit.workers.active", "{worker}", "Workers with a recent heartbeat.",
+             lambda options: self._total("workers_active")),
+            ("jobkit.workers.stale", "{worker}",
+             "Workers whose heartbeat is older than heartbeat_timeout.",
+             lambda options: self._total("workers_stale")),
+        ]  # fmt: skip
+        for name, unit, description, callback in gauges:
+            meter.create_observable_gauge(
+                name, callbacks=[callback], unit=unit, description=description
+            )
+
+    def _stats(self) -> Stats | None:
+        with self._lock:
+            read_at, stats = self._cached
+            if time.monotonic() - read_at < GAUGE_CACHE_SECONDS:
+                return stats
+            source = self.sources[0] if self.sources else None
+            stats = source.read_stats() if source is not None else None
+            self._cached = (time.monotonic(), stats)
+            return stats
+
+    def _per_queue(self, field: str) -> list[Observation]:
+        stats = self._stats()
+        if stats is None:
+            return []
+        return [
+            Observation(getattr(counts, field) or 0, _queue_attributes(queue))
+            for queue, counts in sorted(stats.queues.items())
+        ]
+
+    def _total(self, field: str) -> list[Observation]:
+        stats = self._stats()
+        if stats is None:
+            return []
+        return [Observation(getattr(stats, field), {"messaging.system": SYSTEM})]
+
+
+class _GaugeService:
+    """Makes a worker's store the source of the gauges while the worker runs."""
+
+    name = "otel-gauges"
+
+    def __init__(self, gauges: _Gauges, runtime: Runtime):
+        self._gauges = gauges
+        self._runtime = runtime
+
+    def start(self) -> None:
+        self._gauges.sources.append(self)
+
+    def stop(self) -> None:
+        if self in self._gauges.sources:
+            self._gauges.sources.remove(self)
+
+    def read_stats(self) -> Stats | None:
+        try:
+            return self._runtime.store.stats(
+                include_results=False, heartbeat_timeout=self._runtime.settings.heartbeat_timeout
+            )
+        except StoreUnavailable as error:
+            logger.warning("queue gauges skipped: %s", error)
+            return None
+
+
+# Helpers ------------------------------------------------------------------------------------
+
+
+def _queue_attributes(queue: str) -> dict[str, str]:
+    return {"messaging.system": SYSTEM, "messaging.destination.name": queue}
+
+
+def _metric_attributes(operation: str, queue: str) -> dict[str, str]:
+    return {**_queue_attributes(queue), "messaging.operation.name": operation}
+
+
+def _set_error(span: trace.Span, error_type: str, message: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(StatusCode.ERROR, message)
+
+
+def _last_line(text: str) -> str:
+    """The message of an outcome's error: the last line of a traceback ("ValueError: boom")."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jobkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+# SDK set-up from the environment ------------------------------------------------------------
+
+_configured = False
+
+
+def configure_sdk_from_environment() -> None:
+    """Set the global tracer and meter providers from the ``OTEL_*`` variables, once per
+    process, with the exporters named by ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER``
+    (default ``otlp``; ``none`` for none), found through the SDK's entry points."""
+    global _configured
+    if _configured:
+        return
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ModuleNotFoundError as error:
+        raise JobkitError(
+            "the otel.sdk setting is 'environment' but the OpenTelemetry SDK is not installed: "
+            "pip install 'jobkit[otel]'"
+        ) from error
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "jobkit"}
+    resource = Resource.create(attributes)
+    span_exporters = _exporters("OTEL_TRACES_EXPORTER", "opentelemetry_traces_exporter", "TRACES")
+    metric_exporters = _exporters(
+        "OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter", "METRICS"
+    )
+    tracer_provider = TracerProvider(resource=resource)
+    for exporter in span_exporters:
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    readers = [PeriodicExportingMetricReader(exporter) for exporter in metric_exporters]
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    _configured = True
+
+
+def _exporters(variable: str, group: str, signal: str) -> list[Any]:
+    names = [n.strip() for n in os.environ.get(variable, "otlp").split(",") if n.strip()]
+    available = {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+    exporters = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "otlp" and name not in available:
+            # As the SDK's own configurator reads it: the protocol picks the package.
+            protocol = os.environ.get(
+                f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL",
+                os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            )
+            name = "otlp_proto_http" if protocol.startswith("http") else "otlp_proto_grpc"
+        if name not in available:
+            raise JobkitError(
+                f"{variable}={os.environ.get(variable, 'otlp')!r} (otel.sdk = 'environment'): no "
+                f"installed package provides the {name!r} exporter (installed: "
+                f"{', '.join(sorted(available)) or 'none'}); for OTLP, pip install "
+                f"opentelemetry-exporter-otlp"
+            )
+        exporters.append(available[name].load()())
+    return exporters

@@ -1,0 +1,440 @@
+"""The OpenTelemetry plugin, with the SDK's in-memory exporter and reader injected (never the
+global providers): spans, links, status, metrics and gauges, on the real store."""
+
+import datetime
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+from jobkit import DeferJob, Job, Status, hookimpl, register_job
+from jobkit.builtin.otel import OpenTelemetry
+from jobkit.builtin.otel.plugin import DURATION_BUCKETS
+from jobkit.records import WorkerInfo
+from jobkit.testing import run_jobs
+from testapp.jobs import Fail, Noop
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+@register_job(name="test_otel.DeferOnce")
+class DeferOnce(Job):
+    """Defers its first run, then succeeds."""
+
+    runs: dict[str, int] = {}
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        DeferOnce.runs[self.key] = DeferOnce.runs.get(self.key, 0) + 1
+        if DeferOnce.runs[self.key] == 1:
+            raise DeferJob(delay=0)
+
+
+class Telemetry:
+    """A runtime whose OpenTelemetry plugin reports to in-memory exporters."""
+
+    def __init__(self, runtime, sampler=None, **options):
+        self.runtime = runtime
+        self.spans = InMemorySpanExporter()
+        tracer_provider = TracerProvider(**({"sampler": sampler} if sampler else {}))
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.plugin = OpenTelemetry(
+            tracer_provider=tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[self.reader]),
+            **options,
+        )
+        runtime.pm.register(self.plugin, "test-otel")
+
+    def finished(self, name=None):
+        return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
+
+    def metrics(self):
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return {}
+        return {
+            metric.name: metric
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+    def points(self, name):
+        metric = self.metrics().get(name)
+        return [] if metric is None else list(metric.data.data_points)
+
+    def total(self, name, **attributes):
+        return sum(
+            point.value
+            for point in self.points(name)
+            if all(point.attributes.get(k) == v for k, v in attributes.items())
+        )
+
+
+@pytest.fixture
+def telemetry(jobkit_runtime_factory):
+    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.otel"])
+    return Telemetry(runtime)
+
+
+def traceparent_of(span):
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+# Send -----------------------------------------------------------------------------------------
+
+
+def test_enqueue_is_a_producer_span_whose_context_the_request_keeps(telemetry):
+    request = telemetry.runtime.enqueue(Noop(1), queue="emails")
+    (span,) = telemetry.finished()
+    assert span.name == "send emails"
+    assert span.kind == SpanKind.PRODUCER
+    assert dict(span.attributes) == {
+        "messaging.system": "jobkit",
+        "messaging.operation.name": "send",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": "emails",
+        "messaging.message.id": str(request.job_id),
+        "jobkit.job.name": "testapp.jobs.Noop",
+    }
+    assert span.status.status_code == StatusCode.UNSET
+    stored = telemetry.runtime.store.claim(
+        worker_id=register(telemetry), queues=["emails"], limit=1
+    )
+    assert stored[0].headers["traceparent"] == traceparent_of(span)
+
+
+def test_bulk_enqueue_is_one_span_with_the_batch_size(telemetry):
+    requests = telemetry.runtime.enqueue_many([Noop(i) for i in range(5)], queue="bulk")
+    (span,) = telemetry.finished()
+    assert span.name == "send bulk"
+    assert span.attributes["messaging.batch.message_count"] == 5
+    assert "messaging.message.id" not in span.attributes
+    assert {r.headers["traceparent"] for r in requests} == {traceparent_of(span)}
+
+
+def test_bulk_enqueue_across_queues_names_no_destination(telemetry):
+    runtime = telemetry.runtime
+    jobs = [Noop(1), Noop(2)]
+    requests = [
+        runtime.build_request(jobs[0], queue="a"),
+        runtime.build_request(jobs[1], queue="b"),
+    ]
+    runtime.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=None)
+    (span,) = telemetry.finished()
+    assert span.name == "send"
+    assert "messaging.destination.name" not in span.attributes
+    assert span.attributes["messaging.batch.message_count"] == 2
+
+
+def test_unsampled_producers_still_store_their_context(jobkit_runtime_factory):
+    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.otel"])
+    telemetry = Telemetry(runtime, sampler=ALWAYS_OFF)
+    request = runtime.enqueue(Noop(1))
+    assert telemetry.finished() == []
+    version, trace_id, span_id, flags = request.headers["traceparent"].split("-")
+    assert version == "00"
+    assert int(trace_id, 16) and int(span_id, 16)
+    assert int(flags, 16) & 1 == 0  # not sampled, and said so
+
+
+def test_a_failed_enqueue_is_an_error_span(telemetry):
+    class Refuse:
+        @hookimpl
+        def jobkit_should_enqueue(self, job, request):
+            raise RuntimeError("rate limiter is down")
+
+    telemetry.runtime.pm.register(Refuse())
+    with pytest.raises(RuntimeError):
+        telemetry.runtime.enqueue(Noop(1))
+    (span,) = telemetry.finished()
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description == "rate limiter is down"
+    assert span.attributes["error.type"] == "RuntimeError"
+    (point,) = telemetry.points("messaging.client.operation.duration")
+    assert point.attributes["error.type"] == "RuntimeError"
+
+
+# Process --------------------------------------------------------------------------------------
+
+
+def test_a_successful_run_is_a_consumer_span_linked_to_the_send(telemetry):
+    request = telemetry.runtime.enqueue(Noop(1))
+    (result,) = run_jobs(telemetry.runtime)
+    send, process = telemetry.finished()
+    assert process.name == "process default"
+    assert process.kind == SpanKind.CONSUMER
+    assert process.parent is None
+    (link,) = process.links
+    assert link.context.trace_id == send.context.trace_id
+    assert link.context.span_id == send.context.span_id
+    assert process.attributes["messaging.message.id"] == str(request.job_id)
+    assert process.attributes["messaging.client.id"] == str(result.worker_id)
+    assert process.attributes["messaging.operation.name"] == "process"
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.destination.name"] == "default"
+    assert process.attributes["jobkit.job.name"] == "testapp.jobs.Noop"
+    assert process.attributes["jobkit.job.attempt"] == 1
+    assert process.attributes["jobkit.job.outcome"] == "successful"
+    assert process.status.status_code == StatusCode.UNSET
+    assert "error.type" not in process.attributes
+
+
+def test_a_failure_and_its_retry_share_the_message_id_and_the_link(telemetry):
+    request = telemetry.runtime.enqueue(Fail("boom", times=1), retries=1)
+    results = run_jobs(telemetry.runtime)
+    assert [r.status for r in results] == [Status.ERRORED, Status.SUCCESSFUL]
+    send = telemetry.finished("send default")[0]
+    failed, retried = telemetry.finished("process default")
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.status.description == "ValueError: boom"
+    assert failed.attributes["error.type"] == "ValueError"
+    assert failed.attributes["jobkit.job.outcome"] == "errored"
+    assert retried.status.status_code == StatusCode.UNSET
+    assert [failed.attributes["jobkit.job.attempt"], retried.attributes["jobkit.job.attempt"]] == [
+        1,
+        2,
+    ]
+    for span in (failed, retried):
+        assert span.attributes["messaging.message.id"] == str(request.job_id)
+        assert span.links[0].context.span_id == send.context.span_id
+
+
+def test_a_deferral_is_not_an_error_and_its_rerun_links_to_the_send(telemetry):
+    telemetry.runtime.enqueue(DeferOnce(str(uuid.uuid4())))
+    results = run_jobs(telemetry.runtime)
+    assert [r.status for r in results] == [Status.DEFERRED, Status.SUCCESSFUL]
+    send = telemetry.finished("send default")[0]
+    deferred, rerun = telemetry.finished("process default")
+    assert deferred.attributes["jobkit.job.outcome"] == "deferred"
+    assert deferred.status.status_code == StatusCode.UNSET
+    assert rerun.links[0].context.span_id == send.context.span_id
+
+
+def test_a_rescued_job_reruns_linked_to_its_original_send(telemetry):
+    store = telemetry.runtime.store
+    telemetry.runtime.enqueue(Noop(7), retries=1)
+    send = telemetry.finished("send default")[0]
+    dead = register(telemetry)
+    claimed = store.claim(worker_id=dead, queues=["default"], limit=1)
+    store.finish_and_claim(
+        worker_id=dead,
+        completions=[],
+        queues=[],
+        limit=0,
+        started=[(claimed[0].id, datetime.datetime.now(datetime.UTC))],
+    )
+    with psycopg.connect(store.url, autocommit=True) as connection:
+        connection.execute(
+            f'UPDATE "{store.schema}".workers SET last_heartbeat_at = now() - interval '
+            "'1 hour' WHERE id = %s",
+            (dead,),
+        )
+    (lost,) = telemetry.runtime.rescue_dead_workers()
+    assert lost.status == Status.LOST
+    (rerun,) = run_jobs(telemetry.runtime)
+    assert rerun.status == Status.SUCCESSFUL
+    (process,) = telemetry.finished("process default")
+    assert process.links[0].context.span_id == send.context.span_id
+    assert process.attributes["jobkit.job.attempt"] == 2
+
+
+def test_the_send_span_can_be_the_parent_instead(jobkit_runtime_factory):
+    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.otel"])
+    telemetry = Telemetry(runtime, parent_process_spans=True)
+    runtime.enqueue(Noop(1))
+    run_jobs(runtime)
+    send, process = telemetry.finished()
+    assert process.parent.span_id == send.context.span_id
+    assert process.context.trace_id == send.context.trace_id
+    assert process.links == ()
+
+
+def test_a_request_without_trace_context_runs_in_a_new_trace(telemetry):
+    telemetry.runtime.store.enqueue([telemetry.runtime.build_request(Noop(1))], connection=None)
+    (result,) = run_jobs(telemetry.runtime)
+    (process,) = telemetry.finished()
+    assert result.status == Status.SUCCESSFUL
+    assert process.links == ()
+    assert process.parent is None
+
+
+# Metrics --------------------------------------------------------------------------------------
+
+
+def test_sent_messages_are_counted_once_committed(telemetry):
+    telemetry.runtime.enqueue_many([Noop(i) for i in range(3)], queue="q1")
+    assert (
+        telemetry.total("messaging.client.sent.messages", **{"messaging.destination.name": "q1"})
+        == 3
+    )
+    (point,) = telemetry.points("messaging.client.sent.messages")
+    assert dict(point.attributes) == {
+        "messaging.system": "jobkit",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": "q1",
+    }
+
+
+def test_a_rolled_back_transactional_enqueue_counts_nothing(telemetry, jobkit_settings):
+    with psycopg.connect(jobkit_settings.database_url) as connection:
+        telemetry.runtime.enqueue(Noop(1), connection=connection)
+        connection.rollback()
+    with psycopg.connect(jobkit_settings.database_url) as connection:
+        telemetry.runtime.enqueue(Noop(2), queue="kept", connection=connection)
+        time.sleep(1.5)
+        assert telemetry.total("messaging.client.sent.messages") == 0
+        connection.commit()
+    deadline = time.monotonic() + 10
+    while telemetry.total("messaging.client.sent.messages") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # the rolled-back one would be counted by now
+    assert telemetry.total("messaging.client.sent.messages") == 1
+    assert (
+        telemetry.total("messaging.client.sent.messages", **{"messaging.destination.name": "kept"})
+        == 1
+    )
+    assert len(telemetry.finished("send default")) == 1  # the span says it was attempted
+
+
+def test_histograms_are_in_seconds_with_the_conventions_buckets(telemetry):
+    assert DURATION_BUCKETS == BUCKETS
+    telemetry.runtime.enqueue(Noop(1))
+    telemetry.runtime.enqueue(Fail())
+    run_jobs(telemetry.runtime)
+    metrics = telemetry.metrics()
+    for name in (
+        "messaging.client.operation.duration",
+        "messaging.process.duration",
+        "jobkit.queue.wait.duration",
+    ):
+        assert metrics[name].unit == "s", name
+        for point in metrics[name].data.data_points:
+            assert tuple(point.explicit_bounds) == BUCKETS, name
+    assert metrics["messaging.client.sent.messages"].unit == "{message}"
+    assert metrics["messaging.client.consumed.messages"].unit == "{message}"
+
+
+def test_process_durations_carry_the_outcome_and_consumed_counts_deliveries(telemetry):
+    telemetry.runtime.enqueue(Noop(1))
+    telemetry.runtime.enqueue(Fail("no", times=1), retries=1)
+    run_jobs(telemetry.runtime)
+    assert telemetry.total("messaging.client.consumed.messages") == 3
+    outcomes = {
+        (p.attributes["jobkit.job.outcome"], p.attributes.get("error.type")): p.count
+        for p in telemetry.points("messaging.process.duration")
+    }
+    assert outcomes == {("successful", None): 2, ("errored", "ValueError"): 1}
+    for point in telemetry.points("messaging.process.duration"):
+        assert point.attributes["messaging.operation.name"] == "process"
+        assert point.attributes["messaging.system"] == "jobkit"
+
+
+def test_lost_attempts_are_recorded_with_their_outcome(telemetry):
+    store = telemetry.runtime.store
+    telemetry.runtime.enqueue(Noop(1))
+    dead = register(telemetry)
+    claimed = store.claim(worker_id=dead, queues=["default"], limit=1)
+    store.finish_and_claim(
+        worker_id=dead,
+        completions=[],
+        queues=[],
+        limit=0,
+        started=[(claimed[0].id, datetime.datetime.now(datetime.UTC))],
+    )
+    with psycopg.connect(store.url, autocommit=True) as connection:
+        connection.execute(
+            f'UPDATE "{store.schema}".workers SET last_heartbeat_at = now() - interval '
+            "'1 hour' WHERE id = %s",
+            (dead,),
+        )
+    telemetry.runtime.rescue_dead_workers()
+    (point,) = telemetry.points("messaging.process.duration")
+    assert point.attributes["jobkit.job.outcome"] == "lost"
+    assert point.attributes["error.type"] == "WorkerLost"
+
+
+# Gauges ---------------------------------------------------------------------------------------
+
+
+def test_gauges_report_queues_and_workers_while_a_worker_runs(telemetry):
+    runtime = telemetry.runtime
+    runtime.enqueue_many([Noop(i) for i in range(3)], queue="mail")
+    runtime.enqueue(Noop(9), queue="mail", delay=3600)
+    runtime.enqueue(Noop(1), queue="other")
+    register(telemetry)
+    (service,) = telemetry.plugin.jobkit_add_worker_services(
+        runtime=runtime, worker_id=uuid.uuid4()
+    )
+    assert telemetry.points("jobkit.queue.pending") == []
+    service.start()
+    try:
+        by_queue = {
+            name: {
+                p.attributes["messaging.destination.name"]: p.value for p in telemetry.points(name)
+            }
+            for name in ("jobkit.queue.pending", "jobkit.queue.scheduled", "jobkit.queue.running")
+        }
+        assert by_queue["jobkit.queue.pending"] == {"mail": 3, "other": 1}
+        assert by_queue["jobkit.queue.scheduled"]["mail"] == 1
+        assert set(by_queue["jobkit.queue.running"].values()) == {0}
+        ages = {
+            p.attributes["messaging.destination.name"]: p.value
+            for p in telemetry.points("jobkit.queue.oldest_pending_age")
+        }
+        assert 0 <= ages["mail"] < 60
+        assert [p.value for p in telemetry.points("jobkit.workers.active")] == [1]
+        assert [p.value for p in telemetry.points("jobkit.workers.stale")] == [0]
+        assert telemetry.metrics()["jobkit.queue.oldest_pending_age"].unit == "s"
+    finally:
+        service.stop()
+    time.sleep(1.1)  # past the gauges' one-collection cache
+    assert telemetry.points("jobkit.queue.pending") == []
+
+
+# Blocked --------------------------------------------------------------------------------------
+
+
+def test_blocked_the_plugin_adds_nothing_and_breaks_nothing(jobkit_runtime_factory):
+    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.otel"])
+    request = runtime.enqueue(Noop(1))
+    assert "traceparent" not in request.headers
+    assert [r.status for r in run_jobs(runtime)] == [Status.SUCCESSFUL]
+    assert runtime.pm.get_plugin("jobkit.builtin.otel") is None
+    assert not runtime.pm.hook.jobkit_job_committed.get_hookimpls()
+
+
+def test_concurrent_enqueues_each_get_their_own_span(telemetry):
+    def enqueue():
+        for i in range(20):
+            telemetry.runtime.enqueue(Noop(i))
+
+    threads = [threading.Thread(target=enqueue) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans = telemetry.finished("send default")
+    assert len(spans) == 80
+    assert len({span.context.span_id for span in spans}) == 80
+    assert all(span.parent is None for span in spans)
+
+
+def register(telemetry) -> uuid.UUID:
+    worker = telemetry.runtime.store.register_worker(
+        WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=["default"])
+    )
+    return worker.id
