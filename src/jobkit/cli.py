@@ -21,7 +21,7 @@ import click
 from jobkit.errors import JobkitError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
-from jobkit.records import STAT_KEYS, JobProcess, Status
+from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.runtime import Runtime, set_runtime
 from jobkit.settings import flag, load_settings
 
@@ -364,19 +364,31 @@ def enqueue(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
 def stats(as_json: bool) -> None:
-    """Counts of jobs per stage: pending (ready now), scheduled, running, and results."""
-    counts = make_runtime().store.stats()
+    """Jobs per stage: pending (ready now), scheduled, running, and results; how long the oldest
+    pending job has been ready; and the workers active or stale."""
+    runtime = make_runtime()
+    timeout = runtime.settings.heartbeat_timeout
+    figures = runtime.store.stats(heartbeat_timeout=timeout)
     if as_json:
-        click.echo(json.dumps(counts.as_dict(), indent=2))
+        click.echo(json.dumps(figures.as_dict(), indent=2))
         return
-    rows = [("queue", *STAT_KEYS)]
-    rows += [(name, *attrs.astuple(c)) for name, c in sorted(counts.queues.items())]
-    rows.append(("total", *attrs.astuple(counts.total)))
+    rows: list[tuple[object, ...]] = [("queue", *STAT_KEYS, "oldest_pending_age")]
+    rows += [(name, *_stat_cells(counts)) for name, counts in sorted(figures.queues.items())]
+    rows.append(("total", *_stat_cells(figures.total)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo(
             "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True))
         )
+    click.echo(
+        f"\nworkers: {figures.workers_active} active, {figures.workers_stale} stale (stale: no "
+        f"heartbeat for more than {timeout:g} s, the heartbeat_timeout setting)"
+    )
+
+
+def _stat_cells(counts: QueueCounts) -> tuple[object, ...]:
+    """A row of ``jobkit stats``: the counts, then the age in seconds to a tenth."""
+    return (*(getattr(counts, key) for key in STAT_KEYS), f"{counts.oldest_pending_age:.1f}")
 
 
 @cli.command()

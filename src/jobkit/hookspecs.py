@@ -315,10 +315,15 @@ def jobkit_worker_stopped(worker: WorkerInfo) -> None:
 @hookspec
 def jobkit_worker_stats_reported(worker: WorkerInfo, stats: dict[str, Any]) -> None:
     """A worker's periodic figures: jobs done per outcome since the last report, rate, jobs in
-    flight, and the queue counts from the store.
+    flight, and the queue figures from the store.
 
     :param worker: the worker's heartbeat row.
-    :param stats: the same figures the stats log line shows.
+    :param stats: the same figures the stats log line shows, in its order: ``done_<status>``
+        for each status (this worker, since the last report), ``rate_per_second`` (of those),
+        ``in_flight`` (jobs its pool children hold, running or waiting their turn), then from
+        ``Store.stats(include_results=False)``, in total over every queue: ``pending``,
+        ``scheduled``, ``running`` and ``oldest_pending_age`` (seconds; 0.0 when nothing is
+        pending). The store's figures are missing when its query failed.
 
     Kind: event (all). Built-in: none.
     Called: in the worker main process every ``worker_stats_every`` seconds.

@@ -193,7 +193,8 @@ STAT_KEYS = (
 
 @attrs.define(kw_only=True)
 class QueueCounts:
-    """Counts of one queue's jobs by stage: ``pending`` is ready now, ``scheduled`` starts later."""
+    """One queue's jobs by stage (``pending`` is ready now, ``scheduled`` starts later), and how
+    long its oldest ready request has waited."""
 
     pending: int = 0
     scheduled: int = 0
@@ -203,21 +204,36 @@ class QueueCounts:
     deferred: int = 0
     lost: int = 0
     cancelled: int = 0
+    oldest_pending_age: float = 0.0
+    """Seconds, by the database clock, since the oldest pending request became ready (``now()``
+    minus the earliest ``start_at`` of the pending requests); 0.0 when none is pending. In a
+    total, the greatest of the queues'."""
 
     def add(self, other: QueueCounts) -> None:
+        """Add ``other``'s counts to these; the age becomes the greater of the two."""
         for key in STAT_KEYS:
             setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.oldest_pending_age = max(self.oldest_pending_age, other.oldest_pending_age)
 
 
 @attrs.define(kw_only=True)
 class Stats:
-    """Counts across all queues and per queue, as ``jobkit stats`` shows them."""
+    """The figures ``jobkit stats`` shows: counts (and the oldest pending age) across all
+    queues and per queue, and how many registered workers are active or stale."""
 
     total: QueueCounts = attrs.field(factory=QueueCounts)
     queues: dict[str, QueueCounts] = attrs.field(factory=dict)
+    workers_active: int = 0
+    """Registered workers whose last heartbeat is within ``heartbeat_timeout`` (the one given to
+    ``Store.stats``); 0 when none was given."""
+    workers_stale: int = 0
+    """Registered workers whose last heartbeat is older than ``heartbeat_timeout``: the ones the
+    next rescue sweep declares dead; 0 when no timeout was given."""
 
     def as_dict(self) -> dict[str, object]:
         return {
             **attrs.asdict(self.total),
+            "workers_active": self.workers_active,
+            "workers_stale": self.workers_stale,
             "queues": {name: attrs.asdict(counts) for name, counts in sorted(self.queues.items())},
         }

@@ -163,10 +163,23 @@ class Store(Protocol):
         """The latest result of the job that ``attempt_id`` belongs to, or None while any
         attempt of it is pending or running (or when no such job exists)."""
 
-    def stats(self, *, include_results: bool = True) -> Stats:
-        """Counts of requests, processes and results, in total and per queue; with
-        ``include_results=False`` the result counts are left at 0 (a cheap query for
-        periodic stats)."""
+    def stats(
+        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+    ) -> Stats:
+        """Counts of requests, processes and results, in total and per queue, read at one
+        moment of the database clock; with ``include_results=False`` the result counts are left
+        at 0 (a cheap query for periodic stats).
+
+        Each queue's ``oldest_pending_age`` is the seconds since its oldest pending request
+        became ready (``now()`` minus the earliest ``start_at`` at or before ``now()``), 0.0
+        when none is pending; the total's is the greatest of the queues'. A queue appears
+        when it has any request, process or (counted) result.
+
+        With ``heartbeat_timeout`` (seconds, normally the setting), the registered workers are
+        counted: ``workers_stale`` those whose heartbeat is older than the timeout by the rule
+        of ``dead_workers`` (the database's start counting as a beat), ``workers_active`` the
+        rest. Without it both are left at 0. Owners of processes whose worker row is gone are
+        not counted."""
 
     def clear_results(self, *, older_than: float) -> int:
         """Delete results that ended more than ``older_than`` seconds ago; return how many.

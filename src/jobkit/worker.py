@@ -791,12 +791,16 @@ class Worker:
         self._maintenance.submit(self._log_stats, figures)
 
     def _log_stats(self, figures: dict[str, Any]) -> None:
-        """On the maintenance thread: add the queue counts, log the line, announce it."""
+        """On the maintenance thread: add the queue figures (totals over every queue), log
+        the line, announce it."""
         assert self.info is not None
         try:
             counts = self.store.stats(include_results=False).total
             figures.update(
-                pending=counts.pending, scheduled=counts.scheduled, running=counts.running
+                pending=counts.pending,
+                scheduled=counts.scheduled,
+                running=counts.running,
+                oldest_pending_age=round(counts.oldest_pending_age, 3),
             )
         except StoreUnavailable as error:
             logger.warning("stats query failed: %s", error)

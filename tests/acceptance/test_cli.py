@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from jobkit.records import STAT_KEYS, Completion, Outcome, Status
+from jobkit.records import STAT_KEYS, Completion, Outcome, Status, WorkerInfo
 from jobkit.testing.inline import run_jobs
 from testapp.jobs import Defer, Fail, Noop, Record, ledger
 
@@ -231,18 +231,28 @@ def counts(**nonzero):
     return {key: nonzero.get(key, 0) for key in STAT_KEYS}
 
 
+WAITED = 90.0
+"""Seconds the ready requests of ``jobs_in_every_stage`` have been ready."""
+
+
 @pytest.fixture
-def jobs_in_every_stage(jobkit_runtime, ledger_ready):
-    """Jobs in each stage and status, in four queues; returns the stats they should give."""
+def jobs_in_every_stage(jobkit_runtime, ledger_ready, db):
+    """Jobs in each stage and status, in four queues, and two workers (one stale); returns the
+    counts they should give (the ages are checked apart: they grow while the test runs)."""
     runtime = jobkit_runtime
     # Results: 4 SUCCESSFUL (3 Noop, the deferred job's second run), 2 ERRORED, 1 DEFERRED.
     runtime.enqueue_many([Noop(1), Noop(2), Noop(3)], queue="done")
     runtime.enqueue_many([Fail(), Fail()], queue="done")
     runtime.enqueue(Defer("deferred-once", times=1), queue="done")
     run_jobs(runtime, queues=["done"])
-    # Requests: 2 ready now, 1 scheduled in an hour.
+    # Requests: 2 ready for WAITED seconds, 1 scheduled in an hour.
     runtime.enqueue_many([Noop(4), Noop(5)], queue="waiting")
     runtime.enqueue(Noop(6), queue="waiting", delay=3600)
+    db.query(
+        "UPDATE {schema}.requests SET start_at = now() - make_interval(secs => %s) "
+        "WHERE queue = 'waiting' AND start_at <= now()",
+        (WAITED,),
+    )
     # A process: claimed by a worker, not finished.
     runtime.enqueue(Record("claimed"), queue="claimed")
     assert runtime.store.claim(worker_id=uuid.uuid4(), queues=["claimed"], limit=1)
@@ -263,6 +273,15 @@ def jobs_in_every_stage(jobkit_runtime, ledger_ready):
             for process, status in ((lost, Status.LOST), (cancelled, Status.CANCELLED))
         ],
     )
+    # Workers: one beating, one silent for longer than the heartbeat_timeout of 5 s.
+    for _ in range(2):
+        silent = runtime.store.register_worker(
+            WorkerInfo(id=uuid.uuid4(), hostname="cli", pid=1, queues=["default"])
+        )
+    db.query(
+        "UPDATE {schema}.workers SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+        (silent.id,),
+    )
     queues = {
         "aborted": counts(lost=1, cancelled=1),
         "claimed": counts(running=1),
@@ -270,31 +289,57 @@ def jobs_in_every_stage(jobkit_runtime, ledger_ready):
         "waiting": counts(pending=2, scheduled=1),
     }
     total = {key: sum(queue[key] for queue in queues.values()) for key in STAT_KEYS}
-    return {**total, "queues": queues}
+    return {**total, "workers_active": 1, "workers_stale": 1, "queues": queues}
+
+
+def assert_waited(age):
+    """The age of the waiting queue's ready requests: WAITED, plus the time the test took."""
+    assert WAITED <= age < WAITED + 300
 
 
 def test_stats_json_counts_each_stage_in_total_and_per_queue(run_cli, jobs_in_every_stage):
     result = run_cli("stats", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == jobs_in_every_stage
+    data = json.loads(result.stdout)
+    ages = {name: queue.pop("oldest_pending_age") for name, queue in data["queues"].items()}
+    assert_waited(ages.pop("waiting"))
+    assert ages == {"aborted": 0.0, "claimed": 0.0, "done": 0.0}
+    assert_waited(data.pop("oldest_pending_age"))
+    assert data == jobs_in_every_stage
 
 
 def test_stats_table_has_a_row_per_queue_and_a_total(run_cli, jobs_in_every_stage):
     result = run_cli("stats")
     assert result.returncode == 0, result.stderr
-    header, *rows = (line.split() for line in result.stdout.splitlines())
-    assert header == ["queue", *STAT_KEYS]
-    table = {row[0]: dict(zip(STAT_KEYS, map(int, row[1:]), strict=True)) for row in rows}
+    table_text, workers_line = result.stdout.rstrip("\n").split("\n\n")
+    header, *rows = (line.split() for line in table_text.splitlines())
+    assert header == ["queue", *STAT_KEYS, "oldest_pending_age"]
+    table = {row[0]: dict(zip(STAT_KEYS, map(int, row[1:-1]), strict=True)) for row in rows}
+    ages = {row[0]: float(row[-1]) for row in rows}
     expected = dict(jobs_in_every_stage)
     queues = expected.pop("queues")
-    assert table == {**queues, "total": expected}
+    total = {key: expected[key] for key in STAT_KEYS}
+    assert table == {**queues, "total": total}
     assert [row[0] for row in rows] == [*sorted(queues), "total"]
+    assert_waited(ages["waiting"])
+    assert ages["total"] == ages["waiting"]
+    assert ages["done"] == 0.0
+    assert workers_line == (
+        "workers: 1 active, 1 stale (stale: no heartbeat for more than 5 s, the "
+        "heartbeat_timeout setting)"
+    )
 
 
 def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
     result = run_cli("stats", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {**counts(), "queues": {}}
+    assert json.loads(result.stdout) == {
+        **counts(),
+        "oldest_pending_age": 0.0,
+        "workers_active": 0,
+        "workers_stale": 0,
+        "queues": {},
+    }
 
 
 # clear and purge ------------------------------------------------------------------------------

@@ -60,3 +60,35 @@ def test_reload_restarts_the_worker_when_a_python_file_changes(
     os.killpg(worker.pid, signal.SIGINT)
     assert worker.wait_for_exit() == 0, worker.output()
     assert len(store.workers()) == 0
+
+
+def test_the_stats_line_shows_depth_oldest_pending_age_and_in_flight(
+    start_worker, wait_until, jobkit_runtime, db
+):
+    """A request in a queue the worker does not serve stays pending: its age is in the line."""
+    Record("elsewhere").run_in_worker(queue="unserved")
+    db.query("UPDATE {schema}.requests SET start_at = now() - interval '90 seconds'")
+    worker = start_worker("--queue", "default", "--stats-every", "0.2")
+
+    line = wait_until(
+        lambda: next(
+            (line for line in worker.output().splitlines() if "worker stats " in line), None
+        )
+    )
+
+    figures = dict(pair.split("=") for pair in line.partition("worker stats ")[2].split())
+    assert list(figures) == [
+        "done_successful",
+        "done_errored",
+        "done_deferred",
+        "done_lost",
+        "done_cancelled",
+        "rate_per_second",
+        "in_flight",
+        "pending",
+        "scheduled",
+        "running",
+        "oldest_pending_age",
+    ]
+    assert (figures["pending"], figures["in_flight"]) == ("1", "0")
+    assert 90 <= float(figures["oldest_pending_age"]) < 90 + 300

@@ -185,11 +185,17 @@ def test_status_values_are_their_names():
 
 def test_stats_as_dict_has_the_totals_and_each_queue():
     stats = Stats(
-        total=QueueCounts(pending=3, scheduled=1, running=2, successful=10, errored=1),
+        total=QueueCounts(
+            pending=3, scheduled=1, running=2, successful=10, errored=1, oldest_pending_age=7.5
+        ),
         queues={
-            "emails": QueueCounts(pending=1, successful=4, lost=1),
-            "default": QueueCounts(pending=2, scheduled=1, running=2, deferred=1, cancelled=1),
+            "emails": QueueCounts(pending=1, successful=4, lost=1, oldest_pending_age=7.5),
+            "default": QueueCounts(
+                pending=2, scheduled=1, running=2, deferred=1, cancelled=1, oldest_pending_age=0.25
+            ),
         },
+        workers_active=4,
+        workers_stale=1,
     )
 
     data = stats.as_dict()
@@ -203,6 +209,9 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
         "deferred",
         "lost",
         "cancelled",
+        "oldest_pending_age",
+        "workers_active",
+        "workers_stale",
         "queues",
     ]
     assert data == {
@@ -214,6 +223,9 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
         "deferred": 0,
         "lost": 0,
         "cancelled": 0,
+        "oldest_pending_age": 7.5,
+        "workers_active": 4,
+        "workers_stale": 1,
         "queues": {
             "default": {
                 "pending": 2,
@@ -224,6 +236,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
                 "deferred": 1,
                 "lost": 0,
                 "cancelled": 1,
+                "oldest_pending_age": 0.25,
             },
             "emails": {
                 "pending": 1,
@@ -234,6 +247,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
                 "deferred": 0,
                 "lost": 1,
                 "cancelled": 0,
+                "oldest_pending_age": 7.5,
             },
         },
     }
@@ -241,12 +255,20 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
 
 
 def test_empty_stats():
-    assert Stats().as_dict() == {**dict.fromkeys(STAT_KEYS, 0), "queues": {}}
+    assert Stats().as_dict() == {
+        **dict.fromkeys(STAT_KEYS, 0),
+        "oldest_pending_age": 0.0,
+        "workers_active": 0,
+        "workers_stale": 0,
+        "queues": {},
+    }
 
 
 def test_queue_counts_add():
-    counts = QueueCounts(pending=1, lost=2)
+    counts = QueueCounts(pending=1, lost=2, oldest_pending_age=3.0)
 
-    counts.add(QueueCounts(pending=2, successful=5, lost=1))
+    counts.add(QueueCounts(pending=2, successful=5, lost=1, oldest_pending_age=1.5))
 
-    assert counts == QueueCounts(pending=3, successful=5, lost=3)
+    assert counts == QueueCounts(pending=3, successful=5, lost=3, oldest_pending_age=3.0)
+    counts.add(QueueCounts(oldest_pending_age=9.0))
+    assert counts.oldest_pending_age == 9.0

@@ -349,6 +349,52 @@ class StoreContract:
         assert store.get_result(old.id) is None
         assert store.get_result(new.id) is not None
 
+    def test_stats_age_the_oldest_pending_request_from_when_it_became_ready(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        now = store.database_now()
+        store.enqueue(
+            [
+                make_request(queue="old", start_at=now - datetime.timedelta(seconds=120)),
+                make_request(queue="old", start_at=now - datetime.timedelta(seconds=30)),
+                make_request(queue="fresh"),
+                make_request(queue="later", delay=3600),
+                make_request(queue="claimed", start_at=now - datetime.timedelta(seconds=600)),
+            ],
+            connection=None,
+        )
+        store.claim(worker_id=worker_id, queues=["claimed"], limit=1)
+        stats = store.stats(include_results=False)
+        elapsed = (store.database_now() - now).total_seconds()
+        ages = {name: counts.oldest_pending_age for name, counts in stats.queues.items()}
+        # Since start_at (not created_at, which is now), and only of requests still pending.
+        assert 120 <= ages["old"] <= 120 + elapsed
+        assert 0 <= ages["fresh"] <= elapsed
+        assert ages["later"] == 0.0  # nothing ready yet
+        assert ages["claimed"] == 0.0  # running, not pending
+        assert stats.total.oldest_pending_age == ages["old"]
+        assert store.stats().queues["old"].oldest_pending_age >= ages["old"]
+        assert store.stats(include_results=False).total.pending == 3
+
+    def test_stats_age_is_zero_when_nothing_is_pending(self, store: Store) -> None:
+        stats = store.stats()
+        assert stats.total.oldest_pending_age == 0.0 and stats.queues == {}
+
+    def test_stats_count_workers_active_and_stale_by_the_rescue_rule(self, store: Store) -> None:
+        beating = self.register(store)
+        silent = self.register(store)
+        stats = store.stats(heartbeat_timeout=3600)
+        assert (stats.workers_active, stats.workers_stale) == (2, 0)
+        # Stale means what a rescue sweep with the same timeout would call dead.
+        wait_for(lambda: silent.id in store.dead_workers(heartbeat_timeout=1.0), timeout=10)
+        store.heartbeat(worker_id=beating.id)
+        stats = store.stats(heartbeat_timeout=1.0)
+        assert (stats.workers_active, stats.workers_stale) == (1, 1)
+        # Without a timeout the workers are not counted.
+        stats = store.stats()
+        assert (stats.workers_active, stats.workers_stale) == (0, 0)
+        assert stats.as_dict()["workers_stale"] == 0
+
     def test_purge_deletes_every_job(self, store: Store, worker_id: uuid.UUID) -> None:
         store.enqueue([make_request() for _ in range(3)], connection=None)
         (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)

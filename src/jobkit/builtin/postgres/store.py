@@ -465,16 +465,24 @@ class PostgresStore:
         data["status"] = Status(data["status"])
         return JobResult(**data)
 
-    def stats(self, *, include_results: bool = True) -> Stats:
+    def stats(
+        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+    ) -> Stats:
+        params = {
+            "include_results": include_results,
+            "heartbeat_timeout": None if heartbeat_timeout is None else float(heartbeat_timeout),
+        }
         with self._connection() as conn:
-            rows = conn.execute(
-                self.queries["stats"], {"include_results": include_results}
-            ).fetchall()
+            rows = conn.execute(self.queries["stats"], params).fetchall()
         stats = Stats()
-        for queue, key, count in rows:
-            if key in STAT_KEYS:
+        for queue, figure, count, age in rows:
+            if figure in ("workers_active", "workers_stale"):
+                setattr(stats, figure, count)
+            elif figure in STAT_KEYS:
                 counts = stats.queues.setdefault(queue, QueueCounts())
-                setattr(counts, key, getattr(counts, key) + count)
+                setattr(counts, figure, getattr(counts, figure) + count)
+                if age is not None:
+                    counts.oldest_pending_age = age
         for counts in stats.queues.values():
             stats.total.add(counts)
         return stats
