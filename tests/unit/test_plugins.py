@@ -37,6 +37,15 @@ BUILTIN_HOOKS = {
         "jobkit_parse_schedule",
         "jobkit_register_jobs",
     ],
+    "jobkit.builtin.otel": [
+        "jobkit_add_worker_services",
+        "jobkit_configure_runtime",
+        "jobkit_enqueue",
+        "jobkit_job_committed",
+        "jobkit_job_finished",
+        "jobkit_run_job",
+        "jobkit_settings_defaults",
+    ],
 }
 
 
@@ -82,7 +91,8 @@ def test_disable_plugins_blocks_a_builtin(name):
     assert pm.get_plugin(name) is None
     assert registered_names(pm) == set(BUILTIN_PLUGINS) - {name}
     for hook_name in BUILTIN_HOOKS[name]:
-        assert getattr(pm.hook, hook_name).get_hookimpls() == []
+        implementers = [impl.plugin_name for impl in getattr(pm.hook, hook_name).get_hookimpls()]
+        assert name not in implementers
     assert info_of(pm, settings, name) == PluginInfo(name, "builtin", None, None, [], blocked=True)
 
 
@@ -99,8 +109,8 @@ def test_disabling_an_unknown_plugin_is_an_error_listing_the_known_ones(install)
     message = (
         "setting disable_plugins names 'jobkit.builtin.postgress', which is not an installed "
         "plugin; known plugins: jobkit.builtin.cron, jobkit.builtin.embedded, "
-        "jobkit.builtin.locks, jobkit.builtin.postgres, jobkit.builtin.serializers, "
-        "unitplugins.module_plugin"
+        "jobkit.builtin.locks, jobkit.builtin.otel, jobkit.builtin.postgres, "
+        "jobkit.builtin.serializers, unitplugins.module_plugin"
     )
 
     with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
@@ -200,7 +210,8 @@ def test_an_entry_point_plugin_is_loaded_under_its_entry_point_name(install):
     pm = create_plugin_manager(Settings())
 
     assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
-    assert [impl.plugin_name for impl in pm.hook.jobkit_job_finished.get_hookimpls()] == ["fake"]
+    implementers = [impl.plugin_name for impl in pm.hook.jobkit_job_finished.get_hookimpls()]
+    assert implementers == ["jobkit.builtin.otel", "fake"]
 
 
 def test_describe_plugins_lists_an_entry_point_plugin_after_the_builtins(install):
@@ -299,7 +310,7 @@ def test_entry_point_plugins_are_among_the_known_plugins_for_disable_plugins(ins
     message = (
         "setting disable_plugins names 'fkae', which is not an installed plugin; known plugins: "
         "fake, jobkit.builtin.cron, jobkit.builtin.embedded, jobkit.builtin.locks, "
-        "jobkit.builtin.postgres, jobkit.builtin.serializers"
+        "jobkit.builtin.otel, jobkit.builtin.postgres, jobkit.builtin.serializers"
     )
 
     with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
@@ -364,7 +375,7 @@ def test_notify_passes_each_implementation_only_the_arguments_it_asks_for():
 
 
 def test_notify_without_implementations_does_nothing(caplog):
-    pm, _ = make()
+    pm, _ = make(disable_plugins=["jobkit.builtin.otel"])
 
     notify(pm.hook.jobkit_job_finished, result=None)
 

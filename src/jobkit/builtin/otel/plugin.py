@@ -290,6 +290,11 @@ class _Gauges:
             self._cached = (time.monotonic(), stats)
             return stats
 
+    def forget(self) -> None:
+        """Drop the cached figures (their source changed)."""
+        with self._lock:
+            self._cached = (0.0, None)
+
     def _per_queue(self, field: str) -> list[Observation]:
         stats = self._stats()
         if stats is None:
@@ -317,10 +322,12 @@ class _GaugeService:
 
     def start(self) -> None:
         self._gauges.sources.append(self)
+        self._gauges.forget()
 
     def stop(self) -> None:
         if self in self._gauges.sources:
             self._gauges.sources.remove(self)
+        self._gauges.forget()
 
     def read_stats(self) -> Stats | None:
         try:
