@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import logging
 import math
 import os
 import shlex
@@ -193,15 +192,14 @@ def worker(
     log_level: str,
 ) -> None:
     """Claim and run jobs until stopped with SIGTERM or Ctrl-C."""
+    from jobkit.processes import configure_logging
     from jobkit.worker import Worker, WorkerOptions
 
     if reload:
         grace = load_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
         sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level.upper())
     runtime = make_runtime(
         worker_queues=flag(list(queues) or None, "--queue"),
         worker_max_processes=flag(max_processes, "--max-processes"),

@@ -202,7 +202,9 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
     :param process: the attempt being run.
 
     Kind: action (firstresult, wrappable). Built-in: the kernel (the ``middleware`` chain, then
-    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED), ``trylast``.
+    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED), ``trylast``;
+    ``jobkit.builtin.logcontext`` wraps it (``tryfirst``) to put the job's id, name and retry
+    attempt on every log record made during the run.
     Called: in a worker pool child, once per attempt.
     Added: 0.1
     """

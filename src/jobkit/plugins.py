@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = (
     "jobkit.builtin.locks",
     "jobkit.builtin.embedded",
     "jobkit.builtin.cron",
+    "jobkit.builtin.logcontext",
     "jobkit.builtin.otel",
 )
 """The built-in plugins, registered by name like any other; each can be blocked."""

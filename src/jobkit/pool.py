@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from jobkit.errors import JobkitError
-from jobkit.processes import die_with_parent
+from jobkit.processes import configure_logging, die_with_parent
 from jobkit.records import JobProcess, Outcome, Status
 from jobkit.settings import Settings
 
@@ -472,7 +472,7 @@ def child_main(
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(stopping))
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     from jobkit.runtime import Runtime, set_runtime
 
     try:

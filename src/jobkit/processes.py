@@ -1,10 +1,11 @@
 """What jobkit asks of the processes it starts: pool children, and the shell commands of
-``cmd:`` schedule entries."""
+``cmd:`` schedule entries; and the log format of the worker and its pool children."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import signal
 import sys
 
@@ -18,3 +19,17 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(jobkit_context)s: %(message)s"
+"""The log format of ``jobkit worker`` and its pool children. ``jobkit_context`` is empty unless
+a plugin sets it on the record: the built-in ``jobkit.builtin.logcontext`` sets it to
+`` [job=<name> id=<job_id> attempt=<n>]`` while a job runs."""
+
+
+def configure_logging(level: int | str) -> None:
+    """``logging.basicConfig`` with ``LOG_FORMAT`` to stderr (nothing, like basicConfig, when
+    the root logger already has handlers). Records without ``jobkit_context`` show it empty."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults={"jobkit_context": ""}))
+    logging.basicConfig(level=level, handlers=[handler])

@@ -33,6 +33,7 @@ BUILTINS = {
     "jobkit.builtin.locks": "jobkit_enqueue_lock",
     "jobkit.builtin.embedded": "jobkit_database_url",
     "jobkit.builtin.cron": "jobkit_parse_schedule",
+    "jobkit.builtin.logcontext": "jobkit_run_job",
     "jobkit.builtin.otel": "jobkit_run_job",
 }
 

@@ -216,6 +216,7 @@ def test_plugins_all_json_lists_the_kernel_and_builtins(invoke):
         ("jobkit.builtin.cron", "builtin", False),
         ("jobkit.builtin.embedded", "builtin", False),
         ("jobkit.builtin.locks", "builtin", False),
+        ("jobkit.builtin.logcontext", "builtin", False),
         ("jobkit.builtin.otel", "builtin", False),
         ("jobkit.builtin.postgres", "builtin", False),
         ("jobkit.builtin.serializers", "builtin", False),

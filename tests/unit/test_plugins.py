@@ -37,6 +37,7 @@ BUILTIN_HOOKS = {
         "jobkit_parse_schedule",
         "jobkit_register_jobs",
     ],
+    "jobkit.builtin.logcontext": ["jobkit_run_job"],
     "jobkit.builtin.otel": [
         "jobkit_add_worker_services",
         "jobkit_configure_runtime",
@@ -109,7 +110,8 @@ def test_disabling_an_unknown_plugin_is_an_error_listing_the_known_ones(install)
     message = (
         "setting disable_plugins names 'jobkit.builtin.postgress', which is not an installed "
         "plugin; known plugins: jobkit.builtin.cron, jobkit.builtin.embedded, "
-        "jobkit.builtin.locks, jobkit.builtin.otel, jobkit.builtin.postgres, "
+        "jobkit.builtin.locks, jobkit.builtin.logcontext, jobkit.builtin.otel, "
+        "jobkit.builtin.postgres, "
         "jobkit.builtin.serializers, unitplugins.module_plugin"
     )
 
@@ -310,7 +312,8 @@ def test_entry_point_plugins_are_among_the_known_plugins_for_disable_plugins(ins
     message = (
         "setting disable_plugins names 'fkae', which is not an installed plugin; known plugins: "
         "fake, jobkit.builtin.cron, jobkit.builtin.embedded, jobkit.builtin.locks, "
-        "jobkit.builtin.otel, jobkit.builtin.postgres, jobkit.builtin.serializers"
+        "jobkit.builtin.logcontext, jobkit.builtin.otel, jobkit.builtin.postgres, "
+        "jobkit.builtin.serializers"
     )
 
     with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
