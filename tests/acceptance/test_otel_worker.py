@@ -3,6 +3,8 @@ the ``OTEL_*`` environment and export over OTLP/HTTP to a receiver in the test."
 
 import gzip
 import http.server
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -155,3 +157,51 @@ def test_a_bad_sdk_setting_names_the_setting(run_cli):
     assert "Traceback" not in result.stderr
     assert "setting otel.sdk (from JOBKIT_OTEL_SDK)" in result.stderr
     assert "('none', 'environment') (got 'automatic')" in result.stderr
+
+
+OFF_SCRIPT = """
+import sys
+
+if sys.argv[1] == "absent":
+    class NoOpenTelemetry:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] == "opentelemetry":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, NoOpenTelemetry())
+
+from jobkit.runtime import get_runtime
+from jobkit.testing import run_jobs
+from testapp.jobs import Fail, Noop
+
+request = Noop(1).run_in_worker()
+Fail().run_in_worker()
+results = run_jobs(get_runtime())
+print(sorted(r.status.value for r in results), "traceparent" in request.headers)
+print(sorted(name for name in sys.modules if name.partition(".")[0] == "opentelemetry"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "env"),
+    [
+        ("blocked", {"JOBKIT_DISABLE_PLUGINS": "jobkit.builtin.otel"}),
+        ("absent", {}),
+    ],
+)
+def test_off_means_no_opentelemetry_import_and_jobs_still_run(
+    how, env, subprocess_env, jobkit_runtime
+):
+    """Blocked, or without the otel extra (imports of opentelemetry fail): enqueue and run
+    work as before, and no OpenTelemetry module was ever imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", OFF_SCRIPT, how],
+        env={**subprocess_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['ERRORED', 'SUCCESSFUL'] False", "[]"], result.stderr
+    assert "Traceback" not in result.stderr
