@@ -38,6 +38,11 @@ logger = logging.getLogger("jobkit.otel")
 SYSTEM = "jobkit"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 """The messaging conventions' bucket boundaries for durations in seconds."""
+try:
+    VERSION = importlib.metadata.version("jobkit")
+except importlib.metadata.PackageNotFoundError:
+    VERSION = "0"
+"""jobkit's version, for the instrumentation scope (read once: the lookup takes milliseconds)."""
 GAUGE_CACHE_SECONDS = 1.0
 """One stats query answers all the gauges of one collection."""
 
@@ -57,6 +62,7 @@ class OpenTelemetry:
         self._meter_provider = meter_provider
         self._parent_process_spans = parent_process_spans
         self._settings = OtelSettings()
+        self._tracer: trace.Tracer | None = None
         self._instruments: _Instruments | None = None
         self._gauges: _Gauges | None = None
         self._lock = threading.Lock()
@@ -81,14 +87,19 @@ class OpenTelemetry:
 
     @property
     def tracer(self) -> trace.Tracer:
-        return trace.get_tracer("jobkit", _version(), tracer_provider=self._tracer_provider)
+        # A global provider set later is still honoured: the API's tracer is a proxy until then.
+        if self._tracer is None:
+            self._tracer = trace.get_tracer(
+                "jobkit", VERSION, tracer_provider=self._tracer_provider
+            )
+        return self._tracer
 
     @property
     def instruments(self) -> _Instruments:
         if self._instruments is None:
             with self._lock:
                 if self._instruments is None:
-                    meter = metrics.get_meter("jobkit", _version(), self._meter_provider)
+                    meter = metrics.get_meter("jobkit", VERSION, self._meter_provider)
                     self._instruments = _Instruments(meter)
         return self._instruments
 
@@ -208,7 +219,7 @@ class OpenTelemetry:
     def jobkit_add_worker_services(self, runtime: Runtime, worker_id: uuid.UUID) -> list[Any]:
         with self._lock:
             if self._gauges is None:
-                meter = metrics.get_meter("jobkit", _version(), self._meter_provider)
+                meter = metrics.get_meter("jobkit", VERSION, self._meter_provider)
                 self._gauges = _Gauges(meter)
         return [_GaugeService(self._gauges, runtime)]
 
@@ -359,13 +370,6 @@ def _last_line(text: str) -> str:
     """The message of an outcome's error: the last line of a traceback ("ValueError: boom")."""
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("jobkit")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
 
 
 # SDK set-up from the environment ------------------------------------------------------------
