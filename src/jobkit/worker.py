@@ -114,7 +114,7 @@ def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
     logger.warning(
         "%s %s (attempt %d of %d) %s: %s; %s",
         process.job_name,
-        process.id,
+        process.job_id,  # the id every attempt shares, as on the job's own log lines
         process.retry_attempt + 1,
         process.retries + 1,
         outcome.status.value,
