@@ -13,7 +13,6 @@ by one leaks into the next.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -21,6 +20,19 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from throughput import (  # noqa: E402
+    SCHEMA,
+    drain,
+    enqueue_single,
+    machine_baseline,
+    median,
+    record,
+)
+
+from jobkit.runtime import Runtime, set_runtime  # noqa: E402
+from jobkit.settings import load_settings  # noqa: E402
 
 CONFIGURATIONS = {
     "plugin blocked": {"JOBKIT_DISABLE_PLUGINS": "jobkit.builtin.otel"},
@@ -46,47 +58,34 @@ def main() -> None:
         measure(args.runs, args.jobs)
         return
 
-    figures = {}
+    machine: dict[str, object] = {}
+    figures: dict[str, object] = {}
     for label, changes in CONFIGURATIONS.items():
-        env = {k: v for k, v in os.environ.items() if k not in ("JOBKIT_DISABLE_PLUGINS",)}
-        env.update(changes)
+        env = {k: v for k, v in os.environ.items() if k != "JOBKIT_DISABLE_PLUGINS"} | changes
         output = subprocess.run(
             [sys.executable, __file__, "--measure", "--runs", str(args.runs), "--jobs",
              str(args.jobs)],
             env=env, check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
-        figures[label] = json.loads(output.strip().splitlines()[-1])
+        measured = json.loads(output.strip().splitlines()[-1])
+        machine = measured.pop("machine")  # each run measures it; the last one is kept
+        figures[label] = measured
         print(
-            f"{label:22s} enqueue {figures[label]['enqueue_per_s']:8,.0f} jobs/s   "
-            f"drain {figures[label]['drain_per_s']:8,.0f} jobs/s",
+            f"{label:22s} enqueue {measured['enqueue_per_s']:8,.0f} jobs/s   "
+            f"drain {measured['drain_per_s']:8,.0f} jobs/s",
             flush=True,
         )
     if args.record:
-        results = HERE / "results"
-        results.mkdir(exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        path = results / f"otel-overhead-{now:%Y-%m-%dT%H%M}.json"
-        payload = {
-            "date": now.isoformat(timespec="seconds"),
-            "runs": args.runs,
-            "jobs": args.jobs,
-            "figures": figures,
-        }
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"recorded in {path.relative_to(HERE.parent)}")
+        record(machine, figures, args, name="otel-overhead")
 
 
 def measure(runs: int, jobs: int) -> None:
-    sys.path.insert(0, str(HERE))
-    from throughput import SCHEMA, drain, enqueue_single, median
-
-    from jobkit.runtime import Runtime, set_runtime
-    from jobkit.settings import load_settings
-
     runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}))
     runtime.store.migrate()
     set_runtime(runtime)
+    assert runtime.settings.database_url is not None
     figures = {
+        "machine": machine_baseline(runtime.settings.database_url),
         "enqueue_per_s": round(median(runs, lambda: enqueue_single(runtime, 2_000)), 1),
         "drain_per_s": round(median(runs, lambda: drain(runtime, jobs, [])), 1),
     }

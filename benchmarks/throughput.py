@@ -242,12 +242,16 @@ def print_line(label: str, value: object) -> None:
 
 
 def record(
-    machine: dict[str, object], figures: dict[str, object], args: argparse.Namespace
+    machine: dict[str, object],
+    figures: dict[str, object],
+    args: argparse.Namespace,
+    name: str = "throughput",
 ) -> None:
+    """Write the figures to ``benchmarks/results/<name>-<UTC time>.json``."""
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    path = results / f"throughput-{now:%Y-%m-%dT%H%M}.json"
+    path = results / f"{name}-{now:%Y-%m-%dT%H%M}.json"
     payload = {
         "date": now.isoformat(timespec="seconds"),
         "runs": args.runs,

@@ -143,8 +143,10 @@ class Store(Protocol):
         """Call ``callback()`` once the transaction ``connection`` is in has committed: at once
         when ``connection`` is None (the store's own, committed already), in autocommit mode
         or outside a transaction; otherwise later, from a thread of the store's, once the
-        database says the transaction committed. Never when it rolls back. Callbacks are
-        not kept across a restart of the process."""
+        database says the transaction committed. Never when it rolls back. When a callback
+        runs, every transaction watched before it that had ended by its commit has been
+        decided (called back or dropped). Callbacks are not kept across a restart of the
+        process."""
 
     # Schedules -----------------------------------------------------------------------------
 

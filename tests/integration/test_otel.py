@@ -1,9 +1,7 @@
 """The OpenTelemetry plugin, with the SDK's in-memory exporter and reader injected (never the
 global providers): spans, links, status, metrics and gauges, on the real store."""
 
-import datetime
 import threading
-import time
 import uuid
 
 import psycopg
@@ -19,8 +17,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from jobkit import DeferJob, Job, Status, hookimpl, register_job
 from jobkit.builtin.otel import OpenTelemetry
 from jobkit.builtin.otel.plugin import DURATION_BUCKETS
-from jobkit.records import WorkerInfo
 from jobkit.testing import run_jobs
+from jobkit.testing.store_contract import wait_for
+from testapp.dead_workers import claim_and_start, register
 from testapp.jobs import Fail, Noop
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -112,7 +111,7 @@ def test_enqueue_is_a_producer_span_whose_context_the_request_keeps(telemetry):
     }
     assert span.status.status_code == StatusCode.UNSET
     stored = telemetry.runtime.store.claim(
-        worker_id=register(telemetry), queues=["emails"], limit=1
+        worker_id=register(telemetry.runtime.store), queues=["emails"], limit=1
     )
     assert stored[0].headers["traceparent"] == traceparent_of(span)
 
@@ -228,21 +227,7 @@ def test_a_rescued_job_reruns_linked_to_its_original_send(telemetry):
     store = telemetry.runtime.store
     telemetry.runtime.enqueue(Noop(7), retries=1)
     send = telemetry.finished("send default")[0]
-    dead = register(telemetry)
-    claimed = store.claim(worker_id=dead, queues=["default"], limit=1)
-    store.finish_and_claim(
-        worker_id=dead,
-        completions=[],
-        queues=[],
-        limit=0,
-        started=[(claimed[0].id, datetime.datetime.now(datetime.UTC))],
-    )
-    with psycopg.connect(store.url, autocommit=True) as connection:
-        connection.execute(
-            f'UPDATE "{store.schema}".workers SET last_heartbeat_at = now() - interval '
-            "'1 hour' WHERE id = %s",
-            (dead,),
-        )
+    claim_and_start(store, register(store, beat_seconds_ago=3600), limit=1)
     (lost,) = telemetry.runtime.rescue_dead_workers()
     assert lost.status == Status.LOST
     (rerun,) = run_jobs(telemetry.runtime)
@@ -290,24 +275,30 @@ def test_sent_messages_are_counted_once_committed(telemetry):
 
 
 def test_a_rolled_back_transactional_enqueue_counts_nothing(telemetry, jobkit_settings):
-    with psycopg.connect(jobkit_settings.database_url) as connection:
-        telemetry.runtime.enqueue(Noop(1), connection=connection)
-        connection.rollback()
-    with psycopg.connect(jobkit_settings.database_url) as connection:
-        telemetry.runtime.enqueue(Noop(2), queue="kept", connection=connection)
-        time.sleep(1.5)
-        assert telemetry.total("messaging.client.sent.messages") == 0
-        connection.commit()
-    deadline = time.monotonic() + 10
-    while telemetry.total("messaging.client.sent.messages") == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.5)  # the rolled-back one would be counted by now
-    assert telemetry.total("messaging.client.sent.messages") == 1
-    assert (
-        telemetry.total("messaging.client.sent.messages", **{"messaging.destination.name": "kept"})
-        == 1
-    )
-    assert len(telemetry.finished("send default")) == 1  # the span says it was attempted
+    """The store decides watched transactions in the order they were watched, so once a later
+    commit is counted, every earlier transaction has been decided: no sleep needed to show that
+    the rolled-back one and the still-open one were not counted."""
+    url = jobkit_settings.database_url
+
+    def sent(queue):
+        return telemetry.total(
+            "messaging.client.sent.messages", **{"messaging.destination.name": queue}
+        )
+
+    with psycopg.connect(url) as rolled_back:
+        telemetry.runtime.enqueue(Noop(1), queue="rolled-back", connection=rolled_back)
+        rolled_back.rollback()
+    with psycopg.connect(url) as still_open:
+        telemetry.runtime.enqueue(Noop(2), queue="kept", connection=still_open)
+        with psycopg.connect(url) as probe:
+            telemetry.runtime.enqueue(Noop(3), queue="probe", connection=probe)
+            probe.commit()
+        wait_for(lambda: sent("probe") == 1, timeout=10)
+        assert (sent("rolled-back"), sent("kept")) == (0, 0)
+        still_open.commit()
+    wait_for(lambda: sent("kept") == 1, timeout=10)
+    assert telemetry.total("messaging.client.sent.messages") == 2
+    assert len(telemetry.finished("send rolled-back")) == 1  # the span says it was attempted
 
 
 def test_histograms_are_in_seconds_with_the_conventions_buckets(telemetry):
@@ -346,21 +337,7 @@ def test_process_durations_carry_the_outcome_and_consumed_counts_deliveries(tele
 def test_lost_attempts_are_recorded_with_their_outcome(telemetry):
     store = telemetry.runtime.store
     telemetry.runtime.enqueue(Noop(1))
-    dead = register(telemetry)
-    claimed = store.claim(worker_id=dead, queues=["default"], limit=1)
-    store.finish_and_claim(
-        worker_id=dead,
-        completions=[],
-        queues=[],
-        limit=0,
-        started=[(claimed[0].id, datetime.datetime.now(datetime.UTC))],
-    )
-    with psycopg.connect(store.url, autocommit=True) as connection:
-        connection.execute(
-            f'UPDATE "{store.schema}".workers SET last_heartbeat_at = now() - interval '
-            "'1 hour' WHERE id = %s",
-            (dead,),
-        )
+    claim_and_start(store, register(store, beat_seconds_ago=3600), limit=1)
     telemetry.runtime.rescue_dead_workers()
     (point,) = telemetry.points("messaging.process.duration")
     assert point.attributes["jobkit.job.outcome"] == "lost"
@@ -375,7 +352,7 @@ def test_gauges_report_queues_and_workers_while_a_worker_runs(telemetry):
     runtime.enqueue_many([Noop(i) for i in range(3)], queue="mail")
     runtime.enqueue(Noop(9), queue="mail", delay=3600)
     runtime.enqueue(Noop(1), queue="other")
-    register(telemetry)
+    register(telemetry.runtime.store)
     (service,) = telemetry.plugin.jobkit_add_worker_services(
         runtime=runtime, worker_id=uuid.uuid4()
     )
@@ -430,10 +407,3 @@ def test_concurrent_enqueues_each_get_their_own_span(telemetry):
     assert len(spans) == 80
     assert len({span.context.span_id for span in spans}) == 80
     assert all(span.parent is None for span in spans)
-
-
-def register(telemetry) -> uuid.UUID:
-    worker = telemetry.runtime.store.register_worker(
-        WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=["default"])
-    )
-    return worker.id

@@ -2,56 +2,19 @@
 sweep, and the state of every row after it. (The real kills are in tests/acceptance.)"""
 
 import datetime
-import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from jobkit import Status, hookimpl
-from jobkit.records import Completion, Outcome, WorkerInfo
+from jobkit.records import Completion, Outcome
 from testapp import rescue_jobs
+from testapp.dead_workers import age, claim_and_start, register
 from testapp.rescue_jobs import Careful, Clumsy
 
 
 @pytest.fixture(autouse=True)
 def forget_aborted():
     rescue_jobs.ABORTED.clear()
-
-
-def claim_and_start(store, worker_id: uuid.UUID, limit: int = 10) -> list:
-    """Claim for ``worker_id`` and tell the store the attempts started, as its worker would."""
-    claimed = store.claim(worker_id=worker_id, queues=["default"], limit=limit)
-    now = datetime.datetime.now(datetime.UTC)
-    store.finish_and_claim(
-        worker_id=worker_id,
-        completions=[],
-        queues=[],
-        limit=0,
-        started=[(process.id, now) for process in claimed],
-    )
-    return claimed
-
-
-def register(store, beat_seconds_ago: float = 0) -> uuid.UUID:
-    worker = store.register_worker(
-        WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=["default"])
-    )
-    if beat_seconds_ago:
-        age(store, "workers", "last_heartbeat_at", worker.id, beat_seconds_ago)
-    return worker.id
-
-
-def age(store, table: str, column: str, key: uuid.UUID, seconds: float) -> None:
-    key_column = "id" if table == "workers" else "worker_id"
-    query = sql.SQL("UPDATE {}.{} SET {} = now() - make_interval(secs => %s) WHERE {} = %s").format(
-        sql.Identifier(store.schema),
-        sql.Identifier(table),
-        sql.Identifier(column),
-        sql.Identifier(key_column),
-    )
-    with psycopg.connect(store.url, autocommit=True) as connection:
-        connection.execute(query, (seconds, key))
 
 
 def test_jobs_of_a_worker_that_stopped_beating_are_lost_and_retried(jobkit_runtime):

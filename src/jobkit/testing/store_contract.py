@@ -118,7 +118,12 @@ class StoreContract:
         with store.transaction() as connection:
             store.enqueue([make_request()], connection=connection)
             store.after_commit(connection, committed.set)
-            time.sleep(0.3)
+            # Another transaction commits and is called back while this one is still open.
+            probe = threading.Event()
+            with store.transaction() as other:
+                store.enqueue([make_request()], connection=other)
+                store.after_commit(other, probe.set)
+            assert probe.wait(10), "after_commit never called back after the commit"
             assert not committed.is_set()
         assert committed.wait(10), "after_commit never called back after the commit"
 
@@ -131,12 +136,11 @@ class StoreContract:
             store.enqueue([make_request()], connection=connection)
             store.after_commit(connection, rolled_back.set)
             raise Rollback
-        # A later transaction's callback comes back: the rolled-back one had its turn by then.
+        # A later transaction's callback comes back: the rolled-back one was decided by then.
         with store.transaction() as connection:
             store.enqueue([make_request()], connection=connection)
             store.after_commit(connection, committed.set)
         assert committed.wait(10)
-        time.sleep(0.1)
         assert not rolled_back.is_set()
 
     def test_find_active_sees_requests_and_processes_by_name_and_key(
