@@ -16,8 +16,10 @@ class PluginError(JobkitError):
     """A plugin could not be loaded, or no plugin answered a hook that needs an answer."""
 
 
-class ParameterError(JobkitError):
-    """A job parameter cannot be stored as JSON (raised at enqueue) or read back (in the worker)."""
+class ParameterError(JobkitError, ValueError):
+    """A job's parameters or options cannot be stored (raised at enqueue: not JSON, text
+    PostgreSQL cannot hold, a concurrency key too long, a delay out of range) or read back (in
+    the worker). A ``ValueError``, so code that caught the enqueue's ``ValueError`` still does."""
 
 
 class UnknownJobError(JobkitError):
@@ -25,7 +27,8 @@ class UnknownJobError(JobkitError):
 
 
 class StoreError(JobkitError):
-    """The store could not do what was asked: no database, a missing migration, a bad URL."""
+    """The store could not do what was asked: no database, a missing migration, a bad URL, or
+    the database refused a statement (the message names the cause, e.g. its SQLSTATE)."""
 
 
 class DeferJob(Exception):
@@ -43,4 +46,10 @@ class DeferJob(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """The database did not answer (down, restarting, connection cut). Retrying later may work."""
+    """The database could not be reached: down, restarting, the connection cut, or every
+    connection slot taken. Retrying later may work; nothing else raises it."""
+
+
+class StoreDataError(StoreError):
+    """The database refused the values it was sent (out of range, too long, text it cannot
+    hold): sending the same values again fails again, so retrying is pointless."""
