@@ -346,7 +346,26 @@ class WorkerPool:
                 if not child.ready:
                     self._started(child, message)
                     continue
-                status, error, error_type, rerun_in, rerun_uses_retry, started, ended = message
+                (
+                    attempt_id,
+                    status,
+                    error,
+                    error_type,
+                    rerun_in,
+                    rerun_uses_retry,
+                    started,
+                    ended,
+                ) = message
+                if not child.assigned or child.assigned[0].id != attempt_id:
+                    # Only a process that is not the pool child (a job's fork that went on
+                    # running jobkit's loop) could send this; the child itself exits such forks.
+                    logger.error(
+                        "pool child %s sent an outcome for attempt %s, which it was not running; "
+                        "ignored",
+                        child.number,
+                        attempt_id,
+                    )
+                    continue
                 process = child.assigned.popleft()
                 child.reported += 1
                 outcome = Outcome(
@@ -504,6 +523,8 @@ def child_main(
                 return
 
     threading.Thread(target=read, name="jobkit-child-reader", daemon=True).start()
+    pool_child = os.getpid()
+    os.register_at_fork(after_in_child=_forked_by_a_job)
     done = 0
     while quota is None or done < quota:
         with arrived:
@@ -516,9 +537,14 @@ def child_main(
         started.value += 1
         wall_start = time.time()
         outcome = runtime.run_attempt(process)
+        if os.getpid() != pool_child:
+            # A job forked and its copy returned from run() without exiting: it must not go on
+            # as a second pool child (sending outcomes, running the jobs queued here).
+            os._exit(0)
         # Plain values pickle far faster than the record; the main process rebuilds it.
         connection.send(
             (
+                process.id,
                 outcome.status.value,
                 outcome.error,
                 outcome.error_type,
@@ -530,3 +556,9 @@ def child_main(
         )
         done += 1
     runtime.close()
+
+
+def _forked_by_a_job() -> None:
+    """In a process a job forked: the pool child ignores SIGTERM unless its worker asked, and
+    the fork must not inherit that, or it could outlive the job as an orphan nothing can stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -3,6 +3,7 @@ here and nowhere else, never imported by dotted path."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar, overload
 
@@ -31,6 +32,13 @@ class JobRegistry:
 
         if not (isinstance(job_class, type) and issubclass(job_class, Job)):
             raise JobkitError(f"register_job expects a Job subclass, got {job_class!r}")
+        run = job_class.run
+        if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+            raise JobkitError(
+                f"{_qualified(job_class)}.run is `async def`, which jobkit does not run yet (its "
+                f"coroutine would never be awaited): define `def run(self)`, and call "
+                f"asyncio.run(...) inside it to await"
+            )
         name = name or f"{job_class.__module__}.{job_class.__qualname__}"
         existing = self._classes.get(name)
         if existing is not None and _qualified(existing) != _qualified(job_class):

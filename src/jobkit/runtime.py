@@ -340,14 +340,16 @@ class Runtime:
     # Run -------------------------------------------------------------------------------------
 
     def run_attempt(self, process: JobProcess) -> Outcome:
-        """Rebuild the job of ``process`` and run it through ``jobkit_run_job``.
+        """Rebuild the job of ``process`` and run it through ``jobkit_run_job``; never raises.
 
-        A name nobody registered, or parameters that no longer fit ``__init__``, are ERRORED
-        without a retry: running again cannot fix them.
+        A name nobody registered, or parameters that cannot be read back (the serializer refuses
+        them, they are nested too deeply to parse, ``__init__`` raises ``ParameterError``), are
+        ERRORED without a retry: running again cannot fix them. Anything else, a
+        ``BaseException`` included, is ERRORED with its traceback and retried by the job's policy,
+        so no job can take its pool child down with it.
         """
         try:
             job_class = self.registry.get(process.job_name)
-            args, kwargs = self.serializer.loads(job_class, process.parameters)
         except UnknownJobError as error:
             imported = ", ".join(self.settings.imports) or "no modules"
             return _failed(
@@ -355,23 +357,30 @@ class Runtime:
                 f"{error}; this worker imported {imported} (the imports setting); register "
                 f"the job in one of them, or add its module to imports",
             )
-        except ParameterError as error:
-            return _failed(error, str(error))
+        try:
+            args, kwargs = self.serializer.loads(job_class, process.parameters)
+        except Exception as error:  # a ParameterError, or e.g. a RecursionError from deep JSON
+            if isinstance(error, ParameterError):
+                return _failed(error, str(error))
+            return _failed(
+                error, f"{process.job_name}: its stored parameters cannot be read back: {error!r}"
+            )
         try:
             job = job_class(*args, **kwargs)
+        except ParameterError as error:
+            return _failed(error, str(error))
         except Exception as error:
             return _errored(error, process, retry_delay=0.0)
         job.job_process = process
         notify(self.pm.hook.jobkit_job_started, job=job, process=process)
         try:
             outcome = self.pm.hook.jobkit_run_job(job=job, process=process)
-        except Exception as error:
+        except BaseException as error:
             logger.exception("a jobkit_run_job wrapper failed for %r", job)
             return _errored(error, process, retry_delay=0.0)
         if outcome is None:
-            raise PluginError(
-                "no plugin answered jobkit_run_job (jobkit.core is always registered)"
-            )
+            error = PluginError("no plugin answered jobkit_run_job (is jobkit.core blocked?)")
+            return _failed(error, str(error))
         return outcome
 
     def rebuild_job(self, request: JobRequest) -> Job:
@@ -567,7 +576,7 @@ class Runtime:
             self._run_chain(job)
         except DeferJob as deferral:
             return _deferred(deferral, process)
-        except (Exception, SystemExit) as error:
+        except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
             return _errored(error, process, job=job)
         return Outcome(status=Status.SUCCESSFUL)
 

@@ -105,6 +105,26 @@ def test_registering_something_that_is_not_a_job_class_is_an_error(registry, val
     assert registry.items() == []
 
 
+class AsyncRun(Job):
+    async def run(self) -> None:
+        pass
+
+
+class AsyncGeneratorRun(Job):
+    async def run(self):  # type: ignore[override]
+        yield
+
+
+@pytest.mark.parametrize("job_class", [AsyncRun, AsyncGeneratorRun])
+def test_an_async_run_is_refused_with_what_to_write_instead(registry, job_class):
+    with pytest.raises(JobkitError) as raised:
+        registry.register(job_class)
+
+    assert str(raised.value).startswith(f"{qualified(job_class)}.run is `async def`")
+    assert "asyncio.run" in str(raised.value)
+    assert registry.items() == []
+
+
 def test_name_of_an_unregistered_class_says_how_to_register_it(registry):
     message = f"{qualified(SendEmail)} is not registered: decorate it with @register_job"
 

@@ -1,0 +1,104 @@
+"""What an adversarial review broke in the worker, each against a real ``jobkit worker`` and a real
+PostgreSQL, with a ledger counting runs: jobs that fork, raise ``BaseException``s, or carry
+parameters no parser can read must neither crash nor wedge the worker, nor run anything twice.
+
+Every test ends with ``check_invariants`` (one final result per job, nothing left claimed, no job
+run more often than the faults that hit it allow)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
+from test_faults import enqueue, finished, history, start_ready
+
+from testapp.hardening_jobs import Forks, RaisesBase
+from testapp.jobs import Record
+
+pytestmark = pytest.mark.acceptance
+
+
+@pytest.fixture
+def workers(subprocess_env: dict[str, str], tmp_path) -> Iterator[WorkerLauncher]:
+    launcher = WorkerLauncher(
+        dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs,testapp.hardening_jobs"), tmp_path
+    )
+    yield launcher
+    launcher.close()
+
+
+def test_a_job_that_forks_runs_nothing_twice_and_the_worker_survives(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    worker = start_ready(workers, db, "--max-processes", "1", "--max-pending-per-process", "10")
+    # One claim hands the forking job and the ten after it to the only pool child.
+    fork = Forks("fork").run_in_worker(priority=1)
+    assert fork is not None
+    jobs = {fork.job_id: "fork"} | enqueue(
+        jobkit_runtime, [Record(f"queued-{n}") for n in range(10)]
+    )
+    wait_for(lambda: finished(db, jobs), 30, message="the fork and the jobs queued behind it")
+    later = enqueue(jobkit_runtime, [Record(f"later-{n}") for n in range(5)])
+    wait_for(lambda: finished(db, later), 30, message="jobs enqueued after the fork")
+
+    assert worker.poll() is None, worker.output()
+    assert worker.stop(10) == 0, worker.output()
+    check_invariants(db, jobkit_settings, jobs | later)
+    assert set(ledger_starts(jobkit_settings).values()) == {1}
+    assert "which it was not running" not in worker.output()
+
+
+@pytest.mark.parametrize("kind", ["KeyboardInterrupt", "SystemExit"])
+def test_a_base_exception_from_run_is_errored_with_its_traceback(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db, kind
+):
+    job = RaisesBase(kind.lower(), kind).run_in_worker(retries=1)
+    assert job is not None
+    jobs = {job.job_id: kind.lower()} | enqueue(jobkit_runtime, [Record("after")])
+    worker = workers.start("--burst", "--max-processes", "1")
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    assert history(db, job.job_id) == [(0, "ERRORED", kind, True), (1, "ERRORED", kind, False)]
+    errors = db.query(
+        "SELECT error FROM {schema}.results WHERE job_id = %s ORDER BY retry_attempt",
+        [job.job_id],
+    )
+    assert all("Traceback" in error and "on purpose" in error for (error,) in errors)
+    check_invariants(
+        db,
+        jobkit_settings,
+        jobs,
+        faults={job.job_id: 1},
+        final_status={job.job_id: "ERRORED"},
+    )
+
+
+def test_parameters_too_deep_to_read_are_errored_once_without_killing_the_child(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job_id = uuid.uuid4()
+    # Written by hand: Python's own json module cannot nest this deep either.
+    parameters = '{"args": ["deep"], "kwargs": {"data": ' + "[" * 3000 + "0" + "]" * 3000 + "}}"
+    db.query(
+        "INSERT INTO {schema}.requests (id, job_id, job_name, parameters, queue, priority, "
+        "retries) VALUES (%s, %s, 'testapp.TakesAnything', %s, 'default', 10, 3)",
+        [job_id, job_id, parameters],
+    )
+    jobs = {job_id: "deep"} | enqueue(jobkit_runtime, [Record(f"after-{n}") for n in range(3)])
+    worker = workers.start("--burst", "--max-processes", "1")
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    assert history(db, job_id) == [(0, "ERRORED", "RecursionError", False)]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [job_id])
+    assert "cannot be read back" in error
+    assert "died" not in worker.output()
+    check_invariants(db, jobkit_settings, jobs, final_status={job_id: "ERRORED"})
+
+
+def test_an_async_run_is_refused_when_the_worker_imports_it(run_cli):
+    done = run_cli("worker", "--burst", env={"JOBKIT_IMPORTS": "testapp.async_jobs"})
+    assert done.returncode != 0
+    assert "testapp.async_jobs" in done.stderr
+    assert "async def" in done.stderr and "asyncio.run" in done.stderr

@@ -1,0 +1,66 @@
+"""Jobs that misbehave the ways an adversarial review found (tests/acceptance/test_hardening.py):
+each writes the ledger like ``testapp.jobs.Record``, so the tests count runs independently."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from jobkit import Job, register_job
+from testapp.jobs import record
+
+
+@register_job(name="testapp.Forks")
+class Forks(Job):
+    """Forks, and lets the copy return from ``run()`` as the job does, without ``os._exit``."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        os.fork()
+
+
+@register_job(name="testapp.RaisesBase")
+class RaisesBase(Job):
+    """Raises a ``BaseException`` that is not an ``Exception`` (by name: KeyboardInterrupt,
+    SystemExit, GeneratorExit)."""
+
+    def __init__(self, key: str, kind: str = "KeyboardInterrupt"):
+        self.key = key
+        self.kind = kind
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        raise {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[self.kind](
+            f"{self.kind} raised by the job on purpose"
+        )
+
+
+@register_job(name="testapp.TakesAnything")
+class TakesAnything(Job):
+    """Takes any JSON; its run records the key."""
+
+    def __init__(self, key: str, data: object = None):
+        self.key = key
+        self.data = data
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+
+
+@register_job(name="testapp.CleansUp")
+class CleansUp(Job):
+    """Sleeps past its timeout; its ``finally`` writes an 'end' ledger row."""
+
+    def __init__(self, key: str, seconds: float):
+        self.key = key
+        self.seconds = seconds
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        try:
+            time.sleep(self.seconds)
+        finally:
+            record(self, self.key, "end")
