@@ -2,7 +2,10 @@
 
 from jobkit.errors import (
     DeferJob,
+    JobCancelled,
+    JobInterrupted,
     JobkitError,
+    JobTimeout,
     ParameterError,
     PluginError,
     SettingsError,
@@ -23,10 +26,13 @@ from jobkit.settings import Settings
 __all__ = [
     "DeferJob",
     "Job",
+    "JobCancelled",
+    "JobInterrupted",
     "JobMiddleware",
     "JobProcess",
     "JobRequest",
     "JobResult",
+    "JobTimeout",
     "JobkitError",
     "Outcome",
     "ParameterError",

@@ -45,6 +45,23 @@ class DeferJob(Exception):
         self.increment_retries = increment_retries
 
 
+class JobInterrupted(BaseException):
+    """Raised inside ``run()`` when the worker ends the run: ``JobTimeout`` when it passed its
+    timeout, ``JobCancelled`` when a shutdown's grace period ran out. ``finally`` blocks and
+    context managers run; the run is killed if it has not ended one second later. Like
+    ``KeyboardInterrupt`` it is a ``BaseException``, so ``except Exception`` does not swallow
+    it."""
+
+
+class JobTimeout(JobInterrupted):
+    """The run passed its timeout; the attempt is recorded ERRORED (error type ``JobTimeout``)."""
+
+
+class JobCancelled(JobInterrupted):
+    """The worker is stopping and its grace period ran out; the attempt is recorded CANCELLED
+    and runs again."""
+
+
 class StoreUnavailable(StoreError):
     """The database could not be reached: down, restarting, the connection cut, or every
     connection slot taken. Retrying later may work; nothing else raises it."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from jobkit.errors import JobkitError
+from jobkit.errors import JobCancelled, JobInterrupted, JobkitError, JobTimeout
 from jobkit.processes import configure_logging, die_with_parent
 from jobkit.records import JobProcess, Outcome, Status
 from jobkit.settings import Settings
@@ -39,10 +39,12 @@ from jobkit.settings import Settings
 logger = logging.getLogger("jobkit.worker")
 
 _CONTEXT = multiprocessing.get_context("spawn")
-ASKED_TO_STOP, ASKED_TO_TERMINATE = 1, 2
-"""Values of a child's shared ``stopping`` flag."""
+ASKED_TO_STOP, ASKED_TO_CANCEL, ASKED_TO_TIME_OUT = 1, 2, 3
+"""Values of a child's shared ``stopping`` flag: exit after the running attempt; end it now for a
+shutdown (``JobCancelled``); end it now for its timeout (``JobTimeout``)."""
 KILL_GRACE = 1.0
-"""Seconds between asking a child to terminate (SIGTERM) and killing it (SIGKILL)."""
+"""Seconds a run has to end after ``JobTimeout`` or ``JobCancelled`` was raised in it (on SIGTERM)
+before its child is killed (SIGKILL)."""
 
 
 class StopReason(enum.Enum):
@@ -96,12 +98,14 @@ class PoolStartError(JobkitError):
 
 @attrs.define
 class Finished:
-    """An attempt a child ran to the end, with its wall-clock start and end."""
+    """An attempt a child ran to the end, with its wall-clock start and end, and why the main
+    process ended it if it did (the run ended after ``JobTimeout`` or ``JobCancelled``)."""
 
     process: JobProcess
     outcome: Outcome
     started: float
     ended: float
+    stopped: StopReason | None = None
 
 
 @attrs.define
@@ -184,14 +188,15 @@ class Child:
             self.connection.send(None)
 
     def terminate(self, reason: StopReason, attempt: JobProcess) -> None:
-        """End ``attempt``, the one running now: SIGTERM, then SIGKILL after ``KILL_GRACE``.
+        """End ``attempt``, the one running now: SIGTERM, which raises ``JobTimeout`` or
+        ``JobCancelled`` inside it, then SIGKILL after ``KILL_GRACE``; the child exits after it.
         (If the child moved on to another attempt meanwhile, that one is recorded LOST.)"""
         if self.terminated_at is not None:
             return
         self.stop_reason = reason
         self.stopped_attempt = attempt
         self.terminated_at = time.monotonic()
-        self.stopping.value = ASKED_TO_TERMINATE
+        self.stopping.value = ASKED_TO_TIME_OUT if reason is StopReason.TIMEOUT else ASKED_TO_CANCEL
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
 
@@ -375,7 +380,8 @@ class WorkerPool:
                     rerun_in=rerun_in,
                     rerun_uses_retry=rerun_uses_retry,
                 )
-                finished.append(Finished(process, outcome, started, ended))
+                stopped = child.stop_reason if process is child.stopped_attempt else None
+                finished.append(Finished(process, outcome, started, ended, stopped))
         except (EOFError, ConnectionResetError, OSError):
             pass
 
@@ -463,13 +469,43 @@ def describe_exit(exitcode: int | None) -> str:
 # The child side -------------------------------------------------------------------------------
 
 
-def _on_sigterm(stopping: Any) -> None:
-    """Die of SIGTERM only when the worker asked (a job past its timeout, the end of a shutdown's
-    grace). A SIGTERM sent to the whole process group (systemd's KillMode=control-group, `kill
-    -TERM -pgid`) is the worker's to handle: it stops claiming and lets running jobs finish."""
-    if stopping.value == ASKED_TO_TERMINATE:
+class _Interrupter:
+    """A pool child's SIGTERM handler. When the worker asked to end the running attempt (its
+    timeout, the end of a shutdown's grace), it raises ``JobTimeout`` or ``JobCancelled`` inside
+    the run, once, so its ``finally`` blocks run; outside a run it lets SIGTERM kill the child.
+    A SIGTERM the worker did not ask for (systemd's ``KillMode=control-group``, ``kill -TERM
+    -pgid``) is the worker's to handle: it stops claiming and lets running jobs finish."""
+
+    def __init__(self, stopping: Any):
+        self.stopping = stopping
+        self.attempt: JobProcess | None = None
+        self.interrupted = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        asked = self.stopping.value
+        if asked < ASKED_TO_CANCEL:
+            return
+        if self.attempt is not None and not self.interrupted:
+            self.interrupted = True
+            if asked == ASKED_TO_TIME_OUT:
+                raise JobTimeout(f"the run passed its timeout of {self.attempt.timeout:g} s")
+            raise JobCancelled("the worker is stopping and its shutdown grace period ran out")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(self, runtime: Any, process: JobProcess) -> Outcome:
+        """``runtime.run_attempt(process)``, interruptible by the worker; the handler is put
+        back afterwards if the job replaced it."""
+        self.attempt = process
+        try:
+            return runtime.run_attempt(process)
+        except JobInterrupted as error:  # raised while jobkit's own code, not run(), ran
+            text = "".join(traceback.format_exception(error))
+            return Outcome(status=Status.ERRORED, error=text, error_type=type(error).__name__)
+        finally:
+            self.attempt = None
+            if signal.getsignal(signal.SIGTERM) is not self:
+                signal.signal(signal.SIGTERM, self)
 
 
 def child_main(
@@ -490,7 +526,8 @@ def child_main(
     """
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(stopping))
+    interrupter = _Interrupter(stopping)
+    signal.signal(signal.SIGTERM, interrupter)
     configure_logging(log_level)
     from jobkit.runtime import Runtime, set_runtime
 
@@ -536,7 +573,7 @@ def child_main(
         started_at.value = time.monotonic()
         started.value += 1
         wall_start = time.time()
-        outcome = runtime.run_attempt(process)
+        outcome = interrupter.run(runtime, process)
         if os.getpid() != pool_child:
             # A job forked and its copy returned from run() without exiting: it must not go on
             # as a second pool child (sending outcomes, running the jobs queued here).

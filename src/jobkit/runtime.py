@@ -379,8 +379,8 @@ class Runtime:
             logger.exception("a jobkit_run_job wrapper failed for %r", job)
             return _errored(error, process, retry_delay=0.0)
         if outcome is None:
-            error = PluginError("no plugin answered jobkit_run_job (is jobkit.core blocked?)")
-            return _failed(error, str(error))
+            unanswered = PluginError("no plugin answered jobkit_run_job (is jobkit.core blocked?)")
+            return _failed(unanswered, str(unanswered))
         return outcome
 
     def rebuild_job(self, request: JobRequest) -> Job:

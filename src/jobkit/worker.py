@@ -39,6 +39,7 @@ from jobkit.records import (
     FinishReport,
     JobProcess,
     JobResult,
+    Outcome,
     Status,
     WorkerInfo,
 )
@@ -651,10 +652,15 @@ class Worker:
     def _record(self, finished: Sequence[Finished], crashed: Sequence[Crashed]) -> None:
         for item in finished:
             self._marked_started.discard(item.process.id)
+            outcome = item.outcome
+            if item.stopped is not None and outcome.status is Status.ERRORED:
+                # The run ended after the JobTimeout or JobCancelled raised in it: record it
+                # for why it was ended, with the traceback of where it was.
+                outcome = self._stopped_outcome(item.process, item.stopped, outcome.error)
             self._pending.append(
                 Completion(
                     process=item.process,
-                    outcome=item.outcome,
+                    outcome=outcome,
                     started_at=self.clock.at(item.started),
                     ended_at=self.clock.at(item.ended),
                 )
@@ -669,30 +675,40 @@ class Worker:
         the attempts it never started back in the queue."""
         if dead.running is not None:
             process = dead.running
-            if dead.reason is StopReason.TIMEOUT:
-                status, error_type = Status.ERRORED, "JobTimeout"
-                why = f"the job ran longer than its timeout of {process.timeout:g} s and was ended"
-            elif dead.reason is StopReason.CANCELLED:
-                status, error_type = Status.CANCELLED, "Cancelled"
-                why = (
-                    f"the worker was stopping and the job did not finish within the shutdown "
-                    f"grace period of {self.options.shutdown_timeout:g} s; it was ended and "
-                    f"will run again"
-                )
+            if dead.reason is not None:
+                outcome = self._stopped_outcome(process, dead.reason)
             else:
-                status, error_type = Status.LOST, "ChildDied"
                 why = f"the pool child running the job died ({describe_exit(dead.exitcode)})"
                 logger.warning("%s %s: %s", process.job_name, process.id, why)
+                outcome = self.runtime.ended_outcome(process, Status.LOST, "ChildDied", why)
             self._pending.append(
                 Completion(
                     process=process,
-                    outcome=self.runtime.ended_outcome(process, status, error_type, why),
+                    outcome=outcome,
                     started_at=None,
                     ended_at=self.clock.at(time.time()),
                 )
             )
         if dead.unstarted:
             self._release([process.id for process in dead.unstarted])
+
+    def _stopped_outcome(
+        self, process: JobProcess, reason: StopReason, detail: str = ""
+    ) -> Outcome:
+        """The outcome of an attempt this worker ended: ERRORED ``JobTimeout`` (retried by the
+        job's policy) or CANCELLED (runs again at once); ``detail`` is the run's traceback."""
+        if reason is StopReason.TIMEOUT:
+            status, error_type = Status.ERRORED, "JobTimeout"
+            why = f"the job ran longer than its timeout of {process.timeout:g} s and was ended"
+        else:
+            status, error_type = Status.CANCELLED, "Cancelled"
+            why = (
+                f"the worker was stopping and the job did not finish within the shutdown grace "
+                f"period of {self.options.shutdown_timeout:g} s; it was ended and will run again"
+            )
+        if detail:
+            why += f"; where it was when it was ended:\n\n{detail}"
+        return self.runtime.ended_outcome(process, status, error_type, why)
 
     def _release(self, ids: list[uuid.UUID]) -> None:
         if ids:

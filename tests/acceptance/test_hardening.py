@@ -14,8 +14,8 @@ import pytest
 from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, start_ready
 
-from testapp.hardening_jobs import Forks, RaisesBase
-from testapp.jobs import Record
+from testapp.hardening_jobs import CleansUp, Forks, RaisesBase
+from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
 
@@ -102,3 +102,36 @@ def test_an_async_run_is_refused_when_the_worker_imports_it(run_cli):
     assert done.returncode != 0
     assert "testapp.async_jobs" in done.stderr
     assert "async def" in done.stderr and "asyncio.run" in done.stderr
+
+
+def test_a_run_past_its_timeout_gets_job_timeout_and_its_finally_runs(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job = CleansUp("slow", seconds=60).run_in_worker(timeout=1)
+    assert job is not None
+    worker = workers.start("--burst", "--max-processes", "1")
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    assert history(db, job.job_id) == [(0, "ERRORED", "JobTimeout", False)]
+    assert [phase for _, phase, _, _ in ledger(jobkit_settings)] == ["start", "end"]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [job.job_id])
+    assert "longer than its timeout of 1 s" in error
+    assert "in run" in error and "time.sleep(self.seconds)" in error  # where it was
+    assert "jobkit.errors.JobTimeout: the run passed its timeout of 1 s" in error
+    check_invariants(db, jobkit_settings, {job.job_id: "slow"}, final_status="ERRORED")
+
+
+def test_a_run_ended_by_a_shutdown_gets_job_cancelled_and_its_finally_runs(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job = CleansUp("slow", seconds=60).run_in_worker()
+    assert job is not None
+    worker = start_ready(workers, db, "--max-processes", "1", "--shutdown-timeout", "1")
+    wait_for(lambda: ledger(jobkit_settings), 20, message="the job's start")
+    assert worker.stop(20) == 0, worker.output()
+
+    assert history(db, job.job_id) == [(0, "CANCELLED", "Cancelled", True)]
+    assert [phase for _, phase, _, _ in ledger(jobkit_settings)] == ["start", "end"]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [job.job_id])
+    assert "jobkit.errors.JobCancelled" in error and "time.sleep(self.seconds)" in error
+    check_invariants(db, jobkit_settings, {job.job_id: "slow"}, pending=[job.job_id])
