@@ -346,8 +346,19 @@ class Runtime:
         them, they are nested too deeply to parse, ``__init__`` raises ``ParameterError``), are
         ERRORED without a retry: running again cannot fix them. Anything else, a
         ``BaseException`` included, is ERRORED with its traceback and retried by the job's policy,
-        so no job can take its pool child down with it.
+        so no job can take its pool child down with it. The error text is bounded by the
+        ``error_max_length`` setting.
         """
+        return self.bounded(self._run_attempt(process))
+
+    def bounded(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with its error text cut to ``error_max_length`` characters and made
+        storable (lone surrogates escaped), so no job can send its worker an error too large to
+        hold or to write."""
+        error = storable_error(outcome.error, self.settings.error_max_length)
+        return outcome if error is outcome.error else attrs.evolve(outcome, error=error)
+
+    def _run_attempt(self, process: JobProcess) -> Outcome:
         try:
             job_class = self.registry.get(process.job_name)
         except UnknownJobError as error:
@@ -410,15 +421,17 @@ class Runtime:
         CANCELLED (a shutdown's grace ran out) runs again at once without using an attempt.
         """
         if status is Status.CANCELLED:
-            return Outcome(
+            outcome = Outcome(
                 status=status,
                 error=why,
                 error_type=error_type,
                 rerun_in=0.0,
                 rerun_uses_retry=False,
             )
+            return self.bounded(outcome)
         rerun_in = self.retry_delay(process) if process.retry_attempt < process.retries else None
-        return Outcome(status=status, error=why, error_type=error_type, rerun_in=rerun_in)
+        outcome = Outcome(status=status, error=why, error_type=error_type, rerun_in=rerun_in)
+        return self.bounded(outcome)
 
     def finish_and_claim(
         self,
@@ -569,7 +582,8 @@ class Runtime:
         notify(self.pm.hook.jobkit_job_aborted, result=result)
 
     def run_job(self, job: Job, process: JobProcess) -> Outcome:
-        """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``."""
+        """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``. (Its error
+        text is bounded already, so wrappers see what will be stored.)"""
         if self._run_chain is None:
             self._run_chain = build_chain(self.settings.middleware)
         try:
@@ -577,7 +591,7 @@ class Runtime:
         except DeferJob as deferral:
             return _deferred(deferral, process)
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
-            return _errored(error, process, job=job)
+            return self.bounded(_errored(error, process, job=job))
         return Outcome(status=Status.SUCCESSFUL)
 
 
@@ -607,6 +621,25 @@ def error_type(error: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+def storable_error(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: its head and its tail around a note of how much
+    was cut (a traceback's start and its last lines are what a reader needs), with lone
+    surrogates (from ``surrogateescape``-decoded file names) escaped so it can be encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+
+    def note(cut: int) -> str:
+        return f"\n\n[... {cut:,} characters cut (error_max_length = {limit}) ...]\n\n"
+
+    kept = limit - len(note(len(text)))  # the longest the note can be
+    head = kept // 2
+    return text[:head] + note(len(text) - kept) + text[len(text) - (kept - head) :]
 
 
 def _failed(error: BaseException, message: str) -> Outcome:

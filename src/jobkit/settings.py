@@ -54,6 +54,9 @@ class Settings:
     """Dotted paths of middleware classes, outermost first."""
     results_retention: int = 604800
     """Seconds to keep results; ``jobkit clear`` and the workers delete older ones. 0 keeps all."""
+    error_max_length: int = 65536
+    """Characters of an attempt's error (its traceback) kept in its result; a longer one keeps
+    its head and its tail and says how much was cut."""
     heartbeat_interval: float = 60
     """Seconds between a worker's heartbeats."""
     heartbeat_timeout: float = 300
@@ -122,6 +125,13 @@ def _not_negative(value: Any) -> str | None:
     return None if value >= 0 and math.isfinite(value) else "a number of seconds, 0 or more"
 
 
+def _at_least(minimum: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value >= minimum else f"an integer of {minimum} or more"
+
+    return check
+
+
 def _identifier(value: str) -> str | None:
     if _IDENTIFIER.match(value):
         return None
@@ -158,6 +168,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "database_url": _database_url,
     "schema": _identifier,
     "results_retention": _not_negative,
+    "error_max_length": _at_least(1000),
     "heartbeat_interval": _positive,
     "heartbeat_timeout": _positive,
     "shutdown_timeout": _not_negative,

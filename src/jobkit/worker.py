@@ -56,6 +56,11 @@ START_MARK_DELAY = 0.05
 worker dies, its peers record it LOST instead of running it again as if it never started)."""
 ABORTED_WAIT = 10.0
 """Seconds a stopping worker waits for ``on_aborted`` calls still running."""
+ROUND_TRIP_TEXT = 4_000_000
+"""Characters of error text one round trip carries at most (each is bounded by the
+``error_max_length`` setting); the results beyond wait for the next round trip."""
+LOGGED_ERROR = 300
+"""Characters of an error's last line a failed attempt's log line shows."""
 
 
 @attrs.define
@@ -110,7 +115,7 @@ class DatabaseClock:
 
 def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
     process, outcome = completion.process, completion.outcome
-    last_line = outcome.error.strip().rpartition("\n")[2]
+    last_line = outcome.error.strip().rpartition("\n")[2][:LOGGED_ERROR]
     then = f"retry {retry_id} enqueued" if retry_id else "no retry"
     logger.warning(
         "%s %s (attempt %d of %d) %s: %s; %s",
@@ -561,10 +566,23 @@ class Worker:
     ) -> None:
         """Hand the pending outcomes, the attempts that started since the last round trip, and
         a claim of ``limit`` jobs to the database thread."""
-        completions, self._pending = self._pending, []
+        completions = self._take_pending()
         future = self._database_thread.submit(self._finish_and_claim, completions, limit, started)
         future.add_done_callback(lambda _: self.wake())
         self._round_trip = RoundTrip(completions, limit, started, future)
+
+    def _take_pending(self) -> list[Completion]:
+        """The pending outcomes one round trip may carry: in order, up to ``ROUND_TRIP_TEXT``
+        characters of error text (at least one outcome)."""
+        size = 0
+        for taken, completion in enumerate(self._pending):
+            size += len(completion.outcome.error)
+            if taken and size > ROUND_TRIP_TEXT:
+                break
+        else:
+            taken = len(self._pending)
+        completions, self._pending = self._pending[:taken], self._pending[taken:]
+        return completions
 
     def _newly_started(self) -> list[tuple[uuid.UUID, datetime.datetime]]:
         """Attempts running in the children that the database does not know have started."""
@@ -746,18 +764,19 @@ class Worker:
             )
 
     def _write_final_results(self) -> None:
-        completions, self._pending = self._pending, []
-        try:
-            report = self.store.finish(worker_id=self.id, completions=completions)
-        except StoreUnavailable as error:
-            logger.error(
-                "could not write %d results before exiting (%s); another worker will rescue "
-                "these jobs after this worker's heartbeat times out",
-                len(completions),
-                error,
-            )
-            return
-        self._announce(completions, report)
+        while self._pending:
+            completions = self._take_pending()
+            try:
+                report = self.store.finish(worker_id=self.id, completions=completions)
+            except StoreUnavailable as error:
+                logger.error(
+                    "could not write %d results before exiting (%s); another worker will rescue "
+                    "these jobs after this worker's heartbeat times out",
+                    len(completions) + len(self._pending),
+                    error,
+                )
+                return
+            self._announce(completions, report)
 
     def _announce(self, completions: Sequence[Completion], report: FinishReport) -> None:
         """Count and announce the results ``report`` says were written."""

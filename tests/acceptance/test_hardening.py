@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, start_ready
 
-from testapp.hardening_jobs import CleansUp, Forks, RaisesBase
+from testapp.hardening_jobs import CleansUp, Forks, HugeError, RaisesBase
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
@@ -135,3 +136,44 @@ def test_a_run_ended_by_a_shutdown_gets_job_cancelled_and_its_finally_runs(
     error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [job.job_id])
     assert "jobkit.errors.JobCancelled" in error and "time.sleep(self.seconds)" in error
     check_invariants(db, jobkit_settings, {job.job_id: "slow"}, pending=[job.job_id])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory process ``pid`` has used (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_a_huge_error_is_cut_in_the_child_and_never_reaches_the_worker_whole(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    huge = HugeError("huge", 200_000_000).run_in_worker()
+    assert huge is not None
+    jobs = {huge.job_id: "huge"} | enqueue(
+        jobkit_runtime, [HugeError(f"big-{n}", 1_000_000) for n in range(20)]
+    )
+    worker = start_ready(workers, db, "--max-processes", "2")
+    baseline = peak_rss_mb(worker.pid)
+    wait_for(lambda: finished(db, jobs), 60, message="every job's result")
+    grown = peak_rss_mb(worker.pid) - baseline
+    assert worker.stop(10) == 0, worker.output()
+
+    errors = db.query(
+        "SELECT length(error), left(error, 200), right(error, 200) FROM {schema}.results"
+    )
+    assert len(errors) == 21
+    for length, head, tail in errors:
+        assert length <= 65536
+        assert head.startswith("Traceback (most recent call last)")
+        assert "TAIL" in tail
+    assert (
+        db.value(
+            "SELECT count(*) FROM {schema}.results WHERE error LIKE %s",
+            ["%characters cut (error_max_length = 65536)%"],
+        )
+        == 21
+    )
+    assert grown < 100, f"the worker's main process grew by {grown:.0f} MB"
+    check_invariants(db, jobkit_settings, jobs, final_status="ERRORED")

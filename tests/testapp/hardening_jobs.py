@@ -64,3 +64,17 @@ class CleansUp(Job):
             time.sleep(self.seconds)
         finally:
             record(self, self.key, "end")
+
+
+@register_job(name="testapp.HugeError")
+class HugeError(Job):
+    """Raises an error whose message is ``size`` characters long, starting ``HEAD`` and ending
+    ``TAIL``."""
+
+    def __init__(self, key: str, size: int):
+        self.key = key
+        self.size = size
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        raise ValueError("HEAD" + "x" * self.size + "TAIL")
