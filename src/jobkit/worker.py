@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from jobkit.errors import JobkitError, StoreError, StoreUnavailable
+from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
 from jobkit.middleware import build_chain
 from jobkit.plugins import notify
 from jobkit.pool import Crashed, Finished, StopReason, WorkerPool, describe_exit
@@ -111,6 +111,24 @@ class DatabaseClock:
 
     def at(self, wall_time: float) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(wall_time + self.offset, datetime.UTC)
+
+
+def unwritable(completion: Completion, error: Exception) -> Outcome:
+    """What to record for an attempt whose result the database refused: ERRORED without a
+    retry, saying what the attempt's outcome was and why it could not be written (in ASCII, which
+    any database takes)."""
+    outcome = completion.outcome
+    shown = f"{outcome.status.value} {outcome.error_type}".strip()
+    detail = outcome.error[:2000].encode("ascii", "backslashreplace").decode("ascii")
+    cause = f"{type(error).__name__}: {error}"[:2000].encode("ascii", "backslashreplace")
+    return Outcome(
+        status=Status.ERRORED,
+        error=(
+            f"the result of this attempt ({shown}) could not be written: {cause.decode('ascii')}"
+            + (f"\n\nits error began:\n{detail}" if detail else "")
+        ).replace("\x00", "\\x00"),
+        error_type="ResultNotWritten",
+    )
 
 
 def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
@@ -254,6 +272,10 @@ class Worker:
         # Attempts whose start the database knows (so a rescue records them LOST rather than
         # putting them back unstarted); forgotten when their result is recorded.
         self._marked_started: set[uuid.UUID] = set()
+        # Outcomes of a round trip that failed for one of them: each goes in a round trip of its
+        # own until it is written; those already replaced by an ERRORED placeholder.
+        self._alone: set[uuid.UUID] = set()
+        self._fallen_back: set[uuid.UUID] = set()
         # A claim whose answer was lost, or a release that failed, leaves attempts this worker
         # owns in the database but does not hold: return them once the database answers.
         self._reconcile_due = False
@@ -573,10 +595,14 @@ class Worker:
 
     def _take_pending(self) -> list[Completion]:
         """The pending outcomes one round trip may carry: in order, up to ``ROUND_TRIP_TEXT``
-        characters of error text (at least one outcome)."""
+        characters of error text (at least one outcome); an outcome to be written alone (after
+        a round trip that failed with it) goes alone."""
         size = 0
         for taken, completion in enumerate(self._pending):
             size += len(completion.outcome.error)
+            if completion.process.id in self._alone:
+                taken = max(taken, 1)  # alone, or the outcomes before it without it
+                break
             if taken and size > ROUND_TRIP_TEXT:
                 break
         else:
@@ -619,14 +645,20 @@ class Worker:
         round_trip, self._round_trip = self._round_trip, None
         try:
             report, claimed, next_start = round_trip.future.result()
-        except StoreUnavailable as error:
-            self._pending[:0] = round_trip.completions
-            if round_trip.limit:
-                self._reconcile_due = True  # the claim may have committed
-            self._back_off("writing results and claiming", error)
+        except Exception as error:
+            # A claim (or a deferral's transaction of its own) may have committed.
+            self._reconcile_due = self._reconcile_due or bool(round_trip.limit)
+            self._claim_due = True
+            if self._results_failed(round_trip.completions, error):
+                self._back_off("writing results and claiming", error)
             return
         self._backoff_reset()
-        self._marked_started.update(attempt for attempt, _ in round_trip.started)
+        for completion in round_trip.completions:
+            self._alone.discard(completion.process.id)
+            self._fallen_back.discard(completion.process.id)
+        # Marks of attempts that ended meanwhile would never be forgotten (_record has run).
+        running = {process.id for _, process, _ in self.pool.running()}
+        self._marked_started.update(id_ for id_, _ in round_trip.started if id_ in running)
         self._announce(round_trip.completions, report)
         if any(report.written.values()):
             # A retry or deferral was enqueued: it may be ready now, so look before --burst ends.
@@ -642,6 +674,63 @@ class Worker:
             )
         undelivered = claimed if self.stopping else self.pool.dispatch(claimed)
         self._release([process.id for process in undelivered])
+
+    def _results_failed(self, completions: list[Completion], error: Exception) -> bool:
+        """Keep every outcome of a failed write; return whether to retry it as it was.
+
+        A connection failure, or an error of the database's state (disk full, read-only), is
+        retried as it was, after a backoff. Anything else (the database refused a value, a
+        plugin or ``should_enqueue`` raised) is one outcome's fault: the outcomes are then
+        written one per round trip, and the one that still fails is written as ERRORED with a
+        message that says why, so every other outcome is written once and the worker goes on.
+        """
+        self._pending[:0] = completions
+        if isinstance(error, StoreError) and not isinstance(error, StoreDataError):
+            return True
+        if not completions:
+            logger.error(
+                "claiming failed: %s",
+                error,
+                exc_info=None if isinstance(error, StoreError) else error,
+            )
+            return True
+        if len(completions) > 1:
+            logger.error(
+                "writing %d results failed (%s); writing them one at a time to find the one "
+                "that cannot be written",
+                len(completions),
+                error,
+            )
+            self._alone.update(completion.process.id for completion in completions)
+            return False
+        [completion] = completions
+        process = completion.process
+        self._pending.remove(completion)
+        # The store names what it refused; anything else (a plugin, should_enqueue) needs its
+        # traceback.
+        trace = None if isinstance(error, StoreError) else error
+        if process.id in self._fallen_back:
+            logger.error(
+                "could not write even a placeholder result for %s %s (%s); it stays claimed "
+                "by this worker, and is rescued as LOST once this worker stops",
+                process.job_name,
+                process.id,
+                error,
+                exc_info=trace,
+            )
+            self._alone.discard(process.id)
+            self._fallen_back.discard(process.id)
+            return False
+        logger.error(
+            "could not write the result of %s %s (%s); recording it ERRORED instead",
+            process.job_name,
+            process.id,
+            error,
+            exc_info=trace,
+        )
+        self._fallen_back.add(process.id)
+        self._pending.insert(0, attrs.evolve(completion, outcome=unwritable(completion, error)))
+        return False
 
     def _drain_listener(self) -> bool:
         assert self.listener is not None
@@ -767,15 +856,19 @@ class Worker:
         while self._pending:
             completions = self._take_pending()
             try:
-                report = self.store.finish(worker_id=self.id, completions=completions)
-            except StoreUnavailable as error:
-                logger.error(
-                    "could not write %d results before exiting (%s); another worker will rescue "
-                    "these jobs after this worker's heartbeat times out",
-                    len(completions) + len(self._pending),
-                    error,
+                report, _ = self.runtime.finish_and_claim(
+                    worker_id=self.id, completions=completions
                 )
-                return
+            except Exception as error:
+                if self._results_failed(completions, error):
+                    logger.error(
+                        "could not write %d results before exiting (%s); another worker will "
+                        "rescue these jobs after this worker's heartbeat times out",
+                        len(self._pending),
+                        error,
+                    )
+                    return
+                continue
             self._announce(completions, report)
 
     def _announce(self, completions: Sequence[Completion], report: FinishReport) -> None:
@@ -857,7 +950,7 @@ class Worker:
         if deleted:
             logger.info("deleted %d results older than %d seconds", deleted, retention)
 
-    def _back_off(self, what: str, error: JobkitError) -> None:
+    def _back_off(self, what: str, error: Exception) -> None:
         """Wait before the next database call: doubling from 0.1 s, capped, with jitter so
         workers that lost the database together do not return together."""
         self._failures += 1

@@ -15,7 +15,16 @@ import pytest
 from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, start_ready
 
-from testapp.hardening_jobs import CleansUp, Forks, HugeError, RaisesBase
+from testapp.hardening_jobs import (
+    BacksOffForever,
+    CleansUp,
+    DefersForever,
+    Forks,
+    HugeError,
+    RaisesBase,
+    RefusedResult,
+    SurrogateError,
+)
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
@@ -177,3 +186,66 @@ def test_a_huge_error_is_cut_in_the_child_and_never_reaches_the_worker_whole(
     )
     assert grown < 100, f"the worker's main process grew by {grown:.0f} MB"
     check_invariants(db, jobkit_settings, jobs, final_status="ERRORED")
+
+
+def test_a_result_the_database_refuses_is_errored_and_every_other_result_is_written_once(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    worker = start_ready(
+        workers,
+        db,
+        "--max-processes",
+        "2",
+        env={"JOBKIT_PLUGINS": "testapp.refusing_plugin"},
+        allowed_tracebacks=["DatetimeFieldOverflow"],  # MERGE: gone once the store classifies
+    )
+    refused = RefusedResult("refused").run_in_worker(retries=3)
+    assert refused is not None
+    jobs = {refused.job_id: "refused"} | enqueue(
+        jobkit_runtime, [Record(f"batch-{n}") for n in range(20)]
+    )
+    wait_for(lambda: finished(db, jobs), 30, message="every result, the refused one included")
+    later = enqueue(jobkit_runtime, [Record(f"later-{n}") for n in range(5)])
+    wait_for(lambda: finished(db, later), 30, message="jobs after the refused result")
+    assert worker.poll() is None, worker.output()
+    assert worker.stop(10) == 0, worker.output()
+
+    assert history(db, refused.job_id) == [(0, "ERRORED", "ResultNotWritten", False)]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [refused.job_id])
+    assert error.startswith("the result of this attempt (DEFERRED) could not be written")
+    check_invariants(db, jobkit_settings, jobs | later, final_status={refused.job_id: "ERRORED"})
+    assert set(ledger_starts(jobkit_settings).values()) == {1}
+
+
+def test_the_poison_outcomes_the_review_found_leave_the_worker_running(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    worker = start_ready(
+        workers,
+        db,
+        "--max-processes",
+        "2",
+        allowed_tracebacks=["DatetimeFieldOverflow"],  # MERGE: gone once delays are validated
+    )
+    poison = [SurrogateError("surrogate"), DefersForever("defers"), BacksOffForever("backs-off")]
+    jobs = enqueue(jobkit_runtime, poison)
+    jobs |= enqueue(jobkit_runtime, [Record(f"batch-{n}") for n in range(20)])
+    wait_for(lambda: finished(db, jobs), 30, message="every result")
+    later = enqueue(jobkit_runtime, [Record(f"later-{n}") for n in range(5)])
+    wait_for(lambda: finished(db, later), 30, message="jobs after the poison")
+    assert worker.poll() is None, worker.output()
+    assert worker.stop(10) == 0, worker.output()
+
+    ids = {key: job_id for job_id, key in jobs.items()}
+    assert [status for _, status, _, _ in history(db, ids["surrogate"])] == ["ERRORED"]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [ids["surrogate"]])
+    assert "/data/caf\\udce9.csv" in error
+    for key in ("defers", "backs-off"):
+        [(attempt, status, _, retried)] = history(db, ids[key])
+        assert (attempt, status, retried) == (0, "ERRORED", False), key
+    check_invariants(
+        db,
+        jobkit_settings,
+        jobs | later,
+        final_status=dict.fromkeys([ids["surrogate"], ids["defers"], ids["backs-off"]], "ERRORED"),
+    )

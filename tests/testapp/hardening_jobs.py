@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from jobkit import Job, register_job
+from jobkit import DeferJob, Job, register_job
 from testapp.jobs import record
 
 
@@ -78,3 +78,59 @@ class HugeError(Job):
     def run(self) -> None:
         record(self, self.key, "start")
         raise ValueError("HEAD" + "x" * self.size + "TAIL")
+
+
+@register_job(name="testapp.RefusedResult")
+class RefusedResult(Job):
+    """Runs like ``Record``; ``testapp.refusing_plugin`` turns its outcome into one the database
+    refuses to store."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+
+
+@register_job(name="testapp.SurrogateError")
+class SurrogateError(Job):
+    """Raises an error whose text holds a lone surrogate, as ``surrogateescape``-decoded file
+    names do."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        raise FileNotFoundError(b"/data/caf\xe9.csv".decode("utf-8", "surrogateescape"))
+
+
+@register_job(name="testapp.DefersForever")
+class DefersForever(Job):
+    """Defers itself by 10**13 seconds, past what PostgreSQL's timestamps can hold."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        raise DeferJob(delay=1e13)
+
+
+@register_job(name="testapp.BacksOffForever")
+class BacksOffForever(Job):
+    """Fails, and asks to be retried after a delay past what PostgreSQL's timestamps can
+    hold (as ``2**attempt`` gets there at attempt 44)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def default_retries(self) -> int:
+        return 3
+
+    def calculate_retry_delay(self, attempt: int) -> float:
+        return 2.0**44
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        raise ValueError("fails, to be retried much later")
