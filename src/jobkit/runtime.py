@@ -654,15 +654,19 @@ def _errored(
     retry_delay: float | None = None,
 ) -> Outcome:
     rerun_in = None
+    text = "".join(traceback.format_exception(error))
     if process.retry_attempt < process.retries:
         rerun_in = retry_delay
         if job is not None:
+            attempt = process.retry_attempt + 1
             try:
-                rerun_in = seconds(job.calculate_retry_delay(process.retry_attempt + 1))
+                rerun_in = seconds(job.calculate_retry_delay(attempt))
+            except ParameterError as problem:  # a delay no clock can schedule (2**attempt grew)
+                rerun_in = None
+                text += f"\nNot retried: calculate_retry_delay({attempt}): {problem}\n"
             except Exception:
                 logger.exception("%r.calculate_retry_delay failed; retrying without delay", job)
                 rerun_in = 0.0
-    text = "".join(traceback.format_exception(error))
     return Outcome(
         status=Status.ERRORED, error=text, error_type=error_type(error), rerun_in=rerun_in
     )
