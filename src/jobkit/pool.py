@@ -42,6 +42,14 @@ _CONTEXT = multiprocessing.get_context("spawn")
 ASKED_TO_STOP, ASKED_TO_CANCEL, ASKED_TO_TIME_OUT = 1, 2, 3
 """Values of a child's shared ``stopping`` flag: exit after the running attempt; end it now for a
 shutdown (``JobCancelled``); end it now for its timeout (``JobTimeout``)."""
+PREFETCH_HORIZON = 0.05
+"""Seconds of work a pool child is given ahead, by the recent average run time: a job claimed
+ahead starts within about this long, so jobs that idle peers could run now are not held back."""
+IDLE_RESET = 1.0
+"""Seconds without a job in flight after which the pool forgets the average run time, and
+claims one job per child again until it learns the next one."""
+RUN_TIME_WEIGHT = 0.3
+"""Weight of the newest run in the average run time (an exponential moving average)."""
 KILL_GRACE = 1.0
 """Seconds a run has to end after ``JobTimeout`` or ``JobCancelled`` was raised in it (on SIGTERM)
 before its child is killed (SIGKILL)."""
@@ -158,11 +166,16 @@ class Child:
     def sentinel(self) -> int:
         return self.process.sentinel
 
-    def room(self, max_pending: int) -> int:
-        """How many more attempts this child may be given now."""
+    def room(self, depth: int, now: float) -> int:
+        """How many more attempts this child may be given now: up to ``depth`` held in all,
+        and none while the attempt it runs has run longer than ``PREFETCH_HORIZON`` (a job
+        queued behind it would wait that long)."""
         if not self.ready or self.stopping.value or self.terminated_at is not None:
             return 0
-        room = max_pending - len(self.assigned)
+        running = self.running()
+        if running is not None and now - running[1] > PREFETCH_HORIZON:
+            return 0
+        room = depth - len(self.assigned)
         if self.quota is not None:
             room = min(room, self.quota - self.dispatched)
         return max(0, room)
@@ -225,6 +238,9 @@ class WorkerPool:
         self.log_level = log_level
         self.children: list[Child] = []
         self.closing = False
+        self.average_run: float | None = None
+        """Seconds the recent attempts ran (a moving average); None until one has ended."""
+        self._last_busy = time.monotonic()
         self._numbers = iter(range(1, 1_000_000_000))
         self._start_failures = 0
         self._respawn_at = 0.0
@@ -256,13 +272,22 @@ class WorkerPool:
 
     # Work ------------------------------------------------------------------------------------
 
-    @property
-    def capacity(self) -> int:
-        """Attempts the pool holds when every child is full."""
-        return self.size * self.max_pending
+    def depth(self, now: float) -> int:
+        """How many attempts a child holds at most (the one it runs included): as many as it
+        runs in ``PREFETCH_HORIZON`` at the recent average, between 1 and ``max_pending``;
+        1 while the average is unknown, so fresh workers share slow jobs with their peers."""
+        if self.in_flight:
+            self._last_busy = now
+        elif now - self._last_busy > IDLE_RESET:
+            self.average_run = None
+        if self.average_run is None:
+            return 1
+        return max(1, min(self.max_pending, int(PREFETCH_HORIZON / max(self.average_run, 1e-6))))
 
     def free_slots(self) -> int:
-        return sum(child.room(self.max_pending) for child in self.children)
+        now = time.monotonic()
+        depth = self.depth(now)
+        return sum(child.room(depth, now) for child in self.children)
 
     @property
     def in_flight(self) -> int:
@@ -273,12 +298,15 @@ class WorkerPool:
         return the ones no child could take (every child died while they were claimed)."""
         batches: dict[Child, list[JobProcess]] = {}
         ready = [child for child in self.children if child.ready]
+        now = time.monotonic()
+        depth = self.depth(now)
+        room = {child: child.room(depth, now) for child in ready}
         undelivered = []
         for process in processes:
             if not ready:
                 undelivered.append(process)
                 continue
-            child = max(ready, key=lambda c: c.room(self.max_pending) - len(batches.get(c, ())))
+            child = max(ready, key=lambda c: room[c] - len(batches.get(c, ())))
             batches.setdefault(child, []).append(process)
         for child, batch in batches.items():
             child.send(batch)
@@ -382,8 +410,16 @@ class WorkerPool:
                 )
                 stopped = child.stop_reason if process is child.stopped_attempt else None
                 finished.append(Finished(process, outcome, started, ended, stopped))
+                self._learn(ended - started)
         except (EOFError, ConnectionResetError, OSError):
             pass
+
+    def _learn(self, run_time: float) -> None:
+        run_time = max(0.0, run_time)
+        if self.average_run is None:
+            self.average_run = run_time
+        else:
+            self.average_run += RUN_TIME_WEIGHT * (run_time - self.average_run)
 
     def _started(self, child: Child, message: tuple[str, ...]) -> None:
         if message[0] == "ready":

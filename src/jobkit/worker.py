@@ -660,20 +660,20 @@ class Worker:
         running = {process.id for _, process, _ in self.pool.running()}
         self._marked_started.update(id_ for id_, _ in round_trip.started if id_ in running)
         self._announce(round_trip.completions, report)
+        if round_trip.limit:
+            self._claim_due = len(claimed) == round_trip.limit
+            self._claimed_nothing = not claimed
+            if not self._claim_due:
+                wait = self.options.poll_interval
+                self._next_poll = time.monotonic() + (
+                    wait if next_start is None else min(wait, next_start)
+                )
+            undelivered = claimed if self.stopping else self.pool.dispatch(claimed)
+            self._release([process.id for process in undelivered])
         if any(report.written.values()):
-            # A retry or deferral was enqueued: it may be ready now, so look before --burst ends.
+            # A retry or deferral was enqueued, after this round trip's claim looked: it may be
+            # ready now, so look again (before --burst ends).
             self._claim_due, self._claimed_nothing = True, False
-        if not round_trip.limit:
-            return
-        self._claim_due = len(claimed) == round_trip.limit
-        self._claimed_nothing = not claimed
-        if not self._claim_due:
-            wait = self.options.poll_interval
-            self._next_poll = time.monotonic() + (
-                wait if next_start is None else min(wait, next_start)
-            )
-        undelivered = claimed if self.stopping else self.pool.dispatch(claimed)
-        self._release([process.id for process in undelivered])
 
     def _results_failed(self, completions: list[Completion], error: Exception) -> bool:
         """Keep every outcome of a failed write; return whether to retry it as it was.

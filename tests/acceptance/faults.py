@@ -83,6 +83,16 @@ def retry_through_outage(action: Callable[[], T], timeout: float = 30.0) -> T:
 # Workers ----------------------------------------------------------------------------------------
 
 
+def teach_fast_runs(runtime: Any) -> Any:
+    """Enqueue a no-op job ahead of the others (a higher priority), for tests that need jobs
+    claimed and held unstarted: a fresh worker claims one job per child until it has timed a
+    run, and once this one has run in a moment its next claim fills its children ten deep.
+    Returns the no-op's request."""
+    from testapp.jobs import Noop
+
+    return Noop().run_in_worker(priority=100)
+
+
 def jobkit_command() -> list[str]:
     """The venv's ``jobkit`` console script, or ``python -m jobkit`` when there is none."""
     script = Path(sys.executable).with_name("jobkit")

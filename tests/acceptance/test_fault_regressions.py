@@ -9,7 +9,14 @@ import signal
 import time
 
 import pytest
-from faults import Cluster, WorkerLauncher, backends_of, terminate_backends, wait_for
+from faults import (
+    Cluster,
+    WorkerLauncher,
+    backends_of,
+    teach_fast_runs,
+    terminate_backends,
+    wait_for,
+)
 from test_faults import (
     SLOW_POLL,
     enqueue,
@@ -72,6 +79,7 @@ def test_a_killed_worker_s_unstarted_jobs_still_run_without_retries(
     workers, jobkit_runtime, jobkit_settings, ledger_ready, db
 ):
     doomed = start_ready(workers, db, "--max-processes", "2")
+    teach_fast_runs(jobkit_runtime)
     jobs = enqueue(jobkit_runtime, [Record(f"j{n}", seconds=3) for n in range(6)], retries=0)
     wait_for(lambda: db.count("processes") == 6, message="all claimed by the first worker")
     wait_for(lambda: len(ledger_starts(jobkit_settings)) == 2, message="two started")
@@ -196,10 +204,11 @@ def test_unstarted_jobs_whose_release_failed_are_not_stranded(
     victim = Sleeper("victim", seconds=30, only_first_run=True).run_in_worker(retries=1)
     jobs = {victim.job_id: "victim"}
     jobs |= enqueue(jobkit_runtime, [Record(f"queued-{n}") for n in range(3)])
+    teach_fast_runs(jobkit_runtime)
     proxy = CuttingProxy(db.url)
     try:
-        # One child, handed all four jobs; when it dies, the three it never started are
-        # released, and that release is lost on the way to the database.
+        # One child, handed all four jobs after the quick warm-up; when it dies, the three it
+        # never started are released, and that release is lost on the way to the database.
         worker = workers.start("--max-processes", "1", env={"JOBKIT_DATABASE_URL": proxy.url})
         [(pid, _, _)] = wait_for(lambda: runs(db, "victim"), message="the victim's start")
         proxy.arm(b"released AS", forward=False)

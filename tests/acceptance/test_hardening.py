@@ -249,3 +249,25 @@ def test_the_poison_outcomes_the_review_found_leave_the_worker_running(
         jobs | later,
         final_status=dict.fromkeys([ids["surrogate"], ids["defers"], ids["backs-off"]], "ERRORED"),
     )
+
+
+def test_idle_workers_share_slow_jobs_instead_of_one_hoarding_them(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    group = [start_ready(workers, db, "--max-processes", "2") for _ in range(3)]
+    enqueued_at = db.value("SELECT clock_timestamp()")
+    jobs = enqueue(jobkit_runtime, [Record(f"slow-{n}", seconds=3) for n in range(12)])
+    wait_for(lambda: finished(db, jobs), 40, message="the twelve slow jobs")
+    makespan = db.value(
+        "SELECT extract(epoch FROM max(at) - %s)::float8 FROM {schema}.ledger WHERE phase = 'end'",
+        [enqueued_at],
+    )
+    per_worker = db.query(
+        "SELECT count(*) FROM {schema}.results GROUP BY worker_id ORDER BY count(*) DESC"
+    )
+    for worker in group:
+        assert worker.stop(15) == 0, worker.output()
+
+    # 12 jobs of 3 s on 6 children: two rounds, 6 s; one worker holding them all takes 18 s.
+    assert makespan <= 7, f"makespan {makespan:.1f} s; jobs per worker {per_worker}"
+    check_invariants(db, jobkit_settings, jobs)

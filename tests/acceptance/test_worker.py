@@ -79,9 +79,11 @@ def test_idle_worker_starts_a_job_at_once_when_it_is_enqueued(
 def test_signal_stops_claiming_and_lets_the_running_job_finish(
     start_worker, wait_until, jobkit_runtime, jobkit_settings, ledger_ready, db, signum
 ):
+    # A worker claims one job per child until it has timed a run: the quick first job teaches
+    # it that jobs are fast, so the next claim hands the only child the four others at once.
+    warm_up = Noop().run_in_worker(priority=1)
     running = Record("running", seconds=2).run_in_worker()
     queued = jobkit_runtime.enqueue_many([Record(f"queued-{n}") for n in range(3)])
-    # One child: it is handed all four jobs at once and starts the first.
     worker = start_worker("--max-processes", "1")
     wait_until(lambda: "running" in ledger_keys(jobkit_settings, "start"), message="job start")
     assert db.count("processes") == 4  # claimed: one running, three waiting in the child
@@ -96,7 +98,8 @@ def test_signal_stops_claiming_and_lets_the_running_job_finish(
     assert ledger_keys(jobkit_settings, "end") == ["running"]
     result = jobkit_runtime.get_result(running.id)
     assert result is not None and result.status is Status.SUCCESSFUL
-    assert db.count("results") == 1
+    assert db.count("results") == 2
+    assert jobkit_runtime.get_result(warm_up.id).status is Status.SUCCESSFUL
     # The claimed jobs it never started went back to the queue unchanged, and the job
     # enqueued after the signal was not claimed.
     pending = db.query("SELECT id, retry_attempt FROM {schema}.requests")
