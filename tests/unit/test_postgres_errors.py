@@ -7,12 +7,14 @@ import pytest
 from psycopg import errors
 
 from jobkit.builtin.postgres.store import (
+    PostgresStore,
     SchemaMissing,
     _storable_headers,
     _storable_text,
     store_error,
 )
 from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
+from jobkit.settings import MAX_SCHEMA_LENGTH
 
 
 @pytest.mark.parametrize(
@@ -108,3 +110,8 @@ def test_storable_text_escapes_nul_and_surrogates(text, stored):
 def test_storable_headers_escape_keys_and_values():
     assert _storable_headers({}) == "{}"
     assert _storable_headers({"k\udce9": "v\x00"}) == '{"k\\\\udce9": "v\\\\x00"}'
+
+
+def test_the_longest_schema_name_leaves_room_for_the_channel_name():
+    store = PostgresStore("postgresql://nobody@127.0.0.1:9/none", "s" * MAX_SCHEMA_LENGTH)
+    assert len(store.channel.encode()) == 63
