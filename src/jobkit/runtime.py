@@ -69,6 +69,11 @@ rows of at most about 2,700 bytes, so this leaves the job name room to spare."""
 _enqueue_connection: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "jobkit_enqueue_connection", default=None
 )
+ActiveJobs = tuple[list[JobRequest], list[JobProcess]]
+# What find_active read during the should_enqueue decision in progress, by (job name, key).
+_decision_reads: contextvars.ContextVar[dict[tuple[str, str | None], ActiveJobs] | None] = (
+    contextvars.ContextVar("jobkit_decision_reads", default=None)
+)
 
 
 class Runtime:
@@ -298,16 +303,17 @@ class Runtime:
         return self.pm.hook.jobkit_should_enqueue(job=job, request=request) is not False
 
     def _allowed(self, job: Job, request: JobRequest) -> bool:
-        if not job.should_enqueue(request.concurrency_key):
-            logger.debug(
-                "%r not enqueued: should_enqueue() declined (concurrency key %r)",
-                job,
-                request.concurrency_key,
-            )
-            return False
-        if not self._plugins_allow(job, request):
-            logger.debug("%r not enqueued: a jobkit_should_enqueue plugin declined", job)
-            return False
+        with _one_decision():
+            if not job.should_enqueue(request.concurrency_key):
+                logger.debug(
+                    "%r not enqueued: should_enqueue() declined (concurrency key %r)",
+                    job,
+                    request.concurrency_key,
+                )
+                return False
+            if not self._plugins_allow(job, request):
+                logger.debug("%r not enqueued: a jobkit_should_enqueue plugin declined", job)
+                return False
         return True
 
     def _enqueue_lock(
@@ -331,15 +337,31 @@ class Runtime:
             )
         return lock
 
-    def find_active(
-        self, job_class: type[Job], concurrency_key: str | None
-    ) -> tuple[list[JobRequest], list[JobProcess]]:
-        """Pending and running attempts of ``job_class``, seen from the enqueue in progress."""
-        return self.store.find_active(
-            job_name=self.registry.name_of(job_class),
-            concurrency_key=concurrency_key,
-            connection=_enqueue_connection.get(),
-        )
+    def find_active(self, job_class: type[Job], concurrency_key: str | None) -> ActiveJobs:
+        """Pending and running attempts of ``job_class``, seen from the enqueue in progress.
+
+        Within one decision (``_allowed``), each key is read once, pending and running
+        together, and later calls answer from that read: so ``get_processing_jobs()`` then
+        ``get_requested_jobs()`` see one moment, and a job claimed in between is in one of the
+        lists, never in neither. A read of every key (None) answers for each key as well."""
+        name = self.registry.name_of(job_class)
+        reads = _decision_reads.get()
+        if reads is None:
+            return self.store.find_active(
+                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
+            )
+        if (name, concurrency_key) not in reads and (name, None) in reads:
+            requests, processes = reads[name, None]
+            reads[name, concurrency_key] = (
+                [request for request in requests if request.concurrency_key == concurrency_key],
+                [process for process in processes if process.concurrency_key == concurrency_key],
+            )
+        if (name, concurrency_key) not in reads:
+            reads[name, concurrency_key] = self.store.find_active(
+                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
+            )
+        requests, processes = reads[name, concurrency_key]
+        return list(requests), list(processes)
 
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
         return self.store.get_result(uuid.UUID(str(attempt_id)))
@@ -740,6 +762,16 @@ def _caller() -> str:
     while frame is not None and frame.f_code.co_filename.startswith(_JOBKIT_DIR):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+
+
+@contextlib.contextmanager
+def _one_decision() -> Iterator[None]:
+    """Let ``find_active`` answer from one read per job and key until the block ends."""
+    token = _decision_reads.set({})
+    try:
+        yield
+    finally:
+        _decision_reads.reset(token)
 
 
 @contextlib.contextmanager

@@ -121,26 +121,41 @@ def _store_errors() -> Iterator[None]:
         raise store_error(error) from error
 
 
+def _record(record_class: type[RecordT], data: dict[str, Any]) -> RecordT:
+    """``record_class`` from a row's columns by name, with ``headers`` selected as JSON text."""
+    headers = data["headers"]
+    data["headers"] = {} if headers == "{}" else json.loads(headers)
+    if "status" in data:
+        data["status"] = Status(data["status"])
+    return record_class(**data)
+
+
 def _make_record(
     record_class: type[RecordT],
 ) -> Callable[[Any], Callable[[Sequence[Any]], RecordT]]:
     """A psycopg row factory building ``record_class`` from rows that select its columns by
-    name, with ``headers`` selected as JSON text."""
+    name."""
 
     def factory(cursor: Any) -> Callable[[Sequence[Any]], RecordT]:
         names = [column.name for column in cursor.description]
-
-        def make(values: Sequence[Any]) -> RecordT:
-            data = dict(zip(names, values, strict=True))
-            headers = data["headers"]
-            data["headers"] = {} if headers == "{}" else json.loads(headers)
-            if "status" in data:
-                data["status"] = Status(data["status"])
-            return record_class(**data)
-
-        return make
+        return lambda values: _record(record_class, dict(zip(names, values, strict=True)))
 
     return factory
+
+
+def _active(cursor: Any) -> Callable[[Sequence[Any]], JobRequest | JobProcess]:
+    """The row factory of ``find_active``: a JobRequest from a 'requested' row, a JobProcess
+    from a 'processing' one (whose last columns, worker_id and claimed_at, requests lack)."""
+    names = [column.name for column in cursor.description][1:]
+    request_names = names[: names.index("worker_id")]
+
+    def make(values: Sequence[Any]) -> JobRequest | JobProcess:
+        kind, *columns = values
+        if kind == "requested":
+            return _record(JobRequest, dict(zip(request_names, columns, strict=False)))
+        return _record(JobProcess, dict(zip(names, columns, strict=True)))
+
+    return make
 
 
 class PostgresListener:
@@ -376,9 +391,14 @@ class PostgresStore:
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
     ) -> tuple[list[JobRequest], list[JobProcess]]:
         params = {"job_name": job_name, "concurrency_key": concurrency_key}
-        with self._connection(connection) as conn:
-            requests = self._fetch(conn, "find_active_requests", params, JobRequest)
-            processes = self._fetch(conn, "find_active_processes", params, JobProcess)
+        requests: list[JobRequest] = []
+        processes: list[JobProcess] = []
+        with self._connection(connection) as conn, conn.cursor(row_factory=_active) as cursor:
+            for record in cursor.execute(self.queries["find_active"], params):
+                if isinstance(record, JobProcess):
+                    processes.append(record)
+                else:
+                    requests.append(record)
         return requests, processes
 
     def _fetch(
