@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import os
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -261,6 +262,7 @@ class PostgresStore:
             timeout=10,
             open=False,
             name=f"jobkit:{schema}",
+            check=self._check_pooled,
         )
         self._opened = False
         self._direct: psycopg.Connection[Any] | None = None
@@ -285,6 +287,25 @@ class PostgresStore:
             self._opened = True
         with _store_errors(), self._pool.connection() as pooled:
             yield pooled
+
+    def _check_pooled(self, connection: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection before it hands it out, so that a restart of the
+        database costs no enqueue: a connection the server closed while it sat in the pool is
+        replaced before a statement is sent on it (so nothing needs to be retried).
+
+        A healthy idle connection has nothing to read, so it is handed out without a round
+        trip; one whose socket became readable (the server's goodbye, or EOF) is pinged. When
+        the ping fails, the server ended every session, so the idle ones beside it are gone
+        too: the pool is drained to replace them all now. (The pool tries the next connection
+        at once after the first failed check, but waits 1, 2, 4 s ... after further ones.)"""
+        try:
+            poll = select.poll()
+            poll.register(connection.fileno(), select.POLLIN)
+            if poll.poll(0):
+                psycopg_pool.ConnectionPool.check_connection(connection)
+        except psycopg.Error:
+            self._pool.drain()
+            raise
 
     def _check_reachable(self) -> None:
         """Fail at once, naming the server, rather than after the pool's timeout."""
