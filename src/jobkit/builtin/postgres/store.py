@@ -52,6 +52,9 @@ _SERVER_ENDED_SESSION = {
 """SQLSTATEs outside class 08 (connection exception) that mean this connection is gone or none
 can be had now, while the same statement on a new connection later may well work."""
 
+_DETAIL_SHOWN = 200
+"""Characters of the server's detail line that an error message quotes."""
+
 _REFUSED_VALUES = ("22", "23", "54")
 """SQLSTATE classes of values the database refuses: data exception (out of range, invalid
 text), integrity constraint violation (a CHECK, NOT NULL or key the values break), program limit
@@ -97,7 +100,8 @@ def store_error(error: psycopg.Error) -> StoreError:
 def _database_says(error: psycopg.Error) -> str:
     """The SQLSTATE, its condition and the server's message, detail and hint; or, from a
     connection attempt or the driver, its own message on one line. Never the statement or
-    its parameters."""
+    its parameters, and a detail cut at ``_DETAIL_SHOWN`` characters (a constraint's detail
+    quotes the whole failing row, parameters included)."""
     diag = error.diag
     if error.sqlstate is None or diag.message_primary is None:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -105,8 +109,8 @@ def _database_says(error: psycopg.Error) -> str:
             return message
         return f"SQLSTATE {error.sqlstate} {type(error).__name__}: {message}"
     said = f"SQLSTATE {error.sqlstate} {type(error).__name__}: {diag.message_primary}"
-    if diag.message_detail:
-        said += f"; {diag.message_detail}"
+    if detail := diag.message_detail:
+        said += f"; {detail if len(detail) <= _DETAIL_SHOWN else detail[:_DETAIL_SHOWN] + '...'}"
     if diag.message_hint:
         said += f"; hint: {diag.message_hint}"
     return said
