@@ -15,7 +15,7 @@ def test_a_long_detail_is_cut_so_a_failing_row_is_not_quoted_whole(jobkit_databa
         try:
             connection.execute(
                 f"INSERT INTO t VALUES ({', '.join(['%s'] * len(columns))})",
-                [f"{column}-secret" for column in columns],
+                [f"{column}-secret-" + "s" * 50 for column in columns],
             )
         except psycopg.Error as error:
             found = store_error(error)
