@@ -107,7 +107,8 @@ class Job:
 
         The default enforces the concurrency key: no other job of this class with the same key
         may be pending or running. Override it for other rules, counting with
-        ``get_requested_jobs`` and ``get_processing_jobs``.
+        ``get_requested_jobs`` and ``get_processing_jobs``: within this call they answer from one
+        read per key, so a job claimed meanwhile is in one list or the other, never in neither.
         """
         if not concurrency_key:
             return True

@@ -57,9 +57,22 @@ logger = logging.getLogger("jobkit")
 
 _JOBKIT_DIR = str(Path(__file__).parent)
 _INT32 = 2**31 - 1
+MAX_DELAY = 100 * 365.25 * 86400
+"""The longest delay jobkit takes, in seconds (100 years): for ``run_in_worker(delay=...)``
+(a number, a timedelta, or a datetime that far from now), ``DeferJob(delay=...)``,
+``calculate_retry_delay`` and ``timeout``. A longer one is a mistake (milliseconds taken for
+seconds), and past about 290,000 years it no longer fits PostgreSQL's timestamps."""
+MAX_CONCURRENCY_KEY_BYTES = 1000
+"""The longest concurrency key, in UTF-8 bytes: an index on (job_name, concurrency_key) holds
+rows of at most about 2,700 bytes, so this leaves the job name room to spare."""
 # The connection of the enqueue in progress, so should_enqueue() sees the same transaction.
 _enqueue_connection: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "jobkit_enqueue_connection", default=None
+)
+ActiveJobs = tuple[list[JobRequest], list[JobProcess]]
+# What find_active read during the should_enqueue decision in progress, by (job name, key).
+_decision_reads: contextvars.ContextVar[dict[tuple[str, str | None], ActiveJobs] | None] = (
+    contextvars.ContextVar("jobkit_decision_reads", default=None)
 )
 
 
@@ -213,7 +226,7 @@ class Runtime:
         name = self.registry.name_of(job_class)
         queue = job.default_queue() if queue is None else queue
         if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
-            raise ValueError(
+            raise ParameterError(
                 f"{name}: queue must be a name of letters, digits and _.:- (at most 128 "
                 f"characters), got {queue!r}"
             )
@@ -222,8 +235,7 @@ class Runtime:
         retries = job.default_retries() if retries is None else retries
         _check_int(name, "retries", retries, 0, _INT32)
         key = job.default_concurrency_key() if concurrency_key is None else concurrency_key
-        if not isinstance(key, str) or "\x00" in key:
-            raise TypeError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+        _check_concurrency_key(name, key)
         delay_seconds, start_at = _delay(name, delay)
         timeout_seconds = _timeout(name, job.default_timeout() if timeout is None else timeout)
         return JobRequest(
@@ -291,16 +303,17 @@ class Runtime:
         return self.pm.hook.jobkit_should_enqueue(job=job, request=request) is not False
 
     def _allowed(self, job: Job, request: JobRequest) -> bool:
-        if not job.should_enqueue(request.concurrency_key):
-            logger.debug(
-                "%r not enqueued: should_enqueue() declined (concurrency key %r)",
-                job,
-                request.concurrency_key,
-            )
-            return False
-        if not self._plugins_allow(job, request):
-            logger.debug("%r not enqueued: a jobkit_should_enqueue plugin declined", job)
-            return False
+        with _one_decision():
+            if not job.should_enqueue(request.concurrency_key):
+                logger.debug(
+                    "%r not enqueued: should_enqueue() declined (concurrency key %r)",
+                    job,
+                    request.concurrency_key,
+                )
+                return False
+            if not self._plugins_allow(job, request):
+                logger.debug("%r not enqueued: a jobkit_should_enqueue plugin declined", job)
+                return False
         return True
 
     def _enqueue_lock(
@@ -324,15 +337,31 @@ class Runtime:
             )
         return lock
 
-    def find_active(
-        self, job_class: type[Job], concurrency_key: str | None
-    ) -> tuple[list[JobRequest], list[JobProcess]]:
-        """Pending and running attempts of ``job_class``, seen from the enqueue in progress."""
-        return self.store.find_active(
-            job_name=self.registry.name_of(job_class),
-            concurrency_key=concurrency_key,
-            connection=_enqueue_connection.get(),
-        )
+    def find_active(self, job_class: type[Job], concurrency_key: str | None) -> ActiveJobs:
+        """Pending and running attempts of ``job_class``, seen from the enqueue in progress.
+
+        Within one decision (``_allowed``), each key is read once, pending and running
+        together, and later calls answer from that read: so ``get_processing_jobs()`` then
+        ``get_requested_jobs()`` see one moment, and a job claimed in between is in one of the
+        lists, never in neither. A read of every key (None) answers for each key as well."""
+        name = self.registry.name_of(job_class)
+        reads = _decision_reads.get()
+        if reads is None:
+            return self.store.find_active(
+                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
+            )
+        if (name, concurrency_key) not in reads and (name, None) in reads:
+            requests, processes = reads[name, None]
+            reads[name, concurrency_key] = (
+                [request for request in requests if request.concurrency_key == concurrency_key],
+                [process for process in processes if process.concurrency_key == concurrency_key],
+            )
+        if (name, concurrency_key) not in reads:
+            reads[name, concurrency_key] = self.store.find_active(
+                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
+            )
+        requests, processes = reads[name, concurrency_key]
+        return list(requests), list(processes)
 
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
         return self.store.get_result(uuid.UUID(str(attempt_id)))
@@ -690,13 +719,17 @@ def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
 
 
 def seconds(value: float | datetime.timedelta) -> float:
-    """A delay as non-negative seconds, from a number or a timedelta."""
+    """A delay as seconds from a number or a timedelta, from 0 to ``MAX_DELAY``."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TypeError(f"a delay must be a number of seconds or a timedelta, got {value!r}")
     if value < 0:
-        raise ValueError(f"a delay cannot be negative, got {value!r}")
+        raise ParameterError(f"a delay cannot be negative, got {value!r}")
+    if value > MAX_DELAY:
+        raise ParameterError(
+            f"a delay cannot be longer than 100 years ({MAX_DELAY:.0f} seconds), got {value!r}"
+        )
     return float(value)
 
 
@@ -705,9 +738,15 @@ def _delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | N
         return 0.0, None
     if isinstance(delay, datetime.datetime):
         if delay.tzinfo is None or delay.utcoffset() is None:
-            raise ValueError(
+            raise ParameterError(
                 f"{name}: delay as a datetime must be timezone-aware (e.g. "
                 f"datetime.now(timezone.utc) + timedelta(minutes=5)), got {delay!r}"
+            )
+        from_now = delay - datetime.datetime.now(datetime.UTC)
+        if abs(from_now.total_seconds()) > MAX_DELAY:
+            raise ParameterError(
+                f"{name}: delay as a datetime must be within 100 years of now, got "
+                f"{delay.isoformat()}"
             )
         return 0.0, delay
     try:
@@ -724,7 +763,7 @@ def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | N
     except (TypeError, ValueError) as error:
         raise type(error)(f"{name}: timeout: {error}") from None
     if limit == 0:
-        raise ValueError(f"{name}: timeout must be more than 0 seconds, got 0")
+        raise ParameterError(f"{name}: timeout must be more than 0 seconds, got 0")
     return limit
 
 
@@ -732,7 +771,35 @@ def _check_int(name: str, argument: str, value: Any, low: int, high: int) -> Non
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: {argument} must be an integer, got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name}: {argument} must be between {low} and {high}, got {value}")
+        raise ParameterError(f"{name}: {argument} must be between {low} and {high}, got {value}")
+
+
+def _check_concurrency_key(name: str, key: Any) -> None:
+    """A key PostgreSQL can store and index: text without NUL or lone surrogates, at most
+    ``MAX_CONCURRENCY_KEY_BYTES`` long."""
+    if not isinstance(key, str):
+        raise TypeError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+    if "\x00" in key:
+        raise ParameterError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        raise ParameterError(
+            f"{name}: concurrency_key is not valid Unicode text: it holds a lone surrogate "
+            f"({key[error.start]!r} at index {error.start}; os.fsdecode makes those of bytes "
+            f"that are not UTF-8), which PostgreSQL cannot store; got {_short(key)}"
+        ) from None
+    if size > MAX_CONCURRENCY_KEY_BYTES:
+        raise ParameterError(
+            f"{name}: concurrency_key is {size} bytes long in UTF-8, more than the "
+            f"{MAX_CONCURRENCY_KEY_BYTES} its index can hold; use a shorter key (e.g. a hash of "
+            f"this one), got {_short(key)}"
+        )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 4]}...{shown[-1]}"
 
 
 def _caller() -> str:
@@ -741,6 +808,16 @@ def _caller() -> str:
     while frame is not None and frame.f_code.co_filename.startswith(_JOBKIT_DIR):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+
+
+@contextlib.contextmanager
+def _one_decision() -> Iterator[None]:
+    """Let ``find_active`` answer from one read per job and key until the block ends."""
+    token = _decision_reads.set({})
+    try:
+        yield
+    finally:
+        _decision_reads.reset(token)
 
 
 @contextlib.contextmanager

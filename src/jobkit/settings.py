@@ -35,8 +35,11 @@ NON_SETTING_ENV = {
     "JOBKIT_TEST_DATABASE_URL",
     "JOBKIT_TRACE_PLUGINS",
 }
+MAX_SCHEMA_LENGTH = 63 - len("_requests")
+"""The longest schema name: PostgreSQL identifiers hold 63 bytes, and the longest one jobkit
+derives from the schema is the wake-up channel of the Postgres store, ``{schema}_requests``."""
 # \Z, not $: "$" also matches before a trailing newline, so "jobkit\n" would pass.
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+_SCHEMA_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_SCHEMA_LENGTH - 1}}}\Z")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 
 
@@ -133,9 +136,12 @@ def _at_least(minimum: int) -> Callable[[Any], str | None]:
 
 
 def _identifier(value: str) -> str | None:
-    if _IDENTIFIER.match(value):
+    if _SCHEMA_NAME.match(value):
         return None
-    return "a lower-case SQL identifier (letters, digits and _, at most 63 characters)"
+    return (
+        f"a lower-case SQL identifier (letters, digits and _, at most {MAX_SCHEMA_LENGTH} "
+        f"characters: with _requests added it must fit PostgreSQL's 63)"
+    )
 
 
 def _queue_names(value: list[str]) -> str | None:

@@ -62,7 +62,9 @@ class Store(Protocol):
         self, *, job_name: str, concurrency_key: str | None, connection: Any
     ) -> tuple[list[JobRequest], list[JobProcess]]:
         """The pending requests and the processes of ``job_name`` (with ``concurrency_key``
-        when given), as seen inside ``connection``'s transaction."""
+        when given), as seen inside ``connection``'s transaction, both read at one moment (one
+        statement, one snapshot): a job claimed meanwhile is in exactly one of the two lists.
+        ``should_enqueue`` counts with them, and a job missing from both lets a duplicate in."""
 
     # Worker side ---------------------------------------------------------------------------
 

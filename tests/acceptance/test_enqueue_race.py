@@ -8,9 +8,12 @@ import threading
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 from psycopg import sql
 
+from testapp.jobs import ledger
+from testapp.key_jobs import HOLD_KEY, HeldOneAtATime
 from testapp.race import race
 
 pytestmark = pytest.mark.acceptance
@@ -61,3 +64,35 @@ def test_without_a_lock_concurrent_producers_enqueue_duplicates(
     per_key = run_race(runtime, subprocess_env, plugins="testapp.key_jobs:null_lock")
     assert len(per_key) == ROUNDS
     assert sum(per_key.values()) > ROUNDS, "no duplicates without a lock: the race never happened"
+
+
+FAQ_ROUNDS = 300
+
+
+def test_should_enqueue_counting_running_then_pending_jobs_admits_no_duplicate(
+    jobkit_runtime, jobkit_settings, start_worker, ledger_ready, db, wait_until
+):
+    """The FAQ's order: ``get_processing_jobs()`` then ``get_requested_jobs()``, against a worker
+    claiming the job meanwhile. Read by two statements, a claim that commits between them hides
+    the job from both, and a second one is admitted; both getters must see one moment."""
+    start_worker(env={"JOBKIT_IMPORTS": "testapp.jobs,testapp.key_jobs"})
+    wait_until(lambda: db.count("workers") == 1, message="the worker's heartbeat row")
+    admitted: Counter[str] = Counter()
+    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as holder:
+        for number in range(FAQ_ROUNDS):
+            key = f"faq-{number}"
+            holder.execute(f"SELECT pg_advisory_lock(({HOLD_KEY}))", [key])
+            admitted[key] += HeldOneAtATime(key).run_in_worker() is not None
+            # Ask again and again while the worker claims and starts the first one.
+            while not db.count("ledger", "key = %s AND phase = 'start'", [key]):
+                admitted[key] += HeldOneAtATime(key).run_in_worker() is not None
+            holder.execute(f"SELECT pg_advisory_unlock(({HOLD_KEY}))", [key])
+    wait_until(
+        lambda: db.count("ledger", "phase = 'end'") == sum(admitted.values()),
+        message="every admitted job to end",
+    )
+
+    starts = Counter(key for key, phase, _, _ in ledger(jobkit_settings) if phase == "start")
+    duplicated = {key: runs for key, runs in starts.items() if runs > 1}
+    assert duplicated == {}, f"{len(duplicated)} of {FAQ_ROUNDS} keys ran twice at once"
+    assert set(admitted.values()) == {1}

@@ -197,7 +197,6 @@ def test_a_result_the_database_refuses_is_errored_and_every_other_result_is_writ
         "--max-processes",
         "2",
         env={"JOBKIT_PLUGINS": "testapp.refusing_plugin"},
-        allowed_tracebacks=["DatetimeFieldOverflow"],  # MERGE: gone once the store classifies
     )
     refused = RefusedResult("refused").run_in_worker(retries=3)
     assert refused is not None
@@ -220,13 +219,7 @@ def test_a_result_the_database_refuses_is_errored_and_every_other_result_is_writ
 def test_the_poison_outcomes_the_review_found_leave_the_worker_running(
     workers, jobkit_runtime, jobkit_settings, ledger_ready, db
 ):
-    worker = start_ready(
-        workers,
-        db,
-        "--max-processes",
-        "2",
-        allowed_tracebacks=["DatetimeFieldOverflow"],  # MERGE: gone once delays are validated
-    )
+    worker = start_ready(workers, db, "--max-processes", "2")
     poison = [SurrogateError("surrogate"), DefersForever("defers"), BacksOffForever("backs-off")]
     jobs = enqueue(jobkit_runtime, poison)
     jobs |= enqueue(jobkit_runtime, [Record(f"batch-{n}") for n in range(20)])
@@ -240,9 +233,14 @@ def test_the_poison_outcomes_the_review_found_leave_the_worker_running(
     assert [status for _, status, _, _ in history(db, ids["surrogate"])] == ["ERRORED"]
     error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [ids["surrogate"]])
     assert "/data/caf\\udce9.csv" in error
-    for key in ("defers", "backs-off"):
+    for key, says in [
+        ("defers", "DeferJob(delay=1e+13): a delay cannot be longer than 100 years"),
+        ("backs-off", "Not retried: calculate_retry_delay(1): a delay cannot be longer than"),
+    ]:
         [(attempt, status, _, retried)] = history(db, ids[key])
         assert (attempt, status, retried) == (0, "ERRORED", False), key
+        error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [ids[key]])
+        assert says in error, error
     check_invariants(
         db,
         jobkit_settings,

@@ -17,7 +17,7 @@ from psycopg import sql
 from jobkit import JobRequest, ParameterError, Status, enqueue_many, get_result, hookimpl
 from jobkit.records import Completion, WorkerInfo
 from jobkit.testing import run_jobs
-from testapp.integration_jobs import AtMostTwo, Echo, Keyed, SlowRetryFail, Tuned
+from testapp.integration_jobs import AtMostTwo, CountsByKey, Echo, Keyed, SlowRetryFail, Tuned
 from testapp.jobs import Fail, Noop, Record, create_ledger, ledger_table
 
 UTC = datetime.UTC
@@ -344,6 +344,32 @@ def test_should_enqueue_override_counts_pending_and_processing_jobs(jobkit_runti
     assert AtMostTwo().run_in_worker() is not None
     assert AtMostTwo().run_in_worker() is None
     assert enqueue_many([AtMostTwo(), Noop()])[0] is None
+
+
+def test_inside_should_enqueue_the_getters_answer_from_one_read(jobkit_runtime, monkeypatch):
+    store = jobkit_runtime.store
+    store.enqueue([jobkit_runtime.build_request(CountsByKey(key)) for key in ("a", "b", "a")])
+    worker_id = register_worker(jobkit_runtime)
+    store.claim(worker_id=worker_id, queues=["default"], limit=1)  # the first "a" runs
+    reads = []
+    find_active = store.find_active
+    monkeypatch.setattr(
+        store, "find_active", lambda **kw: reads.append(kw["concurrency_key"]) or find_active(**kw)
+    )
+    CountsByKey.seen.clear()
+
+    assert CountsByKey("a").run_in_worker() is None
+    assert CountsByKey.seen == [
+        ("get_processing_jobs", None, ["a"]),
+        ("get_requested_jobs", None, ["b", "a"]),
+        ("get_requested_jobs", "a", ["a"]),
+        ("get_processing_jobs", "a", ["a"]),
+    ]
+    assert reads == [None]  # one read of every key, which answered for "a" too
+
+    CountsByKey("b").run_in_worker()
+    assert reads == [None, None]  # the next decision reads again
+    assert CountsByKey("c").get_requested_jobs("a") and reads == [None, None, "a"]  # outside
 
 
 class RefuseEverything:

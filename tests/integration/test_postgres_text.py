@@ -9,7 +9,7 @@ from testapp.text_jobs import Echo, FailWithNul
 
 
 def test_a_parameter_with_nul_is_refused_at_enqueue(jobkit_runtime):
-    with pytest.raises(ParameterError, match=r"Echo: a parameter contains the NUL character"):
+    with pytest.raises(ParameterError, match=r"Echo parameter 'text' contains the NUL character"):
         Echo("a\x00b").run_in_worker()
     assert jobkit_runtime.store.stats().total.pending == 0
 
@@ -22,7 +22,7 @@ def test_a_backslash_u0000_text_is_not_a_nul(jobkit_runtime):
 
 
 def test_a_concurrency_key_with_nul_is_refused(jobkit_runtime):
-    with pytest.raises(TypeError, match="concurrency_key must be a string without NUL"):
+    with pytest.raises(ParameterError, match="concurrency_key must be a string without NUL"):
         Echo("x").run_in_worker(concurrency_key="k\x00")
 
 

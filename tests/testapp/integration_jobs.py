@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from jobkit import Job, JobMiddleware, register_job
 from jobkit.hookspecs import hookimpl
@@ -56,6 +56,33 @@ class AtMostTwo(Job):
 
     def should_enqueue(self, concurrency_key: str) -> bool:
         return len(self.get_requested_jobs()) + len(self.get_processing_jobs()) < 2
+
+    def run(self) -> None:
+        pass
+
+
+@register_job
+class CountsByKey(Job):
+    """Refuses itself, noting what each getter answered inside should_enqueue, in ``seen``."""
+
+    seen: ClassVar[list[tuple[str, str | None, list[str]]]] = []
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def default_concurrency_key(self) -> str:
+        return self.key
+
+    def should_enqueue(self, concurrency_key: str) -> bool:
+        for getter, key in (
+            (self.get_processing_jobs, None),
+            (self.get_requested_jobs, None),
+            (self.get_requested_jobs, concurrency_key),
+            (self.get_processing_jobs, concurrency_key),
+        ):
+            keys = [attempt.concurrency_key for attempt in getter(key)]
+            CountsByKey.seen.append((getter.__name__, key, keys))
+        return False
 
     def run(self) -> None:
         pass

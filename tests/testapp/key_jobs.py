@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import psycopg
+
 from jobkit import DeferJob, Job, hookimpl, register_job
+from jobkit.runtime import get_runtime
+from testapp.jobs import record
 
 REFUSE_RERUNS = threading.Event()
 """While set, DeferOnce's should_enqueue refuses to run it again."""
@@ -41,6 +45,35 @@ class DeferOnce(Job):
     def run(self) -> None:
         if self.job_process is not None and self.job_process.retry_of is None:
             raise DeferJob(delay=0)
+
+
+HOLD_KEY = "SELECT hashtextextended('hold ' || %s, 0)"
+"""The advisory lock a test holds to keep ``HeldOneAtATime`` jobs of a key running."""
+
+
+@register_job(name="keys.HeldOneAtATime")
+class HeldOneAtATime(Job):
+    """At most one pending or running job per key, counted in the order of the plain.jobs FAQ
+    and of jobkit's README: running jobs first, then pending ones. It writes 'start' to the
+    ledger, then runs until the test releases the key's advisory lock (``HOLD_KEY``)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def default_concurrency_key(self) -> str:
+        return self.key
+
+    def should_enqueue(self, concurrency_key: str) -> bool:
+        return (
+            len(self.get_processing_jobs(concurrency_key)) < 1
+            and len(self.get_requested_jobs(concurrency_key)) < 1
+        )
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        with psycopg.connect(get_runtime().settings.database_url, autocommit=True) as connection:
+            connection.execute(f"SELECT pg_advisory_lock(({HOLD_KEY}))", [self.key])
+        record(self, self.key, "end")
 
 
 class NullLock:

@@ -1,5 +1,7 @@
 """Jobs whose text PostgreSQL cannot store as it is."""
 
+import os
+
 from jobkit import Job, register_job
 
 
@@ -16,3 +18,11 @@ class Echo(Job):
 class FailWithNul(Job):
     def run(self) -> None:
         raise ValueError("bad byte \x00 in the message")
+
+
+@register_job
+class FailWithSurrogate(Job):
+    """Fails with the text of a file name that is not UTF-8, as ``os.fsdecode`` gives it."""
+
+    def run(self) -> None:
+        raise FileNotFoundError("no such file: " + os.fsdecode(b"/srv/caf\xe9.csv"))

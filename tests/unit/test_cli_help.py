@@ -194,7 +194,8 @@ def test_a_bad_setting_is_one_clear_line(invoke):
     assert result.exit_code == 1
     assert result.output == (
         "Error: setting schema (from JOBKIT_SCHEMA) must be a lower-case SQL identifier "
-        "(letters, digits and _, at most 63 characters), got 'Bad-Schema'\n"
+        "(letters, digits and _, at most 54 characters: with _requests added it must fit "
+        "PostgreSQL's 63), got 'Bad-Schema'\n"
     )
 
 

@@ -273,7 +273,7 @@ NAIVE = datetime.datetime(2030, 1, 1, 9, 30)
         ),
         (
             {"concurrency_key": "user\x0042"},
-            TypeError,
+            ParameterError,
             "tests.Bare: concurrency_key must be a string without NUL, got 'user\\x0042'",
         ),
         ({"queue": ""}, ValueError, f"tests.Bare: {QUEUE_RULE}, got ''"),
@@ -285,11 +285,61 @@ NAIVE = datetime.datetime(2030, 1, 1, 9, 30)
             f'tests.Bare: {QUEUE_RULE}, got "x\'; DROP TABLE"',
         ),
         ({"queue": 5}, ValueError, f"tests.Bare: {QUEUE_RULE}, got 5"),
+        (
+            {"delay": 1e13},
+            ParameterError,
+            "tests.Bare: a delay cannot be longer than 100 years (3155760000 seconds), got "
+            "10000000000000.0",
+        ),
+        (
+            {"delay": datetime.timedelta(days=36526)},
+            ParameterError,
+            "tests.Bare: a delay cannot be longer than 100 years (3155760000 seconds), got "
+            "3155846400.0",
+        ),
+        (
+            {"delay": datetime.datetime(9999, 12, 31, 23, 59, tzinfo=PLUS_TWO)},
+            ParameterError,
+            "tests.Bare: delay as a datetime must be within 100 years of now, got "
+            "9999-12-31T23:59:00+02:00",
+        ),
+        (
+            {"delay": datetime.datetime(1, 1, 1, tzinfo=UTC)},
+            ParameterError,
+            "tests.Bare: delay as a datetime must be within 100 years of now, got "
+            "0001-01-01T00:00:00+00:00",
+        ),
+        (
+            {"concurrency_key": "caf\udce9"},
+            ParameterError,
+            "tests.Bare: concurrency_key is not valid Unicode text: it holds a lone surrogate "
+            "('\\udce9' at index 3; os.fsdecode makes those of bytes that are not UTF-8), which "
+            "PostgreSQL cannot store; got 'caf\\udce9'",
+        ),
+        (
+            {"concurrency_key": "é" * 501},
+            ParameterError,
+            "tests.Bare: concurrency_key is 1002 bytes long in UTF-8, more than the 1000 its "
+            "index can hold; use a shorter key (e.g. a hash of this one), got "
+            "'ééééééééééééééééééééééééééééééééééééééééééééééééééééééé...'",
+        ),
     ],
 )
 def test_a_bad_argument_is_refused_naming_the_job(runtime, options, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         runtime.build_request(Bare(), **options)
+
+
+@pytest.mark.parametrize("key", ["k" * 1000, "é" * 500, "😀" * 250, "user-42"])
+def test_concurrency_keys_up_to_1000_bytes_are_accepted(runtime, key):
+    assert runtime.build_request(Bare(), concurrency_key=key).concurrency_key == key
+
+
+def test_a_delay_of_100_years_is_accepted(runtime):
+    hundred_years = datetime.timedelta(days=36525)
+    assert runtime.build_request(Bare(), delay=hundred_years).delay == 3155760000.0
+    soon_a_century = datetime.datetime.now(UTC) + hundred_years - datetime.timedelta(days=1)
+    assert runtime.build_request(Bare(), delay=soon_a_century).start_at == soon_a_century
 
 
 @pytest.mark.parametrize("queue", ["q" * 128, "emails", "a.b:c-d_e", "Q1"])
@@ -367,6 +417,11 @@ def test_seconds_of_a_number_or_a_timedelta(value, expected):
         (True, TypeError, "a delay must be a number of seconds or a timedelta, got True"),
         (None, TypeError, "a delay must be a number of seconds or a timedelta, got None"),
         ("5", TypeError, "a delay must be a number of seconds or a timedelta, got '5'"),
+        (
+            3155760001,
+            ParameterError,
+            "a delay cannot be longer than 100 years (3155760000 seconds), got 3155760001",
+        ),
     ],
 )
 def test_seconds_refuses_what_is_not_a_delay(value, error, message):

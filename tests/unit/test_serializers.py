@@ -621,6 +621,41 @@ def type_name(cls):
             ["parameter 'value' is annotated", "was given str"],
             id="annotated optional given the wrong type",
         ),
+        pytest.param(
+            WelcomeUserJob,
+            (42, "A\x00da"),
+            {},
+            ["WelcomeUserJob parameter 'name' contains the NUL character (\\x00), which"],
+            id="NUL",
+        ),
+        pytest.param(
+            UnannotatedJob,
+            ({"files": ["ok.txt", "caf\udce9.txt"]},),
+            {},
+            [
+                "UnannotatedJob parameter 'value' contains text that is not valid Unicode at "
+                "value['files'][1]: the surrogate '\\udce9' (os.fsdecode makes",
+                "text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')",
+            ],
+            id="lone surrogate in a nested string",
+        ),
+        pytest.param(
+            UnannotatedJob,
+            (1,),
+            {"tags": {"caf\udce9": 1}},
+            [
+                "parameter 'extra' (item 'tags' of **extra) contains text that is not valid "
+                "Unicode at extra['tags'] (a key): the surrogate '\\udce9'"
+            ],
+            id="lone surrogate in a dict key",
+        ),
+        pytest.param(
+            annotated_job(str),
+            ("\ud83d\ude00",),
+            {},
+            ["parameter 'value' contains text that is not valid Unicode: the surrogate '\\ud83d'"],
+            id="a surrogate pair as two characters",
+        ),
     ],
 )
 def test_dumps_refuses_what_it_cannot_store(serializer, job_class, args, kwargs, expected):
@@ -629,6 +664,14 @@ def test_dumps_refuses_what_it_cannot_store(serializer, job_class, args, kwargs,
     message = str(excinfo.value)
     for part in expected:
         assert part in message
+
+
+@pytest.mark.parametrize(
+    "text", ["😀 past U+FFFF", "a backslash and u0000: \\u0000", "\\ud83d as text", "é"]
+)
+def test_text_postgresql_can_hold_is_stored_as_it_is(serializer, text):
+    stored = serializer.dumps(annotated_job(str), (text,), {})
+    assert serializer.loads(annotated_job(str), stored) == ((text,), {})
 
 
 def test_hook_hint_is_an_example_plugin(serializer):

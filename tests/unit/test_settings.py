@@ -13,7 +13,10 @@ from jobkit.errors import SettingsError
 from jobkit.settings import Settings, flag, load_settings, with_plugin_sections
 
 QUEUE_NAMES = "one or more queue names of letters, digits and _.:- (at most 128 characters each)"
-IDENTIFIER = "a lower-case SQL identifier (letters, digits and _, at most 63 characters)"
+IDENTIFIER = (
+    "a lower-case SQL identifier (letters, digits and _, at most 54 characters: "
+    "with _requests added it must fit PostgreSQL's 63)"
+)
 URL = "a URL such as postgresql://user@host:5432/dbname"
 POSITIVE = "a number greater than 0"
 NOT_NEGATIVE = "a number of seconds, 0 or more"
@@ -277,8 +280,8 @@ def test_numbers_from_the_environment_have_the_setting_type(tmp_path):
         ),
         (
             "JOBKIT_SCHEMA",
-            "a" * 64,
-            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got '{'a' * 64}'",
+            "a" * 55,
+            f"setting schema (from JOBKIT_SCHEMA) must be {IDENTIFIER}, got '{'a' * 55}'",
         ),
         (
             "JOBKIT_SCHEMA",

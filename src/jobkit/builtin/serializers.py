@@ -22,7 +22,6 @@ import decimal
 import inspect
 import json
 import math
-import re
 import typing
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,8 +39,6 @@ __all__ = ["TAG_KEY", "JsonSerializer", "jobkit_serializer"]
 
 TAG_KEY = "__jobkit__"
 """The key that marks a tagged value in the JSON of an unannotated parameter."""
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-"""A JSON-escaped NUL (an even number of backslashes before it): PostgreSQL rejects it."""
 
 
 @hookimpl(trylast=True)
@@ -79,12 +76,10 @@ class JsonSerializer:
             text = _encode_json({"args": stored_args, "kwargs": stored_kwargs})
         except (TypeError, ValueError) as error:
             raise _unstorable_error(signature, stored_args, stored_kwargs, error) from None
-        if "\\u0000" in text and _ESCAPED_NUL.search(text):
-            raise ParameterError(
-                f"{signature.job_name}: a parameter contains the NUL character (\\x00), which "
-                f"PostgreSQL cannot store in text or JSON; encode it (e.g. as bytes, base64 or "
-                f"a list of code points) before enqueueing"
-            )
+        # json writes NUL as \u0000 and surrogates (lone, or a pair for a character past
+        # U+FFFF) as \udXXX: only then can a string hold what PostgreSQL refuses.
+        if "\\u0000" in text or "\\ud" in text:
+            _check_storable_text(signature, stored_args, stored_kwargs)
         return text
 
     def loads(self, job_class: type, text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -607,11 +602,7 @@ def _unstorable_error(
     error: Exception,
 ) -> ParameterError:
     """The ParameterError for the value ``json`` refused, found by walking the stored data."""
-    places: list[tuple[_Parameter, int | str | None, Any]] = [
-        (*signature.for_position(index), data) for index, data in enumerate(stored_args)
-    ]
-    places += [(*signature.for_keyword(name), data) for name, data in stored_kwargs.items()]
-    for parameter, item, data in places:
+    for parameter, item, data in _places(signature, stored_args, stored_kwargs):
         root = _path(parameter, item)
         found = _find_unstorable(data, root)
         if found is None:
@@ -654,6 +645,76 @@ def _unstorable_error(
             f"(jobkit_configure_converter, see docs/serialization.md)"
         )
     return ParameterError(f"{signature.job_name} parameters cannot be stored as JSON: {error}")
+
+
+def _check_storable_text(
+    signature: _Signature, stored_args: list[Any], stored_kwargs: dict[str, Any]
+) -> None:
+    """Raise a ParameterError naming the parameter, and the place in it, of the first string
+    PostgreSQL cannot hold: one with NUL, or one that is not valid Unicode (a surrogate)."""
+    for parameter, item, data in _places(signature, stored_args, stored_kwargs):
+        root = _path(parameter, item)
+        found = _find_unstorable_text(data, root)
+        if found is None:
+            continue
+        path, text = found
+        where = "" if path == root else f" at {path}"
+        subject = f"{signature.job_name} {_describe(parameter, item)}"
+        if "\x00" in text:
+            raise ParameterError(
+                f"{subject} contains the NUL character (\\x00){where}, which PostgreSQL cannot "
+                f"store in text or JSON; encode it (e.g. as bytes, base64 or a list of code "
+                f"points) before enqueueing"
+            )
+        surrogate = next(char for char in text if "\ud800" <= char <= "\udfff")
+        raise ParameterError(
+            f"{subject} contains text that is not valid Unicode{where}: the surrogate "
+            f"{surrogate!r} (os.fsdecode makes those of bytes that are not UTF-8), which "
+            f"PostgreSQL cannot store; repair it before enqueueing (e.g. "
+            f"text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')), or pass the "
+            f"original bytes base64-encoded"
+        )
+
+
+def _places(
+    signature: _Signature, stored_args: list[Any], stored_kwargs: dict[str, Any]
+) -> list[tuple[_Parameter, int | str | None, Any]]:
+    """Each stored value with its parameter (and its item of ``*args`` or ``**kwargs``)."""
+    places: list[tuple[_Parameter, int | str | None, Any]] = [
+        (*signature.for_position(index), data) for index, data in enumerate(stored_args)
+    ]
+    places += [(*signature.for_keyword(name), data) for name, data in stored_kwargs.items()]
+    return places
+
+
+def _find_unstorable_text(data: Any, path: str) -> tuple[str, str] | None:
+    """The path and text of the first string (or dict key) in ``data`` that holds NUL or a
+    surrogate."""
+    if isinstance(data, str):
+        return None if _storable(data) else (path, data)
+    if isinstance(data, dict):
+        for key, item in data.items():
+            if isinstance(key, str) and not _storable(key):
+                return f"{path} (a key)", key
+            found = _find_unstorable_text(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(data, list | tuple):
+        for index, item in enumerate(data):
+            found = _find_unstorable_text(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _find_unstorable(data: Any, path: str) -> tuple[str, Any, str | None] | None:

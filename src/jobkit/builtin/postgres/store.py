@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import os
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +19,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from jobkit.errors import StoreError, StoreUnavailable
+from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
 from jobkit.records import (
     STAT_KEYS,
     Completion,
@@ -38,48 +39,128 @@ logger = logging.getLogger("jobkit.postgres")
 
 RecordT = TypeVar("RecordT", JobRequest, JobProcess, JobResult)
 
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
 _CLEAR_BATCH = 10_000
+
+_SERVER_ENDED_SESSION = {
+    "57P01",  # admin_shutdown: a fast or smart shutdown, or pg_terminate_backend
+    "57P02",  # crash_shutdown: another backend crashed and the server is resetting
+    "57P03",  # cannot_connect_now: the server is starting up or in recovery
+    "57P05",  # idle_session_timeout
+    "25P03",  # idle_in_transaction_session_timeout
+    "53300",  # too_many_connections: every connection slot is taken
+}
+"""SQLSTATEs outside class 08 (connection exception) that mean this connection is gone or none
+can be had now, while the same statement on a new connection later may well work."""
+
+_DETAIL_SHOWN = 200
+"""Characters of the server's detail line that an error message quotes."""
+
+_REFUSED_VALUES = ("22", "23", "54")
+"""SQLSTATE classes of values the database refuses: data exception (out of range, invalid
+text), integrity constraint violation (a CHECK, NOT NULL or key the values break), program limit
+exceeded (an index row or a value too large). The same values fail again, wherever they go."""
+
+
+class SchemaMissing(StoreError):
+    """jobkit's schema or tables are not there: ``jobkit migrate`` has not run."""
+
+
+def store_error(error: psycopg.Error) -> StoreError:
+    """The StoreError for a psycopg error, by what retrying can do about it.
+
+    StoreUnavailable: the connection failed or none could be had (no SQLSTATE from the server,
+    class 08, the server ending sessions, every slot taken); retrying later may work.
+    StoreDataError: the database refused the values (classes 22, 23, 54); retrying cannot work.
+    SchemaMissing: the tables are not there. StoreError: the rest, from a full disk, a read-only
+    server, a cancelled statement or a missing privilege to a deadlock: the database is there
+    and the values are fine, so it may pass later, but it is not a connection failure.
+    Each names the SQLSTATE and the database's own message."""
+    state = error.sqlstate
+    cause = _database_says(error)
+    if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return SchemaMissing(
+            f"jobkit's tables are missing ({cause}): run `jobkit migrate` (or apply "
+            f"`jobkit migrate --sql`)"
+        )
+    if state is None:  # no answer from the server: libpq, or psycopg itself, failed
+        if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+            return StoreUnavailable(f"the database is unreachable: {cause}")
+        if isinstance(error, psycopg.DataError):
+            return StoreDataError(f"a value cannot be sent or read back: {cause}")
+        return StoreError(f"the database driver failed: {cause}")
+    if state.startswith("08") or state in _SERVER_ENDED_SESSION:
+        return StoreUnavailable(f"the database is unreachable: {cause}")
+    if state.startswith(_REFUSED_VALUES):
+        return StoreDataError(
+            f"the database refused the values it was sent ({cause}); sending them again fails again"
+        )
+    return StoreError(f"the database refused the statement: {cause}")
+
+
+def _database_says(error: psycopg.Error) -> str:
+    """The SQLSTATE, its condition and the server's message, detail and hint; or, from a
+    connection attempt or the driver, its own message on one line. Never the statement or
+    its parameters, and a detail cut at ``_DETAIL_SHOWN`` characters (a constraint's detail
+    quotes the whole failing row, parameters included)."""
+    diag = error.diag
+    if error.sqlstate is None or diag.message_primary is None:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if error.sqlstate is None:
+            return message
+        return f"SQLSTATE {error.sqlstate} {type(error).__name__}: {message}"
+    said = f"SQLSTATE {error.sqlstate} {type(error).__name__}: {diag.message_primary}"
+    if detail := diag.message_detail:
+        said += f"; {detail if len(detail) <= _DETAIL_SHOWN else detail[:_DETAIL_SHOWN] + '...'}"
+    if diag.message_hint:
+        said += f"; hint: {diag.message_hint}"
+    return said
 
 
 @contextlib.contextmanager
-def _unavailable_on_connection_errors() -> Iterator[None]:
-    """Connection failures become StoreUnavailable, which callers may retry; SQL errors stay."""
+def _store_errors() -> Iterator[None]:
+    """psycopg errors become the StoreError ``store_error`` picks, the psycopg error its
+    cause; every other exception passes through."""
     try:
         yield
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
-        raise StoreError(
-            f"jobkit's tables are missing ({error.diag.message_primary}): run `jobkit migrate` "
-            f"(or apply `jobkit migrate --sql`)"
-        ) from error
-    except psycopg.errors.QueryCanceled as error:
-        raise StoreUnavailable(f"the database cancelled a statement: {error}") from error
-    except psycopg.errors.AdminShutdown as error:
-        raise StoreUnavailable(f"the database is shutting down: {error}") from error
-    except _CONNECTION_ERRORS as error:
-        raise StoreUnavailable(f"the database is unreachable: {error}") from error
+    except psycopg.Error as error:
+        raise store_error(error) from error
+
+
+def _record(record_class: type[RecordT], data: dict[str, Any]) -> RecordT:
+    """``record_class`` from a row's columns by name, with ``headers`` selected as JSON text."""
+    headers = data["headers"]
+    data["headers"] = {} if headers == "{}" else json.loads(headers)
+    if "status" in data:
+        data["status"] = Status(data["status"])
+    return record_class(**data)
 
 
 def _make_record(
     record_class: type[RecordT],
 ) -> Callable[[Any], Callable[[Sequence[Any]], RecordT]]:
     """A psycopg row factory building ``record_class`` from rows that select its columns by
-    name, with ``headers`` selected as JSON text."""
+    name."""
 
     def factory(cursor: Any) -> Callable[[Sequence[Any]], RecordT]:
         names = [column.name for column in cursor.description]
-
-        def make(values: Sequence[Any]) -> RecordT:
-            data = dict(zip(names, values, strict=True))
-            headers = data["headers"]
-            data["headers"] = {} if headers == "{}" else json.loads(headers)
-            if "status" in data:
-                data["status"] = Status(data["status"])
-            return record_class(**data)
-
-        return make
+        return lambda values: _record(record_class, dict(zip(names, values, strict=True)))
 
     return factory
+
+
+def _active(cursor: Any) -> Callable[[Sequence[Any]], JobRequest | JobProcess]:
+    """The row factory of ``find_active``: a JobRequest from a 'requested' row, a JobProcess
+    from a 'processing' one (whose last columns, worker_id and claimed_at, requests lack)."""
+    names = [column.name for column in cursor.description][1:]
+    request_names = names[: names.index("worker_id")]
+
+    def make(values: Sequence[Any]) -> JobRequest | JobProcess:
+        kind, *columns = values
+        if kind == "requested":
+            return _record(JobRequest, dict(zip(request_names, columns, strict=False)))
+        return _record(JobProcess, dict(zip(names, columns, strict=True)))
+
+    return make
 
 
 class PostgresListener:
@@ -88,7 +169,7 @@ class PostgresListener:
     def __init__(self, url: str, listen_statement: sql.Composed, queues: Sequence[str]):
         self._queues = set(queues)
         application_name = f"{os.environ.get('PGAPPNAME', 'jobkit')}:listener"
-        with _unavailable_on_connection_errors():
+        with _store_errors():
             self._connection = psycopg.connect(
                 url, autocommit=True, application_name=application_name
             )
@@ -98,7 +179,7 @@ class PostgresListener:
         return self._connection.fileno()
 
     def drain(self) -> set[str]:
-        with _unavailable_on_connection_errors():
+        with _store_errors():
             woken = {notify.payload for notify in self._connection.notifies(timeout=0)}
         return woken & self._queues
 
@@ -138,7 +219,7 @@ class CommitWatcher:
                 xids = list(self._waiting)
             try:
                 statuses = self._statuses(xids)
-            except StoreUnavailable as error:
+            except StoreError as error:
                 logger.warning("cannot ask the database about enqueue commits: %s", error)
                 continue
             with self._lock:
@@ -185,6 +266,7 @@ class PostgresStore:
             timeout=10,
             open=False,
             name=f"jobkit:{schema}",
+            check=self._check_pooled,
         )
         self._opened = False
         self._direct: psycopg.Connection[Any] | None = None
@@ -200,15 +282,34 @@ class PostgresStore:
     def _connection(self, connection: Any = None) -> Iterator[psycopg.Connection[Any]]:
         """The caller's connection, or an autocommit one from the pool."""
         if connection is not None:
-            with _unavailable_on_connection_errors():
+            with _store_errors():
                 yield connection
             return
         if not self._opened:
             self._check_reachable()
             self._pool.open(wait=False)
             self._opened = True
-        with _unavailable_on_connection_errors(), self._pool.connection() as pooled:
+        with _store_errors(), self._pool.connection() as pooled:
             yield pooled
+
+    def _check_pooled(self, connection: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection before it hands it out, so that a restart of the
+        database costs no enqueue: a connection the server closed while it sat in the pool is
+        replaced before a statement is sent on it (so nothing needs to be retried).
+
+        A healthy idle connection has nothing to read, so it is handed out without a round
+        trip; one whose socket became readable (the server's goodbye, or EOF) is pinged. When
+        the ping fails, the server ended every session, so the idle ones beside it are gone
+        too: the pool is drained to replace them all now. (The pool tries the next connection
+        at once after the first failed check, but waits 1, 2, 4 s ... after further ones.)"""
+        try:
+            poll = select.poll()
+            poll.register(connection.fileno(), select.POLLIN)
+            if poll.poll(0):
+                psycopg_pool.ConnectionPool.check_connection(connection)
+        except psycopg.Error:
+            self._pool.drain()
+            raise
 
     def _check_reachable(self) -> None:
         """Fail at once, naming the server, rather than after the pool's timeout."""
@@ -229,7 +330,7 @@ class PostgresStore:
         """A connection of its own for heartbeats and the clock, opened again at once when it
         is lost: the pool's reconnection backoff (1, 2, 4, 8, 16 s, ...) must not keep a live
         worker from beating once the database is back."""
-        with self._direct_lock, _unavailable_on_connection_errors():
+        with self._direct_lock, _store_errors():
             if self._direct is None or self._direct.closed:
                 self._direct = psycopg.connect(
                     self.url,
@@ -239,9 +340,10 @@ class PostgresStore:
                 )
             try:
                 yield self._direct
-            except _CONNECTION_ERRORS:
-                self._direct.close()
-                self._direct = None
+            except psycopg.Error as error:
+                if isinstance(store_error(error), StoreUnavailable):
+                    self._direct.close()
+                    self._direct = None
                 raise
 
     @contextlib.contextmanager
@@ -293,8 +395,8 @@ class PostgresStore:
                     r.retries,
                     r.retry_attempt,
                     r.concurrency_key,
-                    json.dumps(r.headers) if r.headers else "{}",
-                    r.source,
+                    _storable_headers(r.headers),
+                    _storable_text(r.source),
                     str(r.retry_of) if r.retry_of else None,
                     r.start_at.timestamp() if r.start_at else None,
                     r.delay,
@@ -314,9 +416,14 @@ class PostgresStore:
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
     ) -> tuple[list[JobRequest], list[JobProcess]]:
         params = {"job_name": job_name, "concurrency_key": concurrency_key}
-        with self._connection(connection) as conn:
-            requests = self._fetch(conn, "find_active_requests", params, JobRequest)
-            processes = self._fetch(conn, "find_active_processes", params, JobProcess)
+        requests: list[JobRequest] = []
+        processes: list[JobProcess] = []
+        with self._connection(connection) as conn, conn.cursor(row_factory=_active) as cursor:
+            for record in cursor.execute(self.queries["find_active"], params):
+                if isinstance(record, JobProcess):
+                    processes.append(record)
+                else:
+                    requests.append(record)
         return requests, processes
 
     def _fetch(
@@ -555,9 +662,7 @@ class PostgresStore:
         try:
             with self._connection() as conn:
                 row = conn.execute(self.queries["latest_migration"]).fetchone()
-        except StoreUnavailable:
-            raise
-        except StoreError:  # no migrations table: nothing applied yet
+        except SchemaMissing:  # no migrations table: nothing applied yet
             applied = 0
         else:
             applied = row[0] if row else 0
@@ -626,8 +731,24 @@ def _idle_outside_autocommit(connection: psycopg.Connection[Any]) -> bool:
 
 
 def _storable_text(text: str) -> str:
-    """PostgreSQL text cannot hold NUL; an error message that has one must still be written."""
-    return text.replace("\x00", "\\x00") if "\x00" in text else text
+    """``text`` as PostgreSQL text can hold it: NUL and lone surrogates (what ``os.fsdecode``
+    makes of a file name that is not UTF-8) written as backslash escapes, so an error message
+    or a source file name that has one is still written, and still says what it said."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _storable_headers(headers: dict[str, str]) -> str:
+    """The JSON text of a request's headers (set by plugins), each key and value storable."""
+    if not headers:
+        return "{}"
+    return json.dumps({_storable_text(k): _storable_text(v) for k, v in headers.items()})
 
 
 def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:

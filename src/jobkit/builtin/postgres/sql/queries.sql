@@ -56,26 +56,35 @@ notified AS (
 SELECT id, start_at, created_at FROM inserted
 WHERE (SELECT count(*) FROM notified) >= 0;
 
--- name: find_active_requests
--- Pending requests of a job class, optionally with one concurrency key.
+-- name: find_active
+-- The pending requests and the claimed or running attempts of a job class, optionally with one
+-- concurrency key. One statement, so one snapshot: a job claimed meanwhile is in exactly one of
+-- the two lists (read by two statements, it could be in neither: gone from requests when they
+-- are read, not yet in processes when those were). Rows are ('requested', the request's
+-- columns, NULL, NULL) in enqueue order, then ('processing', the process's columns) in claim
+-- order.
 SELECT
-    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
-    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout
-FROM {schema}.requests
-WHERE job_name = %(job_name)s
-  AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
-ORDER BY seq;
-
--- name: find_active_processes
--- Claimed or running attempts of a job class, optionally with one concurrency key.
-SELECT
-    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    kind, id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
     worker_id, claimed_at
-FROM {schema}.processes
-WHERE job_name = %(job_name)s
-  AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
-ORDER BY claimed_at;
+FROM (
+    SELECT
+        'requested' AS kind, id, job_id, job_name, parameters, queue, priority, retries,
+        retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
+        timeout, NULL::uuid AS worker_id, NULL::timestamptz AS claimed_at, seq
+    FROM {schema}.requests
+    WHERE job_name = %(job_name)s
+      AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
+    UNION ALL
+    SELECT
+        'processing', id, job_id, job_name, parameters, queue, priority, retries,
+        retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
+        timeout, worker_id, claimed_at, seq
+    FROM {schema}.processes
+    WHERE job_name = %(job_name)s
+      AND (%(concurrency_key)s::text IS NULL OR concurrency_key = %(concurrency_key)s)
+) AS active
+ORDER BY kind DESC, claimed_at, seq;
 
 -- name: seconds_until_next_start
 -- How long until the earliest request of the worker's queues that is not ready yet.
