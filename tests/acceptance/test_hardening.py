@@ -234,7 +234,7 @@ def test_the_poison_outcomes_the_review_found_leave_the_worker_running(
     error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [ids["surrogate"]])
     assert "/data/caf\\udce9.csv" in error
     for key, says in [
-        ("defers", "DeferJob(delay=1e+13): a delay cannot be longer than 100 years"),
+        ("defers", "DeferJob(delay=10000000000000.0): a delay cannot be longer than 100 years"),
         ("backs-off", "Not retried: calculate_retry_delay(1): a delay cannot be longer than"),
     ]:
         [(attempt, status, _, retried)] = history(db, ids[key])
