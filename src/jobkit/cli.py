@@ -87,9 +87,11 @@ def cli() -> None:
 
 
 def main() -> None:
-    # Like `python -m`, so the imports setting finds the project's modules from its directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # The current directory goes on sys.path so the imports setting finds the project's modules,
+    # but last: a psycopg_pool.py or click.py lying where `jobkit` is typed must never be
+    # imported in place of the installed package. (Under `python -m jobkit` it was first.)
+    cwd = os.getcwd()
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", cwd)] + [cwd]
     cli()
 
 
@@ -223,7 +225,8 @@ def _run_reloading(arguments: list[str], shutdown_timeout: float) -> int:
         raise click.ClickException(
             "--reload needs watchfiles: pip install 'jobkit[reload]'"
         ) from None
-    command = [sys.executable, "-m", "jobkit", *arguments]
+    # -P: `python -m` would put the current directory first on sys.path (main() adds it last).
+    command = [sys.executable, "-P", "-m", "jobkit", *arguments]
     watchfiles.run_process(
         ".",
         target=" ".join(shlex.quote(part) for part in command),

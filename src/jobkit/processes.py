@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
+from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1
+SAFE_PATH = "PYTHONSAFEPATH"
 
 
 def die_with_parent(signum: int = signal.SIGKILL) -> None:
@@ -19,6 +22,29 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+@contextlib.contextmanager
+def safe_path_for_children() -> Iterator[None]:
+    """Start Python children with ``PYTHONSAFEPATH=1``. ``spawn`` runs ``python -c``, which puts
+    the current directory first on ``sys.path`` while the child boots, so a ``threading.py``
+    lying in the directory the worker was started in would be imported in place of the
+    standard library's. The child puts the worker's own value back with ``restore_safe_path``,
+    so the processes its jobs start see the environment the worker had."""
+    previous = os.environ.get(SAFE_PATH)
+    os.environ[SAFE_PATH] = "1"
+    try:
+        yield
+    finally:
+        restore_safe_path(previous)
+
+
+def restore_safe_path(value: str | None) -> None:
+    """Set ``PYTHONSAFEPATH`` back to ``value``, as it was before ``safe_path_for_children``."""
+    if value is None:
+        os.environ.pop(SAFE_PATH, None)
+    else:
+        os.environ[SAFE_PATH] = value
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(jobkit_context)s: %(message)s"
