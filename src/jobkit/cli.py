@@ -21,6 +21,7 @@ from jobkit.errors import JobkitError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
+from jobkit.redaction import redact_credentials
 from jobkit.runtime import Runtime, set_runtime
 from jobkit.settings import flag, load_settings
 
@@ -36,14 +37,15 @@ def make_runtime(**overrides: Any) -> Runtime:
 
 
 def reports_errors(command: F) -> F:
-    """Show jobkit's errors (bad settings, no database, unknown job) as one clear line."""
+    """Show jobkit's errors (bad settings, no database, unknown job) as one clear line, with
+    any password in it masked."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except JobkitError as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(redact_credentials(str(error))) from error
 
     return wrapper  # type: ignore[return-value]
 

@@ -11,6 +11,8 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from jobkit.redaction import redact_credentials
+
 _PR_SET_PDEATHSIG = 1
 SAFE_PATH = "PYTHONSAFEPATH"
 
@@ -53,9 +55,17 @@ a plugin sets it on the record: the built-in ``jobkit.builtin.logcontext`` sets 
 `` [job=<name> id=<job_id> attempt=<n>]`` while a job runs."""
 
 
+class CredentialsMaskedFormatter(logging.Formatter):
+    """Formats a record, traceback included, with any password in it masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_credentials(super().format(record))
+
+
 def configure_logging(level: int | str) -> None:
     """``logging.basicConfig`` with ``LOG_FORMAT`` to stderr (nothing, like basicConfig, when
-    the root logger already has handlers). Records without ``jobkit_context`` show it empty."""
+    the root logger already has handlers). Records without ``jobkit_context`` show it empty;
+    passwords in URLs and conninfo strings show as ``***``."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults={"jobkit_context": ""}))
+    handler.setFormatter(CredentialsMaskedFormatter(LOG_FORMAT, defaults={"jobkit_context": ""}))
     logging.basicConfig(level=level, handlers=[handler])

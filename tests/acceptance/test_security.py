@@ -1,13 +1,96 @@
-"""Security promises, against real ``jobkit`` processes and the test database: modules lying in
-the current directory never shadow installed ones."""
+"""Security promises, against real ``jobkit`` processes and the test database: no password
+reaches any output, and modules lying in the current directory never shadow installed ones."""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+
 import pytest
 
+from jobkit import Status
 from testapp.jobs import ledger
+from testapp.secret_jobs import QuoteDatabaseUrl
 
 pytestmark = pytest.mark.acceptance
+
+
+# No password in any output ---------------------------------------------------------------------
+
+PASSWORD = "Sekr1t-pw"
+
+
+def with_password(url: str) -> str:
+    """``url`` with ``PASSWORD`` as its password (the test database trusts any password)."""
+    parts = urllib.parse.urlsplit(url)
+    user = parts.username or "postgres"
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{PASSWORD}@{host}").geturl()
+
+
+def test_a_password_in_the_database_url_reaches_no_output(
+    run_cli, start_worker, jobkit_runtime, jobkit_settings, db
+):
+    url = with_password(jobkit_settings.database_url)
+    masked = url.replace(PASSWORD, "***")
+    request = jobkit_runtime.enqueue(QuoteDatabaseUrl())
+    env = {
+        "JOBKIT_DATABASE_URL": url,
+        "JOBKIT_IMPORTS": "testapp.jobs,testapp.secret_jobs",
+        "JOBKIT_WORKER_STATS_EVERY": "0.2",
+        "JOBKIT_OTEL_SDK": "environment",
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
+
+    worker = start_worker("--burst", "--max-processes", "1", env=env)
+    assert worker.wait_for_exit() == 0, worker.output()
+    stats = run_cli("stats", env=env)
+    stats_json = run_cli("stats", "--json", env=env)
+
+    result = jobkit_runtime.get_result(request.id)
+    assert result.status is Status.ERRORED
+    assert result.error.endswith(f"RuntimeError: could not use {masked}\n")
+    [[logged_error]] = db.query("SELECT error FROM {schema}.results")
+    output = worker.output()
+    assert PASSWORD not in logged_error + output + stats.stdout + stats.stderr + stats_json.stdout
+    assert "worker stats" in output and " started: " in output
+    assert f"connecting to {masked}" in output  # the job's own log line
+    assert f"QuoteDatabaseUrl {request.job_id} (attempt 1 of 1) ERRORED: RuntimeError" in output
+    assert f'"description": "RuntimeError: could not use {masked}"' in output  # the span
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats_json.stdout)["errored"] == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            f"postgres//app:{PASSWORD}@db.example/app",
+            "Error: setting database_url (from JOBKIT_DATABASE_URL) must be a URL such as "
+            "postgresql://user@host:5432/dbname, got 'postgres//app:***@db.example/app'",
+        ),
+        (
+            f"host=db.example user=app password={PASSWORD}",
+            "Error: setting database_url (from JOBKIT_DATABASE_URL) must be a URL such as "
+            "postgresql://user@host:5432/dbname, got 'host=db.example user=app password=***'",
+        ),
+        (
+            f"postgresql://app:{PASSWORD} x@db.example/app",
+            "Error: the database_url setting (e.g. JOBKIT_DATABASE_URL) is not a URL PostgreSQL "
+            'can read: unexpected spaces found in "***", use percent-encoded spaces (%20) '
+            "instead; percent-encode spaces, '@', ':' and '/' in the user name and password",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["stats", "worker"])
+def test_a_malformed_database_url_is_refused_without_its_password(run_cli, command, url, message):
+    result = run_cli(command, env={"JOBKIT_DATABASE_URL": url})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert result.stderr.startswith(message), result.stderr
 
 
 # The current directory on sys.path -------------------------------------------------------------

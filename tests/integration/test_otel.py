@@ -167,6 +167,19 @@ def test_a_failed_enqueue_is_an_error_span(telemetry):
     assert point.attributes["error.type"] == "RuntimeError"
 
 
+def test_an_error_span_shows_no_password(telemetry):
+    class Refuse:
+        @hookimpl
+        def jobkit_should_enqueue(self, job, request):
+            raise RuntimeError("rate limiter at redis://:Sekr1t@limits:6379/0 is down")
+
+    telemetry.runtime.pm.register(Refuse())
+    with pytest.raises(RuntimeError):
+        telemetry.runtime.enqueue(Noop(1))
+    (span,) = telemetry.finished()
+    assert span.status.description == "rate limiter at redis://:***@limits:6379/0 is down"
+
+
 # Process --------------------------------------------------------------------------------------
 
 

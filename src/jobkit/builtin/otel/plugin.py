@@ -27,6 +27,7 @@ from jobkit.errors import JobkitError, StoreUnavailable
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status
+from jobkit.redaction import redact_credentials
 
 from . import SECTION, OtelSettings
 
@@ -363,7 +364,7 @@ def _metric_attributes(operation: str, queue: str) -> dict[str, str]:
 
 def _set_error(span: trace.Span, error_type: str, message: str) -> None:
     span.set_attribute("error.type", error_type)
-    span.set_status(StatusCode.ERROR, message)
+    span.set_status(StatusCode.ERROR, redact_credentials(message))
 
 
 def _last_line(text: str) -> str:
