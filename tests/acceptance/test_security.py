@@ -1,18 +1,84 @@
-"""Security promises, against real ``jobkit`` processes and the test database: no password
-reaches any output, and modules lying in the current directory never shadow installed ones."""
+"""Security promises, against real ``jobkit`` processes and the test database: a row never
+reaches a shell, no password reaches any output, and modules lying in the current directory
+never shadow installed ones."""
 
 from __future__ import annotations
 
 import json
+import signal
 import urllib.parse
+import uuid
 
 import pytest
 
 from jobkit import Status
-from testapp.jobs import ledger
+from testapp.jobs import Record, ledger
 from testapp.secret_jobs import QuoteDatabaseUrl
 
 pytestmark = pytest.mark.acceptance
+
+
+# A row never reaches a shell -------------------------------------------------------------------
+
+
+def test_a_row_runs_no_command_but_those_of_the_workers_own_schedule(
+    run_cli, start_worker, jobkit_runtime, jobkit_settings, ledger_ready, db, tmp_path, wait_until
+):
+    configured_log, owned = tmp_path / "configured.log", tmp_path / "owned"
+    env = {
+        "JOBKIT_PLUGINS": "testapp.schedule_plugin",
+        "JOBKIT_SCHEDULE": json.dumps(
+            [{"job": f"cmd:echo ran >> {configured_log}", "schedule": "every 2 seconds"}]
+        ),
+    }
+    # Whoever can write a row, or run `jobkit enqueue`, names the built-in job with a command.
+    enqueued = run_cli(
+        "enqueue", "jobkit.ScheduledCommand", "--args", json.dumps([f"touch {owned}"]), env=env
+    )
+    job_id = uuid.uuid4()
+    db.query(
+        "INSERT INTO {schema}.requests (id, job_id, job_name, parameters, queue, retries) "
+        "VALUES (%(id)s, %(id)s, 'jobkit.ScheduledCommand', %(parameters)s, 'default', 3)",
+        {"id": job_id, "parameters": json.dumps({"args": [f"touch {owned}"], "kwargs": {}})},
+    )
+    jobkit_runtime.enqueue(Record("after the row"))
+
+    worker = start_worker("--max-processes", "1", env=env)
+    wait_until(
+        lambda: configured_log.exists() and ledger(jobkit_settings),
+        30,
+        message="the configured command and the job after the row ran",
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait_for_exit() == 0, worker.output()
+
+    assert not owned.exists()
+    assert enqueued.returncode == 1, enqueued.stdout
+    assert "Traceback" not in enqueued.stderr, enqueued.stderr
+    assert enqueued.stderr.startswith(
+        f"Error: jobkit.ScheduledCommand runs only the cmd: entries of this process's schedule, "
+        f"and none has the key 'touch {owned}'"
+    ), enqueued.stderr
+    rows_with_the_command = db.query(
+        " UNION ALL ".join(
+            f"SELECT job_id FROM {{schema}}.{table} WHERE parameters #>> '{{{{args,0}}}}' = %s"
+            for table in ("requests", "processes", "results")
+        ),
+        [f"touch {owned}"] * 3,
+    )
+    assert rows_with_the_command == [(job_id,)]  # the inserted row's result; `enqueue` added none
+    [(status, error_type, error, retry)] = db.query(
+        "SELECT status, error_type, error, retry_request_id FROM {schema}.results "
+        "WHERE job_id = %s",
+        [job_id],
+    )
+    assert (status, error_type, retry) == ("ERRORED", "jobkit.errors.ParameterError", None)
+    assert f"none has the key 'touch {owned}'" in error
+    assert configured_log.read_text().startswith("ran\n")
+    assert [(key, phase) for key, phase, _, _ in ledger(jobkit_settings)] == [
+        ("after the row", "start"),
+        ("after the row", "end"),
+    ]
 
 
 # No password in any output ---------------------------------------------------------------------
