@@ -270,6 +270,19 @@ def test_a_request_without_trace_context_runs_in_a_new_trace(telemetry):
     assert process.parent is None
 
 
+@pytest.mark.parametrize("headers", [{"traceparent": 5}, ["traceparent"]])
+def test_headers_a_row_holds_that_are_not_text_start_a_new_trace(telemetry, headers):
+    request = telemetry.runtime.build_request(Noop(1))
+    request.headers = headers
+    telemetry.runtime.store.enqueue([request], connection=None)
+
+    (result,) = run_jobs(telemetry.runtime)
+
+    (process,) = telemetry.finished()
+    assert result.status == Status.SUCCESSFUL, result.error
+    assert process.links == ()
+
+
 # Metrics --------------------------------------------------------------------------------------
 
 

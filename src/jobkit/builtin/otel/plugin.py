@@ -168,7 +168,7 @@ class OpenTelemetry:
             waited = (process.claimed_at - process.start_at).total_seconds()
             instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
 
-        creation = propagate.extract(process.headers)
+        creation = propagate.extract(_text_headers(process.headers))
         creation_span = trace.get_current_span(creation).get_span_context()
         parent, links = None, []
         if creation_span.is_valid:
@@ -352,6 +352,14 @@ class _GaugeService:
 
 
 # Helpers ------------------------------------------------------------------------------------
+
+
+def _text_headers(headers: Any) -> dict[str, str]:
+    """The headers a propagator can read: the text ones. A row's ``headers`` can hold any JSON,
+    and a propagator given a number or a list raises, which would fail the job it came with."""
+    if not isinstance(headers, dict):
+        return {}
+    return {name: value for name, value in headers.items() if isinstance(value, str)}
 
 
 def _queue_attributes(queue: str) -> dict[str, str]:
