@@ -9,9 +9,11 @@ import urllib.parse
 MASK = "***"
 """What a password is replaced with."""
 
-_USERINFO = re.compile(r"(?P<user>[^\s:/@'\"]*):(?!/)(?P<password>[^\s@'\"]+)@")
+_USERINFO = re.compile(r"(?<![^\s/@'\"])(?P<user>[^\s:/@'\"]*+):(?!/)(?P<password>[^\s@'\"]++)@")
 """``user:password@`` in a URL, also in a malformed one (``postgres:/user:secret@host``); the
-``(?!/)`` keeps ``postgresql://user@host``, which has no password, as it is."""
+``(?!/)`` keeps ``postgresql://user@host``, which has no password, as it is. A match starts only
+where a user name can (at the start of a word or after ``/``) and never backtracks, so masking
+stays linear in the text's length: every error text a job raises goes through it."""
 _KEYWORD = re.compile(
     r"(?P<key>\b\w*password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s&'\"]+)", re.IGNORECASE
 )

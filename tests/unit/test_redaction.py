@@ -4,6 +4,7 @@ masked, and text without one is left as it was."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -45,6 +46,14 @@ def test_a_password_is_masked_in_every_form(text, masked):
 )
 def test_text_without_a_password_is_left_as_it_was(text):
     assert redact_credentials(text) == text
+
+
+@pytest.mark.parametrize("text", ["x" * 50_000 + ":y", "a:" * 25_000, "password" * 6_000 + "="])
+def test_masking_takes_time_linear_in_the_text(text):
+    # Every error a job raises is masked: a long one without spaces must not take seconds.
+    start = time.perf_counter()
+    redact_credentials(text)
+    assert time.perf_counter() - start < 1.0
 
 
 def test_the_password_of_a_source_is_masked_wherever_its_pieces_appear():
