@@ -56,6 +56,14 @@ def test_masking_takes_time_linear_in_the_text(text):
     assert time.perf_counter() - start < 1.0
 
 
+def test_a_huge_error_without_a_password_costs_no_pattern_search():
+    # A job's error can be hundreds of megabytes before it is cut to error_max_length.
+    text = "Traceback:\n  outcome = run(job)\nValueError: " + "x" * 50_000_000
+    start = time.perf_counter()
+    assert redact_credentials(text) is text
+    assert time.perf_counter() - start < 1.0
+
+
 def test_the_password_of_a_source_is_masked_wherever_its_pieces_appear():
     url = "postgresql://app:s3c ret%zz@db/app"
 
