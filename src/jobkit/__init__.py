@@ -18,6 +18,7 @@ from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.middleware import JobMiddleware
 from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Status
+from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
 from jobkit.runtime import enqueue_many, get_result
 from jobkit.schedule import Schedule, ScheduleError
@@ -49,5 +50,6 @@ __all__ = [
     "enqueue_many",
     "get_result",
     "hookimpl",
+    "redact_credentials",
     "register_job",
 ]

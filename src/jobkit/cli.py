@@ -21,6 +21,7 @@ from jobkit.errors import JobkitError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
+from jobkit.redaction import redact_credentials
 from jobkit.runtime import Runtime, set_runtime
 from jobkit.settings import flag, load_settings
 
@@ -36,14 +37,15 @@ def make_runtime(**overrides: Any) -> Runtime:
 
 
 def reports_errors(command: F) -> F:
-    """Show jobkit's errors (bad settings, no database, unknown job) as one clear line."""
+    """Show jobkit's errors (bad settings, no database, unknown job) as one clear line, with
+    any password in it masked."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except JobkitError as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(redact_credentials(str(error))) from error
 
     return wrapper  # type: ignore[return-value]
 
@@ -87,9 +89,11 @@ def cli() -> None:
 
 
 def main() -> None:
-    # Like `python -m`, so the imports setting finds the project's modules from its directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # The current directory goes on sys.path so the imports setting finds the project's modules,
+    # but last: a psycopg_pool.py or click.py lying where `jobkit` is typed must never be
+    # imported in place of the installed package. (Under `python -m jobkit` it was first.)
+    cwd = os.getcwd()
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", cwd)] + [cwd]
     cli()
 
 
@@ -223,7 +227,8 @@ def _run_reloading(arguments: list[str], shutdown_timeout: float) -> int:
         raise click.ClickException(
             "--reload needs watchfiles: pip install 'jobkit[reload]'"
         ) from None
-    command = [sys.executable, "-m", "jobkit", *arguments]
+    # -P: `python -m` would put the current directory first on sys.path (main() adds it last).
+    command = [sys.executable, "-P", "-m", "jobkit", *arguments]
     watchfiles.run_process(
         ".",
         target=" ".join(shlex.quote(part) for part in command),

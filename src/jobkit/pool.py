@@ -32,7 +32,13 @@ from typing import Any
 import attrs
 
 from jobkit.errors import JobCancelled, JobInterrupted, JobkitError, JobTimeout
-from jobkit.processes import configure_logging, die_with_parent
+from jobkit.processes import (
+    SAFE_PATH,
+    configure_logging,
+    die_with_parent,
+    restore_safe_path,
+    safe_path_for_children,
+)
 from jobkit.records import JobProcess, Outcome, Status
 from jobkit.settings import Settings
 
@@ -147,11 +153,12 @@ class Child:
                 self.stopping,
                 quota,
                 log_level,
+                os.environ.get(SAFE_PATH),
             ),
             name=f"jobkit-child-{number}",
             daemon=True,
         )
-        with _main_module_hidden(), _stop_signals_ignored_by_children():
+        with _main_module_hidden(), _stop_signals_ignored_by_children(), safe_path_for_children():
             self.process.start()
         child_end.close()
         self.assigned: collections.deque[JobProcess] = collections.deque()
@@ -552,15 +559,19 @@ def child_main(
     stopping: Any,
     quota: int | None,
     log_level: int,
+    safe_path: str | None,
 ) -> None:
     """A pool child: build the runtime, then run attempts until told to stop.
 
     A reader thread keeps the pipe drained so the main process never blocks sending work to a
     child busy with a long job. Signals are the main process's business: the child ignores
     SIGINT (Ctrl-C reaches the whole process group) and any SIGTERM the worker did not ask for,
-    and the main process stops it explicitly.
+    and the main process stops it explicitly. ``safe_path`` is the worker's own
+    ``PYTHONSAFEPATH``, put back for the jobs (the child booted with it set: see
+    ``safe_path_for_children``).
     """
     die_with_parent()
+    restore_safe_path(safe_path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupter = _Interrupter(stopping)
     signal.signal(signal.SIGTERM, interrupter)

@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from jobkit.redaction import redact_credentials
+
 
 class Status(enum.StrEnum):
     """How an attempt ended."""
@@ -142,7 +144,9 @@ class Outcome:
     """
 
     status: Status
-    error: str = ""
+    error: str = attrs.field(default="", converter=redact_credentials)
+    """The traceback or reason, with any password in it masked (``user:***@``): it is stored
+    in the result, logged and exported."""
     error_type: str = ""
     rerun_in: float | None = None
     rerun_uses_retry: bool = True

@@ -25,6 +25,7 @@ import attrs
 import cattrs
 
 from jobkit.errors import SettingsError
+from jobkit.redaction import redact_credentials
 
 logger = logging.getLogger("jobkit.settings")
 
@@ -47,7 +48,9 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 class Settings:
     """Every jobkit setting, with its default."""
 
-    database_url: str | None = None
+    database_url: str | None = attrs.field(
+        default=None, repr=lambda url: repr(url if url is None else redact_credentials(url))
+    )
     """``postgresql://...``; unset starts the embedded database (the ``embedded`` extra)."""
     schema: str = "jobkit"
     """The Postgres schema that holds jobkit's tables."""
@@ -299,10 +302,12 @@ def with_plugin_sections(
             # An attrs validator names the field in its arguments: name its source too.
             field_name = next((a.name for a in error.args if isinstance(a, attrs.Attribute)), "")
             if field_name in sources:
+                problem = redact_credentials(str(error.args[0]), *map(str, values.values()))
                 raise SettingsError(
-                    f"setting {name}.{field_name} (from {sources[field_name]}): {error.args[0]}"
-                ) from error
-            raise SettingsError(f"settings section {name}: {error}") from error
+                    f"setting {name}.{field_name} (from {sources[field_name]}): {problem}"
+                ) from None
+            problem = redact_credentials(str(error), *map(str, values.values()))
+            raise SettingsError(f"settings section {name}: {problem}") from None
     for env_name in sorted(key for key in environ if key.startswith(ENV_PREFIX)):
         if env_name not in known_env:
             logger.warning("%s is not a jobkit setting and is ignored (a typo?)", env_name)
@@ -445,10 +450,18 @@ def _structure(name: str, field_type: Any, item: _Value) -> Any:
     except (cattrs.BaseValidationError, ValueError, TypeError) as error:
         raise SettingsError(
             f"setting {name} (from {item.source}) must be {_expected(field_type)}, "
-            f"got {item.value!r}"
+            f"got {_shown(item.value)}"
         ) from error
     check = CHECKS.get(name)
     problem = check(value) if check else None
     if problem:
-        raise SettingsError(f"setting {name} (from {item.source}) must be {problem}, got {value!r}")
+        raise SettingsError(
+            f"setting {name} (from {item.source}) must be {problem}, got {_shown(value)}"
+        )
     return value
+
+
+def _shown(value: Any) -> str:
+    """A bad value as an error shows it: its repr, with any password in it masked (a
+    malformed database URL's too)."""
+    return redact_credentials(repr(value), value if isinstance(value, str) else None)

@@ -136,7 +136,7 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
 
 
 def command_results(db, schema: str) -> dict[str, tuple[str, str]]:
-    """The latest (status, error) of each scheduled command's results, by command."""
+    """The latest (status, error) of each scheduled command's results, by its entry's key."""
     query = sql.SQL(
         "SELECT parameters #>> '{{args,0}}', status, error FROM {}.results "
         "WHERE job_name = 'jobkit.ScheduledCommand' ORDER BY ended_at"
@@ -150,8 +150,8 @@ def test_cmd_entries_run_their_commands_and_record_how_they_ended(
     out = tmp_path / "out.txt"
     succeeds, fails = f"echo ran >> {out}", "echo no space left >&2; exit 4"
     env = schedule_env(
-        [f"cmd:{succeeds}", f"every {PERIOD:g} seconds"],
-        {"job": f"cmd:{fails}", "schedule": f"every {PERIOD:g} seconds"},
+        {"job": f"cmd:{succeeds}", "schedule": f"every {PERIOD:g} seconds", "key": "succeeds"},
+        {"job": f"cmd:{fails}", "schedule": f"every {PERIOD:g} seconds", "key": "fails"},
     )
     worker = start_worker("--max-processes", "1", env=env)
 
@@ -163,9 +163,9 @@ def test_cmd_entries_run_their_commands_and_record_how_they_ended(
     worker.send_signal(signal.SIGTERM)
     assert worker.wait_for_exit() == 0
 
-    assert results[succeeds] == (Status.SUCCESSFUL.value, "")
+    assert results["succeeds"] == (Status.SUCCESSFUL.value, "")
     assert out.read_text().startswith("ran\n")
-    status, error = results[fails]
+    status, error = results["fails"]
     assert status == Status.ERRORED.value
     assert error.endswith(f"{fails!r} exited with status 4; stderr:\nno space left\n")
 

@@ -1,6 +1,7 @@
 """The OpenTelemetry plugin, with the SDK's in-memory exporter and reader injected (never the
 global providers): spans, links, status, metrics and gauges, on the real store."""
 
+import json
 import threading
 import uuid
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
+from psycopg import sql
 
 from jobkit import DeferJob, Job, Status, hookimpl, register_job
 from jobkit.builtin.otel import OpenTelemetry
@@ -167,6 +169,19 @@ def test_a_failed_enqueue_is_an_error_span(telemetry):
     assert point.attributes["error.type"] == "RuntimeError"
 
 
+def test_an_error_span_shows_no_password(telemetry):
+    class Refuse:
+        @hookimpl
+        def jobkit_should_enqueue(self, job, request):
+            raise RuntimeError("rate limiter at redis://:Sekr1t@limits:6379/0 is down")
+
+    telemetry.runtime.pm.register(Refuse())
+    with pytest.raises(RuntimeError):
+        telemetry.runtime.enqueue(Noop(1))
+    (span,) = telemetry.finished()
+    assert span.status.description == "rate limiter at redis://:***@limits:6379/0 is down"
+
+
 # Process --------------------------------------------------------------------------------------
 
 
@@ -255,6 +270,24 @@ def test_a_request_without_trace_context_runs_in_a_new_trace(telemetry):
     assert result.status == Status.SUCCESSFUL
     assert process.links == ()
     assert process.parent is None
+
+
+@pytest.mark.parametrize("headers", [{"traceparent": 5}, ["traceparent"]])
+def test_headers_a_row_holds_that_are_not_text_start_a_new_trace(telemetry, headers):
+    telemetry.runtime.store.enqueue([telemetry.runtime.build_request(Noop(1))], connection=None)
+    # Written behind the store's back, as a hand-made row would be.
+    settings = telemetry.runtime.settings
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("UPDATE {}.requests SET headers = %s").format(sql.Identifier(settings.schema)),
+            [json.dumps(headers)],
+        )
+
+    (result,) = run_jobs(telemetry.runtime)
+
+    (process,) = telemetry.finished()
+    assert result.status == Status.SUCCESSFUL, result.error
+    assert process.links == ()
 
 
 # Metrics --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Tests of the scheduler against the test database: one request per tick however many
 schedulers try, the on-time grace, catch-up, declined ticks, a database that does not answer,
-and the ``cmd:`` job.
+and the ``cmd:`` job, which runs only the commands of its own process's schedule.
 
 Ticks come from ``testapp.schedule_plugin``'s ``"every N seconds from T"`` schedules, so a test
 can put the latest tick where it needs it (seconds or minutes ago) by the real clock; the
@@ -10,16 +10,20 @@ uniqueness and the clock are the database's, as in production.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import threading
 import time
+import uuid
 
 import attrs
+import psycopg
 import pytest
+from psycopg import sql
 
 import testapp.jobs
 import testapp.key_jobs
-from jobkit import Status
+from jobkit import ParameterError, Status
 from jobkit.builtin.cron import MAX_SLEEP, ON_TIME_GRACE, ScheduledCommand, Scheduler, load_entries
 from jobkit.runtime import Runtime
 from jobkit.testing.inline import run_jobs
@@ -228,20 +232,33 @@ def test_a_scheduler_whose_database_is_away_logs_and_keeps_trying(jobkit_setting
 # cmd: entries --------------------------------------------------------------------------------
 
 
-def test_a_command_that_exits_0_is_successful(jobkit_runtime, tmp_path):
-    marker = tmp_path / "ran"
-    ScheduledCommand(f"echo ran > {marker}").run_in_worker()
+@pytest.fixture
+def run_command(jobkit_runtime_factory):
+    """``run_command(command)``: run the ``cmd:`` entry of ``command`` as a tick would enqueue
+    it (by its key) and return its result."""
 
-    [result] = run_jobs(jobkit_runtime)
+    def run(command):
+        runtime = jobkit_runtime_factory(
+            schedule=[{"job": f"cmd:{command}", "schedule": "@daily", "key": "the-command"}]
+        )
+        ScheduledCommand("the-command").run_in_worker()
+        [result] = run_jobs(runtime)
+        return result
+
+    return run
+
+
+def test_a_command_that_exits_0_is_successful(run_command, tmp_path):
+    marker = tmp_path / "ran"
+
+    result = run_command(f"echo ran > {marker}")
 
     assert result.status is Status.SUCCESSFUL
     assert marker.read_text() == "ran\n"
 
 
-def test_a_failing_command_is_errored_with_its_status_and_stderr(jobkit_runtime):
-    ScheduledCommand("echo to stdout; echo disk full >&2; exit 3").run_in_worker()
-
-    [result] = run_jobs(jobkit_runtime)
+def test_a_failing_command_is_errored_with_its_status_and_stderr(run_command):
+    result = run_command("echo to stdout; echo disk full >&2; exit 3")
 
     assert result.status is Status.ERRORED
     assert result.error_type == "jobkit.builtin.cron.CommandFailed"
@@ -251,19 +268,49 @@ def test_a_failing_command_is_errored_with_its_status_and_stderr(jobkit_runtime)
     )
 
 
-def test_a_command_killed_by_a_signal_says_so(jobkit_runtime):
-    ScheduledCommand("kill -KILL $$").run_in_worker()
-
-    [result] = run_jobs(jobkit_runtime)
+def test_a_command_killed_by_a_signal_says_so(run_command):
+    result = run_command("kill -KILL $$")
 
     assert result.status is Status.ERRORED
     assert "'kill -KILL $$' was killed by signal 9" in result.error
 
 
-def test_a_cmd_entry_enqueues_the_command_job(scheduling):
+def test_a_cmd_entry_enqueues_its_key_not_its_command(scheduling):
     runtime, entries = scheduling(["cmd:echo hello", every_hour_with_a_tick(1)])
+    [entry] = entries
 
     Scheduler(runtime, entries).tick()
 
     [request] = scheduled_requests(runtime, "jobkit.ScheduledCommand")
+    assert json.loads(request.parameters) == {"args": [entry.key], "kwargs": {}}
     assert runtime.rebuild_job(request).command == "echo hello"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "touch owned.txt",  # a command instead of a key
+        "testapp.jobs.Noop @daily",  # the key of an entry that is not a cmd:
+    ],
+)
+def test_a_key_that_names_no_cmd_entry_is_refused_without_a_retry(jobkit_runtime_factory, key):
+    runtime = jobkit_runtime_factory(
+        schedule=[["cmd:true", "@daily"], ["testapp.jobs.Noop", "@daily"]]
+    )
+    with pytest.raises(ParameterError, match="runs only the cmd: entries of this process"):
+        ScheduledCommand(key)
+    # Written straight into the table, as anyone who can write to the database could.
+    query = sql.SQL(
+        "INSERT INTO {}.requests (id, job_id, job_name, parameters, queue, retries) "
+        "VALUES (%(id)s, %(id)s, 'jobkit.ScheduledCommand', %(parameters)s, 'default', 3)"
+    ).format(sql.Identifier(runtime.settings.schema))
+    with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
+        parameters = json.dumps({"args": [key], "kwargs": {}})
+        connection.execute(query, {"id": uuid.uuid4(), "parameters": parameters})
+
+    [result] = run_jobs(runtime)
+
+    assert result.status is Status.ERRORED
+    assert result.error_type == "jobkit.errors.ParameterError"
+    assert f"none has the key {key!r}" in result.error
+    assert result.retry_request_id is None

@@ -305,6 +305,18 @@ def test_numbers_from_the_environment_have_the_setting_type(tmp_path):
             f"setting database_url (from JOBKIT_DATABASE_URL) must be {URL}, "
             "got 'localhost:5432/db'",
         ),
+        (
+            "JOBKIT_DATABASE_URL",
+            "postgres:/app:s3c ret@db/app",
+            f"setting database_url (from JOBKIT_DATABASE_URL) must be {URL}, "
+            "got 'postgres:/app:***@db/app'",
+        ),
+        (
+            "JOBKIT_DATABASE_URL",
+            "host=db password=s3cret",
+            f"setting database_url (from JOBKIT_DATABASE_URL) must be {URL}, "
+            "got 'host=db password=***'",
+        ),
     ],
 )
 def test_bad_environment_values_are_refused(tmp_path, variable, text, message):
@@ -586,6 +598,23 @@ def test_a_section_value_the_section_class_refuses_names_the_section(tmp_path):
 
     with raises_exactly("settings section redis_lock: timeout must be greater than 0, got 0.0"):
         with_sections(tmp_path)
+
+
+@attrs.frozen(kw_only=True)
+class MirrorSettings:
+    url: str = attrs.field(
+        default="redis://localhost:6379/0", validator=attrs.validators.matches_re(r"rediss?://")
+    )
+
+
+def test_a_section_value_the_section_class_refuses_is_shown_without_its_password(tmp_path):
+    path = write(tmp_path, "jobkit.toml", '[mirror]\nurl = "http://:s3cret@cache:6379/0"\n')
+
+    with raises_exactly(
+        f"setting mirror.url (from [mirror] in {path}): 'url' must match regex "
+        f"'rediss?://' ('http://:***@cache:6379/0' doesn't)"
+    ):
+        with_sections(tmp_path, declared=[{"mirror": MirrorSettings}])
 
 
 def test_an_unknown_key_in_a_section_is_refused_with_the_section_fields(tmp_path):

@@ -24,19 +24,20 @@ import subprocess
 import sys
 import threading
 import uuid
+import weakref
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import click
 
-from jobkit.errors import JobkitError, StoreUnavailable
+from jobkit.errors import JobkitError, ParameterError, StoreUnavailable
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.processes import die_with_parent
 from jobkit.registry import JobRegistry
-from jobkit.runtime import Runtime
+from jobkit.runtime import Runtime, get_runtime
 from jobkit.schedule import Recurrence, Schedule, ScheduleError
 from jobkit.settings import Settings, load_settings
 
@@ -65,11 +66,28 @@ class CommandFailed(Exception):
 
 
 class ScheduledCommand(Job):
-    """Runs a shell command (a ``cmd:`` schedule entry) with ``/bin/sh``. Exit status 0 is
-    SUCCESSFUL; any other is ERRORED, with the status and the end of the command's stderr."""
+    """Runs the shell command of a ``cmd:`` entry of this process's own schedule with
+    ``/bin/sh``. Exit status 0 is SUCCESSFUL; any other is ERRORED, with the status and the end
+    of the command's stderr.
 
-    def __init__(self, command: str):
-        self.command = command
+    Its one parameter, the one a row stores, is the entry's key, never the command: the command
+    is looked up in the schedule the process was configured with, so whoever can write a row
+    (or run ``jobkit enqueue``) can at most run a command that schedule already holds. A key
+    that names none of its ``cmd:`` entries raises ``ParameterError``, which the worker records
+    ERRORED without a retry.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        self.command = configured_command(get_runtime(), key)
+
+    @classmethod
+    def for_entry(cls, key: str, command: str) -> ScheduledCommand:
+        """The job of the ``cmd:`` entry ``key`` whose command is at hand (the scheduler's, and
+        ``load_entries``'s, which the lookup runs), made without looking it up."""
+        job = cast(ScheduledCommand, cls.__new__(cls, key))  # the key is the stored parameter
+        job.key, job.command = key, command
+        return job
 
     def run(self) -> None:
         # The shell dies with the pool child that runs it, so a job ended for its timeout or a
@@ -97,6 +115,34 @@ class ScheduledCommand(Job):
         )
 
 
+_commands: weakref.WeakKeyDictionary[Runtime, dict[str, str]] = weakref.WeakKeyDictionary()
+_commands_lock = threading.Lock()
+
+
+def configured_command(runtime: Runtime, key: str) -> str:
+    """The shell command of the ``cmd:`` entry with ``key`` in ``runtime``'s schedule (its
+    entries are read once per runtime); ``ParameterError`` when no ``cmd:`` entry has it."""
+    with _commands_lock:
+        commands = _commands.get(runtime)
+        if commands is None:
+            commands = {
+                entry.key: entry.command
+                for entry in load_entries(runtime)
+                if entry.command is not None
+            }
+            _commands[runtime] = commands
+    try:
+        return commands[key]
+    except KeyError:
+        shown = key if len(key) <= 200 else key[:197] + "..."
+        raise ParameterError(
+            f"{COMMAND_JOB_NAME} runs only the cmd: entries of this process's schedule, and "
+            f"none has the key {shown!r} ({len(commands)} cmd: entries are configured; "
+            f"`jobkit schedule` lists their keys). It is enqueued by the scheduler, with the "
+            f"entry's key: to run a command, add it to the schedule setting as a cmd: entry"
+        ) from None
+
+
 # Entries ----------------------------------------------------------------------------------------
 
 
@@ -118,9 +164,16 @@ class ScheduleEntry:
     origin: str = ""
     """Where the entry was written, for messages: ``schedule setting, entry 2``."""
 
+    @property
+    def command(self) -> str | None:
+        """The shell command of a ``cmd:`` entry; None for an entry that names a job."""
+        if not self.job.startswith(COMMAND_PREFIX):
+            return None
+        return self.job.removeprefix(COMMAND_PREFIX)
+
     def make_job(self, registry: JobRegistry) -> Job:
-        if self.job.startswith(COMMAND_PREFIX):
-            return ScheduledCommand(self.job.removeprefix(COMMAND_PREFIX))
+        if self.command is not None:
+            return ScheduledCommand.for_entry(self.key, self.command)
         return registry.get(self.job)(**self.kwargs)
 
     def enqueue_options(self) -> dict[str, Any]:

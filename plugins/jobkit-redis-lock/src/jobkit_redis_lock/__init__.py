@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import redis
 
-from jobkit import PluginError, Settings, hookimpl
+from jobkit import PluginError, Settings, hookimpl, redact_credentials
 
 __all__ = ["RedisLockSettings", "jobkit_enqueue_lock", "jobkit_settings_defaults"]
 
@@ -65,7 +64,7 @@ def _client(url: str) -> redis.Redis:
 @contextlib.contextmanager
 def _held(client: redis.Redis, name: str, config: RedisLockSettings) -> Iterator[None]:
     lock = client.lock(name, timeout=config.timeout, blocking_timeout=config.blocking_timeout)
-    where = _without_password(config.url)
+    where = redact_credentials(config.url)
     try:
         acquired = lock.acquire()
     except redis.RedisError as error:
@@ -98,7 +97,3 @@ def _release(lock: Any, name: str, config: RedisLockSettings) -> None:
         logger.warning(
             "could not release the Redis lock %r (%s); it expires by itself", name, error
         )
-
-
-def _without_password(url: str) -> str:
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)

@@ -27,6 +27,7 @@ from jobkit.errors import JobkitError, StoreUnavailable
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status
+from jobkit.redaction import redact_credentials
 
 from . import SECTION, OtelSettings
 
@@ -167,7 +168,7 @@ class OpenTelemetry:
             waited = (process.claimed_at - process.start_at).total_seconds()
             instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
 
-        creation = propagate.extract(process.headers)
+        creation = propagate.extract(_text_headers(process.headers))
         creation_span = trace.get_current_span(creation).get_span_context()
         parent, links = None, []
         if creation_span.is_valid:
@@ -353,6 +354,14 @@ class _GaugeService:
 # Helpers ------------------------------------------------------------------------------------
 
 
+def _text_headers(headers: Any) -> dict[str, str]:
+    """The headers a propagator can read: the text ones. A row's ``headers`` can hold any JSON,
+    and a propagator given a number or a list raises, which would fail the job it came with."""
+    if not isinstance(headers, dict):
+        return {}
+    return {name: value for name, value in headers.items() if isinstance(value, str)}
+
+
 def _queue_attributes(queue: str) -> dict[str, str]:
     return {"messaging.system": SYSTEM, "messaging.destination.name": queue}
 
@@ -363,7 +372,7 @@ def _metric_attributes(operation: str, queue: str) -> dict[str, str]:
 
 def _set_error(span: trace.Span, error_type: str, message: str) -> None:
     span.set_attribute("error.type", error_type)
-    span.set_status(StatusCode.ERROR, message)
+    span.set_status(StatusCode.ERROR, redact_credentials(message))
 
 
 def _last_line(text: str) -> str:

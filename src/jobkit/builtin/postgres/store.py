@@ -32,6 +32,7 @@ from jobkit.records import (
     Status,
     WorkerInfo,
 )
+from jobkit.redaction import redact_credentials
 
 from .queries import load_migrations, load_queries
 
@@ -322,7 +323,7 @@ class PostgresStore:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL at {where}, database {database!r} (the "
                 f"database_url setting, e.g. JOBKIT_DATABASE_URL): "
-                + " ".join(line.strip() for line in str(error).splitlines())
+                + redact_credentials(" ".join(line.strip() for line in str(error).splitlines()))
             ) from error
 
     @contextlib.contextmanager
