@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import select
 import shutil
 import signal
 import stat
@@ -87,7 +88,8 @@ class Holder:
 
     def wait_for_url(self) -> str:
         assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
+        ready, _, _ = select.select([self.process.stdout], [], [], TIMEOUT)
+        line = self.process.stdout.readline().strip() if ready else ""
         if not line:
             self.close()
             pytest.fail(f"the jobkit process gave no URL; it printed:\n{self.stderr}")
