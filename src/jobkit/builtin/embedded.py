@@ -289,6 +289,7 @@ class EmbeddedServer:
         if not _fits_socket(socket_dir):
             socket_dir = Path(tempfile.mkdtemp(prefix="jobkit-postgres-"))
             if not _fits_socket(socket_dir):
+                socket_dir.rmdir()
                 raise StoreError(
                     f"the embedded PostgreSQL's socket cannot go in {self.data_dir} or "
                     f"{socket_dir.parent}: a socket directory must be at most "
@@ -297,17 +298,22 @@ class EmbeddedServer:
                 )
             self._give_to_server(socket_dir)
         log = self.data_dir / "postgresql.log"
-        self._run(
-            "pg_ctl",
-            "start",
-            f"--pgdata={self.data_dir}",
-            f"--log={log}",
-            "--wait",
-            f"--timeout={START_TIMEOUT}",
-            f"--options=-c listen_addresses='' -k {socket_dir} -p {PORT}",
-            action="start",
-            log=log,
-        )
+        try:
+            self._run(
+                "pg_ctl",
+                "start",
+                f"--pgdata={self.data_dir}",
+                f"--log={log}",
+                "--wait",
+                f"--timeout={START_TIMEOUT}",
+                f"--options=-c listen_addresses='' -k {socket_dir} -p {PORT}",
+                action="start",
+                log=log,
+            )
+        except StoreError:
+            if socket_dir != self.data_dir:
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
         return socket_dir
 
     def _stop(self) -> None:
