@@ -1,7 +1,15 @@
 """The store contract, run against the built-in Postgres store."""
 
-import pytest
+import concurrent.futures
+import secrets
+import threading
 
+import attrs
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobkit.runtime import Runtime
 from jobkit.testing.store_contract import StoreContract
 
 
@@ -9,3 +17,31 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store(self, jobkit_runtime):
         return jobkit_runtime.store
+
+
+def test_concurrent_migrations_of_a_new_schema_all_succeed(jobkit_settings):
+    """Processes that migrate a new schema at once (workers starting together on a new embedded
+    database) wait for each other: one applies the migrations, the others find them applied."""
+    schema = f"jobkit_fresh_{secrets.token_hex(4)}"
+    runtimes = [
+        Runtime.from_settings(attrs.evolve(jobkit_settings, schema=schema)) for _ in range(4)
+    ]
+    for runtime in runtimes:
+        runtime.store.database_now()  # connected before the race starts
+    start = threading.Barrier(len(runtimes))
+
+    def migrate(runtime):
+        start.wait()
+        return runtime.store.migrate()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(runtimes)) as pool:
+            applied = list(pool.map(migrate, runtimes))
+        assert sorted(map(bool, applied)) == [False, False, False, True]
+    finally:
+        for runtime in runtimes:
+            runtime.close()
+        with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )

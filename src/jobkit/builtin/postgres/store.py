@@ -630,8 +630,9 @@ class PostgresStore:
     def migrate(self) -> list[str]:
         applied_now = []
         with self.transaction() as conn:
-            conn.execute(self.queries["bootstrap_migrations"])
+            # Locked first: concurrent CREATE SCHEMA IF NOT EXISTS of a new schema would fail.
             conn.execute(self.queries["lock_migrations"], {"schema": self.schema})
+            conn.execute(self.queries["bootstrap_migrations"])
             applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
             for migration, statement in self.migrations:
                 if migration.version in applied:
