@@ -67,6 +67,11 @@ class StoreUnavailable(StoreError):
     connection slot taken. Retrying later may work; nothing else raises it."""
 
 
+class LeaseLost(StoreError):
+    """A worker's heartbeat row is gone: another worker declared it dead and rescued its jobs.
+    The worker registers again and replaces its pool children."""
+
+
 class StoreDataError(StoreError):
     """The database refused the values it was sent (out of range, too long, text it cannot
     hold): sending the same values again fails again, so retrying is pointless."""

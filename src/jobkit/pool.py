@@ -17,6 +17,7 @@ import collections
 import contextlib
 import enum
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -56,6 +57,17 @@ IDLE_RESET = 1.0
 claims one job per child again until it learns the next one."""
 RUN_TIME_WEIGHT = 0.3
 """Weight of the newest run in the average run time (an exponential moving average)."""
+MAIN_STALE = 0.1
+"""Seconds since the main process last showed it was answering (and reaching the database) after
+which a child asks it again before starting a job: a job started while the main process is frozen
+or cut from the database may never be marked started, and a rescue would then return it to the
+queue as if it had never run."""
+GATE_PATIENCE = 1.0
+"""Seconds a child waits at the start gate before it logs why."""
+GATE_POLL = 0.05
+"""Seconds between two looks at the start gate, at most, by a child waiting at it."""
+ALIVE = ("alive?",)
+"""A child's question to the main process, which answers by renewing ``main_beat``."""
 KILL_GRACE = 1.0
 """Seconds a run has to end after ``JobTimeout`` or ``JobCancelled`` was raised in it (on SIGTERM)
 before its child is killed (SIGKILL)."""
@@ -136,7 +148,14 @@ class Crashed:
 class Child:
     """The main process's handle on one pool child."""
 
-    def __init__(self, number: int, settings: Settings, quota: int | None, log_level: int):
+    def __init__(
+        self,
+        number: int,
+        settings: Settings,
+        quota: int | None,
+        log_level: int,
+        gate: tuple[Any, Any],
+    ):
         self.number = number
         self.quota = quota
         self.connection, child_end = _CONTEXT.Pipe(duplex=True)
@@ -151,6 +170,7 @@ class Child:
                 self.started,
                 self.started_at,
                 self.stopping,
+                gate,
                 quota,
                 log_level,
                 os.environ.get(SAFE_PATH),
@@ -245,6 +265,12 @@ class WorkerPool:
         self.log_level = log_level
         self.children: list[Child] = []
         self.closing = False
+        self.lease = _CONTEXT.RawValue("d", -math.inf)
+        """The lease deadline (monotonic, shared with every child): no child starts a job after
+        it. The worker's heartbeat renews it; until the first renewal, nothing starts."""
+        self.main_beat = _CONTEXT.RawValue("d", -math.inf)
+        """When (monotonic) the main process last showed it answers and reaches the database;
+        a child starts a job only within ``MAIN_STALE`` of it (see ``StartGate``)."""
         self.average_run: float | None = None
         """Seconds the recent attempts ran (a moving average); None until one has ended."""
         self._last_busy = time.monotonic()
@@ -260,7 +286,18 @@ class WorkerPool:
             self._await_ready(child, deadline)
 
     def _spawn(self) -> Child:
-        return Child(next(self._numbers), self.settings, self.max_jobs_per_child, self.log_level)
+        gate = (self.lease, self.main_beat)
+        return Child(
+            next(self._numbers), self.settings, self.max_jobs_per_child, self.log_level, gate
+        )
+
+    def renew_lease(self, deadline: float) -> None:
+        """Let the children start jobs until ``deadline`` (monotonic)."""
+        self.lease.value = deadline
+
+    def answer(self) -> None:
+        """Show the children that the main process answers and reaches the database."""
+        self.main_beat.value = time.monotonic()
 
     def _await_ready(self, child: Child, deadline: float) -> None:
         remaining = max(0.0, deadline - time.monotonic())
@@ -386,6 +423,8 @@ class WorkerPool:
                 if not child.ready:
                     self._started(child, message)
                     continue
+                if message == ALIVE:
+                    continue  # the worker answers once its loop goes round (``answer``)
                 (
                     attempt_id,
                     status,
@@ -557,6 +596,7 @@ def child_main(
     started: Any,
     started_at: Any,
     stopping: Any,
+    gate: tuple[Any, Any],
     quota: int | None,
     log_level: int,
     safe_path: str | None,
@@ -607,6 +647,7 @@ def child_main(
                 return
 
     threading.Thread(target=read, name="jobkit-child-reader", daemon=True).start()
+    start_gate = StartGate(connection, stopping, *gate)
     pool_child = os.getpid()
     os.register_at_fork(after_in_child=_forked_by_a_job)
     done = 0
@@ -616,6 +657,8 @@ def child_main(
                 arrived.wait()
             process = inbox.popleft()
         if process is None or stopping.value:
+            break
+        if not start_gate.open():
             break
         started_at.value = time.monotonic()
         started.value += 1
@@ -640,6 +683,51 @@ def child_main(
         )
         done += 1
     runtime.close()
+
+
+class StartGate:
+    """Whether a pool child may start its next job. Two things must hold: the worker's lease
+    (``lease``, renewed by its heartbeat) has not run out, so no peer can have declared the
+    worker dead and given the job away; and the main process answered within ``MAIN_STALE``
+    (``main_beat``), so it will mark the job started in the database (a frozen main process,
+    or one cut from the database, could not, and a rescue would return the job to the queue as
+    if it had never run). The child asks the main process when its last answer is stale."""
+
+    def __init__(self, connection: Any, stopping: Any, lease: Any, main_beat: Any):
+        self.connection = connection
+        self.stopping = stopping
+        self.lease = lease
+        self.main_beat = main_beat
+
+    def open(self) -> bool:
+        """True once the next job may start; False if the child is asked to stop first."""
+        asked = waited_from = -math.inf
+        pause, said_why = 0.0005, False
+        while not self.stopping.value:
+            now = time.monotonic()
+            leased = now <= self.lease.value
+            answered = now - self.main_beat.value <= MAIN_STALE
+            if leased and answered:
+                if said_why:
+                    logger.info("this pool child starts jobs again")
+                return True
+            if waited_from == -math.inf:
+                waited_from = now
+            if not said_why and now - waited_from > GATE_PATIENCE:
+                logger.warning(
+                    "this pool child starts no job until its worker %s",
+                    "answers (its main process is frozen, or cut from the database)"
+                    if not answered
+                    else "renews its heartbeat (a peer may rescue the worker's jobs)",
+                )
+                said_why = True
+            if not answered and now - asked > MAIN_STALE:
+                with contextlib.suppress(OSError):
+                    self.connection.send(ALIVE)
+                asked = now
+            time.sleep(pause)
+            pause = min(pause * 2, GATE_POLL)
+        return False
 
 
 def _forked_by_a_job() -> None:

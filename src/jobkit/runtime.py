@@ -543,23 +543,51 @@ class Runtime:
         *,
         exclude: uuid.UUID | None = None,
         aborted: Callable[[JobResult], None] | None = None,
+        vouched: Callable[[], bool] = lambda: True,
     ) -> list[JobResult]:
         """Record the attempts of workers that stopped heartbeating as LOST (retried when retries
-        remain), remove those workers, and call ``on_aborted`` (through ``aborted`` when given,
-        so a slow one never holds up the sweep). ``exclude`` is the sweeping worker, alive
-        whatever its row says. The store guards each write: an attempt its worker finished in
-        the meantime keeps that worker's result."""
-        store = self.store
+        remain), put those they never started back in the queue, remove those workers, and call
+        ``on_aborted`` (through ``aborted`` when given, so a slow one never holds up the sweep).
+        ``exclude`` is the sweeping worker, alive whatever its row says.
+
+        Each worker is rescued in a transaction of its own that first locks its row and checks
+        its heartbeat again by the database's clock at that moment, so a beat that arrives
+        meanwhile wins; ``vouched()`` is asked last, before the commit: the sweeping worker's
+        own heartbeat must vouch that beats were going through all along (a lock that held up
+        the dead-looking worker's beats would have held up its own). The store guards each
+        write: an attempt its worker finished in the meantime keeps that worker's result."""
         timeout = self.settings.heartbeat_timeout
         rescued: list[JobResult] = []
-        for worker_id, held in store.dead_workers(heartbeat_timeout=timeout).items():
+        for worker_id in self.store.dead_workers(heartbeat_timeout=timeout):
             if worker_id == exclude:
                 continue
-            processes = [p for p in held if p.started_at is not None]
-            why = (
-                f"worker {worker_id} sent no heartbeat for more than {timeout:g} s; another "
-                f"worker rescued its jobs"
+            try:
+                rescued += self._rescue_worker(worker_id, timeout, vouched)
+            except _Withdrawn:
+                logger.info(
+                    "worker %s looked dead, but this worker's own heartbeat was held up "
+                    "meanwhile: not rescuing it now",
+                    worker_id,
+                )
+        for result in rescued:
+            notify(self.pm.hook.jobkit_job_finished, result=result)
+            (aborted or self.aborted)(result)
+        return rescued
+
+    def _rescue_worker(
+        self, worker_id: uuid.UUID, timeout: float, vouched: Callable[[], bool]
+    ) -> list[JobResult]:
+        store = self.store
+        why = (
+            f"worker {worker_id} sent no heartbeat for more than {timeout:g} s; another worker "
+            f"rescued its jobs"
+        )
+        with store.transaction() as conn:
+            held = store.lock_dead_worker(
+                worker_id=worker_id, heartbeat_timeout=timeout, connection=conn
             )
+            if held is None:
+                return []  # it beat meanwhile, or something holds its row
             ended = store.database_now()
             completions = [
                 Completion(
@@ -568,33 +596,30 @@ class Runtime:
                     started_at=process.started_at,
                     ended_at=ended,
                 )
-                for process in processes
+                for process in held
+                if process.started_at is not None
             ]
-            report = store.finish(worker_id=worker_id, completions=completions)
+            report = store.finish(worker_id=worker_id, completions=completions, connection=conn)
             # Attempts that never started go back to the queue as they were: they did not run.
             # (After the LOST ones' reruns, so those, claimed earlier, are first in line.)
             unstarted = [p.id for p in held if p.started_at is None]
-            returned = (
-                store.release(worker_id=worker_id, process_ids=unstarted) if unstarted else []
-            )
-            store.unregister_worker(worker_id=worker_id)
-            written = [c for c in completions if c.process.id in report.written]
-            logger.warning(
-                "worker %s sent no heartbeat for more than %g s: recorded %d of its jobs LOST "
-                "and returned %d it had not started to the queue",
-                worker_id,
-                timeout,
-                len(written),
-                len(returned),
-            )
-            rescued += [
-                JobResult.from_completion(c, retry_request_id=report.written[c.process.id])
-                for c in written
-            ]
-        for result in rescued:
-            notify(self.pm.hook.jobkit_job_finished, result=result)
-            (aborted or self.aborted)(result)
-        return rescued
+            returned = store.release(worker_id=worker_id, process_ids=unstarted, connection=conn)
+            store.unregister_worker(worker_id=worker_id, connection=conn)
+            if not vouched():
+                raise _Withdrawn
+        written = [c for c in completions if c.process.id in report.written]
+        logger.warning(
+            "worker %s sent no heartbeat for more than %g s: recorded %d of its jobs LOST and "
+            "returned %d it had not started to the queue",
+            worker_id,
+            timeout,
+            len(written),
+            len(returned),
+        )
+        return [
+            JobResult.from_completion(c, retry_request_id=report.written[c.process.id])
+            for c in written
+        ]
 
     def aborted(self, result: JobResult) -> None:
         """Call the job's ``on_aborted(result)`` and the ``jobkit_job_aborted`` event, after a
@@ -622,6 +647,10 @@ class Runtime:
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
             return self.bounded(_errored(error, process, job=job))
         return Outcome(status=Status.SUCCESSFUL)
+
+
+class _Withdrawn(Exception):
+    """Rolls a rescue back: the sweeping worker can no longer vouch that beats went through."""
 
 
 class CorePlugin:

@@ -107,9 +107,16 @@ class Store(Protocol):
         """Record on a result the request that runs its job again (a deferral re-enqueued
         through the enqueue lock and ``should_enqueue`` after its result was written)."""
 
-    def release(self, *, worker_id: uuid.UUID, process_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    def release(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        process_ids: Sequence[uuid.UUID],
+        connection: Any = None,
+    ) -> list[uuid.UUID]:
         """Put claimed attempts that never started back in the queue, unchanged (no attempt is
-        used); return the ids released. Attempts ``worker_id`` no longer owns are left alone."""
+        used); return the ids released. Attempts ``worker_id`` no longer owns are left alone.
+        With ``connection``, inside that connection's transaction."""
 
     def release_unknown(
         self, *, worker_id: uuid.UUID, known_ids: Sequence[uuid.UUID]
@@ -124,10 +131,13 @@ class Store(Protocol):
         """Insert the worker's heartbeat row; return it with the database's timestamps."""
 
     def heartbeat(self, *, worker_id: uuid.UUID) -> datetime.datetime:
-        """Record that the worker is alive; return the database's current time."""
+        """Record that the worker is alive, stamped with the database's time when the row is
+        written (not when the statement began: a beat held up by a lock must not look older
+        than it is); return that time. Raise ``LeaseLost`` when the worker's row is gone."""
 
-    def unregister_worker(self, *, worker_id: uuid.UUID) -> None:
-        """Delete the worker's heartbeat row on a clean exit."""
+    def unregister_worker(self, *, worker_id: uuid.UUID, connection: Any = None) -> None:
+        """Delete the worker's heartbeat row (on a clean exit, or when it is rescued, inside the
+        rescue's ``connection``)."""
 
     def workers(self) -> list[WorkerInfo]:
         """Every registered worker."""
@@ -137,6 +147,15 @@ class Store(Protocol):
         clock, with their processes; also the owners of processes whose worker row is gone. A
         restart of the database must not make every live worker look dead: the built-in counts
         the database's start as a heartbeat of every worker."""
+
+    def lock_dead_worker(
+        self, *, worker_id: uuid.UUID, heartbeat_timeout: float, connection: Any
+    ) -> list[JobProcess] | None:
+        """Inside the rescue's transaction (``connection``): if ``worker_id``'s heartbeat is
+        still older than ``heartbeat_timeout`` by the database's clock *now* (or its row is gone),
+        lock its row, so that a beat arriving meanwhile waits for the rescue's outcome, and
+        return its processes; else None. Never waits long for a lock: a row or table someone
+        else holds means None (the rescue tries again at the next sweep)."""
 
     def database_now(self) -> datetime.datetime:
         """The database's clock, read without writing (so no commit delays the answer)."""

@@ -25,12 +25,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
 from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
+from jobkit.housekeeping import ResultsRetention, StatsReporter
+from jobkit.liveness import DatabaseClock, Heartbeat, Rescuer
 from jobkit.middleware import build_chain
 from jobkit.plugins import notify
 from jobkit.pool import Crashed, Finished, StopReason, WorkerPool, describe_exit
@@ -48,9 +50,11 @@ from jobkit.services import WorkerService
 from jobkit.store import Listener, Store
 
 logger = logging.getLogger("jobkit.worker")
+T = TypeVar("T")
 
-RETENTION_EVERY = 600.0
 MAX_BACKOFF = 5.0
+MAX_START_BACKOFF = 30.0
+"""Seconds at most between two tries to reach the database while the worker starts."""
 START_MARK_DELAY = 0.05
 """Seconds within which the database learns that an attempt started running (so that if this
 worker dies, its peers record it LOST instead of running it again as if it never started)."""
@@ -97,20 +101,6 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-class DatabaseClock:
-    """Wall-clock times of this machine translated to the database's clock, so a result's
-    started/ended times line up with the created/claimed times the database stamped."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def sync(self, database_now: datetime.datetime, sent: float, received: float) -> None:
-        self.offset = database_now.timestamp() - (sent + received) / 2
-
-    def at(self, wall_time: float) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(wall_time + self.offset, datetime.UTC)
 
 
 def unwritable(completion: Completion, error: Exception) -> Outcome:
@@ -177,61 +167,8 @@ class RoundTrip:
     future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess], float | None]]
 
 
-class Heartbeat(threading.Thread):
-    """Beats on its own thread and connection, so a claim stuck behind a lock, or a slow
-    ``on_aborted``, never makes a live worker look dead. Each beat also re-reads the database
-    clock. When the worker's row is gone (another worker declared it dead and rescued its jobs)
-    it raises ``lease_lost`` for the main loop."""
-
-    def __init__(self, worker: Worker):
-        super().__init__(name="jobkit-heartbeat", daemon=True)
-        self.worker = worker
-        self.stopped = threading.Event()
-        self.lease_lost = threading.Event()
-        self._failing = False
-        self.healthy_since: float | None = -math.inf
-        """When (monotonic) the beats last started to succeed; None while they fail."""
-
-    def run(self) -> None:
-        interval = self.worker.runtime.settings.heartbeat_interval
-        while not self.stopped.wait(interval):
-            self.beat()
-
-    def sync_clock(self) -> None:
-        """Read the database clock (a read, so no commit delays the answer)."""
-        sent = time.time()
-        self.worker.clock.sync(self.worker.store.database_now(), sent, time.time())
-
-    def beat(self) -> None:
-        try:
-            self.worker.store.heartbeat(worker_id=self.worker.id)
-            self.sync_clock()
-        except StoreUnavailable as error:
-            if not self._failing:
-                logger.warning("heartbeat failed (%s); retrying every beat", error)
-            self._failing = True
-            self.healthy_since = None
-            return
-        except StoreError as error:
-            logger.error("%s", error)
-            self.reregister()
-            return
-        if self._failing:
-            logger.info("heartbeat works again")
-        self._failing = False
-        if self.healthy_since is None:
-            self.healthy_since = time.monotonic()
-
-    def reregister(self) -> None:
-        """Register again under the same id after another worker declared this one dead; the
-        main loop then replaces the children (their jobs were given away)."""
-        try:
-            self.worker.register()
-        except StoreUnavailable as error:
-            logger.warning("could not register again (%s); trying at the next beat", error)
-            return
-        self.lease_lost.set()
-        self.worker.wake()
+class StoppedWhileStarting(Exception):
+    """A signal stopped the worker while it waited for the database to answer at start-up."""
 
 
 class Worker:
@@ -244,25 +181,30 @@ class Worker:
         self.id = uuid.uuid4()
         self.clock = DatabaseClock()
         self.stopping = False
-        self.info: WorkerInfo | None = None
+        self.info = WorkerInfo(
+            id=self.id, hostname=socket.gethostname(), pid=os.getpid(), queues=list(options.queues)
+        )
         self.listener: Listener | None = None
         self.pool: WorkerPool | None = None
-        self.heartbeat = Heartbeat(self)
+        self.heartbeat = Heartbeat(
+            runtime.store,
+            self.info,
+            interval=runtime.settings.heartbeat_interval,
+            timeout=runtime.settings.heartbeat_timeout,
+            clock=self.clock,
+            wake=self.wake,
+        )
         self.services: list[WorkerService] = []
         self._pending: list[Completion] = []
         self._round_trip: RoundTrip | None = None
         self._database_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="jobkit-database"
         )
-        # Rescue sweeps, stats and retention: slow work, off the main loop.
-        self._maintenance = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="jobkit-maintenance"
-        )
-        self._rescue: concurrent.futures.Future[list[JobResult]] | None = None
         # on_aborted calls are user code: each runs on a daemon thread of its own, so one that
         # hangs holds up neither the sweeps nor the worker's exit.
         self._aborted_calls: list[threading.Thread] = []
         self._done = Counter[Status]()
+        self._done_lock = threading.Lock()
         self._failures = 0
         self._backoff_until = 0.0
         self._shutdown_deadline = float("inf")
@@ -298,7 +240,7 @@ class Worker:
         try:
             self.runtime.import_jobs()
             build_chain(self.runtime.settings.middleware)
-            self.store.check_schema()
+            self._until_reachable("checking jobkit's tables", self.store.check_schema)
             self.services = [
                 service
                 for answer in self.runtime.pm.hook.jobkit_add_worker_services(
@@ -306,7 +248,11 @@ class Worker:
                 )
                 for service in answer or ()
             ]
-            self.info = self.register()
+            self.info = self._until_reachable("registering this worker", self.heartbeat.register)
+        except StoppedWhileStarting:
+            self._restore(previous_handlers)
+            logger.info("worker %s stopped before the database answered", self.id)
+            return 0
         except BaseException:
             self._restore(previous_handlers)
             raise
@@ -322,7 +268,10 @@ class Worker:
             self.pool.start()
             if self.stopping:  # a signal arrived while the worker was starting
                 self.pool.stop()
+            self.heartbeat.renewed = self.pool.renew_lease
+            self.pool.renew_lease(self.heartbeat.lease_deadline)
             self.heartbeat.start()
+            self.services += self._duties()
             for service in self.services:
                 service.start()
             logger.info(
@@ -341,17 +290,35 @@ class Worker:
         logger.info("worker %s stopped", self.id)
         return 0
 
-    def register(self) -> WorkerInfo:
-        info = self.store.register_worker(
-            WorkerInfo(
-                id=self.id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                queues=list(self.options.queues),
+    def _until_reachable(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, tried again with a growing backoff while the database cannot be reached
+        (down, restarting, every connection slot taken), until it answers, or a signal stops the
+        worker (``StoppedWhileStarting``). A ``--burst`` worker, run by a script, fails at once."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except StoreUnavailable as error:
+                if self.options.burst:
+                    raise
+                failures += 1
+                delay = min(MAX_START_BACKOFF, 0.5 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+                logger.warning("%s failed (%s); trying again in %.1f s", what, error, delay)
+                self._readiness.wait([self._wakeup_reader], delay)
+            if self.stopping:
+                raise StoppedWhileStarting
+
+    def _duties(self) -> list[WorkerService]:
+        """The worker's own services: the rescue sweep, results retention, the stats line."""
+        duties: list[WorkerService] = [
+            Rescuer(self.runtime, self.id, self.heartbeat, self._call_aborted),
+            ResultsRetention(self.runtime),
+        ]
+        if self.options.stats_every:
+            duties.append(
+                StatsReporter(self.runtime, self.info, self.options.stats_every, self._figures)
             )
-        )
-        self.heartbeat.sync_clock()
-        return info
+        return duties
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         signal.set_wakeup_fd(self._wakeup_writer.fileno(), warn_on_full_buffer=False)
@@ -418,7 +385,6 @@ class Worker:
                 still,
                 ABORTED_WAIT,
             )
-        self._maintenance.shutdown(wait=False, cancel_futures=True)
         if self.listener is not None:
             self.listener.close()
         try:
@@ -434,16 +400,14 @@ class Worker:
         assert self.pool is not None
         pool = self.pool
         settings = self.runtime.settings
-        now = time.monotonic()
-        next_maintenance = now + settings.heartbeat_interval
-        next_stats = now + self.options.stats_every if self.options.stats_every else float("inf")
-        next_retention = now
-        stats_since = now
+        next_maintenance = time.monotonic() + settings.heartbeat_interval
 
         while True:
             now = time.monotonic()
             if self._round_trip is not None and self._round_trip.future.done():
                 self._complete_round_trip()
+            if not self._failures:
+                pool.answer()  # the children may start jobs: their starts will be marked
             if self.heartbeat.lease_lost.is_set():
                 self._recover_lease()
             self._enforce_time_limits(now)
@@ -463,12 +427,14 @@ class Worker:
                 free = 0 if self.stopping else pool.free_slots()
                 want_claim = free > 0 and (self._claim_due or now >= self._next_poll)
                 started = self._newly_started()
-                if want_claim or self._pending or started:
+                # After a failure, try again even with nothing to write: children wait to start
+                # their jobs until the database answers.
+                if want_claim or self._pending or started or self._failures:
                     self._start_round_trip(free if want_claim else 0, started)
 
-            deadlines = [next_maintenance, next_stats, next_retention, *self._time_limits()]
+            deadlines = [next_maintenance, *self._time_limits()]
             if self._round_trip is None:
-                if self._pending:
+                if self._pending or self._failures:
                     deadlines.append(self._backoff_until)
                 if not self.stopping and pool.free_slots() > 0:
                     # With no free slot, a child's outcome (its pipe) wakes the loop instead.
@@ -490,12 +456,6 @@ class Worker:
             if now >= next_maintenance:
                 self._maintain()
                 next_maintenance = now + settings.heartbeat_interval
-            if now >= next_stats:
-                self._report_stats(now - stats_since)
-                stats_since, next_stats = now, now + self.options.stats_every
-            if now >= next_retention and not self.stopping:
-                self._clear_old_results()
-                next_retention = now + RETENTION_EVERY
 
     def _time_limits(self) -> list[float]:
         """When the loop must next wake to end a job: its timeout, the shutdown grace, or the
@@ -548,40 +508,26 @@ class Worker:
         thread registered it again: replace the children, dropping what they had not started
         (those jobs run elsewhere); results of the jobs still running will be refused."""
         assert self.pool is not None
-        self.heartbeat.lease_lost.clear()
         logger.error(
             "this worker was declared dead by another (no heartbeat for %g s) and its jobs were "
             "rescued; it registered again and is replacing its pool children",
             self.runtime.settings.heartbeat_timeout,
         )
         self.pool.renew()
+        # Only now may children start jobs again: each child still holding jobs it had not
+        # started (given away by the rescue) was told to stop first.
+        self.heartbeat.lease_lost.clear()
+        self.pool.renew_lease(self.heartbeat.lease_deadline)
 
     def _maintain(self) -> None:
-        """Every heartbeat interval: LISTEN again if the wake-up connection was lost, and sweep
-        for workers that stopped heartbeating."""
+        """Every heartbeat interval: LISTEN again if the wake-up connection was lost, and return
+        the attempts this worker owns but does not hold (a claim's answer or a release lost)."""
         if self.listener is None and not self.stopping:
             self._listen()
         if self._reconcile_due and self._round_trip is None and not self.stopping:
             # Queued on the database thread, so it runs before any later claim.
             self._reconcile_due = False
             self._database_thread.submit(self._reconcile_now, self._held_ids())
-        # Sweep only after beating without a break for a whole timeout: a worker that just got
-        # its database back must give its peers as long to get theirs back.
-        healthy_since = self.heartbeat.healthy_since
-        timeout = self.runtime.settings.heartbeat_timeout
-        healthy = healthy_since is not None and time.monotonic() - healthy_since >= timeout
-        if healthy and (self._rescue is None or self._rescue.done()):
-            self._rescue = self._maintenance.submit(self._rescue_dead_workers)
-
-    def _rescue_dead_workers(self) -> list[JobResult]:
-        try:
-            return self.runtime.rescue_dead_workers(exclude=self.id, aborted=self._call_aborted)
-        except StoreUnavailable as error:
-            logger.warning("rescue sweep failed: %s", error)
-            return []
-        except Exception:
-            logger.exception("rescue sweep failed")
-            return []
 
     def _start_round_trip(
         self, limit: int, started: list[tuple[uuid.UUID, datetime.datetime]]
@@ -824,7 +770,7 @@ class Worker:
     def _release_now(self, ids: list[uuid.UUID]) -> None:
         try:
             self.store.release(worker_id=self.id, process_ids=ids)
-        except StoreUnavailable as error:
+        except StoreError as error:
             self._reconcile_due = True
             logger.warning(
                 "could not return %d unstarted jobs to the queue (%s); they will be returned "
@@ -842,7 +788,7 @@ class Worker:
     def _reconcile_now(self, known: set[uuid.UUID]) -> None:
         try:
             released = self.store.release_unknown(worker_id=self.id, known_ids=list(known))
-        except StoreUnavailable:
+        except StoreError:
             self._reconcile_due = True
             return
         if released:
@@ -885,7 +831,8 @@ class Worker:
             if completion.process.id not in report.written:
                 continue
             status = completion.outcome.status
-            self._done[status] += 1
+            with self._done_lock:
+                self._done[status] += 1
             if status in (Status.ERRORED, Status.LOST):
                 _log_failure(completion, report.written[completion.process.id])
             aborted = status in (Status.LOST, Status.CANCELLED)
@@ -905,50 +852,18 @@ class Worker:
         thread.start()
         self._aborted_calls = [t for t in self._aborted_calls if t.is_alive()] + [thread]
 
-    # Maintenance ---------------------------------------------------------------------------
+    # Stats ---------------------------------------------------------------------------------
 
-    def _report_stats(self, elapsed: float) -> None:
-        assert self.pool is not None and self.info is not None
-        done = sum(self._done.values())
-        figures: dict[str, Any] = {
-            f"done_{status.value.lower()}": self._done[status] for status in Status
-        }
-        figures["rate_per_second"] = round(done / elapsed, 1) if elapsed else 0.0
-        figures["in_flight"] = self.pool.in_flight
-        self._done.clear()
-        self._maintenance.submit(self._log_stats, figures)
-
-    def _log_stats(self, figures: dict[str, Any]) -> None:
-        """On the maintenance thread: add the queue figures (totals over every queue), log
-        the line, announce it."""
-        assert self.info is not None
-        try:
-            counts = self.store.stats(include_results=False).total
-            figures.update(
-                pending=counts.pending,
-                scheduled=counts.scheduled,
-                running=counts.running,
-                oldest_pending_age=round(counts.oldest_pending_age, 3),
-            )
-        except StoreUnavailable as error:
-            logger.warning("stats query failed: %s", error)
-        logger.info("worker stats %s", " ".join(f"{k}={v}" for k, v in figures.items()))
-        notify(self.runtime.pm.hook.jobkit_worker_stats_reported, worker=self.info, stats=figures)
-
-    def _clear_old_results(self) -> None:
-        self._maintenance.submit(self._clear_old_results_now)
-
-    def _clear_old_results_now(self) -> None:
-        retention = self.runtime.settings.results_retention
-        if not retention:
-            return
-        try:
-            deleted = self.store.clear_results(older_than=retention)
-        except StoreUnavailable as error:
-            logger.warning("results retention failed: %s", error)
-            return
-        if deleted:
-            logger.info("deleted %d results older than %d seconds", deleted, retention)
+    def _figures(self, elapsed: float) -> dict[str, Any]:
+        """The worker's own figures for the stats line (on the stats thread): attempts done per
+        outcome and their rate over the last ``elapsed`` seconds, and attempts in flight."""
+        with self._done_lock:
+            done, self._done = self._done, Counter[Status]()
+        figures: dict[str, Any] = {f"done_{s.value.lower()}": done[s] for s in Status}
+        total = sum(done.values())
+        figures["rate_per_second"] = round(total / elapsed, 1) if elapsed else 0.0
+        figures["in_flight"] = self.pool.in_flight if self.pool is not None else 0
+        return figures
 
     def _back_off(self, what: str, error: Exception) -> None:
         """Wait before the next database call: doubling from 0.1 s, capped, with jitter so

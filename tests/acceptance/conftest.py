@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -267,3 +268,42 @@ def db(jobkit_settings: Settings) -> Database:
 def ledger_ready(jobkit_settings: Settings) -> None:
     """An empty ledger table for ``testapp.jobs.Record`` runs."""
     create_ledger(jobkit_settings)
+
+
+# A server with no free connection slot ---------------------------------------------------------
+
+
+@pytest.fixture
+def full_role(jobkit_settings) -> Iterator[str]:
+    """A role of the test's own that may hold no connection at all (CONNECTION LIMIT 0), so the
+    server answers it "too many connections" (SQLSTATE 53300), as a full server answers anyone;
+    yields the database URL for it. ``free_a_slot`` lifts the limit."""
+    name = f"jobkit_full_{secrets.token_hex(4)}"
+    role = sql.Identifier(name)
+    schema = sql.Identifier(jobkit_settings.schema)
+    url = jobkit_settings.database_url
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in (
+            "CREATE ROLE {role} LOGIN CONNECTION LIMIT 0",
+            "GRANT USAGE ON SCHEMA {schema} TO {role}",
+            "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        ):
+            connection.execute(sql.SQL(statement).format(role=role, schema=schema))
+    user = url.partition("://")[2].partition("@")[0]
+    yield url.replace(f"{user}@", f"{name}@", 1)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+            [name],
+        )
+        connection.execute(sql.SQL("DROP OWNED BY {role}").format(role=role))
+        connection.execute(sql.SQL("DROP ROLE {role}").format(role=role))
+
+
+def free_a_slot(settings, role_url: str) -> None:
+    role = role_url.partition("://")[2].partition("@")[0]
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("ALTER ROLE {} CONNECTION LIMIT -1").format(sql.Identifier(role))
+        )

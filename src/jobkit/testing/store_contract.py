@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from jobkit.errors import LeaseLost
 from jobkit.records import Completion, JobRequest, Outcome, Status, WorkerInfo
 from jobkit.store import Store
 
@@ -517,6 +518,58 @@ class StoreContract:
         assert sorted(p.id for p in dead[worker_id]) == sorted(p.id for p in claimed)
         store.heartbeat(worker_id=worker_id)
         assert worker_id not in store.dead_workers(heartbeat_timeout=60)
+
+    def test_a_rescue_locks_a_silent_worker_and_gets_its_processes(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request()], connection=None)
+        (claimed,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        wait_for(lambda: worker_id in store.dead_workers(heartbeat_timeout=0.001))
+        with store.transaction() as rescue:
+            held = store.lock_dead_worker(
+                worker_id=worker_id, heartbeat_timeout=0.001, connection=rescue
+            )
+            assert held is not None and [p.id for p in held] == [claimed.id]
+            # A second rescue does not wait for the first: it leaves the worker alone.
+            with store.transaction() as other:
+                assert (
+                    store.lock_dead_worker(
+                        worker_id=worker_id, heartbeat_timeout=0.001, connection=other
+                    )
+                    is None
+                )
+            store.unregister_worker(worker_id=worker_id, connection=rescue)
+        assert worker_id not in {worker.id for worker in store.workers()}
+
+    def test_a_rescue_leaves_a_worker_that_beat_within_the_timeout(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.heartbeat(worker_id=worker_id)
+        with store.transaction() as rescue:
+            assert (
+                store.lock_dead_worker(worker_id=worker_id, heartbeat_timeout=60, connection=rescue)
+                is None
+            )
+
+    def test_a_rescue_rolled_back_changes_nothing(self, store: Store, worker_id: uuid.UUID) -> None:
+        store.enqueue([make_request()], connection=None)
+        (claimed,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        wait_for(lambda: worker_id in store.dead_workers(heartbeat_timeout=0.001))
+        with pytest.raises(RuntimeError), store.transaction() as rescue:
+            store.lock_dead_worker(worker_id=worker_id, heartbeat_timeout=0.001, connection=rescue)
+            store.release(worker_id=worker_id, process_ids=[claimed.id], connection=rescue)
+            store.unregister_worker(worker_id=worker_id, connection=rescue)
+            raise RuntimeError("the rescuing worker cannot vouch any more")
+        assert [p.id for p in store.dead_workers(heartbeat_timeout=0.001)[worker_id]] == [
+            claimed.id
+        ]
+
+    def test_a_heartbeat_of_a_rescued_worker_raises_lease_lost(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.unregister_worker(worker_id=worker_id)
+        with pytest.raises(LeaseLost):
+            store.heartbeat(worker_id=worker_id)
 
     def test_a_result_keeps_the_attempts_timeout(self, store: Store, worker_id: uuid.UUID) -> None:
         store.enqueue([make_request(timeout=3.5, retries=1)], connection=None)

@@ -19,7 +19,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
+from jobkit.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from jobkit.records import (
     STAT_KEYS,
     Completion,
@@ -492,11 +492,17 @@ class PostgresStore:
                 self.queries["link_rerun"], {"result_id": result_id, "request_id": request_id}
             )
 
-    def release(self, *, worker_id: uuid.UUID, process_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    def release(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        process_ids: Sequence[uuid.UUID],
+        connection: Any = None,
+    ) -> list[uuid.UUID]:
         if not process_ids:
             return []
         params = {"worker_id": worker_id, "ids": list(process_ids)}
-        with self._connection() as conn:
+        with self._connection(connection) as conn:
             rows = conn.execute(self.queries["release_processes"], params).fetchall()
         return [row[0] for row in rows]
 
@@ -520,23 +526,39 @@ class PostgresStore:
         return stored
 
     def heartbeat(self, *, worker_id: uuid.UUID) -> datetime.datetime:
-        with self._direct_connection() as conn:
+        with self._direct_connection() as conn, conn.transaction():
+            conn.execute(self.queries["lock_worker_row"], {"id": worker_id})
             row = conn.execute(self.queries["heartbeat"], {"id": worker_id}).fetchone()
             if row is None:
                 now = conn.execute(self.queries["database_now"]).fetchone()
-                raise StoreError(
+                raise LeaseLost(
                     f"worker {worker_id} has no heartbeat row at {now[0] if now else '?'}: "
                     f"it was declared dead and removed"
                 )
         return row[0]
 
-    def unregister_worker(self, *, worker_id: uuid.UUID) -> None:
-        with self._connection() as conn:
+    def unregister_worker(self, *, worker_id: uuid.UUID, connection: Any = None) -> None:
+        with self._connection(connection) as conn:
             conn.execute(self.queries["unregister_worker"], {"id": worker_id})
 
     def workers(self) -> list[WorkerInfo]:
         with self._connection() as conn, conn.cursor(row_factory=_worker_row) as cursor:
             return cursor.execute(self.queries["list_workers"]).fetchall()
+
+    def lock_dead_worker(
+        self, *, worker_id: uuid.UUID, heartbeat_timeout: float, connection: Any
+    ) -> list[JobProcess] | None:
+        with self._connection(connection) as conn:
+            conn.execute(self.queries["rescue_lock_timeout"])
+            params = {"id": worker_id, "timeout": float(heartbeat_timeout)}
+            try:
+                with conn.transaction():  # a savepoint: a row we may not lock is no error
+                    row = conn.execute(self.queries["lock_dead_worker"], params).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                return None
+            if row is not None and not row[0]:
+                return None
+            return self._fetch(conn, "processes_of_workers", {"ids": [worker_id]}, JobProcess)
 
     def dead_workers(self, *, heartbeat_timeout: float) -> dict[uuid.UUID, list[JobProcess]]:
         with self._connection() as conn:

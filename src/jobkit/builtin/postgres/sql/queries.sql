@@ -271,15 +271,25 @@ notified AS (
 SELECT id FROM restored WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: register_worker
--- A worker's heartbeat row, stamped by the database clock.
-INSERT INTO {schema}.workers (id, hostname, pid, queues)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s)
+-- A worker's heartbeat row, stamped by the database clock when it is written (clock_timestamp(),
+-- not now(): a statement that waited on a lock must not stamp the time it started waiting).
+INSERT INTO {schema}.workers (id, hostname, pid, queues, started_at, last_heartbeat_at)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, clock_timestamp(), clock_timestamp())
 RETURNING id, hostname, pid, queues, started_at, last_heartbeat_at;
+
+-- name: lock_worker_row
+-- The first statement of a heartbeat's transaction: wait here for whoever holds the worker's row,
+-- so that the heartbeat's UPDATE, which then waits for nobody, stamps the time after the wait. (An
+-- UPDATE that waits for a row lock computes its new values before the wait.)
+SELECT 1 FROM {schema}.workers WHERE id = %(id)s FOR UPDATE;
 
 -- name: heartbeat
 -- Record that a worker is alive; returns the database's time (and nothing if the row is gone).
+-- The time is when the row is written (clock_timestamp()): a beat held up by a lock on the table
+-- must not stamp the moment it started waiting, or peers would think the worker silent longer
+-- than it was.
 UPDATE {schema}.workers
-SET last_heartbeat_at = now()
+SET last_heartbeat_at = clock_timestamp()
 WHERE id = %(id)s
 RETURNING last_heartbeat_at;
 
@@ -308,6 +318,22 @@ FROM {schema}.processes AS p
 WHERE NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = p.worker_id)
   AND greatest(p.claimed_at, pg_postmaster_start_time())
     < now() - make_interval(secs => %(timeout)s);
+
+-- name: rescue_lock_timeout
+-- A rescue waits at most a second for any lock (a table locked by a migration, rows a live worker
+-- is writing): it gives up and tries at the next sweep rather than act on what it read before.
+SET LOCAL lock_timeout = '1s';
+
+-- name: lock_dead_worker
+-- Inside the rescue's transaction: whether the worker's heartbeat is still older than %(timeout)s
+-- seconds by the database's clock now (clock_timestamp(), after any wait), locking its row so that
+-- its next beat waits for the rescue's outcome. NOWAIT: a row someone else holds (its own beat in
+-- flight) is left alone. No row: the worker's row is gone, and only its processes are left.
+SELECT greatest(last_heartbeat_at, pg_postmaster_start_time())
+    < clock_timestamp() - make_interval(secs => %(timeout)s)
+FROM {schema}.workers
+WHERE id = %(id)s
+FOR UPDATE NOWAIT;
 
 -- name: processes_of_workers
 -- The processes of the given workers, oldest claim first.

@@ -1,0 +1,131 @@
+"""Liveness must not be faked: real workers (1 s heartbeat, 5 s timeout) against a real PostgreSQL,
+with a ledger counting runs. A lock that holds heartbeats up must not get a live worker declared
+dead, and a worker whose main process freezes while its children run on must not let them start
+jobs a peer may be given.
+
+Each test ends with ``check_invariants``: one final result per job, nothing left claimed, and no
+job run more often than the faults that hit it allow (a LOST result is such a fault)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from faults import WorkerLauncher, attempts, check_invariants, teach_fast_runs, wait_for
+from psycopg import sql
+from test_faults import enqueue, finished, start_ready
+
+from conftest import free_a_slot
+from testapp.jobs import Record, ledger
+
+pytestmark = pytest.mark.acceptance
+
+LOCK_HELD = 12.0
+"""Seconds the lock is held: well past the 5 s heartbeat timeout."""
+
+
+@pytest.fixture
+def workers(subprocess_env: dict[str, str], tmp_path) -> Iterator[WorkerLauncher]:
+    launcher = WorkerLauncher(dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs"), tmp_path)
+    yield launcher
+    launcher.close()
+
+
+def lost_per_job(db, jobs) -> dict:
+    """Each job's LOST results: the faults a rescue records."""
+    return {
+        job_id: sum(attempt.status == "LOST" for attempt in rows)
+        for job_id, rows in attempts(db, jobs).items()
+    }
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "LOCK TABLE {schema}.workers",
+        "SELECT id FROM {schema}.workers FOR UPDATE",
+        "SELECT id FROM {schema}.workers WHERE pid = %(pid)s FOR UPDATE",
+    ],
+    ids=["table-lock", "every-row", "one-workers-row"],
+)
+def test_a_lock_that_holds_heartbeats_up_gets_no_live_worker_declared_dead(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db, lock
+):
+    pair = [start_ready(workers, db, "--max-processes", "2") for _ in range(2)]
+    jobs = enqueue(jobkit_runtime, [Record(f"j{n}", seconds=3) for n in range(24)], retries=1)
+    wait_for(lambda: len(ledger(jobkit_settings)) >= 4, message="both workers running jobs")
+
+    with psycopg.connect(db.url) as locker:  # a transaction, held open like an idle session's
+        statement = sql.SQL(lock).format(schema=sql.Identifier(jobkit_settings.schema))
+        locker.execute(statement, {"pid": pair[0].pid})
+        time.sleep(LOCK_HELD)  # the fault itself: how long the lock is held
+
+    wait_for(lambda: finished(db, jobs), 60, message="every job")
+    for worker in pair:
+        assert worker.stop(15) == 0, worker.output()
+    assert sum(lost_per_job(db, jobs).values()) == 0
+    for worker in pair:
+        assert "declared dead" not in worker.output(), worker.output()
+    check_invariants(db, jobkit_settings, jobs)
+
+
+def test_a_frozen_main_process_lets_no_child_start_a_job_a_peer_may_be_given(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    frozen = start_ready(workers, db, "--max-processes", "2")
+    teach_fast_runs(jobkit_runtime)
+    jobs = enqueue(jobkit_runtime, [Record(f"j{n}", seconds=3) for n in range(8)], retries=1)
+    wait_for(lambda: db.count("processes") == 8, message="the first worker holds every job")
+    wait_for(
+        lambda: db.count("processes", "started_at IS NOT NULL") == 2,
+        message="two jobs running, and marked started",
+    )
+    start_ready(workers, db, "--max-processes", "2")
+
+    os.kill(frozen.pid, signal.SIGSTOP)  # the main process alone: its children run on
+    try:
+        wait_for(lambda: finished(db, jobs), 60, message="the peer ran every job")
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    frozen.wait_for_log("was declared dead by another", 30)
+
+    lost = lost_per_job(db, jobs)
+    assert sum(lost.values()) == 2, lost  # the two it was running; the six it held never ran
+    for worker in workers.started:
+        assert worker.stop(15) == 0, worker.output()
+    check_invariants(db, jobkit_settings, jobs, faults=lost)
+
+
+def test_a_worker_started_against_a_full_server_waits_for_a_slot_and_then_runs_jobs(
+    full_role, start_worker, jobkit_runtime, jobkit_settings, ledger_ready, wait_until
+):
+    worker = start_worker("--max-processes", "1", env={"JOBKIT_DATABASE_URL": full_role})
+    wait_until(
+        lambda: worker.output().count("trying again in") >= 2,
+        message="two tries against the full server",
+    )
+    assert "too many connections" in worker.output()
+    assert worker.poll() is None, worker.output()
+
+    free_a_slot(jobkit_settings, full_role)
+    wait_until(lambda: " started: queues " in worker.output(), 40, message="the worker's start")
+    job = Record("after-the-wait").run_in_worker()
+    wait_until(lambda: jobkit_runtime.get_result(job.id), message="the job's result")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait_for_exit() == 0, worker.output()
+
+
+def test_a_worker_stopped_while_it_waits_for_the_database_exits_cleanly(
+    full_role, start_worker, wait_until
+):
+    worker = start_worker(env={"JOBKIT_DATABASE_URL": full_role})
+    wait_until(
+        lambda: "trying again in" in worker.output(), message="a try against the full server"
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait_for_exit(15) == 0, worker.output()
+    assert "stopped before the database answered" in worker.output()
