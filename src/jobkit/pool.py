@@ -57,7 +57,7 @@ IDLE_RESET = 1.0
 claims one job per child again until it learns the next one."""
 RUN_TIME_WEIGHT = 0.3
 """Weight of the newest run in the average run time (an exponential moving average)."""
-MAIN_STALE = 0.1
+MAIN_STALE = 0.05
 """Seconds since the main process last showed it was answering (and reaching the database) after
 which a child asks it again before starting a job: a job started while the main process is frozen
 or cut from the database may never be marked started, and a rescue would then return it to the

@@ -39,6 +39,14 @@ class Listener(Protocol):
     def drain(self) -> set[str]:
         """Read what arrived without blocking; return the queues that were woken."""
 
+    def probe(self) -> None:
+        """Send, over another connection, a notification only this listener hears (``drain``
+        takes it in). A worker probes now and then: a connection whose server hangs, or whose
+        packets vanish without a reset, reads as idle for ever."""
+
+    def unheard_for(self) -> float:
+        """Seconds since the oldest probe not heard yet was sent; 0.0 when none is waiting."""
+
     def close(self) -> None: ...
 
 

@@ -47,7 +47,8 @@ from jobkit.records import (
 )
 from jobkit.runtime import Runtime
 from jobkit.services import WorkerService
-from jobkit.store import Listener, Store
+from jobkit.store import Store
+from jobkit.wakeups import Prober, Wakeups
 
 logger = logging.getLogger("jobkit.worker")
 T = TypeVar("T")
@@ -55,7 +56,7 @@ T = TypeVar("T")
 MAX_BACKOFF = 5.0
 MAX_START_BACKOFF = 30.0
 """Seconds at most between two tries to reach the database while the worker starts."""
-START_MARK_DELAY = 0.05
+START_MARK_DELAY = 0.01
 """Seconds within which the database learns that an attempt started running (so that if this
 worker dies, its peers record it LOST instead of running it again as if it never started)."""
 ABORTED_WAIT = 10.0
@@ -184,7 +185,7 @@ class Worker:
         self.info = WorkerInfo(
             id=self.id, hostname=socket.gethostname(), pid=os.getpid(), queues=list(options.queues)
         )
-        self.listener: Listener | None = None
+        self.wakeups = Wakeups(runtime.store, options.queues)
         self.pool: WorkerPool | None = None
         self.heartbeat = Heartbeat(
             runtime.store,
@@ -257,7 +258,7 @@ class Worker:
             self._restore(previous_handlers)
             raise
         try:
-            self._listen()
+            self._claim_due = self.wakeups.listen() or self._claim_due
             self.pool = WorkerPool(
                 self.runtime.settings,
                 size=self.options.max_processes,
@@ -309,10 +310,12 @@ class Worker:
                 raise StoppedWhileStarting
 
     def _duties(self) -> list[WorkerService]:
-        """The worker's own services: the rescue sweep, results retention, the stats line."""
+        """The worker's own services: the rescue sweep, results retention, the probe of the
+        wake-up connection, the stats line."""
         duties: list[WorkerService] = [
             Rescuer(self.runtime, self.id, self.heartbeat, self._call_aborted),
             ResultsRetention(self.runtime),
+            Prober(self.wakeups, self.wake),
         ]
         if self.options.stats_every:
             duties.append(
@@ -385,8 +388,7 @@ class Worker:
                 still,
                 ABORTED_WAIT,
             )
-        if self.listener is not None:
-            self.listener.close()
+        self.wakeups.close()
         try:
             self.store.unregister_worker(worker_id=self.id)
         except StoreError as error:
@@ -441,13 +443,16 @@ class Worker:
                     deadlines.append(max(self._next_poll, self._backoff_until))
             timeout = max(0.0, min(deadlines) - time.monotonic())
             objects: list[Any] = [self._wakeup_reader, *pool.waitables()]
-            if self.listener is not None:
-                objects.append(self.listener)
+            listener = self.wakeups.listener
+            if listener is not None:
+                objects.append(listener)
             ready = self._readiness.wait(objects, timeout)
 
             if self._wakeup_reader in ready:
                 self._wakeup_reader.recv(4096)
-            if self.listener is not None and self.listener in ready and self._drain_listener():
+            if listener is not None and listener in ready and self.wakeups.drain():
+                self._claim_due = True
+            if self.wakeups.replace_if_deaf():
                 self._claim_due = True
             finished, crashed = pool.collect(ready)
             self._record(finished, crashed)
@@ -522,8 +527,8 @@ class Worker:
     def _maintain(self) -> None:
         """Every heartbeat interval: LISTEN again if the wake-up connection was lost, and return
         the attempts this worker owns but does not hold (a claim's answer or a release lost)."""
-        if self.listener is None and not self.stopping:
-            self._listen()
+        if not self.stopping and self.wakeups.listen():
+            self._claim_due = True
         if self._reconcile_due and self._round_trip is None and not self.stopping:
             # Queued on the database thread, so it runs before any later claim.
             self._reconcile_due = False
@@ -677,28 +682,6 @@ class Worker:
         self._fallen_back.add(process.id)
         self._pending.insert(0, attrs.evolve(completion, outcome=unwritable(completion, error)))
         return False
-
-    def _drain_listener(self) -> bool:
-        assert self.listener is not None
-        try:
-            return bool(self.listener.drain())
-        except StoreUnavailable as error:
-            logger.warning("lost the wake-up connection (%s); polling until it is back", error)
-            self.listener.close()
-            self.listener = None
-            return True
-
-    def _listen(self) -> None:
-        if self.listener is not None:
-            return
-        try:
-            self.listener = self.store.listen(queues=self.options.queues)
-        except StoreUnavailable as error:
-            logger.warning("could not LISTEN for wake-ups (%s); polling instead", error)
-            self.listener = None
-            return
-        # Wake-ups sent while nobody listened are gone: claim now to find what they announced.
-        self._claim_due = True
 
     # Results -------------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ test can break connections without touching the server everyone else's tests use
   that is down. Connections already open are left alone (cut them first for a restart).
 - ``freeze(predicate)`` stops forwarding, in both directions, on every connection whose client
   has sent bytes that ``predicate`` accepts (e.g. ``lambda sent: b"LISTEN" in sent``), now or
-  later, until ``thaw()``: like a backend that hangs, or a network that drops packets without a
-  reset. No socket is closed; what was in flight is held and forwarded after ``thaw()``.
+  later (with ``later=False``, now only), until ``thaw()``: like a backend that hangs, or a
+  network that drops packets without a reset. No socket is closed; what was in flight is held
+  and forwarded after ``thaw()``.
 
 Clients connect with ``proxy.url(database_url)``: the same URL with the proxy's address and
 ``sslmode=disable``, so the proxy sees the protocol's bytes in the clear. ::
@@ -177,11 +178,13 @@ class Proxy:
             self._acceptor = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
             self._acceptor.start()
 
-    def freeze(self, predicate: Predicate) -> None:
+    def freeze(self, predicate: Predicate, *, later: bool = True) -> None:
         """Stop forwarding on every connection whose client sent bytes ``predicate`` accepts
-        (it is given up to the last ``SENT_KEPT`` bytes the client sent), now and for each
-        new byte a client sends, until ``thaw()``."""
-        self._predicate = predicate
+        (it is given up to the last ``SENT_KEPT`` bytes the client sent), now and (unless
+        ``later`` is false: only the connections open now) for each new byte a client sends,
+        until ``thaw()``."""
+        if later:
+            self._predicate = predicate
         with self._lock:
             links = list(self._links)
         for link in links:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from faults import WorkerLauncher, attempts, check_invariants, teach_fast_runs, wait_for
+from proxy import Proxy
 from psycopg import sql
 from test_faults import enqueue, finished, start_ready
 
@@ -129,3 +130,42 @@ def test_a_worker_stopped_while_it_waits_for_the_database_exits_cleanly(
     worker.send_signal(signal.SIGTERM)
     assert worker.wait_for_exit(15) == 0, worker.output()
     assert "stopped before the database answered" in worker.output()
+
+
+def test_a_silently_dead_listen_connection_is_noticed_and_replaced(
+    start_worker, jobkit_runtime, jobkit_settings, ledger_ready, db, wait_until
+):
+    def pick_up(key: str, timeout: float = 60) -> float:
+        """Seconds from a job's enqueue to its start, both by the database's clock."""
+        request = Record(key).run_in_worker()
+        wait_until(lambda: db.count("ledger", "key = %s", [key]), timeout, message=f"{key} ran")
+        return db.value(
+            "SELECT extract(epoch FROM min(at) - %s)::float8 FROM {schema}.ledger WHERE key = %s",
+            [request.created_at, key],
+        )
+
+    with Proxy(jobkit_settings.database_url) as proxy:
+        # Only wake-ups start jobs promptly: the poll is 30 s.
+        worker = start_worker(
+            "--max-processes",
+            "1",
+            env={
+                "JOBKIT_DATABASE_URL": proxy.url(jobkit_settings.database_url),
+                "JOBKIT_WORKER_POLL_INTERVAL": "30",
+            },
+        )
+        wait_until(lambda: " started: queues " in worker.output(), message="the worker's start")
+        before = pick_up("before")
+
+        # The LISTEN connection hangs with no reset, as when its backend freezes.
+        proxy.freeze(lambda sent: b"LISTEN" in sent, later=False)
+        assert proxy.frozen() == 1
+        during = pick_up("during")
+        wait_until(lambda: "went silent" in worker.output(), message="the worker noticing")
+        after = pick_up("after")
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait_for_exit(20) == 0, worker.output()
+    print(f"pick-up latency: before {before:.3f} s, during {during:.1f} s, after {after:.3f} s")
+    assert before < 1 and after < 1, (before, during, after)
+    assert during < 15, during  # found out within a probe and its timeout, not the 30 s poll

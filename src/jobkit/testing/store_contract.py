@@ -502,6 +502,24 @@ class StoreContract:
         finally:
             listener.close()
 
+    def test_a_listener_hears_its_own_probe_and_wakes_no_queue(self, store: Store) -> None:
+        listener = store.listen(queues=["wake"])
+        other = store.listen(queues=["wake"])
+        try:
+            assert listener.unheard_for() == 0.0
+            listener.probe()
+            assert listener.unheard_for() > 0.0
+            assert select.select([listener], [], [], 5)[0]
+            assert listener.drain() == set()
+            assert listener.unheard_for() == 0.0
+            # Another listener may receive the probe too, and makes nothing of it.
+            if select.select([other], [], [], 0.5)[0]:
+                assert other.drain() == set()
+            assert other.unheard_for() == 0.0
+        finally:
+            listener.close()
+            other.close()
+
     def test_migrate_again_changes_nothing(self, store: Store) -> None:
         assert store.migrate() == []
         store.check_schema()

@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -164,11 +165,25 @@ def _active(cursor: Any) -> Callable[[Sequence[Any]], JobRequest | JobProcess]:
     return make
 
 
-class PostgresListener:
-    """A dedicated autocommit connection that LISTENs on the wake-up channel."""
+PROBE_PREFIX = "jobkit probe "
+"""How a listener's probe payload starts: with a space, which no queue name holds."""
 
-    def __init__(self, url: str, listen_statement: sql.Composed, queues: Sequence[str]):
+
+class PostgresListener:
+    """A dedicated autocommit connection that LISTENs on the wake-up channel; ``send_probe``
+    sends a notification over another connection."""
+
+    def __init__(
+        self,
+        url: str,
+        listen_statement: sql.Composed,
+        queues: Sequence[str],
+        send_probe: Callable[[str], None],
+    ):
         self._queues = set(queues)
+        self._send_probe = send_probe
+        self._probes: dict[str, float] = {}
+        self._probes_lock = threading.Lock()
         application_name = f"{os.environ.get('PGAPPNAME', 'jobkit')}:listener"
         with _store_errors():
             self._connection = psycopg.connect(
@@ -182,7 +197,23 @@ class PostgresListener:
     def drain(self) -> set[str]:
         with _store_errors():
             woken = {notify.payload for notify in self._connection.notifies(timeout=0)}
+        heard = [payload for payload in woken if payload.startswith(PROBE_PREFIX)]
+        if heard:
+            with self._probes_lock:
+                for payload in heard:
+                    self._probes.pop(payload, None)
         return woken & self._queues
+
+    def probe(self) -> None:
+        payload = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        with self._probes_lock:
+            self._probes[payload] = time.monotonic()
+        self._send_probe(payload)
+
+    def unheard_for(self) -> float:
+        with self._probes_lock:
+            oldest = min(self._probes.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def close(self) -> None:
         self._connection.close()
@@ -515,7 +546,11 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     def listen(self, *, queues: Sequence[str]) -> PostgresListener:
-        return PostgresListener(self.url, self.queries["listen"], queues)
+        return PostgresListener(self.url, self.queries["listen"], queues, self._send_probe)
+
+    def _send_probe(self, payload: str) -> None:
+        with self._connection() as conn:
+            conn.execute(self.queries["probe_listener"], {"payload": payload})
 
     def register_worker(self, worker: WorkerInfo) -> WorkerInfo:
         params = {"id": worker.id, "hostname": worker.hostname, "pid": worker.pid}

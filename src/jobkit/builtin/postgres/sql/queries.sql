@@ -450,6 +450,11 @@ GROUP BY key;
 -- Subscribe the listener connection to wake-ups.
 LISTEN {channel_identifier};
 
+-- name: probe_listener
+-- A notification for one listener only (its payload is no queue's name), sent from another
+-- connection, to check that the listener still hears.
+SELECT pg_notify({channel}, %(payload)s);
+
 -- name: current_transaction
 -- The id of the caller's transaction (assigning one if it has written nothing yet), to ask
 -- about its fate later from another connection.
