@@ -175,7 +175,7 @@ class Rescuer:
         runtime: Runtime,
         worker_id: uuid.UUID,
         heartbeat: Heartbeat,
-        aborted: Callable[[JobResult], Any],
+        aborted: Callable[[JobResult, datetime.datetime | None], Any],
     ):
         self.runtime = runtime
         self.worker_id = worker_id

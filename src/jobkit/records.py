@@ -140,7 +140,8 @@ class Outcome:
 
     ``rerun_in`` asks for a new attempt that many seconds from now (a retry or a deferral);
     ``None`` means none. ``rerun_uses_retry`` says whether that attempt counts against the
-    job's retries.
+    job's retries. ``hold_rerun`` (seconds) holds that new attempt back for at most that long,
+    until the job's ``on_aborted`` has returned and the kernel releases it.
     """
 
     status: Status
@@ -150,6 +151,7 @@ class Outcome:
     error_type: str = ""
     rerun_in: float | None = None
     rerun_uses_retry: bool = True
+    hold_rerun: float | None = None
 
 
 @attrs.define(kw_only=True)

@@ -58,6 +58,10 @@ logger = logging.getLogger("jobkit")
 _JOBKIT_DIR = str(Path(__file__).parent)
 _INT32 = 2**31 - 1
 MAX_DELAY = 100 * 365.25 * 86400
+ON_ABORTED_HOLD = 60.0
+"""Seconds the rerun of a LOST or CANCELLED attempt waits, at most, for its job's ``on_aborted``
+to return: it is released as soon as it has (and starts when that hold runs out if the worker
+calling it dies)."""
 """The longest delay jobkit takes, in seconds (100 years): for ``run_in_worker(delay=...)``
 (a number, a timedelta, or a datetime that far from now), ``DeferJob(delay=...)``,
 ``calculate_retry_delay`` and ``timeout``. A longer one is a mistake (milliseconds taken for
@@ -450,17 +454,30 @@ class Runtime:
         CANCELLED (a shutdown's grace ran out) runs again at once without using an attempt.
         """
         if status is Status.CANCELLED:
-            outcome = Outcome(
-                status=status,
-                error=why,
-                error_type=error_type,
-                rerun_in=0.0,
-                rerun_uses_retry=False,
-            )
-            return self.bounded(outcome)
-        rerun_in = self.retry_delay(process) if process.retry_attempt < process.retries else None
-        outcome = Outcome(status=status, error=why, error_type=error_type, rerun_in=rerun_in)
+            rerun_in, uses_retry = 0.0, False
+        elif process.retry_attempt < process.retries:
+            rerun_in, uses_retry = self.retry_delay(process), True
+        else:
+            rerun_in, uses_retry = None, True
+        aborted = status in (Status.LOST, Status.CANCELLED)
+        outcome = Outcome(
+            status=status,
+            error=why,
+            error_type=error_type,
+            rerun_in=rerun_in,
+            rerun_uses_retry=uses_retry,
+            # on_aborted runs before the rerun starts (the caller releases it after the call).
+            hold_rerun=ON_ABORTED_HOLD
+            if aborted and rerun_in is not None and self._reconciles(process.job_name)
+            else None,
+        )
         return self.bounded(outcome)
+
+    def _reconciles(self, job_name: str) -> bool:
+        """Whether the job overrides ``on_aborted``."""
+        return job_name in self.registry and (
+            self.registry.get(job_name).on_aborted is not Job.on_aborted
+        )
 
     def finish_and_claim(
         self,
@@ -542,7 +559,7 @@ class Runtime:
         self,
         *,
         exclude: uuid.UUID | None = None,
-        aborted: Callable[[JobResult], None] | None = None,
+        aborted: Callable[[JobResult, datetime.datetime | None], Any] | None = None,
         vouched: Callable[[], bool] = lambda: True,
     ) -> list[JobResult]:
         """Record the attempts of workers that stopped heartbeating as LOST (retried when retries
@@ -557,7 +574,7 @@ class Runtime:
         the dead-looking worker's beats would have held up its own). The store guards each
         write: an attempt its worker finished in the meantime keeps that worker's result."""
         timeout = self.settings.heartbeat_timeout
-        rescued: list[JobResult] = []
+        rescued: list[tuple[JobResult, datetime.datetime | None]] = []
         for worker_id in self.store.dead_workers(heartbeat_timeout=timeout):
             if worker_id == exclude:
                 continue
@@ -569,14 +586,14 @@ class Runtime:
                     "meanwhile: not rescuing it now",
                     worker_id,
                 )
-        for result in rescued:
+        for result, rerun_at in rescued:
             notify(self.pm.hook.jobkit_job_finished, result=result)
-            (aborted or self.aborted)(result)
-        return rescued
+            (aborted or self.aborted)(result, rerun_at)
+        return [result for result, _ in rescued]
 
     def _rescue_worker(
         self, worker_id: uuid.UUID, timeout: float, vouched: Callable[[], bool]
-    ) -> list[JobResult]:
+    ) -> list[tuple[JobResult, datetime.datetime | None]]:
         store = self.store
         why = (
             f"worker {worker_id} sent no heartbeat for more than {timeout:g} s; another worker "
@@ -617,13 +634,17 @@ class Runtime:
             len(returned),
         )
         return [
-            JobResult.from_completion(c, retry_request_id=report.written[c.process.id])
+            (
+                JobResult.from_completion(c, retry_request_id=report.written[c.process.id]),
+                held_rerun_start(c),
+            )
             for c in written
         ]
 
-    def aborted(self, result: JobResult) -> None:
+    def aborted(self, result: JobResult, rerun_at: datetime.datetime | None = None) -> None:
         """Call the job's ``on_aborted(result)`` and the ``jobkit_job_aborted`` event, after a
-        LOST or CANCELLED result was written. Failures are logged, never raised."""
+        LOST or CANCELLED result was written; then release its rerun, held until now, to start
+        at ``rerun_at`` (see ``held_rerun_start``). Failures are logged, never raised."""
         try:
             self.rebuild_job(result).on_aborted(result)
         except Exception:
@@ -634,6 +655,20 @@ class Runtime:
                 result.status.value,
             )
         notify(self.pm.hook.jobkit_job_aborted, result=result)
+        if rerun_at is None or result.retry_request_id is None:
+            return
+        try:
+            self.store.release_held_rerun(request_id=result.retry_request_id, start_at=rerun_at)
+        except StoreError as error:
+            logger.warning(
+                "could not release the rerun %s of %s %s after on_aborted (%s); it starts when "
+                "its hold of %g s ends",
+                result.retry_request_id,
+                result.job_name,
+                result.id,
+                error,
+                ON_ABORTED_HOLD,
+            )
 
     def run_job(self, job: Job, process: JobProcess) -> Outcome:
         """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``. (Its error
@@ -679,6 +714,18 @@ def error_type(error: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+def held_rerun_start(completion: Completion) -> datetime.datetime | None:
+    """When the rerun of ``completion``, written held for ``on_aborted``, is to start once
+    released: at its place in line (its request's start time) when it goes back in line, else
+    its retry delay after the attempt ended. None when it was not held."""
+    outcome = completion.outcome
+    if outcome.hold_rerun is None or outcome.rerun_in is None:
+        return None
+    if outcome.rerun_in == 0 and outcome.status in (Status.LOST, Status.CANCELLED):
+        return completion.process.start_at
+    return completion.ended_at + datetime.timedelta(seconds=outcome.rerun_in)
 
 
 def storable_error(text: str, limit: int) -> str:

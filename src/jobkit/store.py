@@ -126,6 +126,11 @@ class Store(Protocol):
         used); return the ids released. Attempts ``worker_id`` no longer owns are left alone.
         With ``connection``, inside that connection's transaction."""
 
+    def release_held_rerun(self, *, request_id: uuid.UUID, start_at: datetime.datetime) -> bool:
+        """Let a rerun written held (``Outcome.hold_rerun``) start at ``start_at``, unless it
+        starts sooner already (its hold ran out, or it ran); wake the workers of its queue.
+        True if it was still held."""
+
     def release_unknown(
         self, *, worker_id: uuid.UUID, known_ids: Sequence[uuid.UUID]
     ) -> list[uuid.UUID]:

@@ -45,7 +45,7 @@ from jobkit.records import (
     Status,
     WorkerInfo,
 )
-from jobkit.runtime import Runtime
+from jobkit.runtime import Runtime, held_rerun_start
 from jobkit.services import WorkerService
 from jobkit.store import Store
 from jobkit.wakeups import Prober, Wakeups
@@ -825,12 +825,16 @@ class Worker:
                 )
                 notify(finished_hook, result=result)
                 if aborted:
-                    self._call_aborted(result)
+                    self._call_aborted(result, held_rerun_start(completion))
 
-    def _call_aborted(self, result: JobResult) -> None:
-        """Call ``on_aborted`` for ``result`` on a daemon thread of its own."""
+    def _call_aborted(self, result: JobResult, rerun_at: datetime.datetime | None) -> None:
+        """Call ``on_aborted`` for ``result`` on a daemon thread of its own (and then release
+        its held rerun to start at ``rerun_at``)."""
         thread = threading.Thread(
-            target=self.runtime.aborted, args=(result,), name="jobkit-on-aborted", daemon=True
+            target=self.runtime.aborted,
+            args=(result, rerun_at),
+            name="jobkit-on-aborted",
+            daemon=True,
         )
         thread.start()
         self._aborted_calls = [t for t in self._aborted_calls if t.is_alive()] + [thread]

@@ -7,13 +7,15 @@ run more often than the faults that hit it allow)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
-from test_faults import enqueue, finished, history, start_ready
+from test_faults import enqueue, finished, history, runs, start_ready
 
 from testapp.hardening_jobs import (
     BacksOffForever,
@@ -23,6 +25,7 @@ from testapp.hardening_jobs import (
     HugeError,
     RaisesBase,
     RefusedResult,
+    SlowToReconcile,
     SurrogateError,
 )
 from testapp.jobs import Record, ledger
@@ -269,3 +272,25 @@ def test_idle_workers_share_slow_jobs_instead_of_one_hoarding_them(
     # 12 jobs of 3 s on 6 children: two rounds, 6 s; one worker holding them all takes 18 s.
     assert makespan <= 7, f"makespan {makespan:.1f} s; jobs per worker {per_worker}"
     check_invariants(db, jobkit_settings, jobs)
+
+
+def test_on_aborted_returns_before_the_retry_of_a_lost_job_starts(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job = SlowToReconcile("reconcile").run_in_worker(retries=1)
+    assert job is not None
+    worker = start_ready(workers, db, "--max-processes", "2")
+    [(pid, _, _)] = wait_for(lambda: runs(db, "reconcile"), message="the first attempt's start")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: finished(db, [job.job_id]), 30, message="the retry's result")
+    assert worker.stop(10) == 0, worker.output()
+
+    assert history(db, job.job_id) == [(0, "LOST", "ChildDied", True), (1, "SUCCESSFUL", "", False)]
+    phases = [
+        (phase, at)
+        for phase, at in db.query(
+            "SELECT phase, at FROM {schema}.ledger WHERE key = 'reconcile' ORDER BY at"
+        )
+    ]
+    assert [phase for phase, _ in phases] == ["start", "aborted", "reconciled", "start"], phases
+    check_invariants(db, jobkit_settings, {job.job_id: "reconcile"}, faults={job.job_id: 1})

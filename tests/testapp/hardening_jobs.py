@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from jobkit import DeferJob, Job, register_job
+from jobkit import DeferJob, Job, JobResult, register_job
 from testapp.jobs import record
 
 
@@ -134,3 +134,22 @@ class BacksOffForever(Job):
     def run(self) -> None:
         record(self, self.key, "start")
         raise ValueError("fails, to be retried much later")
+
+
+@register_job(name="testapp.SlowToReconcile")
+class SlowToReconcile(Job):
+    """Runs for ever on its first attempt (a test kills its pool child); its ``on_aborted``
+    takes two seconds, writing 'aborted' and 'reconciled' ledger rows around them."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> None:
+        record(self, self.key, "start")
+        if self.job_process is not None and self.job_process.retry_attempt == 0:
+            time.sleep(3600)
+
+    def on_aborted(self, result: JobResult) -> None:
+        record(self, self.key, "aborted")
+        time.sleep(2)
+        record(self, self.key, "reconciled")

@@ -619,6 +619,24 @@ class StoreContract:
         assert (first.retry_of, second.id) == (interrupted.id, later.id)
         assert first.start_at == interrupted.start_at
 
+    def test_a_held_rerun_waits_until_released_and_keeps_its_place_in_line(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (interrupted,) = store.enqueue([make_request(retries=1)], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        (later,) = store.enqueue([make_request()], connection=None)
+        lost = completion(process, Status.LOST, rerun_in=0.0, hold_rerun=60.0)
+        rerun_id = store.finish(worker_id=worker_id, completions=[lost]).written[process.id]
+        assert rerun_id is not None
+        # Held: only the later job is ready.
+        assert [p.id for p in store.claim(worker_id=worker_id, queues=["default"], limit=2)] == [
+            later.id
+        ]
+        assert store.release_held_rerun(request_id=rerun_id, start_at=process.start_at)
+        (rerun,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        assert (rerun.id, rerun.start_at) == (rerun_id, interrupted.start_at)
+        assert not store.release_held_rerun(request_id=rerun_id, start_at=process.start_at)
+
     def test_attempts_marked_started_are_told_apart_from_ones_never_run(
         self, store: Store, worker_id: uuid.UUID
     ) -> None:

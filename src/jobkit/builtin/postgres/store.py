@@ -537,6 +537,13 @@ class PostgresStore:
             rows = conn.execute(self.queries["release_processes"], params).fetchall()
         return [row[0] for row in rows]
 
+    def release_held_rerun(self, *, request_id: uuid.UUID, start_at: datetime.datetime) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["release_held_rerun"], {"id": request_id, "start_at": start_at}
+            ).fetchone()
+        return bool(row and row[0])
+
     def release_unknown(
         self, *, worker_id: uuid.UUID, known_ids: Sequence[uuid.UUID]
     ) -> list[uuid.UUID]:
@@ -778,6 +785,7 @@ def _outcomes_json(completions: Sequence[Completion]) -> str:
                 c.ended_at.timestamp(),
                 c.outcome.rerun_in,
                 c.outcome.rerun_uses_retry,
+                c.outcome.hold_rerun,
             ]
             for c in completions
         ]

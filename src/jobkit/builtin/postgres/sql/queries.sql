@@ -99,7 +99,8 @@ WHERE queue = ANY(%(queues)s::text[]) AND start_at > now();
 --   Finish: delete each process the worker still owns and insert its result. A process it no
 --   longer owns (rescued by another worker) is not in "done" and gets no second result.
 --   %(outcomes)s is one jsonb array of [id, status, error, error_type, started_at, ended_at
---   (epoch seconds, database clock), rerun_in (seconds or null), rerun_uses_retry].
+--   (epoch seconds, database clock), rerun_in (seconds or null), rerun_uses_retry, hold_rerun
+--   (seconds or null: the rerun waits that long at most, for on_aborted, unless released)].
 --   Claim: each queue's head is read in index order (priority, start, enqueue order) with its
 --   own LIMIT, so a claim reads a few index entries however many requests wait; the heads are
 --   merged. SKIP LOCKED lets concurrent claims pass each other; a row is moved by only one.
@@ -117,7 +118,8 @@ outcome AS (
     SELECT
         (o->>0)::uuid AS id, o->>1 AS status, o->>2 AS error, o->>3 AS error_type,
         to_timestamp((o->>4)::float8) AS ran_from, to_timestamp((o->>5)::float8) AS ran_to,
-        (o->>6)::float8 AS rerun_in, (o->>7)::boolean AS rerun_uses_retry
+        (o->>6)::float8 AS rerun_in, (o->>7)::boolean AS rerun_uses_retry,
+        (o->>8)::float8 AS hold_rerun
     FROM jsonb_array_elements(%(outcomes)s::jsonb) AS o
 ),
 done AS (
@@ -125,12 +127,13 @@ done AS (
     USING outcome AS o
     WHERE p.id = o.id AND p.worker_id = %(worker_id)s
     RETURNING p.*, o.status, o.error, o.error_type, o.ran_from, o.ran_to, o.rerun_in,
-        o.rerun_uses_retry
+        o.rerun_uses_retry, o.hold_rerun
 ),
 rerun AS (
     -- A job a fault interrupted (LOST, CANCELLED) goes back to its place in line: its start
     -- time and seq. A retry after an error, or a deferral, waits its delay and queues behind
-    -- the jobs already ready.
+    -- the jobs already ready. A held rerun waits for its hold too (release_held_rerun ends it
+    -- once on_aborted returned), keeping its place in line.
     INSERT INTO {schema}.requests (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, timeout, seq
@@ -140,7 +143,11 @@ rerun AS (
         gen_random_uuid(), job_id, job_name, parameters, queue, priority, retries,
         retry_attempt + CASE WHEN rerun_uses_retry THEN 1 ELSE 0 END,
         concurrency_key, headers, source, id,
-        CASE WHEN back_in_line THEN start_at ELSE now() + make_interval(secs => rerun_in) END,
+        CASE
+            WHEN hold_rerun IS NOT NULL THEN now() + make_interval(secs => greatest(hold_rerun, rerun_in))
+            WHEN back_in_line THEN start_at
+            ELSE now() + make_interval(secs => rerun_in)
+        END,
         timeout,
         CASE WHEN back_in_line THEN seq ELSE nextval({requests_seq}) END
     FROM (
@@ -220,6 +227,20 @@ FROM claimed;
 -- Point a result at the request that runs its job again (a deferral re-enqueued through its
 -- lock and should_enqueue, in the transaction that wrote the result).
 UPDATE {schema}.results SET retry_request_id = %(request_id)s WHERE id = %(result_id)s;
+
+-- name: release_held_rerun
+-- Let a rerun held for on_aborted start at %(start_at)s (its place in line, or its retry delay
+-- after the attempt ended), unless it starts sooner already; wake the workers of its queue.
+WITH released AS (
+    UPDATE {schema}.requests
+    SET start_at = %(start_at)s
+    WHERE id = %(id)s AND start_at > %(start_at)s
+    RETURNING queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM released
+)
+SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: release_processes
 -- Put claimed attempts that never started back in the queue, unchanged, for any worker.
