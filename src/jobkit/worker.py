@@ -122,13 +122,19 @@ def unwritable(completion: Completion, error: Exception) -> Outcome:
     )
 
 
+def shown(text: str) -> str:
+    """``text`` as a log line may show it: quoted and escaped when it holds a newline or another
+    character that could forge a line (a job name is whatever a row says)."""
+    return text if text.isprintable() else repr(text)
+
+
 def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
     process, outcome = completion.process, completion.outcome
-    last_line = outcome.error.strip().rpartition("\n")[2][:LOGGED_ERROR]
+    last_line = shown(outcome.error.strip().rpartition("\n")[2][:LOGGED_ERROR])
     then = f"retry {retry_id} enqueued" if retry_id else "no retry"
     logger.warning(
         "%s %s (attempt %d of %d) %s: %s; %s",
-        process.job_name,
+        shown(process.job_name),
         process.job_id,  # the id every attempt shares, as on the job's own log lines
         process.retry_attempt + 1,
         process.retries + 1,
@@ -715,7 +721,7 @@ class Worker:
                 outcome = self._stopped_outcome(process, dead.reason)
             else:
                 why = f"the pool child running the job died ({describe_exit(dead.exitcode)})"
-                logger.warning("%s %s: %s", process.job_name, process.id, why)
+                logger.warning("%s %s: %s", shown(process.job_name), process.id, why)
                 outcome = self.runtime.ended_outcome(process, Status.LOST, "ChildDied", why)
             self._pending.append(
                 Completion(

@@ -294,3 +294,21 @@ def test_on_aborted_returns_before_the_retry_of_a_lost_job_starts(
     ]
     assert [phase for phase, _ in phases] == ["start", "aborted", "reconciled", "start"], phases
     check_invariants(db, jobkit_settings, {job.job_id: "reconcile"}, faults={job.job_id: 1})
+
+
+def test_a_job_name_from_a_row_cannot_forge_a_line_of_the_worker_log(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job_id = uuid.uuid4()
+    forged = "2026-01-01 00:00:00,000 ERROR jobkit.worker: forged"
+    db.query(
+        "INSERT INTO {schema}.requests (id, job_id, job_name, parameters, queue) "
+        "VALUES (%s, %s, %s, %s, 'default')",
+        [job_id, job_id, f"app.Job\n{forged}", '{"args": [], "kwargs": {}}'],
+    )
+    worker = workers.start("--burst")
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    assert history(db, job_id) == [(0, "ERRORED", "jobkit.errors.UnknownJobError", False)]
+    assert not any(line.startswith(forged) for line in worker.output().splitlines())
+    assert "'app.Job\\n2026-01-01" in worker.output()

@@ -169,3 +169,13 @@ def test_a_silently_dead_listen_connection_is_noticed_and_replaced(
     print(f"pick-up latency: before {before:.3f} s, during {during:.1f} s, after {after:.3f} s")
     assert before < 1 and after < 1, (before, during, after)
     assert during < 15, during  # found out within a probe and its timeout, not the 30 s poll
+
+
+def test_a_worker_whose_login_is_refused_stops_at_once_saying_why(run_cli, jobkit_settings):
+    url = jobkit_settings.database_url
+    user = url.partition("://")[2].partition("@")[0]
+    wrong = url.replace(f"{user}@", "jobkit_no_such_role@", 1)
+    done = run_cli("worker", env={"JOBKIT_DATABASE_URL": wrong}, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert 'role "jobkit_no_such_role" does not exist' in done.stderr
+    assert "trying again" not in done.stderr

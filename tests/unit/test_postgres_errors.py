@@ -42,6 +42,26 @@ def test_connection_failures_are_unavailable(error):
 
 
 @pytest.mark.parametrize(
+    "said",
+    [
+        'FATAL:  password authentication failed for user "app"',
+        'FATAL:  role "nosuchrole" does not exist',
+        'FATAL:  database "nosuchdb" does not exist',
+        'FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "app", database "app"',
+        'FATAL:  role "app" is not permitted to log in',
+        "fe_sendauth: no password supplied",
+    ],
+)
+def test_a_refused_login_is_a_setting_to_fix_not_an_outage(said):
+    error = psycopg.OperationalError(
+        f'connection failed: connection to server at "127.0.0.1", port 5432 failed: {said}'
+    )
+    found = store_error(error)
+    assert type(found) is StoreError
+    assert str(found).startswith("the database refused the connection: ")
+
+
+@pytest.mark.parametrize(
     "error",
     [
         errors.ProgramLimitExceeded("index row requires 11472 bytes, maximum size is 8191"),

@@ -32,7 +32,7 @@ from typing import Any, cast
 import attrs
 import click
 
-from jobkit.errors import JobkitError, ParameterError, StoreUnavailable
+from jobkit.errors import JobkitError, ParameterError, StoreError
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.processes import die_with_parent
@@ -375,7 +375,7 @@ class Scheduler:
         while not self._stopped.is_set():
             try:
                 wait = self.tick()
-            except StoreUnavailable as error:
+            except StoreError as error:
                 if not failing:
                     logger.warning("scheduler: %s; trying again every %g s", error, RETRY_DELAY)
                 failing, wait = True, RETRY_DELAY

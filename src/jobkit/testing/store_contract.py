@@ -632,10 +632,12 @@ class StoreContract:
         assert [p.id for p in store.claim(worker_id=worker_id, queues=["default"], limit=2)] == [
             later.id
         ]
-        assert store.release_held_rerun(request_id=rerun_id, start_at=process.start_at)
+        in_line = process.start_at
+        assert in_line is not None
+        assert store.release_held_rerun(request_id=rerun_id, start_at=in_line)
         (rerun,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
         assert (rerun.id, rerun.start_at) == (rerun_id, interrupted.start_at)
-        assert not store.release_held_rerun(request_id=rerun_id, start_at=process.start_at)
+        assert not store.release_held_rerun(request_id=rerun_id, start_at=in_line)
 
     def test_attempts_marked_started_are_told_apart_from_ones_never_run(
         self, store: Store, worker_id: uuid.UUID

@@ -23,7 +23,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from jobkit.errors import JobkitError, StoreUnavailable
+from jobkit.errors import JobkitError, StoreError
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status
@@ -346,7 +346,7 @@ class _GaugeService:
             return self._runtime.store.stats(
                 include_results=False, heartbeat_timeout=self._runtime.settings.heartbeat_timeout
             )
-        except StoreUnavailable as error:
+        except StoreError as error:
             logger.warning("queue gauges skipped: %s", error)
             return None
 

@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -67,6 +68,15 @@ class SchemaMissing(StoreError):
     """jobkit's schema or tables are not there: ``jobkit migrate`` has not run."""
 
 
+_REFUSED_LOGIN = re.compile(
+    r"password authentication failed|no password supplied|no pg_hba\.conf entry|"
+    r"(database|role) \"[^\"]*\" does not exist|permission denied for database|"
+    r"is not permitted to log in"
+)
+"""What libpq says when the server refuses a login for a wrong setting (its SQLSTATE, class 28
+or 3D, is not kept for a failed connection attempt)."""
+
+
 def store_error(error: psycopg.Error) -> StoreError:
     """The StoreError for a psycopg error, by what retrying can do about it.
 
@@ -85,6 +95,10 @@ def store_error(error: psycopg.Error) -> StoreError:
             f"`jobkit migrate --sql`)"
         )
     if state is None:  # no answer from the server: libpq, or psycopg itself, failed
+        if isinstance(error, psycopg.OperationalError) and _REFUSED_LOGIN.search(cause):
+            # libpq keeps no SQLSTATE for a refused login: its text tells a wrong setting,
+            # which waiting will not fix, from a server that cannot be reached.
+            return StoreError(f"the database refused the connection: {cause}")
         if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
             return StoreUnavailable(f"the database is unreachable: {cause}")
         if isinstance(error, psycopg.DataError):
@@ -351,11 +365,14 @@ class PostgresStore:
             info = psycopg.conninfo.conninfo_to_dict(self.url)
             where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
             database = info.get("dbname", "")
-            raise StoreUnavailable(
+            message = (
                 f"cannot connect to PostgreSQL at {where}, database {database!r} (the "
                 f"database_url setting, e.g. JOBKIT_DATABASE_URL): "
                 + redact_credentials(" ".join(line.strip() for line in str(error).splitlines()))
-            ) from error
+            )
+            # A refused login (a wrong role, password or database) is no outage to wait out.
+            unavailable = isinstance(store_error(error), StoreUnavailable)
+            raise (StoreUnavailable if unavailable else StoreError)(message) from error
 
     @contextlib.contextmanager
     def _direct_connection(self) -> Iterator[psycopg.Connection[Any]]:
