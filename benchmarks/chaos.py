@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -176,22 +177,12 @@ def kill(
 
     The jobs are read after the kill, so they are exactly what the dead worker left claimed.
     """
-    row = database.execute(
-        sql.SQL("SELECT id FROM {}.workers WHERE pid = %s").format(schema), (worker.pid,)
-    ).fetchone()
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-    now = database.execute("SELECT now()").fetchone()
-    assert now is not None
-    if row is None:
-        return [], now[0]
-    held = database.execute(
-        sql.SQL(
-            "SELECT (parameters->'args'->>0)::int FROM {}.processes WHERE worker_id = %s"
-        ).format(schema),
-        (row[0],),
-    ).fetchall()
-    return [number for (number,) in held], now[0]
+
+    def fault() -> None:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    return strike(database, schema, worker, fault)
 
 
 def freeze(
@@ -199,10 +190,20 @@ def freeze(
 ) -> tuple[list[int], datetime.datetime]:
     """SIGSTOP the worker's main process alone (its pool children run on); return the jobs it
     held and when (DB clock)."""
+    return strike(database, schema, worker, lambda: os.kill(worker.pid, signal.SIGSTOP))
+
+
+def strike(
+    database: psycopg.Connection,
+    schema: sql.Identifier,
+    worker: subprocess.Popen[bytes],
+    fault: Callable[[], None],
+) -> tuple[list[int], datetime.datetime]:
+    """Hit ``worker`` with ``fault``; return the jobs it held then and when (DB clock)."""
     row = database.execute(
         sql.SQL("SELECT id FROM {}.workers WHERE pid = %s").format(schema), (worker.pid,)
     ).fetchone()
-    os.kill(worker.pid, signal.SIGSTOP)
+    fault()
     now = database.execute("SELECT now()").fetchone()
     assert now is not None
     if row is None:

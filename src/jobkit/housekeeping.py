@@ -4,7 +4,6 @@ the deletion of results older than ``results_retention``."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jobkit.errors import StoreError
 from jobkit.plugins import notify
 from jobkit.records import WorkerInfo
+from jobkit.services import PeriodicService
 
 if TYPE_CHECKING:
     from jobkit.runtime import Runtime
@@ -22,45 +22,7 @@ RETENTION_EVERY = 600.0
 """Seconds between two deletions of old results (the first runs as the worker starts)."""
 
 
-class Periodic:
-    """Calls ``tick()`` on a daemon thread every ``every`` seconds (at once first when
-    ``at_start``), until stopped."""
-
-    name = "periodic"
-
-    def __init__(self, every: float, *, at_start: bool = False):
-        self.every = every
-        self.at_start = at_start
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"jobkit-{self.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        if self.at_start:
-            self._tick_safely()
-        while not self._stopped.wait(self.every):
-            self._tick_safely()
-
-    def _tick_safely(self) -> None:
-        try:
-            self.tick()
-        except StoreError as error:
-            logger.warning("%s failed: %s", self.name, error)
-        except Exception:
-            logger.exception("%s failed", self.name)
-
-    def tick(self) -> None:
-        raise NotImplementedError
-
-
-class ResultsRetention(Periodic):
+class ResultsRetention(PeriodicService):
     """Deletes results older than ``results_retention`` when the worker starts and every
     ``RETENTION_EVERY`` seconds."""
 
@@ -79,7 +41,7 @@ class ResultsRetention(Periodic):
             logger.info("deleted %d results older than %d seconds", deleted, retention)
 
 
-class StatsReporter(Periodic):
+class StatsReporter(PeriodicService):
     """Every ``every`` seconds, logs the worker's ``worker stats`` line (what ``figures(elapsed)``
     gives, plus the queue figures of all queues) and announces it to
     ``jobkit_worker_stats_reported``."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.errors import LeaseLost, StoreError
 from jobkit.records import JobResult, WorkerInfo
+from jobkit.services import PeriodicService
 
 if TYPE_CHECKING:
     from jobkit.runtime import Runtime
@@ -163,7 +164,7 @@ class Heartbeat(threading.Thread):
         self.wake()
 
 
-class Rescuer:
+class Rescuer(PeriodicService):
     """The worker service that, every ``heartbeat_interval`` while this worker's heartbeat
     vouches for the database, records the jobs of workers that stopped beating LOST (see
     ``Runtime.rescue_dead_workers``)."""
@@ -177,33 +178,14 @@ class Rescuer:
         heartbeat: Heartbeat,
         aborted: Callable[[JobResult, datetime.datetime | None], Any],
     ):
+        super().__init__(heartbeat.interval)
         self.runtime = runtime
         self.worker_id = worker_id
         self.heartbeat = heartbeat
         self.aborted = aborted
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobkit-rescuer", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.heartbeat.interval):
-            if self.heartbeat.vouches():
-                self.sweep()
-
-    def sweep(self) -> list[JobResult]:
-        try:
-            return self.runtime.rescue_dead_workers(
+    def tick(self) -> None:
+        if self.heartbeat.vouches():
+            self.runtime.rescue_dead_workers(
                 exclude=self.worker_id, aborted=self.aborted, vouched=self.heartbeat.vouches
             )
-        except StoreError as error:
-            logger.warning("rescue sweep failed: %s", error)
-        except Exception:
-            logger.exception("rescue sweep failed")
-        return []

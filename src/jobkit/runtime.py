@@ -58,10 +58,10 @@ logger = logging.getLogger("jobkit")
 _JOBKIT_DIR = str(Path(__file__).parent)
 _INT32 = 2**31 - 1
 MAX_DELAY = 100 * 365.25 * 86400
-ON_ABORTED_HOLD = 60.0
+ON_ABORTED_HOLD = 10.0
 """Seconds the rerun of a LOST or CANCELLED attempt waits, at most, for its job's ``on_aborted``
-to return: it is released as soon as it has (and starts when that hold runs out if the worker
-calling it dies)."""
+to return: it is released as soon as it has, and starts when the hold runs out if the call hangs
+or the worker making it dies (as long as a stopping worker waits for ``on_aborted`` calls)."""
 """The longest delay jobkit takes, in seconds (100 years): for ``run_in_worker(delay=...)``
 (a number, a timedelta, or a datetime that far from now), ``DeferJob(delay=...)``,
 ``calculate_retry_delay`` and ``timeout``. A longer one is a mistake (milliseconds taken for

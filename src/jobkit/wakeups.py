@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from jobkit.errors import StoreError
+from jobkit.services import PeriodicService
 
 if TYPE_CHECKING:
     from jobkit.store import Listener, Store
@@ -79,33 +80,20 @@ class Wakeups:
             self.listener = None
 
 
-class Prober:
+class Prober(PeriodicService):
     """The worker service that probes the LISTEN connection every ``PROBE_EVERY`` seconds, and
     marks it deaf (waking the loop) when the last probe went unheard for ``PROBE_TIMEOUT``."""
 
     name = "wake-up prober"
 
     def __init__(self, wakeups: Wakeups, wake: Callable[[], None]):
+        super().__init__(PROBE_TIMEOUT)
         self.wakeups = wakeups
         self.wake = wake
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobkit-prober", daemon=True)
         self._probed: Listener | None = None
         self._probed_at = 0.0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(PROBE_TIMEOUT):
-            self.check()
-
-    def check(self) -> None:
+    def tick(self) -> None:
         listener = self.wakeups.listener
         if listener is None or self.wakeups.deaf.is_set():
             return
@@ -116,9 +104,5 @@ class Prober:
         now = time.monotonic()
         if listener is self._probed and now - self._probed_at < PROBE_EVERY:
             return
-        try:
-            listener.probe()
-        except StoreError as error:
-            logger.warning("could not probe the wake-up connection: %s", error)
-            return
+        listener.probe()
         self._probed, self._probed_at = listener, now

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from faults import WorkerLauncher
 from psycopg import sql
 
 from jobkit.settings import Settings
@@ -29,6 +30,9 @@ from testapp.jobs import create_ledger
 TESTS_DIR = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT = 60.0
 """Seconds a ``jobkit`` command may take before the test fails (a hang is a bug)."""
+
+WORKER_IMPORTS = "testapp.jobs,testapp.fault_jobs,testapp.hardening_jobs"
+"""The test job modules the ``workers`` fixture's workers import."""
 
 STRAY_TIMEOUT = 10.0
 """Seconds a worker's pool children may take to go after the worker itself exited."""
@@ -154,6 +158,16 @@ class WorkerProcess(subprocess.Popen[bytes]):
                 )
             time.sleep(0.05)
         return code
+
+
+@pytest.fixture
+def workers(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerLauncher]:
+    """Starts ``jobkit worker`` processes that import every test job module (``WORKER_IMPORTS``);
+    at the end kills each one's process group, and fails the test if one logged a traceback it
+    did not allow (``workers.start(..., allowed_tracebacks=[...])``)."""
+    launcher = WorkerLauncher(dict(subprocess_env, JOBKIT_IMPORTS=WORKER_IMPORTS), tmp_path)
+    yield launcher
+    launcher.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 import pytest
 from faults import (
     Cluster,
-    WorkerLauncher,
     backends_of,
     teach_fast_runs,
     terminate_backends,
@@ -32,15 +31,6 @@ from testapp.fault_jobs import AbortedHangs, Sleeper
 from testapp.jobs import Record
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def workers(subprocess_env, tmp_path):
-    launcher = WorkerLauncher(
-        dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs,testapp.fault_jobs"), tmp_path
-    )
-    yield launcher
-    launcher.close()
 
 
 def test_a_job_enqueued_while_the_listener_is_down_starts_promptly(

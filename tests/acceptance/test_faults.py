@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 from faults import (
@@ -49,16 +49,6 @@ GRACE = 3
 
 SLOW_POLL = {"JOBKIT_WORKER_POLL_INTERVAL": "30"}
 """A poll so slow that a prompt start can only come from a LISTEN/NOTIFY wake-up."""
-
-
-@pytest.fixture
-def workers(subprocess_env: dict[str, str], tmp_path) -> Iterator[WorkerLauncher]:
-    """Starts ``jobkit worker`` processes that also import ``testapp.fault_jobs``."""
-    launcher = WorkerLauncher(
-        dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs,testapp.fault_jobs"), tmp_path
-    )
-    yield launcher
-    launcher.close()
 
 
 # Helpers -------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults import WorkerLauncher, check_invariants, ledger_starts, wait_for
+from faults import check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, runs, start_ready
 
 from testapp.hardening_jobs import (
@@ -31,15 +30,6 @@ from testapp.hardening_jobs import (
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def workers(subprocess_env: dict[str, str], tmp_path) -> Iterator[WorkerLauncher]:
-    launcher = WorkerLauncher(
-        dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs,testapp.hardening_jobs"), tmp_path
-    )
-    yield launcher
-    launcher.close()
 
 
 def test_a_job_that_forks_runs_nothing_twice_and_the_worker_survives(

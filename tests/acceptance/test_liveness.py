@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
-from faults import WorkerLauncher, attempts, check_invariants, teach_fast_runs, wait_for
+from faults import attempts, check_invariants, teach_fast_runs, wait_for
 from proxy import Proxy
 from psycopg import sql
 from test_faults import enqueue, finished, start_ready
@@ -27,13 +26,6 @@ pytestmark = pytest.mark.acceptance
 
 LOCK_HELD = 12.0
 """Seconds the lock is held: well past the 5 s heartbeat timeout."""
-
-
-@pytest.fixture
-def workers(subprocess_env: dict[str, str], tmp_path) -> Iterator[WorkerLauncher]:
-    launcher = WorkerLauncher(dict(subprocess_env, JOBKIT_IMPORTS="testapp.jobs"), tmp_path)
-    yield launcher
-    launcher.close()
 
 
 def lost_per_job(db, jobs) -> dict:

@@ -32,13 +32,14 @@ from typing import Any, cast
 import attrs
 import click
 
-from jobkit.errors import JobkitError, ParameterError, StoreError
+from jobkit.errors import JobkitError, ParameterError
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.processes import die_with_parent
 from jobkit.registry import JobRegistry
 from jobkit.runtime import Runtime, get_runtime
 from jobkit.schedule import Recurrence, Schedule, ScheduleError
+from jobkit.services import PeriodicService
 from jobkit.settings import Settings, load_settings
 
 logger = logging.getLogger("jobkit.scheduler")
@@ -350,43 +351,17 @@ def _default_key(job: str, schedule: str, timezone: str, kwargs: Mapping[str, An
 # The scheduler ----------------------------------------------------------------------------------
 
 
-class Scheduler:
-    """The worker service that enqueues the entries' ticks (see the module docstring)."""
+class Scheduler(PeriodicService):
+    """The worker service that enqueues the entries' ticks (see the module docstring); after a
+    failure it tries again every ``RETRY_DELAY`` seconds."""
 
     name = "scheduler"
 
     def __init__(self, runtime: Runtime, entries: Sequence[ScheduleEntry]):
+        super().__init__(RETRY_DELAY, at_start=True)
         self.runtime = runtime
         self.entries = list(entries)
         self._due: dict[str, datetime.datetime] = {}
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobkit-scheduler", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stopped.is_set():
-            try:
-                wait = self.tick()
-            except StoreError as error:
-                if not failing:
-                    logger.warning("scheduler: %s; trying again every %g s", error, RETRY_DELAY)
-                failing, wait = True, RETRY_DELAY
-            except Exception:
-                logger.exception("scheduler failed; trying again in %g s", RETRY_DELAY)
-                wait = RETRY_DELAY
-            else:
-                if failing:
-                    logger.info("scheduler: the database answers again")
-                failing = False
-            self._stopped.wait(wait)
 
     def tick(self) -> float:
         """Enqueue every tick that is due by the database's clock; return the seconds until
