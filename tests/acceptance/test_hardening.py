@@ -177,6 +177,7 @@ def test_a_huge_error_is_cut_in_the_child_and_never_reaches_the_worker_whole(
         )
         == 21
     )
+    print(f"the worker's main process grew by {grown:.1f} MB")
     assert grown < 100, f"the worker's main process grew by {grown:.0f} MB"
     check_invariants(db, jobkit_settings, jobs, final_status="ERRORED")
 
@@ -259,6 +260,7 @@ def test_idle_workers_share_slow_jobs_instead_of_one_hoarding_them(
     for worker in group:
         assert worker.stop(15) == 0, worker.output()
 
+    print(f"makespan {makespan:.1f} s; jobs per worker {per_worker}")
     # 12 jobs of 3 s on 6 children: two rounds, 6 s; one worker holding them all takes 18 s.
     assert makespan <= 7, f"makespan {makespan:.1f} s; jobs per worker {per_worker}"
     check_invariants(db, jobkit_settings, jobs)
