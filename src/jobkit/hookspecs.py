@@ -195,17 +195,42 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
     """Run one attempt of a job and return its Outcome.
 
     Wrap it (``@hookimpl(wrapper=True)``) for cross-cutting concerns: spans, logging context,
-    timing. A wrapper cannot skip or repeat the job; use the ``middleware`` setting for that.
+    timing. A wrapper cannot skip or repeat the job; middleware can (``jobkit_add_middleware``,
+    or the ``middleware`` setting).
 
     :param job: the job instance, rebuilt from the stored parameters, with ``job.job_process``
         set.
     :param process: the attempt being run.
 
-    Kind: action (firstresult, wrappable). Built-in: the kernel (the ``middleware`` chain, then
+    Kind: action (firstresult, wrappable). Built-in: the kernel (the middleware chain, then
     ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED), ``trylast``;
     ``jobkit.builtin.logcontext`` wraps it (``tryfirst``) to put the job's id, name and retry
     attempt on every log record made during the run.
     Called: in a worker pool child, once per attempt.
+    Added: 0.1
+    """
+
+
+# Middleware -------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobkit_add_middleware(settings: Settings) -> Sequence[type] | None:
+    """Return middleware classes to run around every job, like the ``middleware`` setting's:
+    each is built with the next step (``cls(run_job)``) and its ``process_job(job)`` calls
+    ``self.run_job(job)``, or does not, to skip the job. Subclass ``jobkit.JobMiddleware``.
+
+    Order, outermost first: the classes of the plugin pluggy calls first (the order ``jobkit
+    plugins --hook jobkit_add_middleware`` lists), each answer's in its order; then the
+    ``middleware`` setting's; then ``job.run()``. The chain runs inside the kernel's
+    ``jobkit_run_job``, so that hook's wrappers (spans, log context) surround all of it.
+
+    :param settings: the resolved settings, for a plugin's own section.
+
+    Kind: contribution (all). Built-in: none.
+    Called: once per process that runs jobs (each worker pool child, ``jobkit run``), before
+    its first job; and in the worker's main process at start-up, which stops with the
+    plugin's name when an answer is not a list of middleware classes.
     Added: 0.1
     """
 

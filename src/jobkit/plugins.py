@@ -174,6 +174,21 @@ def notify(hook: pluggy.HookCaller, **kwargs: Any) -> None:
             logger.exception("plugin %r failed in %s", impl.plugin_name, hook.name)
 
 
+# Contributions ----------------------------------------------------------------------------------
+
+
+def contributions(hook: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call a contribution hook's implementations in the order pluggy calls them, and return
+    each answer that is not None with the name of the plugin that gave it, so an error about an
+    answer can say where it came from."""
+    answers = []
+    for impl in reversed(hook.get_hookimpls()):
+        answer = impl.function(*[kwargs[name] for name in impl.argnames])
+        if answer is not None:
+            answers.append((impl.plugin_name, answer))
+    return answers
+
+
 # Listing ----------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from jobkit.errors import (
 )
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Delay, Job
-from jobkit.middleware import RunJob, build_chain
+from jobkit.middleware import RunJob, build_chain, plugin_middleware
 from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
 from jobkit.records import (
     Completion,
@@ -670,13 +670,22 @@ class Runtime:
                 ON_ABORTED_HOLD,
             )
 
+    def middleware_chain(self) -> RunJob:
+        """What runs each job: the plugins' middleware (``jobkit_add_middleware``), then the
+        ``middleware`` setting's, then ``job.run()``; made on first use. Raises
+        ``PluginError`` or ``SettingsError`` naming a middleware that is not one."""
+        if self._run_chain is None:
+            self._run_chain = build_chain(
+                self.settings.middleware, plugin_middleware(self.pm, self.settings)
+            )
+        return self._run_chain
+
     def run_job(self, job: Job, process: JobProcess) -> Outcome:
         """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``. (Its error
         text is bounded already, so wrappers see what will be stored.)"""
-        if self._run_chain is None:
-            self._run_chain = build_chain(self.settings.middleware)
+        run_chain = self.middleware_chain()
         try:
-            self._run_chain(job)
+            run_chain(job)
         except DeferJob as deferral:
             return _deferred(deferral, process)
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too

@@ -33,7 +33,6 @@ import attrs
 from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
 from jobkit.housekeeping import ResultsRetention, StatsReporter
 from jobkit.liveness import DatabaseClock, Heartbeat, Rescuer
-from jobkit.middleware import build_chain
 from jobkit.plugins import notify
 from jobkit.pool import Crashed, Finished, StopReason, WorkerPool, describe_exit
 from jobkit.records import (
@@ -246,7 +245,7 @@ class Worker:
         previous_handlers = self._install_signal_handlers()
         try:
             self.runtime.import_jobs()
-            build_chain(self.runtime.settings.middleware)
+            self.runtime.middleware_chain()
             self._until_reachable("checking jobkit's tables", self.store.check_schema)
             self.services = [
                 service

@@ -211,3 +211,45 @@ def test_max_processes_sets_the_number_of_children(
     pids = ledger_pids(jobkit_settings)
     assert len(pids) == processes
     assert worker.pid not in pids
+
+
+def test_plugins_middleware_wraps_the_middleware_setting_around_every_job(
+    start_worker, jobkit_runtime, jobkit_settings, ledger_ready
+):
+    jobkit_runtime.enqueue_many([Record("a"), Record("b")])
+
+    worker = start_worker(
+        "--burst",
+        "--max-processes",
+        "1",
+        env={
+            "JOBKIT_PLUGINS": "testapp.integration_jobs:middleware_plugin",
+            "JOBKIT_MIDDLEWARE": "testapp.integration_jobs.OuterMiddleware",
+        },
+    )
+    assert worker.wait_for_exit() == 0, worker.output()
+
+    steps = ["plugin:before", "outer:before", "start", "end", "outer:after", "plugin:after"]
+    assert [(key, phase) for key, phase, _, _ in ledger(jobkit_settings)] == [
+        (key, step) for key in ("a", "b") for step in steps
+    ]
+    assert worker.pid not in ledger_pids(jobkit_settings, "plugin:before")
+
+
+def test_a_plugin_middleware_that_is_not_a_class_stops_the_worker_at_start(
+    start_worker, jobkit_runtime, db
+):
+    jobkit_runtime.enqueue(Noop(1))
+
+    worker = start_worker(
+        "--burst", env={"JOBKIT_PLUGINS": "testapp.integration_jobs:bad_middleware_plugin"}
+    )
+
+    assert worker.wait_for_exit() == 1
+    assert (
+        "Error: plugin 'testapp.integration_jobs:bad_middleware_plugin' answered "
+        "jobkit_add_middleware with 'testapp.integration_jobs.PluginMiddleware', which is not "
+        "a middleware class" in worker.output()
+    )
+    assert db.count("requests") == 1
+    assert db.count("workers") == 0

@@ -166,6 +166,30 @@ class SkipMiddleware(JobMiddleware):
         return self.run_job(job)
 
 
+# Plugins that add middleware (``jobkit_add_middleware``) ----------------------------------------
+
+
+class PluginMiddleware(_LedgerMiddleware):
+    label = "plugin"
+
+
+class MiddlewarePlugin:
+    """Adds ``answer`` to every job's middleware."""
+
+    def __init__(self, answer: Any):
+        self.answer = answer
+
+    @hookimpl
+    def jobkit_add_middleware(self) -> Any:
+        return self.answer
+
+
+middleware_plugin = MiddlewarePlugin([PluginMiddleware])
+"""Register with the setting ``plugins=["testapp.integration_jobs:middleware_plugin"]``."""
+bad_middleware_plugin = MiddlewarePlugin(["testapp.integration_jobs.PluginMiddleware"])
+"""Answers with a path instead of a class: a worker must refuse to start."""
+
+
 # A plugin that provides a job (the ``plugins`` setting) ------------------------------------------
 
 PLUGIN_JOB_NAME = "testapp.plugin_provided"

@@ -1,5 +1,6 @@
-"""Tests of the ``middleware`` setting's chain: order, skipping, running twice, and the errors for
-paths that do not name a middleware class."""
+"""Tests of the middleware chain: the ``middleware`` setting's and the plugins'
+(``jobkit_add_middleware``): order, skipping, running twice, and the errors for what is not a
+middleware class."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 
 import pytest
 
-from jobkit.errors import SettingsError
+from jobkit.errors import PluginError, SettingsError
 from jobkit.job import Job
 from jobkit.middleware import build_chain, import_middleware
 from jobkit.records import JobProcess, Status
@@ -136,9 +137,11 @@ def test_a_path_to_something_without_process_job_is_a_settings_error(path):
 # The runtime runs the setting's chain -----------------------------------------------------------
 
 
-def run_with_middleware(tmp_path, monkeypatch, paths: list[str], job: Job):
+def run_with_middleware(tmp_path, monkeypatch, paths: list[str], job: Job, plugins=()):
     monkeypatch.chdir(tmp_path)
-    runtime = Runtime.from_settings(Settings(middleware=paths), load_entrypoints=False)
+    runtime = Runtime.from_settings(
+        Settings(middleware=paths, plugins=list(plugins)), load_entrypoints=False
+    )
     runtime.registry = JobRegistry()
     runtime.registry.register(Logged, "tests.Logged")
     process = JobProcess(
@@ -177,3 +180,77 @@ def test_a_failure_inside_the_chain_is_an_errored_outcome(tmp_path, monkeypatch)
     assert outcome.error_type == "RuntimeError"
     assert outcome.error.endswith("RuntimeError: the job failed\n")
     assert job.log == ["inner before", "run", "inner after"]
+
+
+# Plugins' middleware ----------------------------------------------------------------------------
+
+PLUGINS = "unitplugins.middleware_plugins:"
+
+
+def test_plugins_middleware_wraps_the_settings_in_the_order_pluggy_calls_the_plugins(
+    tmp_path, monkeypatch
+):
+    # pluggy calls the plugin registered last first; of the plugins setting, the last listed.
+    job = Logged()
+
+    outcome = run_with_middleware(
+        tmp_path,
+        monkeypatch,
+        [OUTER],
+        job,
+        plugins=[PLUGINS + "audit_and_timing", PLUGINS + "metrics", PLUGINS + "nothing"],
+    )
+
+    assert outcome.status is Status.SUCCESSFUL
+    assert job.log == [
+        "metrics before",
+        "audit before",
+        "timing before",
+        "outer before",
+        "run",
+        "outer after",
+        "timing after",
+        "audit after",
+        "metrics after",
+    ]
+
+
+def test_plugins_middleware_runs_without_the_setting(tmp_path, monkeypatch):
+    job = Logged()
+
+    run_with_middleware(tmp_path, monkeypatch, [], job, plugins=[PLUGINS + "metrics"])
+
+    assert job.log == ["metrics before", "run", "metrics after"]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "problem"),
+    [
+        (
+            "one_class",
+            "answered jobkit_add_middleware with <class 'unitplugins.middleware.Audit'>; it "
+            "must return a list of middleware classes",
+        ),
+        (
+            "an_instance",
+            "answered jobkit_add_middleware with <unitplugins.middleware.Audit object at ",
+        ),
+        (
+            "a_path",
+            "answered jobkit_add_middleware with 'unitplugins.middleware.Audit', which is not a "
+            "middleware class (one built with the next step, with a process_job(job) method); "
+            "return subclasses of jobkit.JobMiddleware",
+        ),
+    ],
+    ids=["one class, not a list", "an instance", "a dotted path"],
+)
+def test_a_plugin_answer_that_is_not_a_list_of_middleware_classes_names_the_plugin(
+    tmp_path, monkeypatch, plugin, problem
+):
+    monkeypatch.chdir(tmp_path)
+    runtime = Runtime.from_settings(Settings(plugins=[PLUGINS + plugin]), load_entrypoints=False)
+
+    with pytest.raises(PluginError) as raised:
+        runtime.middleware_chain()
+
+    assert str(raised.value).startswith(f"plugin {PLUGINS + plugin!r} {problem}")

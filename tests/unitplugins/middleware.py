@@ -56,3 +56,33 @@ class NoProcessJob:
 
 
 NOT_A_CLASS = 42
+
+
+class Audit(JobMiddleware):
+    """Middleware a plugin adds (``unitplugins.middleware_plugins``)."""
+
+    def process_job(self, job):
+        job.log.append("audit before")
+        result = self.run_job(job)
+        job.log.append("audit after")
+        return result
+
+
+class Timing(JobMiddleware):
+    """Middleware another plugin adds, after ``Audit`` in the same answer."""
+
+    def process_job(self, job):
+        job.log.append("timing before")
+        result = self.run_job(job)
+        job.log.append("timing after")
+        return result
+
+
+class Metrics(JobMiddleware):
+    """Middleware a second plugin adds."""
+
+    def process_job(self, job):
+        job.log.append("metrics before")
+        result = self.run_job(job)
+        job.log.append("metrics after")
+        return result
