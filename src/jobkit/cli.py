@@ -10,6 +10,7 @@ import math
 import os
 import shlex
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -425,28 +426,49 @@ def purge(yes: bool) -> None:
 @click.option(
     "--all", "show_all", is_flag=True, help="Include the built-in plugins and the kernel."
 )
-@click.option("--hook", "hook_name", help="Only plugins that implement this hook.")
+@click.option(
+    "--hook",
+    "hook_name",
+    help="Only plugins that implement this hook, in the order pluggy calls them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
 def plugins(show_all: bool, hook_name: str | None, as_json: bool) -> None:
-    """List installed plugins: name, distribution, source and the hooks each implements."""
-    runtime = make_runtime()
-    if hook_name is not None and not hasattr(runtime.pm.hook, hook_name):
+    """List installed plugins: name, distribution, source, the hooks each implements and where
+    it stands among the plugins that implement the same hook; plugins that fail to load are
+    listed as broken, with their error."""
+    runtime = Runtime.from_settings(load_settings(), keep_broken=True)
+    hook = getattr(runtime.pm.hook, hook_name, None) if hook_name is not None else None
+    if hook_name is not None and hook is None:
         raise click.BadParameter(f"no hook is named {hook_name!r}", param_hint="--hook")
     infos = [
         info
-        for info in describe_plugins(runtime.pm, runtime.settings)
-        if (show_all or info.source not in ("builtin", "core") or info.blocked)
-        and (hook_name is None or hook_name in info.hooks)
+        for info in describe_plugins(runtime.pm, runtime.settings, hook=hook_name)
+        if show_all or info.source not in ("builtin", "core") or info.blocked
     ]
     if as_json:
         click.echo(json.dumps([attrs.asdict(info) for info in infos], indent=2))
         return
+    if hook is not None:
+        firstresult = hook.spec is not None and hook.spec.opts.get("firstresult", False)
+        click.echo(
+            f"{hook_name}: "
+            + (
+                "plugins are asked in this order; the first answer that is not None is used"
+                if firstresult
+                else "every plugin is called, in this order"
+            )
+        )
     if not infos:
-        click.echo("no plugins installed (--all shows the built-in ones)")
+        nothing = "no plugins installed" if hook_name is None else "no plugin implements it"
+        click.echo(nothing if show_all else f"{nothing} (--all shows the built-in ones)")
     for info in infos:
         where = f"{info.distribution} {info.version}" if info.distribution else info.source
-        state = " [blocked]" if info.blocked else ""
+        state = " [blocked]" if info.blocked else " [broken]" if info.broken else ""
         click.echo(f"{info.name} ({where}){state}")
-        for hook in info.hooks:
-            click.echo(f"    {hook}")
+        if info.broken:
+            click.echo(textwrap.indent(info.broken, "    "))
+        for name in info.hooks:
+            if hook_name in (None, name):
+                place = info.precedence.get(name)
+                click.echo(f"    {name}" + (f"  [{place}]" if place else ""))

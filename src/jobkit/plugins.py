@@ -6,11 +6,13 @@ worker's pool children rebuild exactly the same one from the settings they are g
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import logging
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -40,21 +42,29 @@ CORE_PLUGIN = "jobkit.core"
 
 
 class JobkitPluginManager(pluggy.PluginManager):
-    """pluggy's manager, remembering the distribution each entry-point plugin came from."""
+    """pluggy's manager, remembering the distribution each entry-point plugin came from, and
+    the plugins that failed to load when it was made to list them (``keep_broken``)."""
 
     def __init__(self) -> None:
         super().__init__("jobkit")
         self.distributions: dict[str, importlib.metadata.Distribution] = {}
+        self.broken: dict[str, str] = {}
+        """Plugin name -> why it could not be registered."""
 
 
 def create_plugin_manager(
-    settings: Settings, *, load_entrypoints: bool = True
+    settings: Settings, *, load_entrypoints: bool = True, keep_broken: bool = False
 ) -> pluggy.PluginManager:
     """Make the plugin manager for ``settings``.
 
     Order: block ``disable_plugins``; register ``BUILTIN_PLUGINS``; load the ``jobkit``
     entry-point group (unless ``load_entrypoints`` is false or ``JOBKIT_DISABLE_PLUGIN_AUTOLOAD``
     is set); register the ``plugins`` setting; check every implementation has a spec.
+
+    A plugin that cannot be imported, does not fit its hooks or implements an unknown hook is a
+    ``PluginError`` naming it, so no process runs without a plugin it was configured with. With
+    ``keep_broken`` (``jobkit plugins``, which must list what is wrong) it is left out instead
+    and its error kept in ``pm.broken``.
     """
     pm = JobkitPluginManager()
     pm.add_hookspecs(hookspecs)
@@ -64,43 +74,70 @@ def create_plugin_manager(
     # same with JOBKIT_DISABLE_PLUGIN_AUTOLOAD=1.
     _block(pm, settings, installed)
 
+    def loading(name: str) -> contextlib.AbstractContextManager[None]:
+        return _kept_broken(pm, name) if keep_broken else contextlib.nullcontext()
+
     for name in BUILTIN_PLUGINS:
         if not pm.is_blocked(name):
             pm.register(importlib.import_module(name), name)
     for entry_point in entry_points:
-        if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
+        name = entry_point.name
+        if pm.is_blocked(name) or pm.has_plugin(name) or name in pm.broken:
             continue
-        try:
-            plugin = entry_point.load()
-        except Exception as error:
-            raise PluginError(
-                f"plugin {entry_point.name!r} from {_distribution_label(entry_point)} failed to "
-                f"load ({entry_point.value}): {error!r}; uninstall it or add it to "
-                f"disable_plugins"
-            ) from error
-        _register(pm, plugin, entry_point.name, f"from {_distribution_label(entry_point)}")
         if entry_point.dist is not None:
-            pm.distributions[entry_point.name] = entry_point.dist
+            pm.distributions[name] = entry_point.dist
+        with loading(name):
+            _register(pm, _load_entry_point(entry_point), name, _distribution_label(entry_point))
     for dotted in settings.plugins:
         if pm.is_blocked(dotted) or pm.has_plugin(dotted):
             continue
-        plugin = _import_plugin(dotted)
-        if not pm.is_registered(plugin):  # a built-in or an entry point, listed again
-            _register(pm, plugin, dotted, "from the plugins setting")
+        with loading(dotted):
+            plugin = _import_plugin(dotted)
+            if not pm.is_registered(plugin):  # a built-in or an entry point, listed again
+                _register(pm, plugin, dotted, "the plugins setting")
 
     pm.hook.jobkit_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
+    while True:
+        try:
+            pm.check_pending()
+            return pm
+        except pluggy.PluginValidationError as error:
+            name = pm.get_name(error.plugin) or repr(error.plugin)
+            with loading(name):
+                raise PluginError(
+                    f"plugin {name!r} implements an unknown hook: {error}; check the name "
+                    f"against jobkit's hooks (docs/hooks.md), or upgrade jobkit if the plugin "
+                    f"needs a newer one"
+                ) from error
+            pm.unregister(error.plugin)
+
+
+@contextlib.contextmanager
+def _kept_broken(pm: JobkitPluginManager, name: str) -> Iterator[None]:
+    """Keep the ``PluginError`` of the plugin ``name`` in ``pm.broken`` instead of raising it."""
     try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {error.plugin!r} implements an unknown hook: {error}") from error
-    return pm
+        yield
+    except PluginError as error:
+        pm.broken[name] = str(error)
+
+
+def _load_entry_point(entry_point: importlib.metadata.EntryPoint) -> Any:
+    try:
+        return entry_point.load()
+    except Exception as error:
+        raise PluginError(
+            f"plugin {entry_point.name!r} from {_distribution_label(entry_point)} failed to "
+            f"load ({entry_point.value}): {error!r}; uninstall it or add it to disable_plugins"
+        ) from error
 
 
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str, origin: str) -> None:
     try:
         pm.register(plugin, name)
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {name!r} ({origin}) does not fit its hooks: {error}") from error
+        raise PluginError(
+            f"plugin {name!r} (from {origin}) does not fit its hooks: {error}"
+        ) from error
 
 
 def _autoload(load_entrypoints: bool) -> bool:
@@ -203,30 +240,96 @@ class PluginInfo:
     version: str | None
     hooks: list[str]
     blocked: bool = False
+    precedence: dict[str, str] = attrs.field(factory=dict)
+    """For each of its hooks where its place among the plugins matters, that place: ``wrapper``,
+    ``tryfirst``, ``trylast``, and on a firstresult hook that other plugins answer too, ``asked
+    first: wins unless it answers None`` or ``asked only if <plugins> answer None``."""
+    broken: str | None = None
+    """Why the plugin could not be loaded; it implements nothing until that is fixed."""
 
 
-def describe_plugins(pm: pluggy.PluginManager, settings: Settings) -> list[PluginInfo]:
-    """Every registered and blocked plugin, with where it came from and the hooks it implements."""
+def describe_plugins(
+    pm: pluggy.PluginManager, settings: Settings, hook: str | None = None
+) -> list[PluginInfo]:
+    """Every registered, blocked and broken plugin, with where it came from and the hooks it
+    implements. With ``hook``, only the plugins that implement it, in the order pluggy calls
+    them, then the broken ones (they may implement it: they could not be loaded to tell)."""
     distributions = getattr(pm, "distributions", {})
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             infos.append(PluginInfo(name, _source(name, settings), None, None, [], blocked=True))
             continue
-        dist = distributions.get(name)
-        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        callers = pm.get_hookcallers(plugin) or []
+        places = {caller.name: _precedence(caller, plugin) for caller in callers}
         infos.append(
-            PluginInfo(
-                name=name,
-                source=_source(name, settings, from_entry_point=dist is not None),
-                distribution=dist.name if dist is not None else None,
-                version=dist.version if dist is not None else None,
-                hooks=hooks,
+            _described(
+                name,
+                settings,
+                distributions.get(name),
+                hooks=sorted(places),
+                precedence={hook_name: place for hook_name, place in places.items() if place},
             )
         )
-    return sorted(
-        infos, key=lambda info: (info.source != "core", info.source != "builtin", info.name)
+    for name, error in getattr(pm, "broken", {}).items():
+        infos.append(_described(name, settings, distributions.get(name), broken=error))
+    infos.sort(key=lambda info: (info.source != "core", info.source != "builtin", info.name))
+    if hook is None:
+        return infos
+    called = [impl.plugin_name for impl in reversed(getattr(pm.hook, hook).get_hookimpls())]
+    implementing = sorted(
+        (info for info in infos if info.name in called), key=lambda info: called.index(info.name)
     )
+    return implementing + [info for info in infos if info.broken is not None]
+
+
+def _described(
+    name: str,
+    settings: Settings,
+    dist: importlib.metadata.Distribution | None,
+    *,
+    hooks: list[str] | None = None,
+    precedence: dict[str, str] | None = None,
+    broken: str | None = None,
+) -> PluginInfo:
+    return PluginInfo(
+        name=name,
+        source=_source(name, settings, from_entry_point=dist is not None),
+        distribution=dist.name if dist is not None else None,
+        version=dist.version if dist is not None else None,
+        hooks=hooks or [],
+        precedence=precedence or {},
+        broken=broken,
+    )
+
+
+def _precedence(caller: pluggy.HookCaller, plugin: object) -> str:
+    """Where ``plugin``'s implementation stands among the hook's (``PluginInfo.precedence``).
+
+    pluggy calls wrappers first, outermost first; then the other implementations: ``tryfirst``
+    ones, plain ones, ``trylast`` ones, and within each group the plugin registered last
+    first. A firstresult hook stops at the first answer that is not None.
+    """
+    called = list(reversed(caller.get_hookimpls()))
+    [impl] = [candidate for candidate in called if candidate.plugin is plugin]
+    marks = {
+        "wrapper": impl.wrapper or impl.hookwrapper,
+        "tryfirst": impl.tryfirst,
+        "trylast": impl.trylast,
+    }
+    place = [mark for mark, applies in marks.items() if applies]
+    answering = [
+        candidate for candidate in called if not (candidate.wrapper or candidate.hookwrapper)
+    ]
+    firstresult = caller.spec is not None and caller.spec.opts.get("firstresult", False)
+    if firstresult and impl in answering and len(answering) > 1:
+        before = [candidate.plugin_name for candidate in answering[: answering.index(impl)]]
+        if before:
+            verb = "answers" if len(before) == 1 else "answer"
+            place.append(f"asked only if {', '.join(before)} {verb} None")
+        else:
+            place.append("asked first: wins unless it answers None")
+    return ", ".join(place)
 
 
 def _source(name: str, settings: Settings, *, from_entry_point: bool = False) -> str:

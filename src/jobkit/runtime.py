@@ -100,13 +100,27 @@ class Runtime:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, load_entrypoints: bool = True, resolved: bool = False
+        cls,
+        settings: Settings,
+        *,
+        load_entrypoints: bool = True,
+        resolved: bool = False,
+        keep_broken: bool = False,
     ) -> Runtime:
         """Build the plugin manager and read plugins' settings sections (unless ``resolved``:
-        a pool child is given settings its worker already resolved)."""
-        pm = create_plugin_manager(settings, load_entrypoints=load_entrypoints)
+        a pool child is given settings its worker already resolved). ``keep_broken`` leaves
+        out the plugins that fail to load, for ``jobkit plugins`` to list (see
+        ``create_plugin_manager``); the settings sections then only they could declare are
+        not an error."""
+        pm = create_plugin_manager(
+            settings, load_entrypoints=load_entrypoints, keep_broken=keep_broken
+        )
         if not resolved:
-            settings = with_plugin_sections(settings, pm.hook.jobkit_settings_defaults())
+            settings = with_plugin_sections(
+                settings,
+                pm.hook.jobkit_settings_defaults(),
+                undeclared_allowed=bool(getattr(pm, "broken", None)),
+            )
         runtime = cls(settings, pm)
         pm.register(CorePlugin(runtime), CORE_PLUGIN)
         pm.hook.jobkit_register_jobs(registry=runtime.registry)

@@ -256,16 +256,19 @@ def with_plugin_sections(
     *,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    undeclared_allowed: bool = False,
 ) -> Settings:
     """Read the sections plugins declared (``jobkit_settings_defaults`` answers) into
-    ``settings.sections``; a section table in the file that no plugin declared is an error."""
+    ``settings.sections``; a section table in the file that no plugin declared is an error,
+    unless ``undeclared_allowed`` (a plugin that failed to load may be the one that declares
+    it)."""
     environ = os.environ if environ is None else environ
     config_file, table = _read_config(cwd or Path.cwd())
     classes: dict[str, type] = {}
     for answer in declared:
         classes.update(answer)
     for key, value in table.items():
-        if isinstance(value, dict) and key not in classes:
+        if isinstance(value, dict) and key not in classes and not undeclared_allowed:
             raise SettingsError(
                 f"settings section [{key}] in {config_file} is not declared by any plugin; "
                 f"declared sections: {', '.join(sorted(classes)) or 'none'}"

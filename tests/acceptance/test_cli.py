@@ -414,6 +414,21 @@ def test_plugins_without_third_party_plugins_says_so(run_cli):
     assert result.stdout.strip() == "no plugins installed (--all shows the built-in ones)"
 
 
+def test_a_plugin_that_fails_to_load_is_listed_as_broken_and_stops_a_worker(run_cli):
+    broken = {"JOBKIT_PLUGINS": "unitplugins.broken_on_import"}
+    message = (
+        "setting plugins names 'unitplugins.broken_on_import', which cannot be imported: "
+        "this plugin is broken"
+    )
+
+    listed = run_cli("plugins", env=broken)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == f"unitplugins.broken_on_import (setting) [broken]\n    {message}\n"
+
+    worker = run_cli("worker", "--burst", env=broken)
+    assert_clean_error(worker, message)
+
+
 # Bad settings and a missing database ----------------------------------------------------------
 
 

@@ -229,3 +229,83 @@ def test_plugins_without_all_hides_builtins_but_shows_blocked_ones(invoke):
 
     assert result.exit_code == 0, result.output
     assert result.output == "jobkit.builtin.embedded (builtin) [blocked]\n"
+
+
+def test_plugins_hook_lists_the_plugins_in_the_order_they_are_asked_and_marks_the_winner(
+    invoke, install
+):
+    install("jobkit-alpha-lock", "1.0", {"alpha": "unitplugins.locks:alpha"})
+    install("jobkit-beta-lock", "2.0", {"beta": "unitplugins.locks:beta"})
+
+    result = invoke("plugins", "--hook", "jobkit_enqueue_lock")
+
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "jobkit_enqueue_lock: plugins are asked in this order; the first answer that is not "
+        "None is used\n"
+        "beta (jobkit-beta-lock 2.0)\n"
+        "    jobkit_enqueue_lock  [asked first: wins unless it answers None]\n"
+        "alpha (jobkit-alpha-lock 1.0)\n"
+        "    jobkit_enqueue_lock  [asked only if beta answers None]\n"
+    )
+
+
+def test_plugins_hook_of_a_hook_every_plugin_answers_says_so(invoke):
+    result = invoke("plugins", "--all", "--hook", "jobkit_add_worker_services")
+
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "jobkit_add_worker_services: every plugin is called, in this order\n"
+        "jobkit.builtin.otel (builtin)\n"
+        "    jobkit_add_worker_services\n"
+        "jobkit.builtin.cron (builtin)\n"
+        "    jobkit_add_worker_services\n"
+    )
+
+
+def test_plugins_lists_a_plugin_that_fails_to_load_as_broken_with_its_error(invoke, install):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+
+    result = invoke("plugins")
+
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "broken (jobkit-broken 0.1) [broken]\n"
+        "    plugin 'broken' from jobkit-broken 0.1 failed to load "
+        "(unitplugins.broken_on_import): RuntimeError('this plugin is broken'); uninstall it or "
+        "add it to disable_plugins\n"
+        "fake (jobkit-fake 1.2.3)\n"
+        "    jobkit_job_finished\n"
+    )
+    listed = {info["name"]: info for info in json.loads(invoke("plugins", "--json").output)}
+    assert listed["broken"]["broken"].startswith("plugin 'broken' from jobkit-broken 0.1 failed")
+    assert listed["fake"]["broken"] is None
+
+
+def test_plugins_lists_a_broken_plugin_whose_settings_section_is_in_the_config_file(
+    invoke, tmp_path
+):
+    # The section is undeclared only because the plugin that declares it failed to load.
+    (tmp_path / "jobkit.toml").write_text(
+        'plugins = ["unitplugins.broken_on_import"]\n\n[broken]\nurl = "redis://cache"\n'
+    )
+
+    result = invoke("plugins")
+
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "unitplugins.broken_on_import (setting) [broken]\n"
+        "    setting plugins names 'unitplugins.broken_on_import', which cannot be imported: "
+        "this plugin is broken\n"
+    )
+
+
+def test_other_commands_stop_at_a_plugin_that_fails_to_load(invoke):
+    result = invoke("list", env={"JOBKIT_PLUGINS": "unitplugins.broken_on_import"})
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: setting plugins names 'unitplugins.broken_on_import', which cannot be "
+        "imported: this plugin is broken\n"
+    )

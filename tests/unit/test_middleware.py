@@ -13,6 +13,7 @@ import pytest
 from jobkit.errors import PluginError, SettingsError
 from jobkit.job import Job
 from jobkit.middleware import build_chain, import_middleware
+from jobkit.plugins import describe_plugins
 from jobkit.records import JobProcess, Status
 from jobkit.registry import JobRegistry
 from jobkit.runtime import Runtime
@@ -213,6 +214,18 @@ def test_plugins_middleware_wraps_the_settings_in_the_order_pluggy_calls_the_plu
         "audit after",
         "metrics after",
     ]
+
+
+def test_jobkit_plugins_lists_the_plugins_middleware_in_the_order_of_the_chain(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    plugins = [PLUGINS + "audit_and_timing", PLUGINS + "metrics"]
+    runtime = Runtime.from_settings(Settings(plugins=plugins), load_entrypoints=False)
+
+    infos = describe_plugins(runtime.pm, runtime.settings, hook="jobkit_add_middleware")
+
+    assert [info.name for info in infos] == [PLUGINS + "metrics", PLUGINS + "audit_and_timing"]
 
 
 def test_plugins_middleware_runs_without_the_setting(tmp_path, monkeypatch):

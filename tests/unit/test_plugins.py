@@ -7,7 +7,6 @@ import importlib
 import importlib.metadata
 import logging
 import re
-from pathlib import Path
 
 import pytest
 
@@ -49,6 +48,16 @@ BUILTIN_HOOKS = {
     ],
 }
 
+BUILTIN_PLACES = {
+    "jobkit.builtin.postgres": {"jobkit_store": "trylast"},
+    "jobkit.builtin.serializers": {"jobkit_serializer": "trylast"},
+    "jobkit.builtin.locks": {"jobkit_enqueue_lock": "trylast"},
+    "jobkit.builtin.embedded": {"jobkit_database_url": "trylast"},
+    "jobkit.builtin.cron": {"jobkit_parse_schedule": "trylast"},
+    "jobkit.builtin.logcontext": {"jobkit_run_job": "wrapper, tryfirst"},
+    "jobkit.builtin.otel": {"jobkit_enqueue": "wrapper", "jobkit_run_job": "wrapper"},
+}
+
 
 def make(**settings) -> tuple:
     settings = Settings(**settings)
@@ -75,11 +84,11 @@ def test_every_builtin_plugin_is_registered_under_its_module_name():
         assert pm.get_plugin(name) is importlib.import_module(name)
 
 
-def test_builtins_are_described_with_the_hooks_they_implement():
+def test_builtins_are_described_with_the_hooks_they_implement_and_their_place():
     pm, settings = make()
 
     assert describe_plugins(pm, settings) == [
-        PluginInfo(name, "builtin", None, None, BUILTIN_HOOKS[name])
+        PluginInfo(name, "builtin", None, None, BUILTIN_HOOKS[name], False, BUILTIN_PLACES[name])
         for name in sorted(BUILTIN_HOOKS)
     ]
 
@@ -178,32 +187,6 @@ def test_a_plugin_implementing_an_unknown_hook_is_an_error_naming_plugin_and_hoo
 
 
 # Entry points -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def install(tmp_path, monkeypatch):
-    """Install fake distributions whose ``jobkit`` entry points are the only ones jobkit sees;
-    with autoload switched back on (conftest switches it off)."""
-    monkeypatch.delenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    distributions: list[importlib.metadata.Distribution] = []
-
-    def entry_points(**selection):
-        found = [ep for dist in distributions for ep in dist.entry_points]
-        return importlib.metadata.EntryPoints(found).select(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-
-    def install(name: str, version: str, entry_points: dict[str, str]) -> None:
-        dist_info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
-        dist_info.mkdir()
-        (dist_info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        )
-        lines = "".join(f"{ep_name} = {value}\n" for ep_name, value in entry_points.items())
-        (dist_info / "entry_points.txt").write_text(f"[jobkit]\n{lines}")
-        distributions.append(importlib.metadata.PathDistribution(Path(dist_info)))
-
-    return install
 
 
 def test_an_entry_point_plugin_is_loaded_under_its_entry_point_name(install):
@@ -318,6 +301,144 @@ def test_entry_point_plugins_are_among_the_known_plugins_for_disable_plugins(ins
 
     with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
         create_plugin_manager(Settings(disable_plugins=["fkae"]))
+
+
+# Which plugin answers ---------------------------------------------------------------------------
+
+ASKED_FIRST = "asked first: wins unless it answers None"
+
+
+def asked_lock(pm) -> str:
+    """The name inside the lock that pluggy's call of ``jobkit_enqueue_lock`` returns."""
+    lock = pm.hook.jobkit_enqueue_lock(
+        job_name="app.Job", concurrency_key="k", connection=None, settings=Settings()
+    )
+    with lock as name:
+        return name
+
+
+def test_of_two_entry_point_locks_the_one_registered_last_is_asked_first_and_marked(install):
+    # Entry points are registered in the order of their names, and pluggy asks the last first.
+    install("jobkit-alpha-lock", "1.0", {"alpha": "unitplugins.locks:alpha"})
+    install("jobkit-beta-lock", "2.0", {"beta": "unitplugins.locks:beta"})
+    settings = Settings()
+    pm = create_plugin_manager(settings)
+
+    infos = describe_plugins(pm, settings, hook="jobkit_enqueue_lock")
+
+    assert [(info.name, info.precedence["jobkit_enqueue_lock"]) for info in infos] == [
+        ("beta", ASKED_FIRST),
+        ("alpha", "asked only if beta answers None"),
+        ("jobkit.builtin.locks", "trylast, asked only if beta, alpha answer None"),
+    ]
+    assert asked_lock(pm) == "beta"
+    assert info_of(pm, settings, "beta").precedence == {"jobkit_enqueue_lock": ASKED_FIRST}
+
+
+def test_wrappers_come_first_and_tryfirst_is_asked_before_later_registrations(install):
+    install("jobkit-alpha-lock", "1.0", {"alpha": "unitplugins.locks:alpha"})
+    install("jobkit-beta-lock", "2.0", {"beta": "unitplugins.locks:beta"})
+    # The plugins setting is registered after the entry points: "urgent" would be asked first
+    # anyway; it is tryfirst, so it would be even if it came first.
+    settings = Settings(plugins=["unitplugins.locks:urgent", "unitplugins.locks:observer"])
+    pm = create_plugin_manager(settings)
+
+    infos = describe_plugins(pm, settings, hook="jobkit_enqueue_lock")
+
+    assert [(info.name, info.precedence["jobkit_enqueue_lock"]) for info in infos] == [
+        ("unitplugins.locks:observer", "wrapper"),
+        ("unitplugins.locks:urgent", f"tryfirst, {ASKED_FIRST}"),
+        ("beta", "asked only if unitplugins.locks:urgent answers None"),
+        ("alpha", "asked only if unitplugins.locks:urgent, beta answer None"),
+        (
+            "jobkit.builtin.locks",
+            "trylast, asked only if unitplugins.locks:urgent, beta, alpha answer None",
+        ),
+    ]
+    assert asked_lock(pm) == "urgent"
+
+
+def test_a_plugin_alone_on_a_hook_has_no_place_to_mark():
+    pm, settings = make(
+        plugins=["unitplugins.locks:alpha"], disable_plugins=["jobkit.builtin.locks"]
+    )
+
+    assert info_of(pm, settings, "unitplugins.locks:alpha").precedence == {}
+
+
+def test_listing_by_hook_leaves_out_the_plugins_that_do_not_implement_it():
+    pm, settings = make(plugins=["unitplugins.module_plugin"])
+
+    infos = describe_plugins(pm, settings, hook="jobkit_job_enqueued")
+
+    assert [info.name for info in infos] == ["unitplugins.module_plugin"]
+
+
+# Broken plugins ---------------------------------------------------------------------------------
+
+
+def test_kept_broken_an_entry_point_that_fails_to_load_is_listed_with_its_error(install):
+    install("jobkit-fake", "1.2.3", {"fake": "unitplugins.entry_point_plugin"})
+    install("jobkit-broken", "0.1", {"broken": "unitplugins.broken_on_import"})
+    settings = Settings()
+
+    pm = create_plugin_manager(settings, keep_broken=True)
+
+    assert pm.get_plugin("fake") is unitplugins.entry_point_plugin
+    assert not pm.has_plugin("broken")
+    assert info_of(pm, settings, "broken") == PluginInfo(
+        "broken",
+        "entry point",
+        "jobkit-broken",
+        "0.1",
+        [],
+        broken="plugin 'broken' from jobkit-broken 0.1 failed to load "
+        "(unitplugins.broken_on_import): RuntimeError('this plugin is broken'); uninstall it "
+        "or add it to disable_plugins",
+    )
+    assert [info.name for info in describe_plugins(pm, settings, hook="jobkit_store")] == [
+        "jobkit.builtin.postgres",
+        "broken",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "error"),
+    [
+        (
+            "unitplugins.broken_on_import",
+            "setting plugins names 'unitplugins.broken_on_import', which cannot be imported: "
+            "this plugin is broken",
+        ),
+        (
+            "unitplugins.wrong_argument",
+            "plugin 'unitplugins.wrong_argument' (from the plugins setting) does not fit its "
+            "hooks: ",
+        ),
+        (
+            "unitplugins.misspelt",
+            "plugin 'unitplugins.misspelt' implements an unknown hook: unknown hook "
+            "'jobkit_job_finsihed' in plugin <module 'unitplugins.misspelt' from ",
+        ),
+    ],
+)
+def test_kept_broken_a_plugin_of_the_setting_is_listed_with_its_error(dotted, error):
+    settings = Settings(plugins=[dotted, "unitplugins.module_plugin"])
+
+    pm = create_plugin_manager(settings, load_entrypoints=False, keep_broken=True)
+
+    assert not pm.has_plugin(dotted)
+    assert pm.get_plugin("unitplugins.module_plugin") is unitplugins.module_plugin
+    info = info_of(pm, settings, dotted)
+    assert (info.source, info.hooks, info.broken[: len(error)]) == ("setting", [], error)
+
+
+@pytest.mark.parametrize(
+    "dotted", ["unitplugins.broken_on_import", "unitplugins.wrong_argument", "unitplugins.misspelt"]
+)
+def test_without_keep_broken_a_broken_plugin_is_still_an_error(dotted):
+    with pytest.raises(PluginError, match=re.escape(dotted)):
+        make(plugins=[dotted])
 
 
 # Events -----------------------------------------------------------------------------------------
