@@ -293,7 +293,8 @@ def jobkit_job_finished(result: JobResult) -> None:
     :param result: the stored result; ``retry_request_id`` is set when a retry or deferral
         was enqueued.
 
-    Kind: event (all). Built-in: none.
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts
+    ``messaging.client.consumed.messages`` and times ``messaging.process.duration``, by outcome.
     Called: in the worker main process, after the batch of results commits.
     Added: 0.1
     """
@@ -342,17 +343,19 @@ def jobkit_worker_stopped(worker: WorkerInfo) -> None:
 @hookspec
 def jobkit_worker_stats_reported(worker: WorkerInfo, stats: dict[str, Any]) -> None:
     """A worker's periodic figures: jobs done per outcome since the last report, rate, jobs in
-    flight, and the queue figures from the store.
+    flight, pool children, and the queue figures from the store.
 
     :param worker: the worker's heartbeat row.
     :param stats: the same figures the stats log line shows, in its order: ``done_<status>``
         for each status (this worker, since the last report), ``rate_per_second`` (of those),
-        ``in_flight`` (jobs its pool children hold, running or waiting their turn), then from
+        ``in_flight`` (jobs its pool children hold, running or waiting their turn),
+        ``processes`` (its pool children, those starting included), then from
         ``Store.stats(include_results=False)``, in total over every queue: ``pending``,
         ``scheduled``, ``running`` and ``oldest_pending_age`` (seconds; 0.0 when nothing is
         pending). The store's figures are missing when its query failed.
 
-    Kind: event (all). Built-in: none.
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` reports ``processes`` as the
+    ``jobkit.worker.processes`` gauge.
     Called: in the worker main process every ``worker_stats_every`` seconds.
     Added: 0.1
     """

@@ -848,13 +848,15 @@ class Worker:
 
     def _figures(self, elapsed: float) -> dict[str, Any]:
         """The worker's own figures for the stats line (on the stats thread): attempts done per
-        outcome and their rate over the last ``elapsed`` seconds, and attempts in flight."""
+        outcome and their rate over the last ``elapsed`` seconds, attempts in flight, and pool
+        children."""
         with self._done_lock:
             done, self._done = self._done, Counter[Status]()
         figures: dict[str, Any] = {f"done_{s.value.lower()}": done[s] for s in Status}
         total = sum(done.values())
         figures["rate_per_second"] = round(total / elapsed, 1) if elapsed else 0.0
         figures["in_flight"] = self.pool.in_flight if self.pool is not None else 0
+        figures["processes"] = len(self.pool.children) if self.pool is not None else 0
         return figures
 
     def _back_off(self, what: str, error: Exception) -> None:

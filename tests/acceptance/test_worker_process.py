@@ -62,13 +62,13 @@ def test_reload_restarts_the_worker_when_a_python_file_changes(
     assert len(store.workers()) == 0
 
 
-def test_the_stats_line_shows_depth_oldest_pending_age_and_in_flight(
+def test_the_stats_line_shows_depth_oldest_pending_age_in_flight_and_processes(
     start_worker, wait_until, jobkit_runtime, db
 ):
     """A request in a queue the worker does not serve stays pending: its age is in the line."""
     Record("elsewhere").run_in_worker(queue="unserved")
     db.query("UPDATE {schema}.requests SET start_at = now() - interval '90 seconds'")
-    worker = start_worker("--queue", "default", "--stats-every", "0.2")
+    worker = start_worker("--queue", "default", "--stats-every", "0.2", "--max-processes", "2")
 
     line = wait_until(
         lambda: next(
@@ -85,10 +85,11 @@ def test_the_stats_line_shows_depth_oldest_pending_age_and_in_flight(
         "done_cancelled",
         "rate_per_second",
         "in_flight",
+        "processes",
         "pending",
         "scheduled",
         "running",
         "oldest_pending_age",
     ]
-    assert (figures["pending"], figures["in_flight"]) == ("1", "0")
+    assert (figures["pending"], figures["in_flight"], figures["processes"]) == ("1", "0", "2")
     assert 90 <= float(figures["oldest_pending_age"]) < 90 + 300

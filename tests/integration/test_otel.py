@@ -19,6 +19,8 @@ from psycopg import sql
 from jobkit import DeferJob, Job, Status, hookimpl, register_job
 from jobkit.builtin.otel import OpenTelemetry
 from jobkit.builtin.otel.plugin import DURATION_BUCKETS
+from jobkit.plugins import notify
+from jobkit.records import WorkerInfo
 from jobkit.testing import run_jobs
 from jobkit.testing.store_contract import wait_for
 from testapp.dead_workers import claim_and_start, register
@@ -150,6 +152,34 @@ def test_unsampled_producers_still_store_their_context(jobkit_runtime_factory):
     assert version == "00"
     assert int(trace_id, 16) and int(span_id, 16)
     assert int(flags, 16) & 1 == 0  # not sampled, and said so
+
+
+def test_an_enqueue_should_enqueue_declines_is_marked_skipped_and_not_counted(telemetry):
+    first = telemetry.runtime.enqueue(Noop(1), concurrency_key="only-one")
+    declined = telemetry.runtime.enqueue(Noop(2), concurrency_key="only-one")
+
+    assert first is not None and declined is None
+    stored, skipped = telemetry.finished("send default")
+    assert "jobkit.enqueue.skipped" not in stored.attributes
+    assert skipped.attributes["jobkit.enqueue.skipped"] is True
+    assert skipped.status.status_code == StatusCode.UNSET
+    assert telemetry.total("messaging.client.sent.messages") == 1
+
+
+def test_a_bulk_enqueue_counts_the_jobs_it_declined(telemetry):
+    telemetry.runtime.enqueue(Noop(0), concurrency_key="taken")
+    jobs = [Noop(1), Noop(2), Noop(3)]
+    requests = [
+        telemetry.runtime.build_request(job, concurrency_key=key)
+        for job, key in zip(jobs, ["taken", "free", "taken"], strict=True)
+    ]
+
+    stored = telemetry.runtime.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=None)
+
+    assert [request is not None for request in stored] == [False, True, False]
+    bulk = telemetry.finished("send default")[-1]
+    assert bulk.attributes["jobkit.enqueue.skipped_count"] == 2
+    assert "jobkit.enqueue.skipped" not in bulk.attributes
 
 
 def test_a_failed_enqueue_is_an_error_span(telemetry):
@@ -352,19 +382,24 @@ def test_histograms_are_in_seconds_with_the_conventions_buckets(telemetry):
     assert metrics["messaging.client.consumed.messages"].unit == "{message}"
 
 
-def test_process_durations_carry_the_outcome_and_consumed_counts_deliveries(telemetry):
+def test_process_durations_and_consumed_counts_carry_the_outcome(telemetry):
     telemetry.runtime.enqueue(Noop(1))
     telemetry.runtime.enqueue(Fail("no", times=1), retries=1)
     run_jobs(telemetry.runtime)
-    assert telemetry.total("messaging.client.consumed.messages") == 3
-    outcomes = {
+    durations = {
         (p.attributes["jobkit.job.outcome"], p.attributes.get("error.type")): p.count
         for p in telemetry.points("messaging.process.duration")
     }
-    assert outcomes == {("successful", None): 2, ("errored", "ValueError"): 1}
-    for point in telemetry.points("messaging.process.duration"):
-        assert point.attributes["messaging.operation.name"] == "process"
-        assert point.attributes["messaging.system"] == "jobkit"
+    consumed = {
+        (p.attributes["jobkit.job.outcome"], p.attributes.get("error.type")): p.value
+        for p in telemetry.points("messaging.client.consumed.messages")
+    }
+    assert durations == consumed == {("successful", None): 2, ("errored", "ValueError"): 1}
+    for name in ("messaging.process.duration", "messaging.client.consumed.messages"):
+        for point in telemetry.points(name):
+            assert point.attributes["messaging.operation.name"] == "process"
+            assert point.attributes["messaging.system"] == "jobkit"
+            assert point.attributes["messaging.destination.name"] == "default"
 
 
 def test_lost_attempts_are_recorded_with_their_outcome(telemetry):
@@ -372,9 +407,10 @@ def test_lost_attempts_are_recorded_with_their_outcome(telemetry):
     telemetry.runtime.enqueue(Noop(1))
     claim_and_start(store, register(store, beat_seconds_ago=3600), limit=1)
     telemetry.runtime.rescue_dead_workers()
-    (point,) = telemetry.points("messaging.process.duration")
-    assert point.attributes["jobkit.job.outcome"] == "lost"
-    assert point.attributes["error.type"] == "WorkerLost"
+    for name in ("messaging.process.duration", "messaging.client.consumed.messages"):
+        (point,) = telemetry.points(name)
+        assert point.attributes["jobkit.job.outcome"] == "lost"
+        assert point.attributes["error.type"] == "WorkerLost"
 
 
 # Gauges ---------------------------------------------------------------------------------------
@@ -412,6 +448,26 @@ def test_gauges_report_queues_and_workers_while_a_worker_runs(telemetry):
     finally:
         service.stop()
     assert telemetry.points("jobkit.queue.pending") == []
+
+
+def test_the_worker_processes_gauge_reports_each_running_workers_pool(telemetry):
+    runtime = telemetry.runtime
+    worker = WorkerInfo(id=uuid.uuid4(), hostname="h", pid=1, queues=["default"])
+    (service,) = telemetry.plugin.jobkit_add_worker_services(runtime=runtime, worker_id=worker.id)
+    service.start()
+    try:
+        assert telemetry.points("jobkit.worker.processes") == []  # no stats report yet
+        notify(runtime.pm.hook.jobkit_worker_stats_reported, worker=worker, stats={"processes": 4})
+        (point,) = telemetry.points("jobkit.worker.processes")
+        assert point.value == 4
+        assert dict(point.attributes) == {
+            "messaging.system": "jobkit",
+            "messaging.client.id": str(worker.id),
+        }
+        assert telemetry.metrics()["jobkit.worker.processes"].unit == "{process}"
+    finally:
+        service.stop()
+    assert telemetry.points("jobkit.worker.processes") == []
 
 
 # Blocked --------------------------------------------------------------------------------------

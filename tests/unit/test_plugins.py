@@ -45,6 +45,7 @@ BUILTIN_HOOKS = {
         "jobkit_job_finished",
         "jobkit_run_job",
         "jobkit_settings_defaults",
+        "jobkit_worker_stats_reported",
     ],
 }
 

@@ -885,3 +885,65 @@ def test_returned_datetimes_are_in_the_schedules_zone() -> None:
     previous = schedule.last_fire_at_or_before(after)
     assert previous.tzinfo is ZoneInfo("Australia/Sydney")
     assert previous.isoformat() == "2024-06-01T09:00:00+10:00"
+
+
+# The migration note from plain.worker (docs/scheduling.md) ------------------------------------
+
+# Each of plain.worker's expressions with the firings its scheduler gives after 2026-01-01 00:00
+# (worked out by running plain.worker's scheduling.py), and the jobkit expression the note
+# rewrites it to.
+PLAIN_WORKER_REWRITES = [
+    ("0 9 * * 0", "0 9 * * MON", ["01-05 09:00", "01-12 09:00", "01-19 09:00", "01-26 09:00"]),
+    ("0 9 * * 0", "0 9 * * 1", ["01-05 09:00", "01-12 09:00", "01-19 09:00", "01-26 09:00"]),
+    (
+        "0 9 * * 0-4",
+        "0 9 * * MON-FRI",
+        ["01-01 09:00", "01-02 09:00", "01-05 09:00", "01-06 09:00", "01-07 09:00"],
+    ),
+    ("0 9 * * 0-4", "0 9 * * 1-5", ["01-01 09:00", "01-02 09:00", "01-05 09:00"]),
+    (
+        "0 9 * * 5,6",
+        "0 9 * * SAT,SUN",
+        ["01-03 09:00", "01-04 09:00", "01-10 09:00", "01-11 09:00"],
+    ),
+    ("0 9 * * 5,6", "0 9 * * 6,0", ["01-03 09:00", "01-04 09:00", "01-10 09:00"]),
+    ("@weekly", "0 0 * * MON", ["01-05 00:00", "01-12 00:00", "01-19 00:00"]),
+    (
+        "0 0 */2 * *",
+        "0 0 2-30/2 * *",
+        ["01-02 00:00", "01-04 00:00", "01-06 00:00", "01-08 00:00", "01-10 00:00"],
+    ),
+    ("0 0 1 */3 *", "0 0 1 3-12/3 *", ["03-01 00:00", "06-01 00:00", "09-01 00:00", "12-01 00:00"]),
+    (
+        "1-10/3 * * * *",
+        "3-9/3 * * * *",
+        ["01-01 00:03", "01-01 00:06", "01-01 00:09", "01-01 01:03"],
+    ),
+]
+
+
+def firings_in_2026(schedule: Schedule, count: int, keep=lambda moment: True) -> list[str]:
+    moment, found = at("2026-01-01T00:00+00:00"), []
+    while len(found) < count:
+        moment = schedule.next(moment)
+        if keep(moment):
+            found.append(moment.strftime("%m-%d %H:%M"))
+    return found
+
+
+@pytest.mark.parametrize(("plain", "rewritten", "expected"), PLAIN_WORKER_REWRITES)
+def test_each_rewrite_of_the_migration_note_fires_when_plain_worker_did(plain, rewritten, expected):
+    assert firings_in_2026(Schedule.from_cron(rewritten), len(expected)) == expected
+    # The expression as plain.worker wrote it fires at other times in jobkit: the note is needed.
+    assert firings_in_2026(Schedule.from_cron(plain), len(expected)) != expected
+
+
+def test_where_plain_worker_needed_both_day_fields_the_note_checks_one_in_run():
+    # "0 0 13 * FRI" fired on Friday the 13th only; "0 9 1-7 * MON" on the first Monday.
+    friday_13th = firings_in_2026(
+        Schedule.from_cron("0 0 13 * *"), 3, lambda day: day.weekday() == 4
+    )
+    first_monday = firings_in_2026(Schedule.from_cron("0 9 * * MON"), 4, lambda day: day.day <= 7)
+
+    assert friday_13th == ["02-13 00:00", "03-13 00:00", "11-13 00:00"]
+    assert first_monday == ["01-05 09:00", "02-02 09:00", "03-02 09:00", "04-06 09:00"]

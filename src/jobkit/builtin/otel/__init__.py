@@ -62,3 +62,4 @@ if OpenTelemetry is not None:
     jobkit_run_job = _builtin.jobkit_run_job
     jobkit_job_finished = _builtin.jobkit_job_finished
     jobkit_add_worker_services = _builtin.jobkit_add_worker_services
+    jobkit_worker_stats_reported = _builtin.jobkit_worker_stats_reported

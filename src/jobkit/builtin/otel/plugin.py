@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 from jobkit.errors import JobkitError, StoreError
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
-from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status
+from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Stats, Status, WorkerInfo
 from jobkit.redaction import redact_credentials
 
 from . import SECTION, OtelSettings
@@ -147,6 +147,11 @@ class OpenTelemetry:
                 self.instruments.send_duration.record(
                     time.perf_counter() - start, metric_attributes
                 )
+            declined = sum(request is None for request in stored or ())
+            if declined and len(requests) == 1:
+                span.set_attribute("jobkit.enqueue.skipped", True)
+            elif declined:
+                span.set_attribute("jobkit.enqueue.skipped_count", declined)
         return stored
 
     @hookimpl
@@ -161,12 +166,10 @@ class OpenTelemetry:
 
     @hookimpl(wrapper=True)
     def jobkit_run_job(self, job: Job, process: JobProcess) -> Generator[None, Outcome, Outcome]:
-        instruments = self.instruments
         queue_attributes = _metric_attributes("process", process.queue)
-        instruments.consumed.add(1, queue_attributes)
         if process.start_at is not None:
             waited = (process.claimed_at - process.start_at).total_seconds()
-            instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
+            self.instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
 
         creation = propagate.extract(_text_headers(process.headers))
         creation_span = trace.get_current_span(creation).get_span_context()
@@ -201,16 +204,18 @@ class OpenTelemetry:
 
     @hookimpl
     def jobkit_job_finished(self, result: JobResult) -> None:
-        """Every attempt's duration, with its outcome: written by the main process, so attempts
-        that ended without finishing (LOST, CANCELLED) are counted too."""
-        if result.started_at is None or result.ended_at is None:
-            return
+        """Every attempt, counted and timed with its outcome: written by the main process, so
+        attempts that ended without finishing (LOST, CANCELLED) are counted too. Each attempt a
+        worker delivered to a pool child has exactly one result, so this counts deliveries."""
         attributes = {
             **_metric_attributes("process", result.queue),
             "jobkit.job.outcome": result.status.value.lower(),
         }
         if result.status in (Status.ERRORED, Status.LOST, Status.CANCELLED):
             attributes["error.type"] = result.error_type or "_OTHER"
+        self.instruments.consumed.add(1, attributes)
+        if result.started_at is None or result.ended_at is None:
+            return
         duration = (result.ended_at - result.started_at).total_seconds()
         self.instruments.process_duration.record(max(duration, 0.0), attributes)
 
@@ -222,7 +227,16 @@ class OpenTelemetry:
             if self._gauges is None:
                 meter = metrics.get_meter("jobkit", VERSION, self._meter_provider)
                 self._gauges = _Gauges(meter)
-        return [_GaugeService(self._gauges, runtime)]
+        return [_GaugeService(self._gauges, runtime, worker_id)]
+
+    @hookimpl
+    def jobkit_worker_stats_reported(self, worker: WorkerInfo, stats: dict[str, Any]) -> None:
+        """The worker's pool size, for ``jobkit.worker.processes``."""
+        if self._gauges is None:
+            return
+        for source in self._gauges.sources:
+            if source.worker_id == worker.id:
+                source.processes = stats.get("processes")
 
 
 class _Instruments:
@@ -237,7 +251,7 @@ class _Instruments:
         self.consumed = meter.create_counter(
             "messaging.client.consumed.messages",
             unit="{message}",
-            description="Attempts handed to a pool child to run.",
+            description="Attempts run, counted when their result is written, by outcome.",
         )
         self.send_duration = meter.create_histogram(
             "messaging.client.operation.duration",
@@ -286,6 +300,9 @@ class _Gauges:
             ("jobkit.workers.stale", "{worker}",
              "Workers whose heartbeat is older than heartbeat_timeout.",
              lambda options: self._total("workers_stale")),
+            ("jobkit.worker.processes", "{process}",
+             "This worker's pool child processes, at its last stats report.",
+             lambda options: self._processes()),
         ]  # fmt: skip
         for name, unit, description, callback in gauges:
             meter.create_observable_gauge(
@@ -322,15 +339,29 @@ class _Gauges:
             return []
         return [Observation(getattr(stats, field), {"messaging.system": SYSTEM})]
 
+    def _processes(self) -> list[Observation]:
+        return [
+            Observation(
+                source.processes,
+                {"messaging.system": SYSTEM, "messaging.client.id": str(source.worker_id)},
+            )
+            for source in list(self.sources)
+            if source.processes is not None
+        ]
+
 
 class _GaugeService:
-    """Makes a worker's store the source of the gauges while the worker runs."""
+    """Makes a worker's store the source of the gauges while the worker runs, and holds the
+    worker's own figure for ``jobkit.worker.processes``."""
 
     name = "otel-gauges"
 
-    def __init__(self, gauges: _Gauges, runtime: Runtime):
+    def __init__(self, gauges: _Gauges, runtime: Runtime, worker_id: uuid.UUID):
         self._gauges = gauges
         self._runtime = runtime
+        self.worker_id = worker_id
+        self.processes: int | None = None
+        """The worker's pool children at its last stats report; None before the first."""
 
     def start(self) -> None:
         self._gauges.sources.append(self)
