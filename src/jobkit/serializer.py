@@ -21,7 +21,12 @@ class Serializer(Protocol):
         """
 
     def loads(self, job_class: type, text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The ``(args, kwargs)`` to call ``job_class`` with, from ``dumps``'s text.
+        """The ``(args, kwargs)`` to call ``job_class`` with, from JSON text (a ``str``, never
+        parsed JSON): the stored parameters as the store gives them back, which hold the value
+        ``dumps`` returned but not always its text (the Postgres store keeps them as ``jsonb``,
+        which reorders object keys, drops whitespace and keeps the last of duplicate keys); or
+        the ``{"args": [...], "kwargs": {...}}`` text ``jobkit run`` and ``jobkit enqueue``
+        build from their flags.
 
         Raises ``ParameterError`` when the text no longer fits ``job_class.__init__``.
         """

@@ -1,9 +1,12 @@
 """The hook reference is generated and current, and every hook spec follows the docstring and
-naming format that generation relies on (STYLE.md, "Hooks")."""
+naming format that generation relies on (STYLE.md, "Hooks"); the plugin guide's snippets define or
+import every name they use; the command reference lists every command and every migration."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -156,3 +159,43 @@ def test_hook_names_follow_the_naming_shapes() -> None:
 )
 def test_name_problem(name: str, kind: str, ok: bool) -> None:
     assert (name_problem(name, kind) is None) is ok
+
+
+# The plugin guide and the command reference -------------------------------------------------------
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize(
+    "block", python_blocks((ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"))
+)
+def test_the_plugin_guides_snippets_use_no_undefined_name(block: str) -> None:
+    # Authors copy these: each block imports or defines what it uses (ruff's F821).
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run(
+        [str(ruff), "check", "--select", "F821", "--output-format", "concise", "-"],
+        input=block,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_command_reference_lists_every_command_and_every_migration() -> None:
+    from jobkit.cli import cli
+
+    cli_md = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| \[`(\w+)`\]\(#jobkit-\1\) \|", cli_md, flags=re.MULTILINE)
+    # The core commands, and the built-in scheduler's (it is a plugin's command).
+    assert sorted(listed) == sorted({*cli.commands, "schedule"})
+    migrations = sorted(
+        path.stem
+        for path in (ROOT / "src" / "jobkit" / "builtin" / "postgres" / "sql" / "migrations").glob(
+            "*.sql"
+        )
+    )
+    plural = "migration" if len(migrations) == 1 else "migrations"
+    assert f"applied {len(migrations)} {plural} to schema jobkit: {', '.join(migrations)}" in cli_md
