@@ -30,6 +30,7 @@ from jobkit.errors import (
     DeferJob,
     JobkitError,
     ParameterError,
+    ParameterTypeError,
     PluginError,
     SettingsError,
     StoreError,
@@ -230,7 +231,8 @@ class Runtime:
         name = self.registry.name_of(job_class)
         queue = job.default_queue() if queue is None else queue
         if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
-            raise ParameterError(
+            error = ParameterError if isinstance(queue, str) else ParameterTypeError
+            raise error(
                 f"{name}: queue must be a name of letters, digits and _.:- (at most 128 "
                 f"characters), got {queue!r}"
             )
@@ -405,7 +407,7 @@ class Runtime:
             args, kwargs = self.serializer.loads(job_class, process.parameters)
         except Exception as error:  # a ParameterError, or e.g. a RecursionError from deep JSON
             if isinstance(error, ParameterError):
-                return _failed(error, str(error))
+                return _failed(error, f"{error}. {_changed_init_advice(process.job_name)}")
             return _failed(
                 error, f"{process.job_name}: its stored parameters cannot be read back: {error!r}"
             )
@@ -777,6 +779,15 @@ def _errored(
     )
 
 
+def _changed_init_advice(job_name: str) -> str:
+    """What to do when parameters stored at enqueue no longer load: the job changed since."""
+    return (
+        f"The parameters were stored when the job was enqueued: if {job_name}.__init__ changed "
+        f"since, let the jobs enqueued before a change finish first, or keep accepting the old "
+        f"parameters (give new ones defaults, take removed ones through **kwargs)"
+    )
+
+
 def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
     if deferral.increment_retries and process.retry_attempt >= process.retries:
         return Outcome(
@@ -794,17 +805,19 @@ def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
     )
 
 
-def seconds(value: float | datetime.timedelta) -> float:
-    """A delay as seconds from a number or a timedelta, from 0 to ``MAX_DELAY``."""
+def seconds(value: float | datetime.timedelta, what: str = "a delay") -> float:
+    """A delay as seconds from a number or a timedelta, from 0 to ``MAX_DELAY``; errors call
+    it ``what``. (A ``TypeError`` for what is not a number: a ``calculate_retry_delay`` that
+    returns one is retried at once, while a ``ParameterError`` stops its retries.)"""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"a delay must be a number of seconds or a timedelta, got {value!r}")
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     if value < 0:
-        raise ParameterError(f"a delay cannot be negative, got {value!r}")
+        raise ParameterError(f"{what} cannot be negative, got {value!r}")
     if value > MAX_DELAY:
         raise ParameterError(
-            f"a delay cannot be longer than 100 years ({MAX_DELAY:.0f} seconds), got {value!r}"
+            f"{what} cannot be longer than 100 years ({MAX_DELAY:.0f} seconds), got {value!r}"
         )
     return float(value)
 
@@ -826,18 +839,25 @@ def _delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | N
             )
         return 0.0, delay
     try:
-        return seconds(delay), None
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{name}: {error}") from None
+        return seconds(delay, "delay"), None
+    except TypeError:
+        raise ParameterTypeError(
+            f"{name}: delay must be a number of seconds, a timedelta, or an aware datetime to "
+            f"start at, got {delay!r}"
+        ) from None
+    except ParameterError as error:
+        raise ParameterError(f"{name}: {error}") from None
 
 
 def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | None:
     if timeout is None:
         return None
     try:
-        limit = seconds(timeout)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{name}: timeout: {error}") from None
+        limit = seconds(timeout, "timeout")
+    except TypeError as error:
+        raise ParameterTypeError(f"{name}: {error}") from None
+    except ParameterError as error:
+        raise ParameterError(f"{name}: {error}") from None
     if limit == 0:
         raise ParameterError(f"{name}: timeout must be more than 0 seconds, got 0")
     return limit
@@ -845,7 +865,7 @@ def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | N
 
 def _check_int(name: str, argument: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: {argument} must be an integer, got {value!r}")
+        raise ParameterTypeError(f"{name}: {argument} must be an integer, got {value!r}")
     if not low <= value <= high:
         raise ParameterError(f"{name}: {argument} must be between {low} and {high}, got {value}")
 
@@ -854,7 +874,9 @@ def _check_concurrency_key(name: str, key: Any) -> None:
     """A key PostgreSQL can store and index: text without NUL or lone surrogates, at most
     ``MAX_CONCURRENCY_KEY_BYTES`` long."""
     if not isinstance(key, str):
-        raise TypeError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+        raise ParameterTypeError(
+            f"{name}: concurrency_key must be a string without NUL, got {key!r}"
+        )
     if "\x00" in key:
         raise ParameterError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
     try:
