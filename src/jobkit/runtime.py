@@ -229,6 +229,8 @@ class Runtime:
         """The request for ``job``, with arguments left out taken from its ``default_*``."""
         job_class = type(job)
         name = self.registry.name_of(job_class)
+        if name.startswith("__main__."):
+            raise UnknownJobError(_named_after_the_script(job_class))
         queue = job.default_queue() if queue is None else queue
         if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
             error = ParameterError if isinstance(queue, str) else ParameterTypeError
@@ -893,6 +895,22 @@ def _check_concurrency_key(name: str, key: Any) -> None:
             f"{MAX_CONCURRENCY_KEY_BYTES} its index can hold; use a shorter key (e.g. a hash of "
             f"this one), got {_short(key)}"
         )
+
+
+def _named_after_the_script(job_class: type[Job]) -> str:
+    """Why a job registered under ``__main__.X`` cannot be enqueued, and the two fixes."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    module = Path(script).stem if script else "yourmodule"
+    where = f"the script being run ({script})" if script else "the script being run"
+    qualname = job_class.__qualname__
+    return (
+        f"{qualname} is defined in {where}, which Python names __main__, so it is registered "
+        f"as '__main__.{qualname}': a name no worker knows, since a worker imports your code as "
+        f"modules. Move {qualname} into a module of your app, list that module in the imports "
+        f"setting and import {qualname} from it here; or give it a name of its own, "
+        f'@register_job(name="{qualname}"), and list this file\'s module ({module}) in the '
+        f"imports setting, so that workers register it under that name too"
+    )
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -395,6 +395,27 @@ def test_an_unregistered_job_class_is_refused(runtime):
         runtime.build_request(Unregistered())
 
 
+def test_a_job_of_the_script_being_run_is_refused_with_the_fixes(runtime):
+    scripted = type("Scripted", (Job,), {"__module__": "__main__"})
+    runtime.registry.register(scripted)
+
+    with pytest.raises(UnknownJobError) as raised:
+        runtime.build_request(scripted())
+
+    message = str(raised.value)
+    assert message.startswith("Scripted is defined in the script being run (")
+    assert "registered as '__main__.Scripted': a name no worker knows" in message
+    assert "list that module in the imports setting" in message
+    assert '@register_job(name="Scripted")' in message
+
+
+def test_a_job_of_the_script_being_run_with_a_name_of_its_own_is_enqueued(runtime):
+    scripted = type("Scripted", (Job,), {"__module__": "__main__"})
+    runtime.registry.register(scripted, "scripted")
+
+    assert runtime.build_request(scripted()).job_name == "scripted"
+
+
 def test_an_unserializable_parameter_names_job_parameter_and_type(runtime):
     with pytest.raises(ParameterError) as raised:
         runtime.build_request(Remember(Widget()))
