@@ -14,6 +14,16 @@ if TYPE_CHECKING:
 
 JobT = TypeVar("JobT", bound="type[Job]")
 
+PLAIN_WORKER_METHODS = {
+    "get_queue": "default_queue",
+    "get_priority": "default_priority",
+    "get_retries": "default_retries",
+    "get_retry_delay": "calculate_retry_delay",
+    "get_unique_key": "default_concurrency_key",
+}
+"""plain.worker's job methods, which jobkit never calls, and the methods that do their work in
+jobkit (plain.jobs' names)."""
+
 
 class JobRegistry:
     """The jobs a process knows, by name."""
@@ -39,6 +49,13 @@ class JobRegistry:
                 f"coroutine would never be awaited): define `def run(self)`, and call "
                 f"asyncio.run(...) inside it to await"
             )
+        renamed = {
+            old: new
+            for old, new in PLAIN_WORKER_METHODS.items()
+            if hasattr(job_class, old) and getattr(job_class, new) is getattr(Job, new)
+        }
+        if renamed:
+            raise JobkitError(_plain_worker_methods_problem(job_class, renamed))
         name = name or f"{job_class.__module__}.{job_class.__qualname__}"
         existing = self._classes.get(name)
         if existing is not None and _qualified(existing) != _qualified(job_class):
@@ -80,6 +97,17 @@ registry = JobRegistry()
 
 def _qualified(job_class: type) -> str:
     return f"{job_class.__module__}.{job_class.__qualname__}"
+
+
+def _plain_worker_methods_problem(job_class: type, renamed: dict[str, str]) -> str:
+    """Why a class with plain.worker's method names (and not jobkit's) cannot be registered."""
+    old = " and ".join(f"{method}()" for method in renamed)
+    new = " and ".join(f"{method}()" for method in renamed.values())
+    them, names = ("it", "name") if len(renamed) == 1 else ("them", "names")
+    return (
+        f"{_qualified(job_class)} defines {old}, plain.worker's {names}, which jobkit never "
+        f"calls: rename {them} {new} (jobkit follows plain.jobs' names)"
+    )
 
 
 @overload

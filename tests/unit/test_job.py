@@ -115,6 +115,17 @@ def test_should_enqueue_without_a_concurrency_key_needs_no_database():
     assert Bare().should_enqueue("") is True
 
 
+def test_plain_workers_unique_key_is_refused_naming_concurrency_key():
+    message = (
+        "run_in_worker() got an unexpected keyword argument 'unique_key': plain.worker's "
+        "unique_key is concurrency_key in jobkit (as in plain.jobs)"
+    )
+
+    with pytest.raises(ParameterError, match=f"^{re.escape(message)}$") as raised:
+        Bare().run_in_worker(unique_key="user-42")
+    assert isinstance(raised.value, TypeError)
+
+
 def test_a_job_without_run_says_what_to_define():
     with pytest.raises(NotImplementedError, match=r"^Bare must define run\(\)$"):
         Bare().run()
