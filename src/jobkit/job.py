@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from jobkit.errors import ParameterTypeError
 
 if TYPE_CHECKING:
-    from jobkit.records import JobProcess, JobRequest, JobResult
+    from jobkit.records import JobList, JobProcess, JobRequest, JobResult
     from jobkit.schedule import Recurrence
 
 Delay = int | float | datetime.timedelta | datetime.datetime
@@ -149,14 +149,16 @@ class Job:
         ``jobkit_enqueue_lock`` plugin hook (the built-in: a Postgres advisory lock)."""
         return None
 
-    def get_requested_jobs(self, concurrency_key: str | None = None) -> Sequence[JobRequest]:
-        """Pending requests of this job class (with ``concurrency_key`` when given)."""
+    def get_requested_jobs(self, concurrency_key: str | None = None) -> JobList[JobRequest]:
+        """Pending requests of this job class (with ``concurrency_key`` when given): a list,
+        whose ``count()`` with no argument is its length, as in plain.jobs."""
         from jobkit.runtime import get_runtime
 
         return get_runtime().find_active(type(self), concurrency_key)[0]
 
-    def get_processing_jobs(self, concurrency_key: str | None = None) -> Sequence[JobProcess]:
-        """Claimed or running attempts of this job class (with ``concurrency_key`` when given)."""
+    def get_processing_jobs(self, concurrency_key: str | None = None) -> JobList[JobProcess]:
+        """Claimed or running attempts of this job class (with ``concurrency_key`` when given):
+        a list, whose ``count()`` with no argument is its length, as in plain.jobs."""
         from jobkit.runtime import get_runtime
 
         return get_runtime().find_active(type(self), concurrency_key)[1]

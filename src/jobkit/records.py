@@ -14,7 +14,7 @@ import functools
 import operator
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -132,6 +132,19 @@ class JobResult(JobRequest):
     def retries_exhausted(self) -> bool:
         """True when no further attempt follows this one because of its retry budget."""
         return self.retry_attempt >= self.retries
+
+
+RecordT = TypeVar("RecordT", bound=JobRequest)
+_EVERY_ITEM: Any = object()
+
+
+class JobList(list[RecordT]):
+    """A list of requests or processes (``get_requested_jobs``, ``get_processing_jobs``) whose
+    ``count()`` without an argument is its length, as the seed systems' query sets answer, so
+    their ``.count()`` works here; ``count(x)`` is a list's."""
+
+    def count(self, value: Any = _EVERY_ITEM, /) -> int:
+        return len(self) if value is _EVERY_ITEM else super().count(value)
 
 
 @attrs.define(kw_only=True)

@@ -43,6 +43,7 @@ from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
 from jobkit.records import (
     Completion,
     FinishReport,
+    JobList,
     JobProcess,
     JobRequest,
     JobResult,
@@ -345,7 +346,9 @@ class Runtime:
             )
         return lock
 
-    def find_active(self, job_class: type[Job], concurrency_key: str | None) -> ActiveJobs:
+    def find_active(
+        self, job_class: type[Job], concurrency_key: str | None
+    ) -> tuple[JobList[JobRequest], JobList[JobProcess]]:
         """Pending and running attempts of ``job_class``, seen from the enqueue in progress.
 
         Within one decision (``_allowed``), each key is read once, pending and running
@@ -355,9 +358,10 @@ class Runtime:
         name = self.registry.name_of(job_class)
         reads = _decision_reads.get()
         if reads is None:
-            return self.store.find_active(
+            requests, processes = self.store.find_active(
                 job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
             )
+            return JobList(requests), JobList(processes)
         if (name, concurrency_key) not in reads and (name, None) in reads:
             requests, processes = reads[name, None]
             reads[name, concurrency_key] = (
@@ -369,7 +373,7 @@ class Runtime:
                 job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
             )
         requests, processes = reads[name, concurrency_key]
-        return list(requests), list(processes)
+        return JobList(requests), JobList(processes)
 
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
         return self.store.get_result(uuid.UUID(str(attempt_id)))

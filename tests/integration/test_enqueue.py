@@ -17,7 +17,15 @@ from psycopg import sql
 from jobkit import JobRequest, ParameterError, Status, enqueue_many, get_result, hookimpl
 from jobkit.records import Completion, WorkerInfo
 from jobkit.testing import run_jobs
-from testapp.integration_jobs import AtMostTwo, CountsByKey, Echo, Keyed, SlowRetryFail, Tuned
+from testapp.integration_jobs import (
+    AtMostTwo,
+    CountsByKey,
+    Echo,
+    Keyed,
+    OnePerUser,
+    SlowRetryFail,
+    Tuned,
+)
 from testapp.jobs import Fail, Noop, Record, create_ledger, ledger_table
 
 UTC = datetime.UTC
@@ -344,6 +352,22 @@ def test_should_enqueue_override_counts_pending_and_processing_jobs(jobkit_runti
     assert AtMostTwo().run_in_worker() is not None
     assert AtMostTwo().run_in_worker() is None
     assert enqueue_many([AtMostTwo(), Noop()])[0] is None
+
+
+def test_the_plain_jobs_faq_counts_with_count(jobkit_runtime):
+    first = OnePerUser(123).run_in_worker()
+    assert first is not None
+    assert OnePerUser(123).run_in_worker() is None  # pending
+    worker_id = register_worker(jobkit_runtime)
+    (process,) = jobkit_runtime.store.claim(worker_id=worker_id, queues=["default"], limit=1)
+    assert OnePerUser(123).run_in_worker() is None  # processing
+    assert OnePerUser(7).run_in_worker() is not None  # another user
+
+    assert OnePerUser(123).get_processing_jobs("user-123").count() == 1
+    assert OnePerUser(123).get_processing_jobs("user-123").count(process) == 1
+    assert OnePerUser(123).get_requested_jobs().count() == 1
+    finish(jobkit_runtime, worker_id, process)
+    assert OnePerUser(123).run_in_worker() is not None
 
 
 def test_inside_should_enqueue_the_getters_answer_from_one_read(jobkit_runtime, monkeypatch):
