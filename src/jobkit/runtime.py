@@ -47,6 +47,7 @@ from jobkit.records import (
     JobProcess,
     JobRequest,
     JobResult,
+    JobState,
     Outcome,
     Status,
 )
@@ -376,7 +377,20 @@ class Runtime:
         return JobList(requests), JobList(processes)
 
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
-        return self.store.get_result(uuid.UUID(str(attempt_id)))
+        return self.store.get_result(_attempt_id("get_result", attempt_id))
+
+    def job_state(self, attempt_id: uuid.UUID | str) -> JobState:
+        """Where the job of ``attempt_id`` is now; ``UnknownJobError`` when no attempt has that
+        id, so a loop waiting for a job that was never stored ends."""
+        state = self.store.job_state(_attempt_id("job_state", attempt_id))
+        if state is None:
+            raise UnknownJobError(
+                f"no job has an attempt with id {attempt_id} (in schema "
+                f"{self.settings.schema}): it was never enqueued there, the transaction that "
+                f"enqueued it rolled back, or its results were deleted (the results_retention "
+                f"setting, jobkit clear)"
+            )
+        return state
 
     # Run -------------------------------------------------------------------------------------
 
@@ -917,6 +931,15 @@ def _named_after_the_script(job_class: type[Job]) -> str:
     )
 
 
+def _attempt_id(function: str, value: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise ParameterTypeError(
+            f"{function}() takes an attempt id, a UUID such as run_in_worker().id, got {value!r}"
+        ) from None
+
+
 def _short(text: str, limit: int = 60) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit else f"{shown[: limit - 4]}...{shown[-1]}"
@@ -1002,8 +1025,25 @@ def enqueue_many(
 
 def get_result(attempt_id: uuid.UUID | str) -> JobResult | None:
     """The latest result of the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs
-    to, following its retries; None while it is pending or running."""
+    to, following its retries; None while it is pending or running, or when no job has it
+    (``job_state`` tells these apart)."""
     return get_runtime().get_result(attempt_id)
 
 
-__all__ = ["JobkitError", "Runtime", "enqueue_many", "get_result", "get_runtime", "set_runtime"]
+def job_state(attempt_id: uuid.UUID | str) -> JobState:
+    """Where the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs to is now,
+    following its retries: REQUESTED, PROCESSING, or FINISHED with its final ``result``. Raises
+    ``UnknownJobError`` when no attempt has that id (never enqueued, rolled back, or its
+    results deleted)."""
+    return get_runtime().job_state(attempt_id)
+
+
+__all__ = [
+    "JobkitError",
+    "Runtime",
+    "enqueue_many",
+    "get_result",
+    "get_runtime",
+    "job_state",
+    "set_runtime",
+]

@@ -13,7 +13,7 @@ from pathlib import Path
 APP = """
 import datetime
 
-from jobkit import Job, Status, enqueue_many, get_result, register_job
+from jobkit import Job, JobState, Stage, Status, enqueue_many, get_result, job_state, register_job
 
 
 @register_job
@@ -40,6 +40,9 @@ def enqueue() -> None:
         result = get_result(request.id)
         if result is not None and result.status is Status.ERRORED:
             print(result.error)
+        state: JobState = job_state(request.id)
+        if state.stage is Stage.FINISHED and state.result is not None:
+            print(state.result.status)
     enqueue_many([WelcomeUserJob(1), CleanupJob()], queue="emails")
 """
 
