@@ -28,7 +28,9 @@ class ParameterTypeError(ParameterError, TypeError):
 
 
 class UnknownJobError(JobkitError):
-    """A job name that no registered class answers to."""
+    """A job no one can find: a name that no registered class answers to, a class registered
+    under a name no worker knows (defined in the script being run), or an attempt id that no
+    job has (``job_state``)."""
 
 
 class StoreError(JobkitError):
