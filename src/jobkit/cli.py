@@ -251,10 +251,10 @@ def list_jobs() -> None:
     for name, job_class in runtime.registry.items():
         summary = (job_class.__doc__ or "").strip().splitlines()
         click.echo(f"{name}" + (f"\n    {summary[0]}" if summary else ""))
-    if not runtime.settings.imports:
+    if not runtime.job_modules:
         click.echo(
             "no jobs of yours are registered: list the modules that define them in the "
-            "imports setting"
+            "imports setting (or their packages in discover_jobs)"
         )
 
 
@@ -290,10 +290,10 @@ def _job_class(runtime: Runtime, name: str) -> type[Job]:
     try:
         return runtime.registry.get(name)
     except UnknownJobError as error:
-        imported = ", ".join(runtime.settings.imports) or "nothing"
+        imported = ", ".join(runtime.job_modules) or "nothing"
         raise click.ClickException(
-            f"{error}; the imports setting lists {imported} (`jobkit list` shows what is "
-            f"registered)"
+            f"{error}; jobkit imported {imported} (the imports and discover_jobs settings; "
+            f"`jobkit list` shows what is registered)"
         ) from error
 
 

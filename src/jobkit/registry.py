@@ -3,8 +3,10 @@ here and nowhere else, never imported by dotted path."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import inspect
-from collections.abc import Callable, Iterator
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar, overload
 
 from jobkit.errors import JobkitError, UnknownJobError
@@ -93,6 +95,23 @@ class JobRegistry:
 
 registry = JobRegistry()
 """The registry ``@register_job`` writes to; the worker and producers read from it."""
+
+
+def discover_job_modules(package: str, locations: Sequence[str]) -> list[str]:
+    """The ``jobs`` modules (or packages) of ``package``, whose ``__path__`` is ``locations``,
+    and of its direct subpackages: ``package.jobs`` and ``package.<subpackage>.jobs``, as plain
+    finds ``app/jobs.py`` and ``app/<pkg>/jobs.py``. Only the package itself is imported to
+    look: a subpackage with no ``jobs`` module is left alone."""
+    children = sorted(pkgutil.iter_modules(locations), key=lambda child: child.name)
+    found = [f"{package}.jobs"] if any(child.name == "jobs" for child in children) else []
+    for child in children:
+        if not child.ispkg or child.name == "jobs":
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(f"{package}.{child.name}", locations)
+        inner = (spec and spec.submodule_search_locations) or []
+        if any(grandchild.name == "jobs" for grandchild in pkgutil.iter_modules(inner)):
+            found.append(f"{package}.{child.name}.jobs")
+    return found
 
 
 def _qualified(job_class: type) -> str:

@@ -51,7 +51,7 @@ from jobkit.records import (
     Outcome,
     Status,
 )
-from jobkit.registry import JobRegistry, registry
+from jobkit.registry import JobRegistry, discover_job_modules, registry
 from jobkit.serializer import Serializer
 from jobkit.settings import _QUEUE_NAME, Settings, load_settings, with_plugin_sections
 from jobkit.store import Store
@@ -96,6 +96,9 @@ class Runtime:
         self.pm = pluginmanager
         self.registry = job_registry
         self.embedded_database = False
+        self.job_modules: list[str] = []
+        """The modules ``import_jobs`` imported: the imports setting's, then those found
+        through discover_jobs."""
         self._store: Store | None = None
         self._serializer: Serializer | None = None
         self._run_chain: RunJob | None = None
@@ -167,14 +170,43 @@ class Runtime:
         return self._serializer
 
     def import_jobs(self) -> None:
-        """Import the ``imports`` setting's modules, so their ``@register_job`` classes exist."""
+        """Import the ``imports`` setting's modules, and the ``jobs`` modules of the
+        ``discover_jobs`` setting's packages, so their ``@register_job`` classes exist; note
+        them in ``job_modules``."""
+        modules = {}
         for module in self.settings.imports:
+            modules[module] = f"setting imports lists {module!r}"
+        for package in self.settings.discover_jobs:
+            for module in self._discover(package):
+                modules[module] = f"setting discover_jobs found {module!r} in {package!r}"
+        for module, found in modules.items():
             try:
                 importlib.import_module(module)
             except Exception as error:
-                raise SettingsError(
-                    f"setting imports lists {module!r}, which failed to import: {error!r}"
-                ) from error
+                raise SettingsError(f"{found}, which failed to import: {error!r}") from error
+        self.job_modules = list(modules)
+
+    @staticmethod
+    def _discover(package: str) -> list[str]:
+        try:
+            locations = getattr(importlib.import_module(package), "__path__", None)
+        except Exception as error:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, which failed to import: {error!r}"
+            ) from error
+        if locations is None:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, a module, not a package: list it in "
+                f"the imports setting instead"
+            )
+        found = discover_job_modules(package, list(locations))
+        if not found:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, which has no jobs module: neither "
+                f"{package}.jobs nor {package}.<subpackage>.jobs exists; list the modules that "
+                f"define your jobs in the imports setting instead"
+            )
+        return found
 
     def close(self) -> None:
         if self._store is not None:
@@ -417,11 +449,11 @@ class Runtime:
         try:
             job_class = self.registry.get(process.job_name)
         except UnknownJobError as error:
-            imported = ", ".join(self.settings.imports) or "no modules"
+            imported = ", ".join(self.job_modules) or "no modules"
             return _failed(
                 error,
-                f"{error}; this worker imported {imported} (the imports setting); register "
-                f"the job in one of them, or add its module to imports",
+                f"{error}; this worker imported {imported} (the imports and discover_jobs "
+                f"settings); register the job in one of them, or add its module to imports",
             )
         try:
             args, kwargs = self.serializer.loads(job_class, process.parameters)

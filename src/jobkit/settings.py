@@ -60,6 +60,9 @@ class Settings:
     """The Postgres schema that holds jobkit's tables."""
     imports: list[str] = attrs.field(factory=list)
     """Modules that define jobs; workers import them at start-up."""
+    discover_jobs: list[str] = attrs.field(factory=list)
+    """Packages whose ``jobs`` modules workers import at start-up: ``pkg.jobs`` and
+    ``pkg.<subpackage>.jobs``, as plain finds ``app/jobs.py`` and ``app/<pkg>/jobs.py``."""
     middleware: list[str] = attrs.field(factory=list)
     """Dotted paths of middleware classes, outermost first."""
     results_retention: int = 604800

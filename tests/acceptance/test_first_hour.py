@@ -75,3 +75,44 @@ def test_a_job_of_a_script_named_with_register_job_runs_in_a_worker(
         (enqueued.stdout.strip(), "greet", "SUCCESSFUL")
     ]
     assert (tmp_path / "greeted").read_text() == "yes"
+
+
+SHIP_ORDER = """
+from pathlib import Path
+
+from jobkit import Job, register_job
+
+
+@register_job
+class ShipOrder(Job):
+    def __init__(self, order_id: int):
+        self.order_id = order_id
+
+    def run(self):
+        (Path(__file__).parents[2] / f"shipped-{self.order_id}").write_text("yes")
+"""
+
+
+def test_a_worker_discovers_the_jobs_modules_of_a_package(jobkit_runtime, run_cli, tmp_path, db):
+    for path, text in {
+        "discoshop/__init__.py": "",
+        "discoshop/orders/__init__.py": "",
+        "discoshop/orders/jobs.py": SHIP_ORDER,
+    }.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(textwrap.dedent(text))
+    settings = {"JOBKIT_IMPORTS": None, "JOBKIT_DISCOVER_JOBS": "discoshop"}
+
+    listed = run_cli("list", env=settings, cwd=tmp_path)
+    enqueued = run_cli(
+        "enqueue", "discoshop.orders.jobs.ShipOrder", "--args", "[7]", env=settings, cwd=tmp_path
+    )
+    worker = run_cli("worker", "--burst", "--max-processes", "1", env=settings, cwd=tmp_path)
+
+    assert "discoshop.orders.jobs.ShipOrder" in listed.stdout.splitlines(), listed.stderr
+    assert enqueued.returncode == 0, enqueued.stderr
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert db.query("SELECT id::text, status FROM {schema}.results") == [
+        (enqueued.stdout.strip(), "SUCCESSFUL")
+    ]
+    assert (tmp_path / "shipped-7").read_text() == "yes"

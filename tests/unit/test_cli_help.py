@@ -179,8 +179,9 @@ def test_run_of_an_unregistered_name_says_so_and_where_jobs_come_from(invoke):
 
     assert result.exit_code == 1
     assert result.output == (
-        "Error: no job is registered under the name 'app.Missing'; the imports setting lists "
-        "unitplugins.jobs (`jobkit list` shows what is registered)\n"
+        "Error: no job is registered under the name 'app.Missing'; jobkit imported "
+        "unitplugins.jobs (the imports and discover_jobs settings; `jobkit list` shows what is "
+        "registered)\n"
     )
 
 
