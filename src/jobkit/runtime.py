@@ -449,7 +449,9 @@ class Runtime:
         try:
             job_class = self.registry.get(process.job_name)
         except UnknownJobError as error:
-            imported = ", ".join(self.job_modules) or "no modules"
+            # What import_jobs imported; in a process that did not call it (run_jobs in a
+            # test), what the imports setting lists.
+            imported = ", ".join(self.job_modules or self.settings.imports) or "no modules"
             return _failed(
                 error,
                 f"{error}; this worker imported {imported} (the imports and discover_jobs "

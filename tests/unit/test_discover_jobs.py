@@ -4,15 +4,18 @@ packages (``pkg.jobs`` and ``pkg.<subpackage>.jobs``, as plain finds ``app/jobs.
 
 from __future__ import annotations
 
+import datetime
 import re
 import secrets
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from jobkit.errors import SettingsError
+from jobkit.records import JobProcess, Status
 from jobkit.runtime import Runtime
 from jobkit.settings import Settings, load_settings
 
@@ -128,3 +131,24 @@ def test_discover_jobs_is_read_from_the_environment_comma_separated(tmp_path):
     settings = load_settings(environ={"JOBKIT_DISCOVER_JOBS": "myapp, otherapp"}, cwd=tmp_path)
 
     assert settings.discover_jobs == ["myapp", "otherapp"]
+
+
+def test_a_job_no_module_registered_is_errored_naming_the_discovered_modules(package):
+    name = package({"jobs.py": ""})
+    runtime = import_jobs(discover_jobs=[name])
+    now = datetime.datetime.now(datetime.UTC)
+    process = JobProcess(
+        job_name="app.Missing",
+        parameters='{"args": [], "kwargs": {}}',
+        worker_id=uuid.UUID(int=0),
+        claimed_at=now,
+        start_at=now,
+        created_at=now,
+    )
+
+    outcome = runtime.run_attempt(process)
+
+    assert outcome.status is Status.ERRORED
+    assert f"this worker imported {name}.jobs (the imports and discover_jobs settings)" in (
+        outcome.error
+    )
