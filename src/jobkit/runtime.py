@@ -178,7 +178,7 @@ class Runtime:
             modules[module] = f"setting imports lists {module!r}"
         for package in self.settings.discover_jobs:
             for module in self._discover(package):
-                modules[module] = f"setting discover_jobs found {module!r} in {package!r}"
+                modules.setdefault(module, f"setting discover_jobs found {module!r} in {package!r}")
         for module, found in modules.items():
             try:
                 importlib.import_module(module)
@@ -188,6 +188,7 @@ class Runtime:
 
     @staticmethod
     def _discover(package: str) -> list[str]:
+        """The ``jobs`` modules of one package of the ``discover_jobs`` setting."""
         try:
             locations = getattr(importlib.import_module(package), "__path__", None)
         except Exception as error:
