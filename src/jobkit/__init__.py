@@ -17,10 +17,10 @@ from jobkit.errors import (
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.middleware import JobMiddleware
-from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Status
+from jobkit.records import JobProcess, JobRequest, JobResult, JobState, Outcome, Stage, Status
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
-from jobkit.runtime import enqueue_many, get_result
+from jobkit.runtime import enqueue_many, get_result, job_state
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
 
@@ -33,6 +33,7 @@ __all__ = [
     "JobProcess",
     "JobRequest",
     "JobResult",
+    "JobState",
     "JobTimeout",
     "JobkitError",
     "Outcome",
@@ -42,6 +43,7 @@ __all__ = [
     "ScheduleError",
     "Settings",
     "SettingsError",
+    "Stage",
     "Status",
     "StoreDataError",
     "StoreError",
@@ -50,6 +52,7 @@ __all__ = [
     "enqueue_many",
     "get_result",
     "hookimpl",
+    "job_state",
     "redact_credentials",
     "register_job",
 ]

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from jobkit.errors import JobkitError, UnknownJobError
+from jobkit.errors import JobkitError, ParameterError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
@@ -252,10 +252,10 @@ def list_jobs() -> None:
     for name, job_class in runtime.registry.items():
         summary = (job_class.__doc__ or "").strip().splitlines()
         click.echo(f"{name}" + (f"\n    {summary[0]}" if summary else ""))
-    if not runtime.settings.imports:
+    if not runtime.job_modules:
         click.echo(
             "no jobs of yours are registered: list the modules that define them in the "
-            "imports setting"
+            "imports setting (or their packages in discover_jobs)"
         )
 
 
@@ -291,18 +291,29 @@ def _job_class(runtime: Runtime, name: str) -> type[Job]:
     try:
         return runtime.registry.get(name)
     except UnknownJobError as error:
-        imported = ", ".join(runtime.settings.imports) or "nothing"
+        imported = ", ".join(runtime.job_modules) or "nothing"
         raise click.ClickException(
-            f"{error}; the imports setting lists {imported} (`jobkit list` shows what is "
-            f"registered)"
+            f"{error}; jobkit imported {imported} (the imports and discover_jobs settings; "
+            f"`jobkit list` shows what is registered)"
         ) from error
 
 
 def _build_job(runtime: Runtime, name: str, args_json: str, kwargs_json: str) -> Job:
     parameters = _parameters(args_json, kwargs_json)
     job_class = _job_class(runtime, name)
-    args, kwargs = runtime.serializer.loads(job_class, parameters)
+    args, kwargs = _loaded_parameters(runtime, job_class, parameters)
     return job_class(*args, **kwargs)
+
+
+def _loaded_parameters(
+    runtime: Runtime, job_class: type[Job], parameters: str
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``--args`` and ``--kwargs`` as the job's ``__init__`` arguments, or the usage error that
+    says which of them does not fit it."""
+    try:
+        return runtime.serializer.loads(job_class, parameters)
+    except ParameterError as error:
+        raise click.BadParameter(str(error), param_hint="--args/--kwargs") from error
 
 
 @cli.command()
@@ -314,7 +325,7 @@ def run(name: str, args_json: str, kwargs_json: str) -> None:
     plugins apply; retries are not enqueued)."""
     runtime = make_runtime()
     parameters = _parameters(args_json, kwargs_json)
-    _job_class(runtime, name)
+    _loaded_parameters(runtime, _job_class(runtime, name), parameters)
     now = datetime.datetime.now(datetime.UTC)
     process = JobProcess(
         job_name=name,

@@ -22,8 +22,15 @@ class ParameterError(JobkitError, ValueError):
     the worker). A ``ValueError``, so code that caught the enqueue's ``ValueError`` still does."""
 
 
+class ParameterTypeError(ParameterError, TypeError):
+    """A ``ParameterError`` for a value of the wrong type (``priority="high"``); also a
+    ``TypeError``, so code that caught the ``TypeError`` jobkit raised before still does."""
+
+
 class UnknownJobError(JobkitError):
-    """A job name that no registered class answers to."""
+    """A job no one can find: a name that no registered class answers to, a class registered
+    under a name no worker knows (defined in the script being run), or an attempt id that no
+    job has (``job_state``)."""
 
 
 class StoreError(JobkitError):

@@ -5,14 +5,39 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from jobkit.errors import ParameterTypeError
 
 if TYPE_CHECKING:
-    from jobkit.records import JobProcess, JobRequest, JobResult
+    from jobkit.records import JobList, JobProcess, JobRequest, JobResult
     from jobkit.schedule import Recurrence
 
 Delay = int | float | datetime.timedelta | datetime.datetime
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PLAIN_WORKER_OPTIONS = {"unique_key": "concurrency_key"}
+"""plain.worker's ``run_in_worker`` options and jobkit's names for them (plain.jobs' names)."""
+
+
+def _names_plain_worker_options(method: Callable[P, R]) -> Callable[P, R]:
+    """Refuse plain.worker's options by jobkit's names for them, where Python would only say
+    that a keyword is unexpected. The signature stays the one written, for type checkers."""
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        for old, new in PLAIN_WORKER_OPTIONS.items():
+            if old in kwargs:
+                raise ParameterTypeError(
+                    f"{method.__name__}() got an unexpected keyword argument {old!r}: "
+                    f"plain.worker's {old} is {new} in jobkit (as in plain.jobs)"
+                )
+        return method(*args, **kwargs)
+
+    return checked
 
 
 class Job:
@@ -41,6 +66,7 @@ class Job:
     def run(self) -> None:
         raise NotImplementedError(f"{type(self).__qualname__} must define run()")
 
+    @_names_plain_worker_options
     def run_in_worker(
         self,
         *,
@@ -123,14 +149,16 @@ class Job:
         ``jobkit_enqueue_lock`` plugin hook (the built-in: a Postgres advisory lock)."""
         return None
 
-    def get_requested_jobs(self, concurrency_key: str | None = None) -> Sequence[JobRequest]:
-        """Pending requests of this job class (with ``concurrency_key`` when given)."""
+    def get_requested_jobs(self, concurrency_key: str | None = None) -> JobList[JobRequest]:
+        """Pending requests of this job class (with ``concurrency_key`` when given): a list,
+        whose ``count()`` with no argument is its length, as in plain.jobs."""
         from jobkit.runtime import get_runtime
 
         return get_runtime().find_active(type(self), concurrency_key)[0]
 
-    def get_processing_jobs(self, concurrency_key: str | None = None) -> Sequence[JobProcess]:
-        """Claimed or running attempts of this job class (with ``concurrency_key`` when given)."""
+    def get_processing_jobs(self, concurrency_key: str | None = None) -> JobList[JobProcess]:
+        """Claimed or running attempts of this job class (with ``concurrency_key`` when given):
+        a list, whose ``count()`` with no argument is its length, as in plain.jobs."""
         from jobkit.runtime import get_runtime
 
         return get_runtime().find_active(type(self), concurrency_key)[1]

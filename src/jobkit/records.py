@@ -14,7 +14,7 @@ import functools
 import operator
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -29,6 +29,17 @@ class Status(enum.StrEnum):
     DEFERRED = "DEFERRED"
     LOST = "LOST"
     CANCELLED = "CANCELLED"
+
+
+class Stage(enum.StrEnum):
+    """Where a job is: its latest attempt's stage."""
+
+    REQUESTED = "requested"
+    """Waiting to be claimed: a request, pending or scheduled (a retry or a deferral too)."""
+    PROCESSING = "processing"
+    """Claimed by a worker: a process, waiting in its pool or running."""
+    FINISHED = "finished"
+    """Ended: a result that no further attempt follows."""
 
 
 @attrs.define(kw_only=True)
@@ -132,6 +143,39 @@ class JobResult(JobRequest):
     def retries_exhausted(self) -> bool:
         """True when no further attempt follows this one because of its retry budget."""
         return self.retry_attempt >= self.retries
+
+
+@attrs.define(kw_only=True)
+class JobState:
+    """Where a job is now (``jobkit.job_state``): its latest attempt, as the record of its
+    stage: a ``JobRequest`` while REQUESTED, a ``JobProcess`` while PROCESSING, and the
+    ``JobResult`` once FINISHED."""
+
+    stage: Stage
+    attempt: JobRequest
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        """The id of the job as a whole (its first attempt's)."""
+        return self.attempt.job_id
+
+    @property
+    def result(self) -> JobResult | None:
+        """The job's final result once it is FINISHED; None before."""
+        return self.attempt if isinstance(self.attempt, JobResult) else None
+
+
+RecordT = TypeVar("RecordT", bound=JobRequest)
+_EVERY_ITEM: Any = object()
+
+
+class JobList(list[RecordT]):
+    """A list of requests or processes (``get_requested_jobs``, ``get_processing_jobs``) whose
+    ``count()`` without an argument is its length, as the seed systems' query sets answer, so
+    their ``.count()`` works here; ``count(x)`` is a list's."""
+
+    def count(self, value: Any = _EVERY_ITEM, /) -> int:
+        return len(self) if value is _EVERY_ITEM else super().count(value)
 
 
 @attrs.define(kw_only=True)

@@ -3,8 +3,10 @@ here and nowhere else, never imported by dotted path."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import inspect
-from collections.abc import Callable, Iterator
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar, overload
 
 from jobkit.errors import JobkitError, UnknownJobError
@@ -13,6 +15,16 @@ if TYPE_CHECKING:
     from jobkit.job import Job
 
 JobT = TypeVar("JobT", bound="type[Job]")
+
+PLAIN_WORKER_METHODS = {
+    "get_queue": "default_queue",
+    "get_priority": "default_priority",
+    "get_retries": "default_retries",
+    "get_retry_delay": "calculate_retry_delay",
+    "get_unique_key": "default_concurrency_key",
+}
+"""plain.worker's job methods, which jobkit never calls, and the methods that do their work in
+jobkit (plain.jobs' names)."""
 
 
 class JobRegistry:
@@ -39,6 +51,13 @@ class JobRegistry:
                 f"coroutine would never be awaited): define `def run(self)`, and call "
                 f"asyncio.run(...) inside it to await"
             )
+        renamed = {
+            old: new
+            for old, new in PLAIN_WORKER_METHODS.items()
+            if hasattr(job_class, old) and getattr(job_class, new) is getattr(Job, new)
+        }
+        if renamed:
+            raise JobkitError(_plain_worker_methods_problem(job_class, renamed))
         name = name or f"{job_class.__module__}.{job_class.__qualname__}"
         existing = self._classes.get(name)
         if existing is not None and _qualified(existing) != _qualified(job_class):
@@ -78,8 +97,36 @@ registry = JobRegistry()
 """The registry ``@register_job`` writes to; the worker and producers read from it."""
 
 
+def discover_job_modules(package: str, locations: Sequence[str]) -> list[str]:
+    """The ``jobs`` modules (or packages) of ``package``, whose ``__path__`` is ``locations``,
+    and of its direct subpackages: ``package.jobs`` and ``package.<subpackage>.jobs``, as plain
+    finds ``app/jobs.py`` and ``app/<pkg>/jobs.py``. Only the package itself is imported to
+    look: a subpackage with no ``jobs`` module is left alone."""
+    children = sorted(pkgutil.iter_modules(locations), key=lambda child: child.name)
+    found = [f"{package}.jobs"] if any(child.name == "jobs" for child in children) else []
+    for child in children:
+        if not child.ispkg or child.name == "jobs":
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(f"{package}.{child.name}", locations)
+        inner = (spec and spec.submodule_search_locations) or []
+        if any(grandchild.name == "jobs" for grandchild in pkgutil.iter_modules(inner)):
+            found.append(f"{package}.{child.name}.jobs")
+    return found
+
+
 def _qualified(job_class: type) -> str:
     return f"{job_class.__module__}.{job_class.__qualname__}"
+
+
+def _plain_worker_methods_problem(job_class: type, renamed: dict[str, str]) -> str:
+    """Why a class with plain.worker's method names (and not jobkit's) cannot be registered."""
+    old = " and ".join(f"{method}()" for method in renamed)
+    new = " and ".join(f"{method}()" for method in renamed.values())
+    them, names = ("it", "name") if len(renamed) == 1 else ("them", "names")
+    return (
+        f"{_qualified(job_class)} defines {old}, plain.worker's {names}, which jobkit never "
+        f"calls: rename {them} {new} (jobkit follows plain.jobs' names)"
+    )
 
 
 @overload

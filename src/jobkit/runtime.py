@@ -30,6 +30,7 @@ from jobkit.errors import (
     DeferJob,
     JobkitError,
     ParameterError,
+    ParameterTypeError,
     PluginError,
     SettingsError,
     StoreError,
@@ -42,13 +43,15 @@ from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
 from jobkit.records import (
     Completion,
     FinishReport,
+    JobList,
     JobProcess,
     JobRequest,
     JobResult,
+    JobState,
     Outcome,
     Status,
 )
-from jobkit.registry import JobRegistry, registry
+from jobkit.registry import JobRegistry, discover_job_modules, registry
 from jobkit.serializer import Serializer
 from jobkit.settings import _QUEUE_NAME, Settings, load_settings, with_plugin_sections
 from jobkit.store import Store
@@ -93,6 +96,9 @@ class Runtime:
         self.pm = pluginmanager
         self.registry = job_registry
         self.embedded_database = False
+        self.job_modules: list[str] = []
+        """The modules ``import_jobs`` imported: the imports setting's, then those found
+        through discover_jobs."""
         self._store: Store | None = None
         self._serializer: Serializer | None = None
         self._run_chain: RunJob | None = None
@@ -178,14 +184,44 @@ class Runtime:
         return self._serializer
 
     def import_jobs(self) -> None:
-        """Import the ``imports`` setting's modules, so their ``@register_job`` classes exist."""
+        """Import the ``imports`` setting's modules, and the ``jobs`` modules of the
+        ``discover_jobs`` setting's packages, so their ``@register_job`` classes exist; note
+        them in ``job_modules``."""
+        modules = {}
         for module in self.settings.imports:
+            modules[module] = f"setting imports lists {module!r}"
+        for package in self.settings.discover_jobs:
+            for module in self._discover(package):
+                modules.setdefault(module, f"setting discover_jobs found {module!r} in {package!r}")
+        for module, found in modules.items():
             try:
                 importlib.import_module(module)
             except Exception as error:
-                raise SettingsError(
-                    f"setting imports lists {module!r}, which failed to import: {error!r}"
-                ) from error
+                raise SettingsError(f"{found}, which failed to import: {error!r}") from error
+        self.job_modules = list(modules)
+
+    @staticmethod
+    def _discover(package: str) -> list[str]:
+        """The ``jobs`` modules of one package of the ``discover_jobs`` setting."""
+        try:
+            locations = getattr(importlib.import_module(package), "__path__", None)
+        except Exception as error:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, which failed to import: {error!r}"
+            ) from error
+        if locations is None:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, a module, not a package: list it in "
+                f"the imports setting instead"
+            )
+        found = discover_job_modules(package, list(locations))
+        if not found:
+            raise SettingsError(
+                f"setting discover_jobs lists {package!r}, which has no jobs module: neither "
+                f"{package}.jobs nor {package}.<subpackage>.jobs exists; list the modules that "
+                f"define your jobs in the imports setting instead"
+            )
+        return found
 
     def close(self) -> None:
         if self._store is not None:
@@ -242,9 +278,12 @@ class Runtime:
         """The request for ``job``, with arguments left out taken from its ``default_*``."""
         job_class = type(job)
         name = self.registry.name_of(job_class)
+        if name.startswith("__main__."):
+            raise UnknownJobError(_named_after_the_script(job_class))
         queue = job.default_queue() if queue is None else queue
         if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
-            raise ParameterError(
+            error = ParameterError if isinstance(queue, str) else ParameterTypeError
+            raise error(
                 f"{name}: queue must be a name of letters, digits and _.:- (at most 128 "
                 f"characters), got {queue!r}"
             )
@@ -355,7 +394,9 @@ class Runtime:
             )
         return lock
 
-    def find_active(self, job_class: type[Job], concurrency_key: str | None) -> ActiveJobs:
+    def find_active(
+        self, job_class: type[Job], concurrency_key: str | None
+    ) -> tuple[JobList[JobRequest], JobList[JobProcess]]:
         """Pending and running attempts of ``job_class``, seen from the enqueue in progress.
 
         Within one decision (``_allowed``), each key is read once, pending and running
@@ -365,9 +406,10 @@ class Runtime:
         name = self.registry.name_of(job_class)
         reads = _decision_reads.get()
         if reads is None:
-            return self.store.find_active(
+            requests, processes = self.store.find_active(
                 job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
             )
+            return JobList(requests), JobList(processes)
         if (name, concurrency_key) not in reads and (name, None) in reads:
             requests, processes = reads[name, None]
             reads[name, concurrency_key] = (
@@ -379,10 +421,23 @@ class Runtime:
                 job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
             )
         requests, processes = reads[name, concurrency_key]
-        return list(requests), list(processes)
+        return JobList(requests), JobList(processes)
 
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
-        return self.store.get_result(uuid.UUID(str(attempt_id)))
+        return self.store.get_result(_attempt_id("get_result", attempt_id))
+
+    def job_state(self, attempt_id: uuid.UUID | str) -> JobState:
+        """Where the job of ``attempt_id`` is now; ``UnknownJobError`` when no attempt has that
+        id, so a loop waiting for a job that was never stored ends."""
+        state = self.store.job_state(_attempt_id("job_state", attempt_id))
+        if state is None:
+            raise UnknownJobError(
+                f"no job has an attempt with id {attempt_id} (in schema "
+                f"{self.settings.schema}): it was never enqueued there, the transaction that "
+                f"enqueued it rolled back, or its results were deleted (the results_retention "
+                f"setting, jobkit clear)"
+            )
+        return state
 
     # Run -------------------------------------------------------------------------------------
 
@@ -409,17 +464,19 @@ class Runtime:
         try:
             job_class = self.registry.get(process.job_name)
         except UnknownJobError as error:
-            imported = ", ".join(self.settings.imports) or "no modules"
+            # What import_jobs imported; in a process that did not call it (run_jobs in a
+            # test), what the imports setting lists.
+            imported = ", ".join(self.job_modules or self.settings.imports) or "no modules"
             return _failed(
                 error,
-                f"{error}; this worker imported {imported} (the imports setting); register "
-                f"the job in one of them, or add its module to imports",
+                f"{error}; this worker imported {imported} (the imports and discover_jobs "
+                f"settings); register the job in one of them, or add its module to imports",
             )
         try:
             args, kwargs = self.serializer.loads(job_class, process.parameters)
         except Exception as error:  # a ParameterError, or e.g. a RecursionError from deep JSON
             if isinstance(error, ParameterError):
-                return _failed(error, str(error))
+                return _failed(error, f"{error}. {_changed_init_advice(process.job_name)}")
             return _failed(
                 error, f"{process.job_name}: its stored parameters cannot be read back: {error!r}"
             )
@@ -800,6 +857,15 @@ def _errored(
     )
 
 
+def _changed_init_advice(job_name: str) -> str:
+    """What to do when parameters stored at enqueue no longer load: the job changed since."""
+    return (
+        f"The parameters were stored when the job was enqueued: if {job_name}.__init__ changed "
+        f"since, let the jobs enqueued before a change finish first, or keep accepting the old "
+        f"parameters (give new ones defaults, take removed ones through **kwargs)"
+    )
+
+
 def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
     if deferral.increment_retries and process.retry_attempt >= process.retries:
         return Outcome(
@@ -817,17 +883,19 @@ def _deferred(deferral: DeferJob, process: JobProcess) -> Outcome:
     )
 
 
-def seconds(value: float | datetime.timedelta) -> float:
-    """A delay as seconds from a number or a timedelta, from 0 to ``MAX_DELAY``."""
+def seconds(value: float | datetime.timedelta, what: str = "a delay") -> float:
+    """A delay as seconds from a number or a timedelta, from 0 to ``MAX_DELAY``; errors call
+    it ``what``. (A ``TypeError`` for what is not a number: a ``calculate_retry_delay`` that
+    returns one is retried at once, while a ``ParameterError`` stops its retries.)"""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"a delay must be a number of seconds or a timedelta, got {value!r}")
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     if value < 0:
-        raise ParameterError(f"a delay cannot be negative, got {value!r}")
+        raise ParameterError(f"{what} cannot be negative, got {value!r}")
     if value > MAX_DELAY:
         raise ParameterError(
-            f"a delay cannot be longer than 100 years ({MAX_DELAY:.0f} seconds), got {value!r}"
+            f"{what} cannot be longer than 100 years ({MAX_DELAY:.0f} seconds), got {value!r}"
         )
     return float(value)
 
@@ -849,18 +917,25 @@ def _delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | N
             )
         return 0.0, delay
     try:
-        return seconds(delay), None
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{name}: {error}") from None
+        return seconds(delay, "delay"), None
+    except TypeError:
+        raise ParameterTypeError(
+            f"{name}: delay must be a number of seconds, a timedelta, or an aware datetime to "
+            f"start at, got {delay!r}"
+        ) from None
+    except ParameterError as error:
+        raise ParameterError(f"{name}: {error}") from None
 
 
 def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | None:
     if timeout is None:
         return None
     try:
-        limit = seconds(timeout)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{name}: timeout: {error}") from None
+        limit = seconds(timeout, "timeout")
+    except TypeError as error:
+        raise ParameterTypeError(f"{name}: {error}") from None
+    except ParameterError as error:
+        raise ParameterError(f"{name}: {error}") from None
     if limit == 0:
         raise ParameterError(f"{name}: timeout must be more than 0 seconds, got 0")
     return limit
@@ -868,7 +943,7 @@ def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | N
 
 def _check_int(name: str, argument: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: {argument} must be an integer, got {value!r}")
+        raise ParameterTypeError(f"{name}: {argument} must be an integer, got {value!r}")
     if not low <= value <= high:
         raise ParameterError(f"{name}: {argument} must be between {low} and {high}, got {value}")
 
@@ -877,7 +952,9 @@ def _check_concurrency_key(name: str, key: Any) -> None:
     """A key PostgreSQL can store and index: text without NUL or lone surrogates, at most
     ``MAX_CONCURRENCY_KEY_BYTES`` long."""
     if not isinstance(key, str):
-        raise TypeError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
+        raise ParameterTypeError(
+            f"{name}: concurrency_key must be a string without NUL, got {key!r}"
+        )
     if "\x00" in key:
         raise ParameterError(f"{name}: concurrency_key must be a string without NUL, got {key!r}")
     try:
@@ -894,6 +971,31 @@ def _check_concurrency_key(name: str, key: Any) -> None:
             f"{MAX_CONCURRENCY_KEY_BYTES} its index can hold; use a shorter key (e.g. a hash of "
             f"this one), got {_short(key)}"
         )
+
+
+def _named_after_the_script(job_class: type[Job]) -> str:
+    """Why a job registered under ``__main__.X`` cannot be enqueued, and the two fixes."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    module = Path(script).stem if script else "yourmodule"
+    where = f"the script being run ({script})" if script else "the script being run"
+    qualname = job_class.__qualname__
+    return (
+        f"{qualname} is defined in {where}, which Python names __main__, so it is registered "
+        f"as '__main__.{qualname}': a name no worker knows, since a worker imports your code as "
+        f"modules. Move {qualname} into a module of your app, list that module in the imports "
+        f"setting and import {qualname} from it here; or give it a name of its own, "
+        f'@register_job(name="{qualname}"), and list this file\'s module ({module}) in the '
+        f"imports setting, so that workers register it under that name too"
+    )
+
+
+def _attempt_id(function: str, value: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise ParameterTypeError(
+            f"{function}() takes an attempt id, a UUID such as run_in_worker().id, got {value!r}"
+        ) from None
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -981,8 +1083,25 @@ def enqueue_many(
 
 def get_result(attempt_id: uuid.UUID | str) -> JobResult | None:
     """The latest result of the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs
-    to, following its retries; None while it is pending or running."""
+    to, following its retries; None while it is pending or running, or when no job has it
+    (``job_state`` tells these apart)."""
     return get_runtime().get_result(attempt_id)
 
 
-__all__ = ["JobkitError", "Runtime", "enqueue_many", "get_result", "get_runtime", "set_runtime"]
+def job_state(attempt_id: uuid.UUID | str) -> JobState:
+    """Where the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs to is now,
+    following its retries: REQUESTED, PROCESSING, or FINISHED with its final ``result``. Raises
+    ``UnknownJobError`` when no attempt has that id (never enqueued, rolled back, or its
+    results deleted)."""
+    return get_runtime().job_state(attempt_id)
+
+
+__all__ = [
+    "JobkitError",
+    "Runtime",
+    "enqueue_many",
+    "get_result",
+    "get_runtime",
+    "job_state",
+    "set_runtime",
+]

@@ -36,6 +36,10 @@ NON_SETTING_ENV = {
     "JOBKIT_TEST_DATABASE_URL",
     "JOBKIT_TRACE_PLUGINS",
 }
+PLAIN_ENV_PREFIXES = ("JOBS_", "PLAIN_JOBS_")
+"""How plain.jobs' settings are named in an environment (``JOBS_HEARTBEAT_TIMEOUT``, and with
+plain's prefix for settings read from the environment, ``PLAIN_JOBS_HEARTBEAT_TIMEOUT``): jobkit
+does not read them, and warns that it does not."""
 MAX_SCHEMA_LENGTH = 63 - len("_requests")
 """The longest schema name: PostgreSQL identifiers hold 63 bytes, and the longest one jobkit
 derives from the schema is the wake-up channel of the Postgres store, ``{schema}_requests``."""
@@ -56,6 +60,9 @@ class Settings:
     """The Postgres schema that holds jobkit's tables."""
     imports: list[str] = attrs.field(factory=list)
     """Modules that define jobs; workers import them at start-up."""
+    discover_jobs: list[str] = attrs.field(factory=list)
+    """Packages whose ``jobs`` modules workers import at start-up: ``pkg.jobs`` and
+    ``pkg.<subpackage>.jobs``, as plain finds ``app/jobs.py`` and ``app/<pkg>/jobs.py``."""
     middleware: list[str] = attrs.field(factory=list)
     """Dotted paths of middleware classes, outermost first."""
     results_retention: int = 604800
@@ -314,7 +321,30 @@ def with_plugin_sections(
     for env_name in sorted(key for key in environ if key.startswith(ENV_PREFIX)):
         if env_name not in known_env:
             logger.warning("%s is not a jobkit setting and is ignored (a typo?)", env_name)
+    plain_names = sorted(key for key in environ if key.startswith(PLAIN_ENV_PREFIXES))
+    if plain_names:
+        logger.warning("%s", _plain_settings_ignored(plain_names))
     return attrs.evolve(settings, sections=sections)
+
+
+def _plain_settings_ignored(env_names: list[str]) -> str:
+    """One warning for every plain.jobs variable set, with the ``JOBKIT_*`` one to set instead
+    (plain's names are jobkit's with another prefix)."""
+    fields = _core_fields()
+    replaced, unknown = [], []
+    for env_name in env_names:
+        name = env_name.removeprefix("PLAIN_").removeprefix("JOBS_").lower()
+        if name in fields:
+            replaced.append(f"{ENV_PREFIX}{name.upper()} instead of {env_name}")
+        else:
+            unknown.append(env_name)
+    text = "plain.jobs' settings are ignored: jobkit reads JOBKIT_* variables"
+    if replaced:
+        text += "; set " + ", ".join(replaced)
+    if unknown:
+        text += f"; {', '.join(unknown)} {'has' if len(unknown) == 1 else 'have'} no jobkit "
+        text += "equivalent (docs/settings.md lists the settings)"
+    return text
 
 
 def _read_config(cwd: Path) -> tuple[Path | None, dict[str, Any]]:

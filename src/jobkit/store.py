@@ -24,6 +24,7 @@ from jobkit.records import (
     JobProcess,
     JobRequest,
     JobResult,
+    JobState,
     Stats,
     WorkerInfo,
 )
@@ -198,6 +199,13 @@ class Store(Protocol):
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
         """The latest result of the job that ``attempt_id`` belongs to, or None while any
         attempt of it is pending or running (or when no such job exists)."""
+
+    def job_state(self, attempt_id: uuid.UUID) -> JobState | None:
+        """Where the job that ``attempt_id`` belongs to is now, following its attempts forward
+        from that one (each result to the retry or deferral it led to), read at one moment: its
+        latest attempt's request (REQUESTED), process (PROCESSING) or, when no further attempt
+        follows, result (FINISHED). None when no attempt has this id: it was never enqueued
+        here, its transaction rolled back, or its results were cleared."""
 
     def stats(
         self, *, include_results: bool = True, heartbeat_timeout: float | None = None

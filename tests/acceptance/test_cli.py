@@ -216,7 +216,12 @@ def test_enqueue_with_bad_parameter_json_is_a_usage_error(
 
 def test_enqueue_with_parameters_that_do_not_fit_the_job_is_refused(run_cli, jobkit_runtime, db):
     result = run_cli("enqueue", "testapp.Record", "--kwargs", '{"colour": "red"}')
-    assert_clean_error(result, "'colour'")
+    assert_clean_error(
+        result,
+        "Invalid value for --args/--kwargs: Record cannot be made from these parameters: it has "
+        "a value for 'colour', which is not a parameter of __init__",
+        exit_code=2,
+    )
     assert db.count("requests") == 0
 
 

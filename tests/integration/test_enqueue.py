@@ -1,5 +1,5 @@
 """Enqueueing against the real database: run_in_worker, delays, transactional enqueue,
-enqueue_many, concurrency keys and should_enqueue, parameter errors and get_result."""
+enqueue_many, concurrency keys and should_enqueue, parameter errors, get_result and job_state."""
 
 from __future__ import annotations
 
@@ -14,10 +14,28 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from jobkit import JobRequest, ParameterError, Status, enqueue_many, get_result, hookimpl
+from jobkit import (
+    JobRequest,
+    ParameterError,
+    Stage,
+    Status,
+    UnknownJobError,
+    enqueue_many,
+    get_result,
+    hookimpl,
+    job_state,
+)
 from jobkit.records import Completion, WorkerInfo
 from jobkit.testing import run_jobs
-from testapp.integration_jobs import AtMostTwo, CountsByKey, Echo, Keyed, SlowRetryFail, Tuned
+from testapp.integration_jobs import (
+    AtMostTwo,
+    CountsByKey,
+    Echo,
+    Keyed,
+    OnePerUser,
+    SlowRetryFail,
+    Tuned,
+)
 from testapp.jobs import Fail, Noop, Record, create_ledger, ledger_table
 
 UTC = datetime.UTC
@@ -346,6 +364,22 @@ def test_should_enqueue_override_counts_pending_and_processing_jobs(jobkit_runti
     assert enqueue_many([AtMostTwo(), Noop()])[0] is None
 
 
+def test_the_plain_jobs_faq_counts_with_count(jobkit_runtime):
+    first = OnePerUser(123).run_in_worker()
+    assert first is not None
+    assert OnePerUser(123).run_in_worker() is None  # pending
+    worker_id = register_worker(jobkit_runtime)
+    (process,) = jobkit_runtime.store.claim(worker_id=worker_id, queues=["default"], limit=1)
+    assert OnePerUser(123).run_in_worker() is None  # processing
+    assert OnePerUser(7).run_in_worker() is not None  # another user
+
+    assert OnePerUser(123).get_processing_jobs("user-123").count() == 1
+    assert OnePerUser(123).get_processing_jobs("user-123").count(process) == 1
+    assert OnePerUser(123).get_requested_jobs().count() == 1
+    finish(jobkit_runtime, worker_id, process)
+    assert OnePerUser(123).run_in_worker() is not None
+
+
 def test_inside_should_enqueue_the_getters_answer_from_one_read(jobkit_runtime, monkeypatch):
     store = jobkit_runtime.store
     store.enqueue([jobkit_runtime.build_request(CountsByKey(key)) for key in ("a", "b", "a")])
@@ -513,3 +547,62 @@ def test_keyed_enqueue_on_an_idle_non_autocommit_connection_rolls_back_with_it(j
         assert Noop().run_in_worker(connection=connection, concurrency_key="k") is not None
         connection.rollback()
     assert pending_ids(jobkit_runtime.settings) == []
+
+
+# job_state ---------------------------------------------------------------------------------------
+
+
+def wait_until_finished(attempt_id, timeout: float = 10.0):
+    """A polling loop as an app writes one: until the job is FINISHED, or the id is unknown."""
+    deadline = time.monotonic() + timeout
+    while (state := job_state(attempt_id)).stage is not Stage.FINISHED:
+        assert time.monotonic() < deadline, f"{attempt_id} still {state.stage} after {timeout} s"
+        time.sleep(0.02)
+    return state.result
+
+
+def test_job_state_tells_a_rolled_back_id_from_a_pending_one(jobkit_runtime):
+    settings = jobkit_runtime.settings
+    with (
+        psycopg.connect(settings.database_url, autocommit=True) as connection,
+        connection.transaction(),
+    ):
+        rolled_back = Noop(1).run_in_worker(connection=connection)
+        assert rolled_back is not None
+        raise psycopg.Rollback
+    pending = Noop(2).run_in_worker()
+    assert pending is not None
+
+    assert get_result(rolled_back.id) is None and get_result(pending.id) is None
+    assert job_state(pending.id).stage is Stage.REQUESTED
+    with pytest.raises(UnknownJobError) as raised:
+        wait_until_finished(rolled_back.id)
+    assert str(raised.value) == (
+        f"no job has an attempt with id {rolled_back.id} (in schema {settings.schema}): it was "
+        f"never enqueued there, the transaction that enqueued it rolled back, or its results "
+        f"were deleted (the results_retention setting, jobkit clear)"
+    )
+
+
+def test_job_state_follows_a_job_to_its_final_result(jobkit_runtime):
+    request = Fail(times=1).run_in_worker(retries=1)
+    assert request is not None
+    state = job_state(str(request.id))
+    assert (state.stage, state.attempt, state.job_id, state.result) == (
+        Stage.REQUESTED,
+        as_stored(request),
+        request.id,
+        None,
+    )
+
+    first, retry = run_jobs(jobkit_runtime)
+
+    result = wait_until_finished(request.id)
+    assert result is not None
+    assert (result.id, result.status, result.retry_attempt) == (retry.id, Status.SUCCESSFUL, 1)
+    assert first.status is Status.ERRORED
+
+
+def test_job_state_of_something_that_is_not_an_id_says_what_it_takes(jobkit_runtime):
+    with pytest.raises(ParameterError, match=r"^job_state\(\) takes an attempt id, a UUID"):
+        job_state("42")

@@ -250,6 +250,9 @@ def test_parameters_that_do_not_fit_are_errored_without_retry(
     assert result.error_type == "jobkit.errors.ParameterError"
     assert job_name.rpartition(".")[2] in result.error
     assert named in result.error
+    assert f"stored when the job was enqueued: if {job_name}.__init__ changed since" in (
+        result.error
+    )
     assert result.retry_request_id is None
     assert pending(jobkit_runtime.settings) == []
 

@@ -62,6 +62,27 @@ class AtMostTwo(Job):
 
 
 @register_job
+class OnePerUser(Job):
+    """The plain.jobs FAQ's custom concurrency limit, as it is written there: one job per user
+    pending or processing, counted with ``.count()``."""
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
+
+    def default_concurrency_key(self) -> str:
+        return f"user-{self.user_id}"
+
+    def should_enqueue(self, concurrency_key: str) -> bool:
+        # Only allow 1 job per user at a time
+        processing = self.get_processing_jobs(concurrency_key).count()
+        pending = self.get_requested_jobs(concurrency_key).count()
+        return processing == 0 and pending == 0
+
+    def run(self) -> None:
+        pass
+
+
+@register_job
 class CountsByKey(Job):
     """Refuses itself, noting what each getter answered inside should_enqueue, in ``seen``."""
 

@@ -117,8 +117,25 @@ def test_help_of_each_command(invoke, command):
             'Error: Invalid value for --args: must be a JSON array, got "Ada"',
         ),
         (
+            ["enqueue", "unitplugins.Greet", "--kwargs", '{"nmae": "Ada"}'],
+            "Error: Invalid value for --args/--kwargs: Greet cannot be made from these "
+            "parameters: it has a value for 'nmae', which is not a parameter of __init__; "
+            "Greet.__init__ is (self, name: str = 'world')",
+        ),
+        (
+            ["run", "unitplugins.Greet", "--args", '["Ada", "Lovelace"]'],
+            "Error: Invalid value for --args/--kwargs: Greet cannot be made from these "
+            "parameters: it has 2 positional arguments, and __init__ takes 1; "
+            "Greet.__init__ is (self, name: str = 'world')",
+        ),
+        (
+            ["enqueue", "unitplugins.Greet", "--kwargs", '{"name": 7}'],
+            "Error: Invalid value for --args/--kwargs: Greet parameter 'name' cannot be read as "
+            "str from 7: expected str, got int 7",
+        ),
+        (
             ["enqueue", "unitplugins.Greet", "--delay", "-1"],
-            "Error: Invalid value: unitplugins.Greet: a delay cannot be negative, got -1.0",
+            "Error: Invalid value: unitplugins.Greet: delay cannot be negative, got -1.0",
         ),
         (
             ["enqueue", "unitplugins.Greet", "--queue", "x'; DROP TABLE"],
@@ -162,8 +179,9 @@ def test_run_of_an_unregistered_name_says_so_and_where_jobs_come_from(invoke):
 
     assert result.exit_code == 1
     assert result.output == (
-        "Error: no job is registered under the name 'app.Missing'; the imports setting lists "
-        "unitplugins.jobs (`jobkit list` shows what is registered)\n"
+        "Error: no job is registered under the name 'app.Missing'; jobkit imported "
+        "unitplugins.jobs (the imports and discover_jobs settings; `jobkit list` shows what is "
+        "registered)\n"
     )
 
 

@@ -115,6 +115,17 @@ def test_should_enqueue_without_a_concurrency_key_needs_no_database():
     assert Bare().should_enqueue("") is True
 
 
+def test_plain_workers_unique_key_is_refused_naming_concurrency_key():
+    message = (
+        "run_in_worker() got an unexpected keyword argument 'unique_key': plain.worker's "
+        "unique_key is concurrency_key in jobkit (as in plain.jobs)"
+    )
+
+    with pytest.raises(ParameterError, match=f"^{re.escape(message)}$") as raised:
+        Bare().run_in_worker(unique_key="user-42")
+    assert isinstance(raised.value, TypeError)
+
+
 def test_a_job_without_run_says_what_to_define():
     with pytest.raises(NotImplementedError, match=r"^Bare must define run\(\)$"):
         Bare().run()
@@ -215,60 +226,64 @@ NAIVE = datetime.datetime(2030, 1, 1, 9, 30)
     [
         (
             {"delay": NAIVE},
-            ValueError,
+            ParameterError,
             "tests.Bare: delay as a datetime must be timezone-aware (e.g. "
             "datetime.now(timezone.utc) + timedelta(minutes=5)), got "
             "datetime.datetime(2030, 1, 1, 9, 30)",
         ),
-        ({"delay": -1}, ValueError, "tests.Bare: a delay cannot be negative, got -1"),
+        ({"delay": -1}, ParameterError, "tests.Bare: delay cannot be negative, got -1"),
         (
             {"delay": datetime.timedelta(seconds=-1)},
-            ValueError,
-            "tests.Bare: a delay cannot be negative, got -1.0",
+            ParameterError,
+            "tests.Bare: delay cannot be negative, got -1.0",
         ),
         (
             {"delay": float("nan")},
-            TypeError,
-            "tests.Bare: a delay must be a number of seconds or a timedelta, got nan",
+            ParameterError,
+            "tests.Bare: delay must be a number of seconds, a timedelta, or an aware "
+            "datetime to start at, got nan",
         ),
         (
             {"delay": float("inf")},
-            TypeError,
-            "tests.Bare: a delay must be a number of seconds or a timedelta, got inf",
+            ParameterError,
+            "tests.Bare: delay must be a number of seconds, a timedelta, or an aware "
+            "datetime to start at, got inf",
         ),
         (
             {"delay": True},
-            TypeError,
-            "tests.Bare: a delay must be a number of seconds or a timedelta, got True",
+            ParameterError,
+            "tests.Bare: delay must be a number of seconds, a timedelta, or an aware "
+            "datetime to start at, got True",
         ),
         (
             {"delay": "60"},
-            TypeError,
-            "tests.Bare: a delay must be a number of seconds or a timedelta, got '60'",
+            ParameterError,
+            "tests.Bare: delay must be a number of seconds, a timedelta, or an aware "
+            "datetime to start at, got '60'",
         ),
-        ({"priority": True}, TypeError, "tests.Bare: priority must be an integer, got True"),
-        ({"priority": 1.5}, TypeError, "tests.Bare: priority must be an integer, got 1.5"),
-        ({"priority": "1"}, TypeError, "tests.Bare: priority must be an integer, got '1'"),
+        ({"priority": True}, ParameterError, "tests.Bare: priority must be an integer, got True"),
+        ({"priority": 1.5}, ParameterError, "tests.Bare: priority must be an integer, got 1.5"),
+        ({"priority": "1"}, ParameterError, "tests.Bare: priority must be an integer, got '1'"),
         (
             {"priority": 2**31},
-            ValueError,
+            ParameterError,
             "tests.Bare: priority must be between -2147483648 and 2147483647, got 2147483648",
         ),
         (
             {"priority": -(2**40)},
-            ValueError,
+            ParameterError,
             "tests.Bare: priority must be between -2147483648 and 2147483647, got -1099511627776",
         ),
         (
             {"retries": -1},
-            ValueError,
+            ParameterError,
             "tests.Bare: retries must be between 0 and 2147483647, got -1",
         ),
-        ({"retries": False}, TypeError, "tests.Bare: retries must be an integer, got False"),
-        ({"retries": 2.0}, TypeError, "tests.Bare: retries must be an integer, got 2.0"),
+        ({"retries": False}, ParameterError, "tests.Bare: retries must be an integer, got False"),
+        ({"retries": 2.0}, ParameterError, "tests.Bare: retries must be an integer, got 2.0"),
         (
             {"concurrency_key": 42},
-            TypeError,
+            ParameterError,
             "tests.Bare: concurrency_key must be a string without NUL, got 42",
         ),
         (
@@ -276,25 +291,25 @@ NAIVE = datetime.datetime(2030, 1, 1, 9, 30)
             ParameterError,
             "tests.Bare: concurrency_key must be a string without NUL, got 'user\\x0042'",
         ),
-        ({"queue": ""}, ValueError, f"tests.Bare: {QUEUE_RULE}, got ''"),
-        ({"queue": "my queue"}, ValueError, f"tests.Bare: {QUEUE_RULE}, got 'my queue'"),
-        ({"queue": "q" * 200}, ValueError, f"tests.Bare: {QUEUE_RULE}, got '{'q' * 200}'"),
+        ({"queue": ""}, ParameterError, f"tests.Bare: {QUEUE_RULE}, got ''"),
+        ({"queue": "my queue"}, ParameterError, f"tests.Bare: {QUEUE_RULE}, got 'my queue'"),
+        ({"queue": "q" * 200}, ParameterError, f"tests.Bare: {QUEUE_RULE}, got '{'q' * 200}'"),
         (
             {"queue": "x'; DROP TABLE"},
-            ValueError,
+            ParameterError,
             f'tests.Bare: {QUEUE_RULE}, got "x\'; DROP TABLE"',
         ),
-        ({"queue": 5}, ValueError, f"tests.Bare: {QUEUE_RULE}, got 5"),
+        ({"queue": 5}, ParameterError, f"tests.Bare: {QUEUE_RULE}, got 5"),
         (
             {"delay": 1e13},
             ParameterError,
-            "tests.Bare: a delay cannot be longer than 100 years (3155760000 seconds), got "
+            "tests.Bare: delay cannot be longer than 100 years (3155760000 seconds), got "
             "10000000000000.0",
         ),
         (
             {"delay": datetime.timedelta(days=36526)},
             ParameterError,
-            "tests.Bare: a delay cannot be longer than 100 years (3155760000 seconds), got "
+            "tests.Bare: delay cannot be longer than 100 years (3155760000 seconds), got "
             "3155846400.0",
         ),
         (
@@ -328,6 +343,31 @@ NAIVE = datetime.datetime(2030, 1, 1, 9, 30)
 def test_a_bad_argument_is_refused_naming_the_job(runtime, options, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         runtime.build_request(Bare(), **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "builtin_error"),
+    [
+        ({"priority": "high"}, TypeError),
+        ({"retries": 1.5}, TypeError),
+        ({"delay": "60"}, TypeError),
+        ({"timeout": "5"}, TypeError),
+        ({"concurrency_key": 42}, TypeError),
+        ({"queue": 5}, TypeError),
+        ({"priority": 2**31}, ValueError),
+        ({"delay": -1}, ValueError),
+        ({"timeout": 0}, ValueError),
+        ({"queue": "my queue"}, ValueError),
+    ],
+)
+def test_a_bad_argument_is_a_parameter_error_and_still_the_builtin_error(
+    runtime, options, builtin_error
+):
+    with pytest.raises(ParameterError) as raised:
+        runtime.build_request(Bare(), **options)
+
+    assert isinstance(raised.value, builtin_error)
+    assert str(raised.value).startswith(f"tests.Bare: {next(iter(options))} ")
 
 
 @pytest.mark.parametrize("key", ["k" * 1000, "é" * 500, "😀" * 250, "user-42"])
@@ -364,6 +404,27 @@ def test_an_unregistered_job_class_is_refused(runtime):
 
     with pytest.raises(UnknownJobError, match=f"^{re.escape(message)}$"):
         runtime.build_request(Unregistered())
+
+
+def test_a_job_of_the_script_being_run_is_refused_with_the_fixes(runtime):
+    scripted = type("Scripted", (Job,), {"__module__": "__main__"})
+    runtime.registry.register(scripted)
+
+    with pytest.raises(UnknownJobError) as raised:
+        runtime.build_request(scripted())
+
+    message = str(raised.value)
+    assert message.startswith("Scripted is defined in the script being run (")
+    assert "registered as '__main__.Scripted': a name no worker knows" in message
+    assert "list that module in the imports setting" in message
+    assert '@register_job(name="Scripted")' in message
+
+
+def test_a_job_of_the_script_being_run_with_a_name_of_its_own_is_enqueued(runtime):
+    scripted = type("Scripted", (Job,), {"__module__": "__main__"})
+    runtime.registry.register(scripted, "scripted")
+
+    assert runtime.build_request(scripted()).job_name == "scripted"
 
 
 def test_an_unserializable_parameter_names_job_parameter_and_type(runtime):
@@ -459,16 +520,16 @@ def test_timeout_is_stored_in_seconds(runtime, timeout, expected):
 
 
 @pytest.mark.parametrize(
-    ("timeout", "error", "message"),
+    ("timeout", "message"),
     [
-        (0, ValueError, "timeout must be more than 0 seconds, got 0"),
-        (-1, ValueError, "timeout: a delay cannot be negative, got -1"),
-        (float("nan"), TypeError, "timeout: a delay must be a number of seconds"),
-        ("5", TypeError, "timeout: a delay must be a number of seconds"),
+        (0, "tests.Bare: timeout must be more than 0 seconds, got 0"),
+        (-1, "tests.Bare: timeout cannot be negative, got -1"),
+        (float("nan"), "tests.Bare: timeout must be a number of seconds or a timedelta, got nan"),
+        ("5", "tests.Bare: timeout must be a number of seconds or a timedelta, got '5'"),
     ],
 )
-def test_a_bad_timeout_is_refused_naming_the_job(runtime, timeout, error, message):
-    with pytest.raises(error, match=re.escape(message)):
+def test_a_bad_timeout_is_refused_naming_the_job(runtime, timeout, message):
+    with pytest.raises(ParameterError, match=f"^{re.escape(message)}$"):
         runtime.build_request(Bare(), timeout=timeout)
 
 

@@ -12,6 +12,7 @@ import pytest
 from jobkit.records import (
     STAT_KEYS,
     Completion,
+    JobList,
     JobProcess,
     JobRequest,
     JobResult,
@@ -272,3 +273,17 @@ def test_queue_counts_add():
     assert counts == QueueCounts(pending=3, successful=5, lost=3, oldest_pending_age=3.0)
     counts.add(QueueCounts(oldest_pending_age=9.0))
     assert counts.oldest_pending_age == 9.0
+
+
+def test_a_job_list_counts_itself_without_an_argument_and_like_a_list_with_one():
+    first, second = (
+        JobRequest(job_name="a", parameters="{}"),
+        JobRequest(job_name="b", parameters="{}"),
+    )
+    jobs = JobList([first, second, first])
+
+    assert jobs.count() == 3
+    assert jobs.count(first) == 2
+    assert jobs.count(None) == 0
+    assert JobList().count() == 0
+    assert jobs == [first, second, first]

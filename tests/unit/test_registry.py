@@ -173,3 +173,66 @@ def test_register_job_decorator_with_a_name(global_registry):
 def test_register_job_decorator_returns_the_class_itself(global_registry):
     assert register_job(SendEmail) is SendEmail
     assert register_job(name="welcome")(SendWelcome) is SendWelcome
+
+
+# plain.worker's names ---------------------------------------------------------------------------
+
+
+class PlainWorkerJob(Job):
+    def get_queue(self) -> str:
+        return "emails"
+
+    def run(self) -> None:
+        pass
+
+
+def test_a_plain_worker_method_is_refused_naming_jobkits(registry):
+    message = (
+        f"{qualified(PlainWorkerJob)} defines get_queue(), plain.worker's name, which jobkit "
+        f"never calls: rename it default_queue() (jobkit follows plain.jobs' names)"
+    )
+
+    with pytest.raises(JobkitError, match=f"^{re.escape(message)}$"):
+        registry.register(PlainWorkerJob)
+    assert qualified(PlainWorkerJob) not in registry
+
+
+def test_every_plain_worker_method_is_named_with_its_replacement(registry):
+    class Ported(Job):
+        def get_priority(self) -> int:
+            return 10
+
+        def get_retries(self) -> int:
+            return 3
+
+        def get_retry_delay(self, attempt: int) -> int:
+            return 2**attempt
+
+        def get_unique_key(self) -> str:
+            return "one"
+
+    with pytest.raises(JobkitError) as raised:
+        registry.register(Ported)
+
+    assert str(raised.value).endswith(
+        "defines get_priority() and get_retries() and get_retry_delay() and get_unique_key(), "
+        "plain.worker's names, which jobkit never calls: rename them default_priority() and "
+        "default_retries() and calculate_retry_delay() and default_concurrency_key() (jobkit "
+        "follows plain.jobs' names)"
+    )
+
+
+def test_a_plain_worker_method_inherited_from_a_base_is_refused_too(registry):
+    class Child(PlainWorkerJob):
+        pass
+
+    with pytest.raises(JobkitError, match=r"defines get_queue\(\), plain.worker's name"):
+        registry.register(Child)
+
+
+def test_a_get_method_beside_jobkits_is_the_jobs_own_helper(registry):
+    class Migrated(PlainWorkerJob):
+        def default_queue(self) -> str:
+            return self.get_queue()
+
+    assert registry.register(Migrated) is Migrated

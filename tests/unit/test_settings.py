@@ -675,6 +675,51 @@ def test_an_unknown_jobkit_variable_is_reported_as_a_likely_typo(tmp_path, caplo
     ]
 
 
+def test_plain_jobs_variables_are_reported_once_with_the_jobkit_names_to_use(tmp_path, caplog):
+    settings = load_settings(environ={}, cwd=tmp_path)
+    environ = {
+        "JOBS_HEARTBEAT_TIMEOUT": "600",
+        "PLAIN_JOBS_WORKER_MAX_PROCESSES": "4",
+        "JOBS_WORKER_STATS_EVERY": "0",
+        "JOBS_EXTRA": "1",
+        "JOBSITE": "unrelated",
+    }
+    resolved = with_plugin_sections(settings, [], environ=environ, cwd=tmp_path)
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "plain.jobs' settings are ignored: jobkit reads JOBKIT_* variables; set "
+        "JOBKIT_HEARTBEAT_TIMEOUT instead of JOBS_HEARTBEAT_TIMEOUT, JOBKIT_WORKER_STATS_EVERY "
+        "instead of JOBS_WORKER_STATS_EVERY, JOBKIT_WORKER_MAX_PROCESSES instead of "
+        "PLAIN_JOBS_WORKER_MAX_PROCESSES; JOBS_EXTRA has no jobkit equivalent (docs/settings.md "
+        "lists the settings)"
+    ]
+    assert caplog.records[0].levelname == "WARNING"
+    assert resolved.heartbeat_timeout == Settings().heartbeat_timeout
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JOBS_RESULTS_RETENTION",
+        "JOBS_HEARTBEAT_INTERVAL",
+        "JOBS_HEARTBEAT_TIMEOUT",
+        "JOBS_MIDDLEWARE",
+        "JOBS_SCHEDULE",
+        "JOBS_WORKER_MAX_PROCESSES",
+        "JOBS_WORKER_MAX_JOBS_PER_PROCESS",
+        "JOBS_WORKER_MAX_PENDING_PER_PROCESS",
+        "JOBS_WORKER_STATS_EVERY",
+    ],
+)
+def test_every_plain_jobs_setting_has_its_jobkit_variable(tmp_path, caplog, name):
+    settings = load_settings(environ={}, cwd=tmp_path)
+
+    with_plugin_sections(settings, [], environ={name: "1"}, cwd=tmp_path)
+
+    (record,) = caplog.records
+    assert record.getMessage().endswith(f"; set JOBKIT_{name[len('JOBS_') :]} instead of {name}")
+
+
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 def test_seconds_must_be_finite(tmp_path, value):
     with pytest.raises(SettingsError, match="worker_poll_interval"):

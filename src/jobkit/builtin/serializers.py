@@ -87,7 +87,7 @@ class JsonSerializer:
         stored_args, stored_kwargs = _parse_stored(signature, text)
         problem = signature.binding_problem(len(stored_args), stored_kwargs)
         if problem is not None:
-            raise _stored_arguments_error(signature, problem)
+            raise _parameters_error(signature, problem)
         args = tuple(
             _load(signature, *signature.for_position(index), data)
             for index, data in enumerate(stored_args)
@@ -149,7 +149,7 @@ class _Signature:
             parameter = self.keywords.get(name)
             if parameter is None:
                 if self.var_keyword is None:
-                    return f"it has a value for {name!r}, which __init__ does not take"
+                    return f"it has a value for {name!r}, which is not a parameter of __init__"
             elif parameter.position < count:
                 return f"it gives parameter {name!r} both by position and by name"
         for parameter in self.required:
@@ -198,6 +198,14 @@ class _Signature:
                     f"jobkit needs them to convert the parameters, so import the names they "
                     f"use at module level (not under TYPE_CHECKING) in {job_class.__module__}"
                 ) from error
+            # Errors show `user_id: int`, not the text `from __future__ import annotations` keeps.
+            signature = signature.replace(
+                parameters=[
+                    parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+                    for parameter in signature.parameters.values()
+                ],
+                return_annotation=hints.get("return", signature.return_annotation),
+            )
         parameters = list(signature.parameters.values())[1:]  # skip self
         positional: list[_Parameter] = []
         keywords: dict[str, _Parameter] = {}
@@ -545,8 +553,7 @@ def _load(signature: _Signature, parameter: _Parameter, item: int | str | None, 
         expected = _name(parameter.annotation) if parameter.annotated else "a JSON value"
         raise ParameterError(
             f"{signature.job_name} {_describe(parameter, item)} cannot be read as {expected} "
-            f"from the stored {_short_repr(data)}: {problem}. If the parameter's type changed, "
-            f"the value was probably stored by an older version of {signature.job_name}"
+            f"from {_short_repr(data)}: {problem}"
         ) from error
 
 
@@ -585,13 +592,12 @@ def _arguments_error(
     )
 
 
-def _stored_arguments_error(signature: _Signature, problem: str) -> ParameterError:
+def _parameters_error(signature: _Signature, problem: str) -> ParameterError:
+    """The error of ``loads`` for parameters that do not fit ``__init__``. Whoever gave them
+    (a worker reading a stored request, ``jobkit enqueue --kwargs``) says where they came from."""
     return ParameterError(
-        f"{signature.job_name} cannot be made from its stored parameters: {problem}. "
-        f"{signature.job_name}.__init__ is now {signature.signature}; the parameters were "
-        f"probably stored by an older version of the job. Let the jobs enqueued before a "
-        f"change to __init__ finish first, or keep accepting the old parameters (give new "
-        f"ones defaults, take removed ones through **kwargs)"
+        f"{signature.job_name} cannot be made from these parameters: {problem}; "
+        f"{signature.job_name}.__init__ is {signature.signature}"
     )
 
 
@@ -626,6 +632,18 @@ def _unstorable_error(
             what = f"{reason}{where}"
         else:
             what = f"type {_name(type(value))}" if not where else f"a {_name(type(value))}{where}"
+        if type(value) is object:
+            return ParameterError(
+                f"{subject} has {what}: a bare object() holds no data to store, under any "
+                f"annotation (annotated object, a parameter holds JSON values); pass the values "
+                f"the job needs instead (see docs/serialization.md)"
+            )
+        if isinstance(value, dict):  # with a key that is not a string
+            return ParameterError(
+                f"{subject} has {what}, which jobkit cannot store as JSON: the keys of a JSON "
+                f"object are strings, whatever the annotation; convert the keys to str, or pass "
+                f"a list of [key, value] pairs (see docs/serialization.md)"
+            )
         if not parameter.annotated:
             fix = f"Annotate the parameter in {signature.job_name}.__init__ with its type"
             if not where:

@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from jobkit.errors import LeaseLost
-from jobkit.records import Completion, JobRequest, Outcome, Status, WorkerInfo
+from jobkit.records import (
+    Completion,
+    JobProcess,
+    JobRequest,
+    Outcome,
+    Stage,
+    Status,
+    WorkerInfo,
+)
 from jobkit.store import Store
 
 PARAMETERS = '{"args": [], "kwargs": {}}'
@@ -342,6 +350,64 @@ class StoreContract:
         store.claim(worker_id=worker_id, queues=["default"], limit=1)
         assert store.get_result(request.id) is None
         assert store.get_result(uuid.uuid4()) is None
+
+    def test_job_state_follows_a_job_through_its_stages_and_retries(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (request,) = store.enqueue([make_request(retries=1)], connection=None)
+        state = store.job_state(request.id)
+        assert state is not None
+        assert (state.stage, type(state.attempt), state.attempt.id) == (
+            Stage.REQUESTED,
+            JobRequest,
+            request.id,
+        )
+        assert (state.job_id, state.result) == (request.id, None)
+
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        state = store.job_state(request.id)
+        assert state is not None and state.stage is Stage.PROCESSING
+        assert isinstance(state.attempt, JobProcess) and state.attempt.worker_id == worker_id
+        assert state.result is None
+
+        report = store.finish(
+            worker_id=worker_id, completions=[completion(process, Status.ERRORED, rerun_in=0.0)]
+        )
+        state = store.job_state(request.id)
+        assert state is not None and state.stage is Stage.REQUESTED  # its retry waits
+        assert (state.attempt.id, state.attempt.retry_attempt, state.job_id) == (
+            report.written[process.id],
+            1,
+            request.id,
+        )
+
+        (retry,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(worker_id=worker_id, completions=[completion(retry)])
+        for attempt_id in (request.id, retry.id):  # from any attempt, forward to the last
+            state = store.job_state(attempt_id)
+            assert state is not None and state.stage is Stage.FINISHED
+            assert state.result is state.attempt
+            assert (state.result.id, state.result.status, state.job_id) == (
+                retry.id,
+                Status.SUCCESSFUL,
+                request.id,
+            )
+
+    def test_job_state_of_a_request_not_due_yet_is_requested(self, store: Store) -> None:
+        (request,) = store.enqueue([make_request(delay=3600)], connection=None)
+        state = store.job_state(request.id)
+        assert state is not None and state.stage is Stage.REQUESTED
+        assert state.attempt.start_at == request.start_at
+
+    def test_job_state_is_none_for_an_id_never_stored(self, store: Store) -> None:
+        class Rollback(Exception):
+            pass
+
+        with pytest.raises(Rollback), store.transaction() as connection:
+            (rolled_back,) = store.enqueue([make_request()], connection=connection)
+            raise Rollback
+        assert store.job_state(rolled_back.id) is None
+        assert store.job_state(uuid.uuid4()) is None
 
     def test_clear_results_deletes_only_old_ones(self, store: Store, worker_id: uuid.UUID) -> None:
         store.enqueue([make_request(), make_request()], connection=None)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import psycopg
 import psycopg_pool
 from psycopg import sql
@@ -29,7 +30,9 @@ from jobkit.records import (
     JobProcess,
     JobRequest,
     JobResult,
+    JobState,
     QueueCounts,
+    Stage,
     Stats,
     Status,
     WorkerInfo,
@@ -175,6 +178,27 @@ def _active(cursor: Any) -> Callable[[Sequence[Any]], JobRequest | JobProcess]:
         if kind == "requested":
             return _record(JobRequest, dict(zip(request_names, columns, strict=False)))
         return _record(JobProcess, dict(zip(names, columns, strict=True)))
+
+    return make
+
+
+_STAGE_RECORDS: dict[Stage, type[JobRequest]] = {
+    Stage.REQUESTED: JobRequest,
+    Stage.PROCESSING: JobProcess,
+    Stage.FINISHED: JobResult,
+}
+
+
+def _job_state(cursor: Any) -> Callable[[Sequence[Any]], JobState]:
+    """The row factory of ``job_state``: the stage, and its record from the columns it has."""
+    names = [column.name for column in cursor.description][1:]
+
+    def make(values: Sequence[Any]) -> JobState:
+        stage, *columns = values
+        record_class = _STAGE_RECORDS[Stage(stage)]
+        fields = {field.name for field in attrs.fields(record_class)}
+        data = {name: value for name, value in zip(names, columns, strict=True) if name in fields}
+        return JobState(stage=Stage(stage), attempt=_record(record_class, data))
 
     return make
 
@@ -642,17 +666,12 @@ class PostgresStore:
     # Reading and housekeeping ----------------------------------------------------------------
 
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
-        with self._connection() as conn, conn.cursor() as cursor:
-            row = cursor.execute(self.queries["get_result"], {"id": attempt_id}).fetchone()
-            if row is None:
-                return None
-            names = [column.name for column in cursor.description or []]
-        data = dict(zip(names, row, strict=True))
-        if data.pop("still_active"):
-            return None
-        data["headers"] = json.loads(data["headers"])
-        data["status"] = Status(data["status"])
-        return JobResult(**data)
+        state = self.job_state(attempt_id)
+        return None if state is None else state.result
+
+    def job_state(self, attempt_id: uuid.UUID) -> JobState | None:
+        with self._connection() as conn, conn.cursor(row_factory=_job_state) as cursor:
+            return cursor.execute(self.queries["job_state"], {"id": attempt_id}).fetchone()
 
     def stats(
         self, *, include_results: bool = True, heartbeat_timeout: float | None = None

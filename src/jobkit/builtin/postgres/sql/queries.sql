@@ -370,26 +370,56 @@ ORDER BY claimed_at;
 -- The database's clock.
 SELECT now();
 
--- name: get_result
--- Follow a job's attempts forward from one attempt id through each result's retry request,
--- and return the last result reached with whether a later attempt is still pending or running.
+-- name: job_state
+-- Where the job of one attempt id is now, in one statement (one snapshot: a job moving from one
+-- stage to the next meanwhile is seen in exactly one). Follow its results forward from that id
+-- through each result's retry request; the attempt after the last result reached (or the id
+-- itself, when it has no result) is looked for among the requests and the processes. Rows are
+-- (stage, the columns of every stage's record, NULL where a stage has none): 'processing' or
+-- 'requested' for that attempt when it is there, 'finished' for the last result reached; the
+-- first row is the answer, none when no attempt has this id.
 WITH RECURSIVE attempts AS (
-    SELECT r.*, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(id)s
+    SELECT r.id, r.retry_request_id, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(id)s
     UNION ALL
-    SELECT r.*, a.depth + 1
+    SELECT r.id, r.retry_request_id, a.depth + 1
     FROM {schema}.results AS r
     JOIN attempts AS a ON r.id = a.retry_request_id
+),
+last_result AS (
+    SELECT id, retry_request_id FROM attempts ORDER BY depth DESC LIMIT 1
+),
+next_attempt AS (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM last_result)
+        THEN (SELECT retry_request_id FROM last_result)
+        ELSE %(id)s::uuid
+    END AS id
 )
 SELECT
-    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
-    concurrency_key, headers::text, source, retry_of, start_at, created_at, worker_id,
-    status, error, error_type, started_at, ended_at, retry_request_id, timeout,
-    retry_request_id IS NOT NULL AND (
-        EXISTS (SELECT 1 FROM {schema}.requests AS q WHERE q.id = attempts.retry_request_id)
-        OR EXISTS (SELECT 1 FROM {schema}.processes AS p WHERE p.id = attempts.retry_request_id)
-    ) AS still_active
-FROM attempts
-ORDER BY depth DESC
+    stage, id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    worker_id, claimed_at, started_at, status, error, error_type, ended_at, retry_request_id
+FROM (
+    SELECT
+        'processing' AS stage, 1 AS rank, p.id, job_id, job_name, parameters, queue, priority,
+        retries, retry_attempt, concurrency_key, headers, source, retry_of, start_at,
+        created_at, timeout, worker_id, claimed_at, started_at, NULL AS status, NULL AS error,
+        NULL AS error_type, NULL::timestamptz AS ended_at, NULL::uuid AS retry_request_id
+    FROM {schema}.processes AS p JOIN next_attempt AS n ON p.id = n.id
+    UNION ALL
+    SELECT
+        'requested', 2, q.id, job_id, job_name, parameters, queue, priority, retries,
+        retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
+        timeout, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM {schema}.requests AS q JOIN next_attempt AS n ON q.id = n.id
+    UNION ALL
+    SELECT
+        'finished', 3, r.id, job_id, job_name, parameters, queue, priority, retries,
+        retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
+        timeout, worker_id, NULL, started_at, status, error, error_type, ended_at,
+        r.retry_request_id
+    FROM {schema}.results AS r JOIN last_result AS l ON r.id = l.id
+) AS found
+ORDER BY rank
 LIMIT 1;
 
 -- name: stats
