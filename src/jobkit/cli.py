@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import inspect
 import json
 import math
 import os
@@ -249,13 +250,23 @@ def list_jobs() -> None:
     runtime = make_runtime()
     runtime.import_jobs()
     for name, job_class in runtime.registry.items():
-        summary = (job_class.__doc__ or "").strip().splitlines()
-        click.echo(f"{name}" + (f"\n    {summary[0]}" if summary else ""))
+        click.echo(name)
+        summary = _first_paragraph(job_class.__doc__ or "")
+        if summary:
+            click.echo(
+                click.wrap_text(summary, 79, initial_indent="    ", subsequent_indent="    ")
+            )
     if not runtime.settings.imports:
         click.echo(
             "no jobs of yours are registered: list the modules that define them in the "
             "imports setting"
         )
+
+
+def _first_paragraph(docstring: str) -> str:
+    """A docstring's first paragraph (up to its first blank line), on one line."""
+    paragraph = inspect.cleandoc(docstring).partition("\n\n")[0]
+    return " ".join(paragraph.split())
 
 
 def _parameters_option(func: F) -> F:

@@ -164,13 +164,15 @@ class Runtime:
         return self._serializer
 
     def import_jobs(self) -> None:
-        """Import the ``imports`` setting's modules, so their ``@register_job`` classes exist."""
+        """Import the ``imports`` setting's modules, so their ``@register_job`` classes exist;
+        one that fails is a ``SettingsError`` that shows where (see ``where_it_failed``)."""
         for module in self.settings.imports:
             try:
                 importlib.import_module(module)
             except Exception as error:
                 raise SettingsError(
-                    f"setting imports lists {module!r}, which failed to import: {error!r}"
+                    f"setting imports lists {module!r}, which failed to import:\n"
+                    f"{where_it_failed(error)}"
                 ) from error
 
     def close(self) -> None:
@@ -714,6 +716,28 @@ def error_type(error: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+IMPORT_FRAMES = 5
+"""Frames of an import's traceback that ``where_it_failed`` shows, innermost last."""
+_NOT_THE_IMPORTED_CODE = ("<frozen ", str(Path(importlib.__file__).parent), _JOBKIT_DIR)
+"""Where the frames of the import machinery (``importlib``'s and jobkit's) come from."""
+
+
+def where_it_failed(error: BaseException) -> str:
+    """The end of ``error``'s traceback, as Python prints it: its last ``IMPORT_FRAMES``
+    frames of the code being imported (file, line and the line's code; the machinery of
+    ``importlib`` and jobkit left out), then the error (for a ``SyntaxError``, the line with
+    a caret)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith(_NOT_THE_IMPORTED_CODE)
+    ]
+    lines = traceback.StackSummary.from_list(frames[-IMPORT_FRAMES:]).format()
+    if len(frames) > IMPORT_FRAMES:
+        lines.insert(0, f"  ... {len(frames) - IMPORT_FRAMES} frames before these\n")
+    return "".join([*lines, *traceback.format_exception_only(error)]).rstrip("\n")
 
 
 def held_rerun_start(completion: Completion) -> datetime.datetime | None:

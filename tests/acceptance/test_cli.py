@@ -101,17 +101,24 @@ def test_migrate_sql_prints_the_migrations_without_applying_them(
 # list -----------------------------------------------------------------------------------------
 
 
-def test_list_shows_each_registered_job_with_its_first_docstring_line(run_cli):
+def test_list_shows_each_registered_job_with_its_first_docstring_paragraph(run_cli):
     result = run_cli("list")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    names = [line for line in lines if not line.startswith(" ")]
-    assert names == JOB_NAMES
-    summaries = dict(zip(lines[::2], (line.strip() for line in lines[1::2]), strict=True))
-    assert summaries["testapp.Record"] == (
+    summaries: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("    "):
+            summaries[list(summaries)[-1]].append(line.strip())
+        else:
+            summaries[line] = []
+    assert list(summaries) == JOB_NAMES
+    assert summaries["testapp.Record"] == [
         "Writes start and end rows to the ledger, sleeping in between."
+    ]
+    assert summaries["testapp.jobs.Noop"] == ["Does nothing; for throughput."]
+    assert " ".join(summaries["testapp.Tally"]) == (
+        "Writes one 'start' row to the ledger over a connection kept for the process: a cheap "
+        "execution count for tests that run thousands of jobs."
     )
-    assert summaries["testapp.jobs.Noop"] == "Does nothing; for throughput."
 
 
 def test_list_without_imports_says_how_to_register_jobs(run_cli):
