@@ -53,9 +53,14 @@ def reports_errors(command: F) -> F:
 
 class JobkitGroup(click.Group):
     """Adds plugins' commands (``jobkit_add_commands``) the first time commands are listed or
-    looked up, so ``import jobkit.cli`` loads no plugin."""
+    looked up, so ``import jobkit.cli`` loads no plugin.
+
+    Plugins load from the settings, so a bad setting (or a plugin that fails to load) hides
+    their commands: ``--help`` then says which error hides them, and a command name that is
+    not one of jobkit's own is answered with the error rather than "No such command"."""
 
     _plugins_added = False
+    _plugins_error: JobkitError | None = None
 
     def _add_plugin_commands(self) -> None:
         if self._plugins_added:
@@ -63,8 +68,9 @@ class JobkitGroup(click.Group):
         self._plugins_added = True
         try:
             runtime = Runtime.from_settings(load_settings())
-        except JobkitError:
-            return  # the command that runs reports the error
+        except JobkitError as error:
+            self._plugins_error = error
+            return
         runtime.pm.hook.jobkit_add_commands(cli=self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -76,7 +82,22 @@ class JobkitGroup(click.Group):
         if command is None:
             self._add_plugin_commands()
             command = super().get_command(ctx, name)
+        if command is None and self._plugins_error is not None:
+            raise click.ClickException(
+                f"{redact_credentials(str(self._plugins_error))}\n\n{name!r} is not one of "
+                f"jobkit's own commands, and the commands plugins add are not loaded until "
+                f"this is fixed"
+            )
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        if self._plugins_error is not None:
+            with formatter.section("Commands of plugins (not loaded)"):
+                formatter.write_text(
+                    f"{redact_credentials(str(self._plugins_error))}: fix this to see the "
+                    f"commands plugins add (such as schedule)."
+                )
 
 
 @click.group(cls=JobkitGroup)

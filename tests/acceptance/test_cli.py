@@ -432,6 +432,29 @@ def test_a_bad_setting_value_names_the_setting_its_source_and_what_was_expected(
     )
 
 
+BAD_SETTING = {"JOBKIT_HEARTBEAT_TIMEOUT": "abc"}
+SETTINGS_ERROR = (
+    "setting heartbeat_timeout (from JOBKIT_HEARTBEAT_TIMEOUT) must be a number, got 'abc'"
+)
+
+
+def test_a_plugins_command_under_a_bad_setting_shows_the_settings_error(run_cli):
+    done = run_cli("schedule", env=BAD_SETTING)
+
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith(f"Error: {SETTINGS_ERROR}\n"), done.stderr
+    assert "No such command" not in done.stderr
+    assert "'schedule' is not one of jobkit's own commands" in done.stderr
+
+
+def test_help_under_a_bad_setting_says_which_error_hides_the_plugins_commands(run_cli):
+    done = run_cli("--help", env=BAD_SETTING)
+
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert f"Commands of plugins (not loaded): {SETTINGS_ERROR}: fix this" in text, done.stdout
+
+
 def test_worker_with_an_import_that_fails_names_the_module(run_cli, jobkit_runtime, db):
     result = run_cli("worker", "--burst", env={"JOBKIT_IMPORTS": "nope.missing"})
     assert_clean_error(result, "setting imports", "'nope.missing'", "No module named 'nope'")
