@@ -21,20 +21,42 @@ import click
 from jobkit.errors import JobkitError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
+from jobkit.processes import configure_logging
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.redaction import redact_credentials
 from jobkit.runtime import Runtime, set_runtime
-from jobkit.settings import flag, load_settings
+from jobkit.settings import LOG_FORMATS, flag, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def make_runtime(**overrides: Any) -> Runtime:
+def make_runtime(*, log_level: str | None = None, **overrides: Any) -> Runtime:
     """The runtime for a command, from settings plus the command's flags; it becomes the
-    process's current runtime so jobs enqueued by job code use it too."""
-    runtime = Runtime.from_settings(load_settings(overrides))
+    process's current runtime so jobs enqueued by job code use it too. With ``log_level``,
+    logging is configured (in the ``log_format`` setting) before any plugin loads, so the lines
+    plugins log as they load are shown in it too."""
+    settings = load_settings(overrides)
+    if log_level is not None:
+        configure_logging(log_level.upper(), settings.log_format)
+    runtime = Runtime.from_settings(settings)
     set_runtime(runtime)
     return runtime
+
+
+def _logging_options(command: F) -> F:
+    """``--log-level`` and ``--log-format``, for the commands that show what runs."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        help="Log lines as text, or as JSON objects one per line (default: the log_format "
+        "setting, text).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        default="INFO",
+        show_default=True,
+    )(command)
 
 
 def reports_errors(command: F) -> F:
@@ -198,12 +220,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     is_flag=True,
     help="Restart the worker when a .py file under this directory changes (development).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
+@_logging_options
 @reports_errors
 def worker(
     queues: tuple[str, ...],
@@ -216,17 +233,18 @@ def worker(
     burst: bool,
     reload: bool,
     log_level: str,
+    log_format: str | None,
 ) -> None:
     """Claim and run jobs until stopped with SIGTERM or Ctrl-C."""
-    from jobkit.processes import configure_logging
     from jobkit.worker import Worker, WorkerOptions
 
     if reload:
         grace = load_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
         sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
-    configure_logging(log_level.upper())
     runtime = make_runtime(
+        log_level=log_level,
+        log_format=flag(log_format, "--log-format"),
         worker_queues=flag(list(queues) or None, "--queue"),
         worker_max_processes=flag(max_processes, "--max-processes"),
         worker_max_jobs_per_process=flag(max_jobs_per_process, "--max-jobs-per-process"),
@@ -339,11 +357,14 @@ def _build_job(runtime: Runtime, name: str, args_json: str, kwargs_json: str) ->
 @cli.command()
 @click.argument("name")
 @_parameters_option
+@_logging_options
 @reports_errors
-def run(name: str, args_json: str, kwargs_json: str) -> None:
+def run(
+    name: str, args_json: str, kwargs_json: str, log_level: str, log_format: str | None
+) -> None:
     """Run the job registered as NAME now, in this process, as a worker would (middleware and
-    plugins apply; retries are not enqueued)."""
-    runtime = make_runtime()
+    plugins apply; retries are not enqueued). The job's log lines show on stderr."""
+    runtime = make_runtime(log_level=log_level, log_format=flag(log_format, "--log-format"))
     parameters = _parameters(args_json, kwargs_json)
     _job_class(runtime, name)
     now = datetime.datetime.now(datetime.UTC)

@@ -36,6 +36,8 @@ BUILTINS = {
     "jobkit.builtin.logcontext": "jobkit_run_job",
     "jobkit.builtin.otel": "jobkit_run_job",
 }
+LOG_JOBS = {"JOBKIT_IMPORTS": "testapp.log_jobs"}
+"""The imports setting of ``testapp.LogLine``, a job that logs a line."""
 
 
 @pytest.fixture
@@ -156,6 +158,39 @@ def test_run_of_a_failing_job_prints_its_traceback_and_error_type(run_cli):
 def test_run_of_an_unknown_job_names_it(run_cli):
     result = run_cli("run", "testapp.NoSuchJob")
     assert_clean_error(result, "'testapp.NoSuchJob'", "no job is registered")
+
+
+def test_run_shows_the_jobs_info_lines_unless_told_a_higher_level(run_cli):
+    shown = run_cli("run", "testapp.LogLine", "--kwargs", '{"key": "run"}', env=LOG_JOBS)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "testapp.LogLine SUCCESSFUL\n"
+    assert re.search(
+        r" INFO testapp\.log_jobs \[job=testapp\.LogLine id=\S+ attempt=1\]: run says hello$",
+        shown.stderr,
+        re.MULTILINE,
+    ), shown.stderr
+
+    quiet = run_cli(
+        "run",
+        "testapp.LogLine",
+        "--kwargs",
+        '{"key": "run"}',
+        "--log-level",
+        "warning",
+        env=LOG_JOBS,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_run_logs_json_lines_when_asked(run_cli):
+    done = run_cli(
+        "run", "testapp.LogLine", "--kwargs", '{"key": "run"}', "--log-format", "json", env=LOG_JOBS
+    )
+    assert done.returncode == 0, done.stderr
+    [entry] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert entry["message"] == "run says hello"
+    assert entry["job"] == "testapp.LogLine" and entry["attempt"] == 1
 
 
 # enqueue --------------------------------------------------------------------------------------
