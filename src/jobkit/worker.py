@@ -325,12 +325,17 @@ class Worker:
             self.services += self._duties()
             for service in self.services:
                 service.start()
+            config_file = self.runtime.settings.config_file
             logger.info(
-                "worker %s started: queues %s, %d processes, %d pending per process",
+                "worker %s started: queues %s, %d processes, %d pending per process; jobs in "
+                "%s%s; %s",
                 self.id,
                 ",".join(self.options.queues),
                 self.options.max_processes,
                 self.options.max_pending_per_process,
+                self.store.location(),
+                " (embedded)" if self.runtime.embedded_database else "",
+                f"settings from {config_file}" if config_file else "no config file",
             )
             notify(self.runtime.pm.hook.jobkit_worker_started, worker=self.info)
             self._loop()

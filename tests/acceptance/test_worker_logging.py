@@ -1,12 +1,15 @@
 """What a user sees happen in the output of a real ``jobkit worker``: one line per attempt that
-ended, with its timings; JSON lines for log shippers; and the lines of a time limit."""
+ended, with its timings; JSON lines for log shippers; where the jobs go; and the lines of a time
+limit."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import re
+import urllib.parse
 
+import psycopg
 import pytest
 
 from testapp.jobs import Fail, Record
@@ -100,6 +103,43 @@ def test_json_lines_carry_the_job_and_the_attempts_figures_as_keys(
     assert ended["status"] == "SUCCESSFUL"
     assert ended["duration"] >= 0 and ended["queue_wait"] >= 0
     assert all(datetime.datetime.fromisoformat(entry["time"]).tzinfo for entry in entries)
+
+
+# Where jobs go ---------------------------------------------------------------------------------
+
+
+def test_the_start_line_names_the_database_and_the_config_file_never_the_password(
+    start_worker, jobkit_settings, tmp_path
+):
+    url = jobkit_settings.database_url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and "passfile=" not in parts.query:
+        # A server that asks for no password (the test server trusts its clients) ignores it.
+        user, _, host = parts.netloc.rpartition("@")
+        url = parts._replace(netloc=f"{user}:s3cret-pw@{host}").geturl()
+    (tmp_path / "jobkit.toml").write_text('timezone = "UTC"\n')
+
+    worker = start_worker("--burst", cwd=tmp_path, env={"JOBKIT_DATABASE_URL": url})
+    assert worker.wait_for_exit() == 0, worker.output()
+
+    [line] = [line for line in worker.output().splitlines() if " started: queues " in line]
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    host, port = info["host"], info.get("port", 5432)
+    server = f"socket {host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
+    assert line.endswith(
+        f"; jobs in PostgreSQL database {info['dbname']!r} at {server}, schema "
+        f"{jobkit_settings.schema}; settings from {tmp_path / 'jobkit.toml'}"
+    ), line
+    password = urllib.parse.urlsplit(url).password
+    assert password is None or password not in worker.output()
+
+
+def test_the_start_line_says_when_no_config_file_was_read(start_worker, tmp_path):
+    worker = start_worker("--burst", cwd=tmp_path)
+    assert worker.wait_for_exit() == 0, worker.output()
+
+    [line] = [line for line in worker.output().splitlines() if " started: queues " in line]
+    assert line.endswith("; no config file"), line
 
 
 # The worker's other lines about jobs ------------------------------------------------------------
