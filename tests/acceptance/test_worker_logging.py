@@ -1,16 +1,20 @@
 """What a user sees happen in the output of a real ``jobkit worker``: one line per attempt that
-ended, with its timings; JSON lines for log shippers; where the jobs go; and the lines of a time
-limit."""
+ended, with its timings; JSON lines for log shippers; where the jobs go; the lines of a time
+limit; and the stats line after an outage."""
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import re
+import signal
+import time
 import urllib.parse
 
 import psycopg
 import pytest
+from proxy import Proxy
 
 from testapp.jobs import Fail, Record
 from testapp.log_jobs import LogLine
@@ -159,3 +163,36 @@ def test_the_time_limit_lines_name_the_job_by_its_id_on_every_attempt(
             f"testapp.Record {request.job_id} (attempt {attempt} of 2) ran longer than its "
             f"timeout of 0.5 s: ending it"
         ) in worker.output()
+
+
+def test_after_an_outage_the_stats_lines_keep_their_pace(workers, jobkit_settings, wait_until):
+    """No stats line is queued while the database does not answer: after it, the lines come
+    one per period again, not a backlog at once."""
+    every = 0.2
+
+    def stats_times() -> list[datetime.datetime]:
+        return [
+            datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            for line in worker.output().splitlines()
+            if " jobkit.worker: worker stats " in line
+        ]
+
+    with Proxy(jobkit_settings.database_url) as proxy:
+        worker = workers.start(
+            "--stats-every",
+            str(every),
+            env={"JOBKIT_DATABASE_URL": proxy.url(jobkit_settings.database_url)},
+        )
+        wait_until(lambda: len(stats_times()) >= 2, message="stats lines")
+        proxy.freeze(lambda sent: True)  # every connection hangs, as with a frozen server
+        outage_ends = time.monotonic() + 15 * every
+        wait_until(lambda: time.monotonic() >= outage_ends, message="the outage's end")
+        proxy.thaw()
+        before = len(stats_times())
+        wait_until(lambda: len(stats_times()) >= before + 3, message="stats lines after it")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait_for_exit() == 0, worker.output()
+
+    times = stats_times()
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= every / 2, (gaps, worker.output())
