@@ -56,6 +56,7 @@ def _logging_options(command: F) -> F:
         type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
         default="INFO",
         show_default=True,
+        help="Show log lines of this level and above.",
     )(command)
 
 
