@@ -5,6 +5,8 @@ Measures, each as the median of several runs:
   - ``enqueue_many`` rate (10,000 jobs per call);
   - drain rate of 10,000 no-op jobs by one ``jobkit worker`` (default flags, and deeper
     prefetch), from the database's timestamps: first request created to last result written;
+    the worker logs at ``--worker-log-level`` (WARNING: failures only; INFO, its default, adds
+    a line per job, written to a temporary file);
   - enqueue-to-start latency p50/p95 with an idle worker (created_at to the job's start).
 
 It also records what bounds those figures on this machine: the round trip of ``SELECT 1`` and
@@ -25,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +54,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per measure (median reported)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain and bulk run")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
+    parser.add_argument(
+        "--worker-log-level",
+        default="WARNING",
+        choices=["WARNING", "INFO"],
+        help="the draining worker's --log-level (INFO logs a line per job)",
+    )
     args = parser.parse_args()
 
     runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}))
@@ -62,7 +71,7 @@ def main() -> None:
 
     machine = machine_baseline(url)
     print_line("machine", machine)
-    figures: dict[str, object] = {}
+    figures: dict[str, object] = {"drain_worker_log_level": args.worker_log_level}
 
     figures["enqueue_one_per_transaction_per_s"] = median(
         args.runs, lambda: enqueue_single(runtime, 2_000)
@@ -78,10 +87,12 @@ def main() -> None:
         ("drain_default_flags_per_s", []),
         ("drain_pending_50_per_s", ["--max-pending-per-process", "50"]),
     ):
-        figures[label] = median(args.runs, lambda flags=flags: drain(runtime, args.jobs, flags))
-        print_line(
-            f"drain, worker {' '.join(flags) or 'default flags'}", f"{figures[label]:,.0f} jobs/s"
+        figures[label] = median(
+            args.runs,
+            lambda flags=flags: drain(runtime, args.jobs, flags, args.worker_log_level),
         )
+        shown_flags = " ".join([*flags, "--log-level", args.worker_log_level])
+        print_line(f"drain, worker {shown_flags}", f"{figures[label]:,.0f} jobs/s")
 
     p50, p95 = latency(runtime, 200)
     figures["latency_p50_ms"], figures["latency_p95_ms"] = p50, p95
@@ -111,11 +122,11 @@ def enqueue_bulk(runtime: Runtime, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def drain(runtime: Runtime, count: int, flags: list[str]) -> float:
+def drain(runtime: Runtime, count: int, flags: list[str], log_level: str = "WARNING") -> float:
     """Jobs per second from the first request's creation to the last result, by the database's
     clock, with the worker already running and idle when the jobs arrive."""
     reset(runtime)
-    with worker(runtime, flags):
+    with worker(runtime, flags, log_level):
         enqueue_many([Noop(number) for number in range(count)])
         wait_until(lambda: runtime.store.stats().total.successful >= count, timeout=300)
         seconds = query_one(
@@ -147,11 +158,13 @@ def latency(runtime: Runtime, count: int) -> tuple[float, float]:
 
 
 class worker:
-    """A `jobkit worker` subprocess, started and registered on entry, stopped on exit."""
+    """A `jobkit worker` subprocess, started and registered on entry, stopped on exit. Below
+    WARNING, its log goes to a temporary file (as to a supervisor's log, not a terminal)."""
 
-    def __init__(self, runtime: Runtime, flags: list[str]):
+    def __init__(self, runtime: Runtime, flags: list[str], log_level: str = "WARNING"):
         self.runtime = runtime
         self.flags = flags
+        self.log_level = log_level
 
     def __enter__(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -162,8 +175,9 @@ class worker:
             PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         )
         command = [sys.executable, "-m", "jobkit", "worker", "--stats-every", "0"]
-        command += ["--log-level", "WARNING", *self.flags]
-        self.process = subprocess.Popen(command, env=env)
+        command += ["--log-level", self.log_level, *self.flags]
+        self.log = None if self.log_level == "WARNING" else tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
         wait_until(lambda: bool(self.runtime.store.workers()), timeout=60)
         time.sleep(0.5)  # let the pool children finish importing before the clock starts
         return self.process
@@ -171,6 +185,8 @@ class worker:
     def __exit__(self, *exc: object) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+        if self.log is not None:
+            self.log.close()
 
 
 def reset(runtime: Runtime) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import inspect
 import json
 import math
 import os
@@ -21,20 +22,43 @@ import click
 from jobkit.errors import JobkitError, ParameterError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
+from jobkit.processes import configure_logging
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.redaction import redact_credentials
 from jobkit.runtime import Runtime, set_runtime
-from jobkit.settings import flag, load_settings
+from jobkit.settings import LOG_FORMATS, flag, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def make_runtime(**overrides: Any) -> Runtime:
+def make_runtime(*, log_level: str | None = None, **overrides: Any) -> Runtime:
     """The runtime for a command, from settings plus the command's flags; it becomes the
-    process's current runtime so jobs enqueued by job code use it too."""
-    runtime = Runtime.from_settings(load_settings(overrides))
+    process's current runtime so jobs enqueued by job code use it too. With ``log_level``,
+    logging is configured (in the ``log_format`` setting) before any plugin loads, so the lines
+    plugins log as they load are shown in it too."""
+    settings = load_settings(overrides)
+    if log_level is not None:
+        configure_logging(log_level.upper(), settings.log_format)
+    runtime = Runtime.from_settings(settings)
     set_runtime(runtime)
     return runtime
+
+
+def _logging_options(command: F) -> F:
+    """``--log-level`` and ``--log-format``, for the commands that show what runs."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        help="Log lines as text, or as JSON objects one per line (default: the log_format "
+        "setting, text).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        default="INFO",
+        show_default=True,
+        help="Show log lines of this level and above.",
+    )(command)
 
 
 def reports_errors(command: F) -> F:
@@ -53,9 +77,14 @@ def reports_errors(command: F) -> F:
 
 class JobkitGroup(click.Group):
     """Adds plugins' commands (``jobkit_add_commands``) the first time commands are listed or
-    looked up, so ``import jobkit.cli`` loads no plugin."""
+    looked up, so ``import jobkit.cli`` loads no plugin.
+
+    Plugins load from the settings, so a bad setting (or a plugin that fails to load) hides
+    their commands: ``--help`` then says which error hides them, and a command name that is
+    not one of jobkit's own is answered with the error rather than "No such command"."""
 
     _plugins_added = False
+    _plugins_error: JobkitError | None = None
 
     def _add_plugin_commands(self) -> None:
         if self._plugins_added:
@@ -63,8 +92,9 @@ class JobkitGroup(click.Group):
         self._plugins_added = True
         try:
             runtime = Runtime.from_settings(load_settings())
-        except JobkitError:
-            return  # the command that runs reports the error
+        except JobkitError as error:
+            self._plugins_error = error
+            return
         runtime.pm.hook.jobkit_add_commands(cli=self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -76,7 +106,22 @@ class JobkitGroup(click.Group):
         if command is None:
             self._add_plugin_commands()
             command = super().get_command(ctx, name)
+        if command is None and self._plugins_error is not None:
+            raise click.ClickException(
+                f"{redact_credentials(str(self._plugins_error))}\n\n{name!r} is not one of "
+                f"jobkit's own commands, and the commands plugins add are not loaded until "
+                f"this is fixed"
+            )
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        if self._plugins_error is not None:
+            with formatter.section("Commands of plugins (not loaded)"):
+                formatter.write_text(
+                    f"{redact_credentials(str(self._plugins_error))}: fix this to see the "
+                    f"commands plugins add (such as schedule)."
+                )
 
 
 @click.group(cls=JobkitGroup)
@@ -177,12 +222,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     is_flag=True,
     help="Restart the worker when a .py file under this directory changes (development).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
+@_logging_options
 @reports_errors
 def worker(
     queues: tuple[str, ...],
@@ -195,17 +235,18 @@ def worker(
     burst: bool,
     reload: bool,
     log_level: str,
+    log_format: str | None,
 ) -> None:
     """Claim and run jobs until stopped with SIGTERM or Ctrl-C."""
-    from jobkit.processes import configure_logging
     from jobkit.worker import Worker, WorkerOptions
 
     if reload:
         grace = load_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
         sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
-    configure_logging(log_level.upper())
     runtime = make_runtime(
+        log_level=log_level,
+        log_format=flag(log_format, "--log-format"),
         worker_queues=flag(list(queues) or None, "--queue"),
         worker_max_processes=flag(max_processes, "--max-processes"),
         worker_max_jobs_per_process=flag(max_jobs_per_process, "--max-jobs-per-process"),
@@ -250,13 +291,23 @@ def list_jobs() -> None:
     runtime = make_runtime()
     runtime.import_jobs()
     for name, job_class in runtime.registry.items():
-        summary = (job_class.__doc__ or "").strip().splitlines()
-        click.echo(f"{name}" + (f"\n    {summary[0]}" if summary else ""))
+        click.echo(name)
+        summary = _first_paragraph(job_class.__doc__ or "")
+        if summary:
+            click.echo(
+                click.wrap_text(summary, 79, initial_indent="    ", subsequent_indent="    ")
+            )
     if not runtime.job_modules:
         click.echo(
             "no jobs of yours are registered: list the modules that define them in the "
             "imports setting (or their packages in discover_jobs)"
         )
+
+
+def _first_paragraph(docstring: str) -> str:
+    """A docstring's first paragraph (up to its first blank line), on one line."""
+    paragraph = inspect.cleandoc(docstring).partition("\n\n")[0]
+    return " ".join(paragraph.split())
 
 
 def _parameters_option(func: F) -> F:
@@ -319,11 +370,14 @@ def _loaded_parameters(
 @cli.command()
 @click.argument("name")
 @_parameters_option
+@_logging_options
 @reports_errors
-def run(name: str, args_json: str, kwargs_json: str) -> None:
+def run(
+    name: str, args_json: str, kwargs_json: str, log_level: str, log_format: str | None
+) -> None:
     """Run the job registered as NAME now, in this process, as a worker would (middleware and
-    plugins apply; retries are not enqueued)."""
-    runtime = make_runtime()
+    plugins apply; retries are not enqueued). The job's log lines show on stderr."""
+    runtime = make_runtime(log_level=log_level, log_format=flag(log_format, "--log-format"))
     parameters = _parameters(args_json, kwargs_json)
     _loaded_parameters(runtime, _job_class(runtime, name), parameters)
     now = datetime.datetime.now(datetime.UTC)

@@ -615,7 +615,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupter = _Interrupter(stopping)
     signal.signal(signal.SIGTERM, interrupter)
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     from jobkit.runtime import Runtime, set_runtime
 
     try:

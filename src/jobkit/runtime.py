@@ -186,7 +186,8 @@ class Runtime:
     def import_jobs(self) -> None:
         """Import the ``imports`` setting's modules, and the ``jobs`` modules of the
         ``discover_jobs`` setting's packages, so their ``@register_job`` classes exist; note
-        them in ``job_modules``."""
+        them in ``job_modules``. One that fails is a ``SettingsError`` that shows where (see
+        ``where_it_failed``)."""
         modules = {}
         for module in self.settings.imports:
             modules[module] = f"setting imports lists {module!r}"
@@ -197,7 +198,9 @@ class Runtime:
             try:
                 importlib.import_module(module)
             except Exception as error:
-                raise SettingsError(f"{found}, which failed to import: {error!r}") from error
+                raise SettingsError(
+                    f"{found}, which failed to import:\n{where_it_failed(error)}"
+                ) from error
         self.job_modules = list(modules)
 
     @staticmethod
@@ -207,7 +210,8 @@ class Runtime:
             locations = getattr(importlib.import_module(package), "__path__", None)
         except Exception as error:
             raise SettingsError(
-                f"setting discover_jobs lists {package!r}, which failed to import: {error!r}"
+                f"setting discover_jobs lists {package!r}, which failed to import:\n"
+                f"{where_it_failed(error)}"
             ) from error
         if locations is None:
             raise SettingsError(
@@ -794,6 +798,28 @@ def error_type(error: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+IMPORT_FRAMES = 5
+"""Frames of an import's traceback that ``where_it_failed`` shows, innermost last."""
+_NOT_THE_IMPORTED_CODE = ("<frozen ", str(Path(importlib.__file__).parent), _JOBKIT_DIR)
+"""Where the frames of the import machinery (``importlib``'s and jobkit's) come from."""
+
+
+def where_it_failed(error: BaseException) -> str:
+    """The end of ``error``'s traceback, as Python prints it: its last ``IMPORT_FRAMES``
+    frames of the code being imported (file, line and the line's code; the machinery of
+    ``importlib`` and jobkit left out), then the error (for a ``SyntaxError``, the line with
+    a caret)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith(_NOT_THE_IMPORTED_CODE)
+    ]
+    lines = traceback.StackSummary.from_list(frames[-IMPORT_FRAMES:]).format()
+    if len(frames) > IMPORT_FRAMES:
+        lines.insert(0, f"  ... {len(frames) - IMPORT_FRAMES} frames before these\n")
+    return "".join([*lines, *traceback.format_exception_only(error)]).rstrip("\n")
 
 
 def held_rerun_start(completion: Completion) -> datetime.datetime | None:

@@ -46,6 +46,7 @@ derives from the schema is the wake-up channel of the Postgres store, ``{schema}
 # \Z, not $: "$" also matches before a trailing newline, so "jobkit\n" would pass.
 _SCHEMA_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_SCHEMA_LENGTH - 1}}}\Z")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+LOG_FORMATS = ("text", "json")
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +102,9 @@ class Settings:
     """Extra plugin modules to register, by dotted path."""
     disable_plugins: list[str] = attrs.field(factory=list)
     """Plugins to block, by name (``jobkit plugins --all`` lists the names)."""
+    log_format: str = "text"
+    """How ``jobkit worker`` (and its pool children) and ``jobkit run`` write log lines
+    (``--log-format``): ``text``, or ``json``, one object per line."""
     embedded_dir: str = ".jobkit"
     """Where the embedded database keeps its data, relative to the current directory."""
     sections: dict[str, Any] = attrs.field(factory=dict, repr=False)
@@ -174,6 +178,10 @@ def _schedule_entries(value: list[Any]) -> str | None:
     return "a list of [job, schedule] pairs or tables with job and schedule keys"
 
 
+def _log_format(value: str) -> str | None:
+    return None if value in LOG_FORMATS else " or ".join(map(repr, LOG_FORMATS))
+
+
 def _database_url(value: str | None) -> str | None:
     if value is None or re.match(r"^[a-z][a-z0-9+.-]*://", value):
         return None
@@ -196,6 +204,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "worker_poll_interval": _positive,
     "timezone": _time_zone,
     "schedule": _schedule_entries,
+    "log_format": _log_format,
 }
 
 

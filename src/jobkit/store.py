@@ -244,5 +244,10 @@ class Store(Protocol):
     def check_schema(self) -> None:
         """Raise ``StoreError`` with the fix when migrations are missing."""
 
+    def location(self) -> str:
+        """Where this store keeps jobs, in words for the worker's start line, enough to tell one
+        database from another and never a password (the built-in: ``PostgreSQL database 'app'
+        at db.internal:5432, schema jobkit``)."""
+
     def close(self) -> None:
         """Close connections and pools."""

@@ -127,19 +127,63 @@ def shown(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _log_failure(completion: Completion, retry_id: uuid.UUID | None) -> None:
+FAILED = (Status.ERRORED, Status.LOST)
+"""Statuses whose attempt-end line is a WARNING (the others' is INFO)."""
+
+
+def _log_attempt_end(completion: Completion, rerun_id: uuid.UUID | None) -> None:
+    """Log the one line of an attempt whose result was written: its job, the job's id, the
+    attempt, the status, how long it ran and how long it waited once ready (when it started),
+    and for a failure its error's last line and whether it is retried. The same figures go on
+    the record as ``jobkit_*`` attributes, for the JSON log format. It runs for every job: the
+    message is formatted only by a handler that shows it."""
     process, outcome = completion.process, completion.outcome
-    last_line = shown(outcome.error.strip().rpartition("\n")[2][:LOGGED_ERROR])
-    then = f"retry {retry_id} enqueued" if retry_id else "no retry"
-    logger.warning(
-        "%s %s (attempt %d of %d) %s: %s; %s",
+    status = outcome.status
+    level = logging.WARNING if status in FAILED else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    message = "%s %s (attempt %d of %d) %s"
+    args: list[Any] = [
         shown(process.job_name),
         process.job_id,  # the id every attempt shares, as on the job's own log lines
         process.retry_attempt + 1,
         process.retries + 1,
-        outcome.status.value,
-        last_line or outcome.error_type,
-        then,
+        status.value,
+    ]
+    duration = queue_wait = None
+    if completion.started_at is not None:
+        duration = (completion.ended_at - completion.started_at).total_seconds()
+        message += " in %.3f s"
+        args.append(duration)
+        if process.start_at is not None:
+            # By the database's clock both, but the start is the worker's estimate of it.
+            queue_wait = max(0.0, (completion.started_at - process.start_at).total_seconds())
+            message += ", waited %.3f s"
+            args.append(queue_wait)
+    if status in FAILED:
+        last_line = shown(outcome.error.strip().rpartition("\n")[2][:LOGGED_ERROR])
+        message += ": %s; %s"
+        args += [
+            last_line or outcome.error_type,
+            f"retry {rerun_id} enqueued" if rerun_id else "no retry",
+        ]
+    elif rerun_id is not None:
+        message += "; runs again as %s"
+        args.append(rerun_id)
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={
+            "jobkit_job": process.job_name,
+            "jobkit_job_id": process.job_id,
+            "jobkit_attempt": process.retry_attempt + 1,
+            "jobkit_attempt_id": process.id,
+            "jobkit_context": "",  # the message names the job already
+            "jobkit_status": status.value,
+            "jobkit_duration": duration,
+            "jobkit_queue_wait": queue_wait,
+        },
     )
 
 
@@ -280,12 +324,17 @@ class Worker:
             self.services += self._duties()
             for service in self.services:
                 service.start()
+            config_file = self.runtime.settings.config_file
             logger.info(
-                "worker %s started: queues %s, %d processes, %d pending per process",
+                "worker %s started: queues %s, %d processes, %d pending per process; jobs in "
+                "%s%s; %s",
                 self.id,
                 ",".join(self.options.queues),
                 self.options.max_processes,
                 self.options.max_pending_per_process,
+                self.store.location(),
+                " (embedded)" if self.runtime.embedded_database else "",
+                f"settings from {config_file}" if config_file else "no config file",
             )
             notify(self.runtime.pm.hook.jobkit_worker_started, worker=self.info)
             self._loop()
@@ -496,9 +545,11 @@ class Worker:
             timeout = process.timeout
             if timeout is not None and child.terminated_at is None and now - since >= timeout:
                 logger.warning(
-                    "%s %s ran longer than its timeout of %g s: ending it",
-                    process.job_name,
-                    process.id,
+                    "%s %s (attempt %d of %d) ran longer than its timeout of %g s: ending it",
+                    shown(process.job_name),
+                    process.job_id,
+                    process.retry_attempt + 1,
+                    process.retries + 1,
                     timeout,
                 )
                 child.terminate(StopReason.TIMEOUT, process)
@@ -720,7 +771,14 @@ class Worker:
                 outcome = self._stopped_outcome(process, dead.reason)
             else:
                 why = f"the pool child running the job died ({describe_exit(dead.exitcode)})"
-                logger.warning("%s %s: %s", shown(process.job_name), process.id, why)
+                logger.warning(
+                    "%s %s (attempt %d of %d): %s",
+                    shown(process.job_name),
+                    process.job_id,
+                    process.retry_attempt + 1,
+                    process.retries + 1,
+                    why,
+                )
                 outcome = self.runtime.ended_outcome(process, Status.LOST, "ChildDied", why)
             self._pending.append(
                 Completion(
@@ -821,8 +879,7 @@ class Worker:
             status = completion.outcome.status
             with self._done_lock:
                 self._done[status] += 1
-            if status in (Status.ERRORED, Status.LOST):
-                _log_failure(completion, report.written[completion.process.id])
+            _log_attempt_end(completion, report.written[completion.process.id])
             aborted = status in (Status.LOST, Status.CANCELLED)
             if announce or aborted:
                 result = JobResult.from_completion(

@@ -36,6 +36,8 @@ BUILTINS = {
     "jobkit.builtin.logcontext": "jobkit_run_job",
     "jobkit.builtin.otel": "jobkit_run_job",
 }
+LOG_JOBS = {"JOBKIT_IMPORTS": "testapp.log_jobs"}
+"""The imports setting of ``testapp.LogLine``, a job that logs a line."""
 
 
 @pytest.fixture
@@ -101,17 +103,24 @@ def test_migrate_sql_prints_the_migrations_without_applying_them(
 # list -----------------------------------------------------------------------------------------
 
 
-def test_list_shows_each_registered_job_with_its_first_docstring_line(run_cli):
+def test_list_shows_each_registered_job_with_its_first_docstring_paragraph(run_cli):
     result = run_cli("list")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    names = [line for line in lines if not line.startswith(" ")]
-    assert names == JOB_NAMES
-    summaries = dict(zip(lines[::2], (line.strip() for line in lines[1::2]), strict=True))
-    assert summaries["testapp.Record"] == (
+    summaries: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("    "):
+            summaries[list(summaries)[-1]].append(line.strip())
+        else:
+            summaries[line] = []
+    assert list(summaries) == JOB_NAMES
+    assert summaries["testapp.Record"] == [
         "Writes start and end rows to the ledger, sleeping in between."
+    ]
+    assert summaries["testapp.jobs.Noop"] == ["Does nothing; for throughput."]
+    assert " ".join(summaries["testapp.Tally"]) == (
+        "Writes one 'start' row to the ledger over a connection kept for the process: a cheap "
+        "execution count for tests that run thousands of jobs."
     )
-    assert summaries["testapp.jobs.Noop"] == "Does nothing; for throughput."
 
 
 def test_list_without_imports_says_how_to_register_jobs(run_cli):
@@ -149,6 +158,39 @@ def test_run_of_a_failing_job_prints_its_traceback_and_error_type(run_cli):
 def test_run_of_an_unknown_job_names_it(run_cli):
     result = run_cli("run", "testapp.NoSuchJob")
     assert_clean_error(result, "'testapp.NoSuchJob'", "no job is registered")
+
+
+def test_run_shows_the_jobs_info_lines_unless_told_a_higher_level(run_cli):
+    shown = run_cli("run", "testapp.LogLine", "--kwargs", '{"key": "run"}', env=LOG_JOBS)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "testapp.LogLine SUCCESSFUL\n"
+    assert re.search(
+        r" INFO testapp\.log_jobs \[job=testapp\.LogLine id=\S+ attempt=1\]: run says hello$",
+        shown.stderr,
+        re.MULTILINE,
+    ), shown.stderr
+
+    quiet = run_cli(
+        "run",
+        "testapp.LogLine",
+        "--kwargs",
+        '{"key": "run"}',
+        "--log-level",
+        "warning",
+        env=LOG_JOBS,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_run_logs_json_lines_when_asked(run_cli):
+    done = run_cli(
+        "run", "testapp.LogLine", "--kwargs", '{"key": "run"}', "--log-format", "json", env=LOG_JOBS
+    )
+    assert done.returncode == 0, done.stderr
+    [entry] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert entry["message"] == "run says hello"
+    assert entry["job"] == "testapp.LogLine" and entry["attempt"] == 1
 
 
 # enqueue --------------------------------------------------------------------------------------
@@ -443,6 +485,29 @@ def test_a_bad_setting_value_names_the_setting_its_source_and_what_was_expected(
     assert_clean_error(
         result, "setting heartbeat_timeout", "JOBKIT_HEARTBEAT_TIMEOUT", "must be a number", "'abc'"
     )
+
+
+BAD_SETTING = {"JOBKIT_HEARTBEAT_TIMEOUT": "abc"}
+SETTINGS_ERROR = (
+    "setting heartbeat_timeout (from JOBKIT_HEARTBEAT_TIMEOUT) must be a number, got 'abc'"
+)
+
+
+def test_a_plugins_command_under_a_bad_setting_shows_the_settings_error(run_cli):
+    done = run_cli("schedule", env=BAD_SETTING)
+
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith(f"Error: {SETTINGS_ERROR}\n"), done.stderr
+    assert "No such command" not in done.stderr
+    assert "'schedule' is not one of jobkit's own commands" in done.stderr
+
+
+def test_help_under_a_bad_setting_says_which_error_hides_the_plugins_commands(run_cli):
+    done = run_cli("--help", env=BAD_SETTING)
+
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert f"Commands of plugins (not loaded): {SETTINGS_ERROR}: fix this" in text, done.stdout
 
 
 def test_worker_with_an_import_that_fails_names_the_module(run_cli, jobkit_runtime, db):

@@ -271,6 +271,44 @@ def test_concurrent_starts_share_one_server(projects):
         assert "Traceback" not in holder.stderr, holder.stderr
 
 
+PRODUCER = textwrap.dedent(
+    """
+    import logging
+    from jobkit.runtime import Runtime
+    from jobkit.settings import load_settings
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for _ in range(2):
+        runtime = Runtime.from_settings(load_settings())
+        runtime.store  # starts the embedded server, or joins the running one
+        runtime.close()
+    """
+)
+"""A producer that builds two runtimes, as an app does that makes one per request."""
+
+
+def test_a_producer_says_once_that_jobs_go_to_the_embedded_database(projects):
+    """The fallback is a WARNING log record (an app's logging shows it its own way), naming the
+    data directory, once per process however many runtimes it makes."""
+    done = subprocess.run(
+        [sys.executable, "-c", PRODUCER],
+        cwd=projects,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "embedded" in line]
+    assert said == [
+        f"WARNING jobkit.embedded: no database_url is set: jobs go to the embedded PostgreSQL in "
+        f"{projects / '.jobkit' / 'postgres'} (set JOBKIT_DATABASE_URL to use your own)"
+    ], done.stderr
+    wait_for_stop(projects / ".jobkit" / "postgres")
+
+
 def test_binaries_out_of_the_servers_reach_are_copied(projects):
     """As root, binaries the server's user cannot reach (a virtualenv under /root) are copied
     beside the data rather than opened up; as anyone else they are used where they are."""

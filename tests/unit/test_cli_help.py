@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import unitplugins
 from jobkit.cli import cli
 from jobkit.runtime import set_runtime
 
@@ -26,7 +28,7 @@ COMMANDS = [
     "worker",
 ]
 JOBS = {"JOBKIT_IMPORTS": "unitplugins.jobs"}
-"""The imports setting that registers ``unitplugins.Greet``."""
+"""The imports setting that registers ``unitplugins.Greet`` and ``unitplugins.Wave``."""
 
 
 @pytest.fixture
@@ -204,6 +206,35 @@ def test_list_shows_the_registered_jobs_with_their_summary(invoke):
 
     assert result.exit_code == 0, result.output
     assert "unitplugins.Greet\n    Says hello.\n" in result.output
+
+
+def test_list_shows_the_first_paragraph_of_a_docstring_whole(invoke):
+    result = invoke("list", env=JOBS)
+
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith(
+        "unitplugins.Wave\n"
+        "    Waves at everyone in the room, one person after another, for as long as it\n"
+        "    takes: its first sentence runs over two lines.\n"
+    )
+
+
+def test_a_module_of_imports_that_fails_shows_where_it_failed(invoke):
+    result = invoke("list", env={"JOBKIT_IMPORTS": "unitplugins.name_error"})
+
+    assert result.exit_code == 1
+    path = Path(unitplugins.__file__).parent / "name_error.py"
+    # Python's own traceback lines, without the lines of carets (which versions draw apart).
+    assert [line for line in result.output.splitlines() if line.strip(" ^~")] == [
+        "Error: setting imports lists 'unitplugins.name_error', which failed to import:",
+        f'  File "{path}", line 12, in <module>',
+        "    class Misspelt(Job):",
+        f'  File "{path}", line 13, in Misspelt',
+        "    greeting = default_greeting()",
+        f'  File "{path}", line 8, in default_greeting',
+        "    return greeting  # noqa: F821 - the mistake the tests show",
+        "NameError: name 'greeting' is not defined",
+    ]
 
 
 def test_a_bad_setting_is_one_clear_line(invoke):

@@ -174,6 +174,7 @@ def test_without_arguments_the_process_environment_and_directory_are_read(tmp_pa
         ("JOBKIT_HEARTBEAT_INTERVAL", "2.5", "heartbeat_interval", 2.5),
         ("JOBKIT_WORKER_STATS_EVERY", "0", "worker_stats_every", 0.0),
         ("JOBKIT_DATABASE_URL", "", "database_url", None),
+        ("JOBKIT_LOG_FORMAT", "json", "log_format", "json"),
         (
             "JOBKIT_DATABASE_URL",
             "postgresql://u@h:5432/db",
@@ -316,6 +317,11 @@ def test_numbers_from_the_environment_have_the_setting_type(tmp_path):
             "host=db password=s3cret",
             f"setting database_url (from JOBKIT_DATABASE_URL) must be {URL}, "
             "got 'host=db password=***'",
+        ),
+        (
+            "JOBKIT_LOG_FORMAT",
+            "xml",
+            "setting log_format (from JOBKIT_LOG_FORMAT) must be 'text' or 'json', got 'xml'",
         ),
     ],
 )

@@ -13,3 +13,15 @@ class Greet(Job):
 
     def run(self) -> None:
         print(f"hello, {self.name}")
+
+
+@register_job(name="unitplugins.Wave")
+class Wave(Job):
+    """Waves at everyone in the room, one person after another, for as long as it
+    takes: its first sentence runs over two lines.
+
+    What ``jobkit list`` leaves out: the paragraphs after the first.
+    """
+
+    def run(self) -> None:
+        print("waving")

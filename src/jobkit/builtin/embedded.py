@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import fcntl
 import importlib.metadata
+import logging
 import os
 import pwd
 import re
@@ -38,6 +39,8 @@ from jobkit.errors import StoreError
 from jobkit.hookspecs import hookimpl
 from jobkit.settings import Settings
 
+logger = logging.getLogger("jobkit.embedded")
+
 SERVER_USER = "jobkit-postgres"
 """The OS user the server runs as when jobkit runs as root."""
 
@@ -52,6 +55,9 @@ address on every platform (104 bytes on macOS, 108 on Linux)."""
 
 START_TIMEOUT = 60
 """Seconds ``pg_ctl`` may take to start or stop the server."""
+
+_fallback_logged = False
+"""Whether this process has said that it uses the embedded database (it says so once)."""
 
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._+@-]+")
 """Paths that need no quoting in the options ``pg_ctl`` hands to a shell."""
@@ -75,11 +81,14 @@ def jobkit_database_url(settings: Settings) -> str | None:
     if binaries is None:
         return None
     server = EmbeddedServer(Path(settings.embedded_dir).resolve(), binaries)
-    print(
-        f"jobkit: no database_url is set; using the embedded PostgreSQL in {server.data_dir} "
-        f"(set JOBKIT_DATABASE_URL to use your own)",
-        file=sys.stderr,
-    )
+    global _fallback_logged
+    if not _fallback_logged:
+        _fallback_logged = True
+        logger.warning(
+            "no database_url is set: jobs go to the embedded PostgreSQL in %s (set "
+            "JOBKIT_DATABASE_URL to use your own)",
+            server.data_dir,
+        )
     url = server.acquire()
     atexit.register(_release_at_exit, server)
     return url
@@ -230,11 +239,12 @@ class EmbeddedServer:
                 shutil.copytree(path, partial / path.relative_to(root))
             _make_readable(partial)
             partial.rename(copy)
-            print(
-                f"jobkit: copied the embedded PostgreSQL's binaries to {copy}: {SERVER_USER} "
-                f"cannot enter {blocked}, and jobkit changes no permissions of directories it "
-                f"did not create",
-                file=sys.stderr,
+            logger.warning(
+                "copied the embedded PostgreSQL's binaries to %s: %s cannot enter %s, and "
+                "jobkit changes no permissions of directories it did not create",
+                copy,
+                SERVER_USER,
+                blocked,
             )
         return copy / self.binaries.relative_to(root)
 

@@ -672,6 +672,11 @@ class StoreContract:
         assert worker.started_at <= now
         assert abs((now - datetime.datetime.now(datetime.UTC)).total_seconds()) < 60
 
+    def test_location_is_words_for_the_workers_start_line(self, store: Store) -> None:
+        location = store.location()
+        assert isinstance(location, str) and location.strip()
+        assert "\n" not in location
+
     def test_a_job_a_fault_interrupted_keeps_its_place_in_line(
         self, store: Store, worker_id: uuid.UUID
     ) -> None:

@@ -80,6 +80,28 @@ _REFUSED_LOGIN = re.compile(
 or 3D, is not kept for a failed connection attempt)."""
 
 
+def server_and_database(url: str) -> tuple[str, str]:
+    """The server (``host:port``, or ``socket <dir>/.s.PGSQL.<port>``; each of several hosts)
+    and the database that ``url`` connects to, as libpq resolves them: the ``PG*`` environment
+    variables and libpq's defaults fill in what ``url`` leaves out. No password."""
+    defaults = {
+        option.keyword.decode(): option.val.decode()
+        for option in psycopg.pq.Conninfo.get_defaults()
+        if option.val is not None
+    }
+    info = {**defaults, **psycopg.conninfo.conninfo_to_dict(url)}
+    hosts = str(info.get("host") or info.get("hostaddr") or "localhost").split(",")
+    ports = str(info.get("port") or "").split(",")
+    ports += [ports[-1]] * (len(hosts) - len(ports))  # libpq: one port serves every host
+    servers = [
+        f"socket {host}/.s.PGSQL.{port or 5432}"
+        if host.startswith("/")
+        else f"{host}:{port or 5432}"
+        for host, port in zip(hosts, ports, strict=False)
+    ]
+    return ", ".join(servers), str(info.get("dbname") or info.get("user") or "")
+
+
 def store_error(error: psycopg.Error) -> StoreError:
     """The StoreError for a psycopg error, by what retrying can do about it.
 
@@ -346,6 +368,10 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
 
+    def location(self) -> str:
+        where, database = server_and_database(self.url)
+        return f"PostgreSQL database {database!r} at {where}, schema {self.schema}"
+
     # Connections ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -386,9 +412,7 @@ class PostgresStore:
         try:
             psycopg.connect(self.url, connect_timeout=5).close()
         except psycopg.OperationalError as error:
-            info = psycopg.conninfo.conninfo_to_dict(self.url)
-            where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
-            database = info.get("dbname", "")
+            where, database = server_and_database(self.url)
             message = (
                 f"cannot connect to PostgreSQL at {where}, database {database!r} (the "
                 f"database_url setting, e.g. JOBKIT_DATABASE_URL): "
