@@ -12,6 +12,7 @@ import shlex
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -23,15 +24,27 @@ from jobkit.plugins import describe_plugins
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.redaction import redact_credentials
 from jobkit.runtime import Runtime, set_runtime
-from jobkit.settings import flag, load_settings
+from jobkit.settings import CONFIG_ENV, Settings, flag, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings of a command. The project's directory (the config file's) goes on
+    ``sys.path``, last, as ``main()`` puts the current directory: so the modules the file names
+    (``imports``, ``plugins``, ``middleware``) are found from any folder of the project."""
+    settings = load_settings(overrides)
+    if settings.config_file is not None:
+        project = str(Path(settings.config_file).parent)
+        if project not in sys.path:
+            sys.path.append(project)
+    return settings
 
 
 def make_runtime(**overrides: Any) -> Runtime:
     """The runtime for a command, from settings plus the command's flags; it becomes the
     process's current runtime so jobs enqueued by job code use it too."""
-    runtime = Runtime.from_settings(load_settings(overrides))
+    runtime = Runtime.from_settings(command_settings(overrides))
     set_runtime(runtime)
     return runtime
 
@@ -61,7 +74,7 @@ class JobkitGroup(click.Group):
             return
         self._plugins_added = True
         try:
-            runtime = Runtime.from_settings(load_settings())
+            runtime = Runtime.from_settings(command_settings())
         except JobkitError:
             return  # the command that runs reports the error
         runtime.pm.hook.jobkit_add_commands(cli=self)
@@ -78,20 +91,38 @@ class JobkitGroup(click.Group):
         return command
 
 
+def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--config PATH`` sets ``JOBKIT_CONFIG``: so every read of the settings in this command,
+    and in the processes it starts (``--reload``'s worker, ``cmd:`` entries), reads that file."""
+    if value is not None:
+        os.environ[CONFIG_ENV] = os.path.abspath(value)
+
+
 @click.group(cls=JobkitGroup)
 @click.version_option(package_name="jobkit")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_use_config_file,
+    help="The config file: a jobkit.toml, or a pyproject.toml with [tool.jobkit] (default: "
+    "JOBKIT_CONFIG, else the nearest one from the current directory up).",
+)
 def cli() -> None:
     """Background jobs kept in PostgreSQL.
 
-    Settings come from jobkit.toml or [tool.jobkit] in pyproject.toml, then JOBKIT_* environment
-    variables (e.g. JOBKIT_DATABASE_URL), then flags.
+    Settings come from the config file (the nearest jobkit.toml, or pyproject.toml with
+    [tool.jobkit], from the current directory up), then JOBKIT_* environment variables (e.g.
+    JOBKIT_DATABASE_URL), then flags.
     """
 
 
 def main() -> None:
     # The current directory goes on sys.path so the imports setting finds the project's modules,
     # but last: a psycopg_pool.py or click.py lying where `jobkit` is typed must never be
-    # imported in place of the installed package. (Under `python -m jobkit` it was first.)
+    # imported in place of the installed package. (Under `python -m jobkit` it was first.) The
+    # project's directory follows it once the config file is found (command_settings).
     cwd = os.getcwd()
     sys.path[:] = [entry for entry in sys.path if entry not in ("", cwd)] + [cwd]
     cli()
@@ -200,7 +231,7 @@ def worker(
     from jobkit.worker import Worker, WorkerOptions
 
     if reload:
-        grace = load_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
+        grace = command_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
         sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
     configure_logging(log_level.upper())

@@ -128,6 +128,13 @@ class Runtime:
     def _make_store(self) -> Store:
         settings = self.settings
         if settings.database_url is None:
+            if not settings.embedded:
+                where = settings.config_file or "jobkit.toml or [tool.jobkit] of pyproject.toml"
+                raise StoreError(
+                    f"no database is configured, and the embedded setting is false, so no "
+                    f"embedded database is started: set JOBKIT_DATABASE_URL=postgresql://user@"
+                    f"host:5432/dbname (or database_url in {where})"
+                )
             url = self.pm.hook.jobkit_database_url(settings=settings)
             if url is None:
                 raise StoreError(

@@ -414,6 +414,90 @@ def test_plugins_without_third_party_plugins_says_so(run_cli):
     assert result.stdout.strip() == "no plugins installed (--all shows the built-in ones)"
 
 
+# The config file ------------------------------------------------------------------------------
+
+PROJECT_JOBS = """
+from jobkit import Job, register_job
+
+
+@register_job(name="projectjobs.Hello")
+class Hello(Job):
+    \"\"\"Greets, from a module at the project's root.\"\"\"
+
+    def run(self):
+        pass
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project with its config file and its job module at its root, and a subfolder."""
+    root = tmp_path / "project"
+    (root / "scripts" / "nightly").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\n\n[tool.jobkit]\nimports = ["projectjobs"]\n'
+    )
+    (root / "projectjobs.py").write_text(PROJECT_JOBS)
+    return root
+
+
+def test_commands_run_from_a_subfolder_use_the_projects_config_and_modules(
+    run_cli, start_worker, jobkit_runtime, db, project
+):
+    """The config file is found up the tree, and its imports from the project's directory, in
+    the command, the worker and its pool children alike."""
+    subfolder = project / "scripts" / "nightly"
+    no_imports: dict[str, str | None] = {"JOBKIT_IMPORTS": None}
+
+    enqueued = run_cli("enqueue", "projectjobs.Hello", cwd=subfolder, env=no_imports)
+    assert enqueued.returncode == 0, enqueued.stderr
+    worker = start_worker("--burst", "--max-processes", "1", cwd=subfolder, env=no_imports)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    result = jobkit_runtime.get_result(uuid.UUID(enqueued.stdout.strip()))
+    assert result is not None and result.status is Status.SUCCESSFUL, worker.output()
+    assert result.job_name == "projectjobs.Hello"
+
+
+@pytest.mark.parametrize("how", ["--config", "JOBKIT_CONFIG"])
+def test_the_config_file_can_be_named_from_anywhere(run_cli, tmp_path, project, how):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = "../project/pyproject.toml"
+    env: dict[str, str | None] = {"JOBKIT_IMPORTS": None}
+    if how == "JOBKIT_CONFIG":
+        env["JOBKIT_CONFIG"] = config
+    arguments = ["--config", config] if how == "--config" else []
+
+    result = run_cli(*arguments, "list", cwd=elsewhere, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "projectjobs.Hello" in result.stdout.splitlines()
+
+
+def test_a_config_flag_naming_no_file_is_a_usage_error(run_cli, tmp_path):
+    result = run_cli("--config", "jobkit.tmol", "list", cwd=tmp_path)
+    assert_clean_error(result, "--config", "'jobkit.tmol' does not exist", exit_code=2)
+
+
+def test_with_the_embedded_fallback_off_no_database_url_says_how_to_set_one(run_cli, tmp_path):
+    """A producer in production must not enqueue into a new embedded database nobody reads."""
+    config = tmp_path / "jobkit.toml"
+    config.write_text("embedded = false\n")
+
+    result = run_cli(
+        "enqueue", "testapp.jobs.Noop", cwd=tmp_path, env={"JOBKIT_DATABASE_URL": None}
+    )
+
+    assert_clean_error(
+        result,
+        "no database is configured, and the embedded setting is false",
+        "set JOBKIT_DATABASE_URL=postgresql://user@host:5432/dbname",
+        f"or database_url in {config}",
+    )
+    assert not (tmp_path / ".jobkit").exists()
+
+
 # Bad settings and a missing database ----------------------------------------------------------
 
 
