@@ -133,13 +133,22 @@ def main() -> None:
 
 @cli.command()
 @click.option(
-    "--sql", "print_sql", is_flag=True, help="Print the migrations' SQL instead of applying it."
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    help="Print the migrations' SQL instead of applying it (without connecting).",
 )
 @reports_errors
 def migrate(print_sql: bool) -> None:
     """Create or update jobkit's tables (safe to run again, and from several hosts at once)."""
     runtime = make_runtime()
     if print_sql:
+        if runtime.settings.database_url is None:
+            raise click.ClickException(
+                "migrate --sql prints the SQL for the database of the database_url setting, "
+                "which is not set (an embedded database migrates itself): set "
+                "JOBKIT_DATABASE_URL=postgresql://user@host:5432/dbname; nothing connects to it"
+            )
         click.echo(runtime.store.migration_sql())
         return
     applied = runtime.store.migrate()
@@ -369,6 +378,21 @@ def run(name: str, args_json: str, kwargs_json: str) -> None:
 @click.option(
     "--priority", type=int, help="Higher runs first (default: the job's default_priority())."
 )
+@click.option(
+    "--retries",
+    type=int,
+    help="Attempts after the first one fails (default: the job's default_retries()).",
+)
+@click.option(
+    "--concurrency-key",
+    help="At most one job of this class with this key pending or running; '' for none "
+    "(default: the job's default_concurrency_key()).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    help="Seconds one run may take (default: the job's default_timeout(), no limit).",
+)
 @reports_errors
 def enqueue(
     name: str,
@@ -377,12 +401,23 @@ def enqueue(
     queue: str | None,
     delay: float | None,
     priority: int | None,
+    retries: int | None,
+    concurrency_key: str | None,
+    timeout: float | None,
 ) -> None:
-    """Enqueue the job registered as NAME; print its request id."""
+    """Enqueue the job registered as NAME, as run_in_worker() does; print its request id."""
     runtime = make_runtime()
     job = _build_job(runtime, name, args_json, kwargs_json)
     try:
-        request = runtime.enqueue(job, queue=queue, delay=delay, priority=priority)
+        request = runtime.enqueue(
+            job,
+            queue=queue,
+            delay=delay,
+            priority=priority,
+            retries=retries,
+            concurrency_key=concurrency_key,
+            timeout=timeout,
+        )
     except (TypeError, ValueError) as error:
         raise click.BadParameter(str(error)) from error
     if request is None:

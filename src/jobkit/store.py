@@ -231,7 +231,8 @@ class Store(Protocol):
         """Apply the migrations not applied yet; return their names. Safe to run concurrently."""
 
     def migration_sql(self) -> str:
-        """Every migration as one SQL script, for teams that apply migrations their own way."""
+        """Every migration as one SQL script, for teams that apply migrations their own way;
+        made without connecting to the database (it may be out of reach)."""
 
     def check_schema(self) -> None:
         """Raise ``StoreError`` with the fix when migrations are missing."""

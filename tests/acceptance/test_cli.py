@@ -98,6 +98,28 @@ def test_migrate_sql_prints_the_migrations_without_applying_them(
     assert again.stdout.strip() == f"schema {fresh_schema} is up to date"
 
 
+def test_migrate_sql_needs_no_database(run_cli, fresh_schema):
+    """The script is written offline: the same, word for word, for a database out of reach."""
+    env = {"JOBKIT_SCHEMA": fresh_schema}
+    reachable = run_cli("migrate", "--sql", env=env)
+    unreachable = run_cli(
+        "migrate",
+        "--sql",
+        env={**env, "JOBKIT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/test"},
+    )
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert unreachable.stdout == reachable.stdout
+    assert "INSERT INTO" in unreachable.stdout and "'initial'" in unreachable.stdout
+
+
+def test_migrate_sql_without_a_database_url_says_to_set_one(run_cli, tmp_path):
+    result = run_cli("migrate", "--sql", cwd=tmp_path, env={"JOBKIT_DATABASE_URL": None})
+    assert_clean_error(
+        result, "migrate --sql", "database_url", "set JOBKIT_DATABASE_URL=postgresql://"
+    )
+    assert not (tmp_path / ".jobkit").exists()  # no embedded database was started
+
+
 # list -----------------------------------------------------------------------------------------
 
 
@@ -184,6 +206,43 @@ def test_enqueue_prints_the_request_id_and_stores_the_options(run_cli, jobkit_ru
     assert (queue, priority) == ("reports", 7)
     assert delay == pytest.approx(60, abs=1)
     assert db.count("requests") == 1
+
+
+def test_enqueue_takes_retries_concurrency_key_and_timeout_as_run_in_worker_does(
+    run_cli, jobkit_runtime, db
+):
+    options = ["--retries", "3", "--concurrency-key", "report-7", "--timeout", "90"]
+    result = run_cli("enqueue", "testapp.jobs.Noop", *options)
+    assert result.returncode == 0, result.stderr
+    rows = db.query(
+        "SELECT retries, concurrency_key, timeout FROM {schema}.requests WHERE id = %s",
+        [uuid.UUID(result.stdout.strip())],
+    )
+    assert rows == [(3, "report-7", 90.0)]
+
+    again = run_cli("enqueue", "testapp.jobs.Noop", "--concurrency-key", "report-7")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == (
+        "testapp.jobs.Noop was not enqueued: should_enqueue() declined it"
+    )
+    assert db.count("requests") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "messages"),
+    [
+        (["--retries", "-1"], ["retries must be between 0 and 2147483647, got -1"]),
+        (["--retries", "two"], ["--retries", "'two' is not a valid integer"]),
+        (["--timeout", "0"], ["timeout must be more than 0 seconds, got 0"]),
+        (["--timeout", "nan"], ["timeout: a delay must be a number of seconds"]),
+        (["--concurrency-key", "k" * 1001], ["concurrency_key is 1001 bytes long"]),
+    ],
+    ids=["negative-retries", "retries-not-a-number", "zero-timeout", "nan-timeout", "long-key"],
+)
+def test_enqueue_refuses_what_run_in_worker_refuses(run_cli, jobkit_runtime, db, options, messages):
+    result = run_cli("enqueue", "testapp.jobs.Noop", *options)
+    assert_clean_error(result, *messages, exit_code=2)
+    assert db.count("requests") == 0
 
 
 def test_enqueue_without_options_uses_the_job_defaults(run_cli, jobkit_runtime, db):
