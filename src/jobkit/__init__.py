@@ -17,10 +17,10 @@ from jobkit.errors import (
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.middleware import JobMiddleware
-from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, Status
+from jobkit.records import JobProcess, JobRequest, JobResult, Outcome, QueueDepth, Status
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
-from jobkit.runtime import enqueue_many, get_result
+from jobkit.runtime import enqueue_many, get_result, queue_depths
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
 
@@ -38,6 +38,7 @@ __all__ = [
     "Outcome",
     "ParameterError",
     "PluginError",
+    "QueueDepth",
     "Schedule",
     "ScheduleError",
     "Settings",
@@ -50,6 +51,7 @@ __all__ = [
     "enqueue_many",
     "get_result",
     "hookimpl",
+    "queue_depths",
     "redact_credentials",
     "register_job",
 ]

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from jobkit.errors import JobkitError, UnknownJobError
+from jobkit.errors import JobkitError, ParameterError, UnknownJobError
 from jobkit.job import Job
 from jobkit.plugins import describe_plugins
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.redaction import redact_credentials
-from jobkit.runtime import Runtime, set_runtime
+from jobkit.runtime import Runtime, queue_names, set_runtime
 from jobkit.settings import CONFIG_ENV, Settings, flag, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -430,14 +430,22 @@ def enqueue(
 
 
 @cli.command()
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-def stats(as_json: bool) -> None:
+def stats(queues: tuple[str, ...], as_json: bool) -> None:
     """Jobs per stage: pending (ready now), scheduled, running, and results; how long the oldest
-    pending job has been ready; and the workers active or stale."""
+    pending job has been ready; and the workers active or stale. With QUEUE names, only those
+    queues (and their total)."""
+    try:
+        names = queue_names(queues) if queues else None
+    except ParameterError as error:
+        raise click.BadParameter(str(error), param_hint="QUEUE") from error
     runtime = make_runtime()
     timeout = runtime.settings.heartbeat_timeout
-    figures = runtime.store.stats(heartbeat_timeout=timeout)
+    figures = runtime.store.stats(heartbeat_timeout=timeout, queues=names)
+    for name in names or ():
+        figures.queues.setdefault(name, QueueCounts())
     if as_json:
         click.echo(json.dumps(figures.as_dict(), indent=2))
         return

@@ -200,11 +200,16 @@ class Store(Protocol):
         attempt of it is pending or running (or when no such job exists)."""
 
     def stats(
-        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+        self,
+        *,
+        include_results: bool = True,
+        heartbeat_timeout: float | None = None,
+        queues: Sequence[str] | None = None,
     ) -> Stats:
         """Counts of requests, processes and results, in total and per queue, read at one
         moment of the database clock; with ``include_results=False`` the result counts are left
-        at 0 (a cheap query for periodic stats).
+        at 0 (a cheap query for periodic stats). With ``queues``, only the jobs of those queues
+        are counted, in the queues and in the total.
 
         Each queue's ``oldest_pending_age`` is the seconds since its oldest pending request
         became ready (``now()`` minus the earliest ``start_at`` at or before ``now()``), 0.0

@@ -391,6 +391,32 @@ def test_stats_table_has_a_row_per_queue_and_a_total(run_cli, jobs_in_every_stag
     )
 
 
+def test_stats_of_named_queues_show_only_those_and_their_total(run_cli, jobs_in_every_stage):
+    result = run_cli("stats", "--json", "done", "claimed", "idle")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    queues = {
+        name: counts(**{k: v for k, v in queue.items() if k in STAT_KEYS and v})
+        for name, queue in data["queues"].items()
+    }
+    expected = jobs_in_every_stage["queues"]
+    assert queues == {"claimed": expected["claimed"], "done": expected["done"], "idle": counts()}
+    assert {key: data[key] for key in STAT_KEYS} == counts(
+        running=1, successful=4, errored=2, deferred=1
+    )
+    assert data["oldest_pending_age"] == 0.0  # the waiting queue is not among them
+
+    table = run_cli("stats", "waiting")
+    assert table.returncode == 0, table.stderr
+    names = [line.split()[0] for line in table.stdout.split("\n\n")[0].splitlines()]
+    assert names == ["queue", "waiting", "total"]
+
+
+def test_stats_of_a_bad_queue_name_is_a_usage_error(run_cli, jobkit_runtime):
+    result = run_cli("stats", "no such queue")
+    assert_clean_error(result, "QUEUE", "a queue name is letters, digits and _.:-", exit_code=2)
+
+
 def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
     result = run_cli("stats", "--json")
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 import time
 import uuid
@@ -14,7 +15,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from jobkit import JobRequest, ParameterError, Status, enqueue_many, get_result, hookimpl
+from jobkit import (
+    JobRequest,
+    ParameterError,
+    QueueDepth,
+    Status,
+    enqueue_many,
+    get_result,
+    hookimpl,
+    queue_depths,
+)
 from jobkit.records import Completion, WorkerInfo
 from jobkit.testing import run_jobs
 from testapp.integration_jobs import AtMostTwo, CountsByKey, Echo, Keyed, SlowRetryFail, Tuned
@@ -513,3 +523,44 @@ def test_keyed_enqueue_on_an_idle_non_autocommit_connection_rolls_back_with_it(j
         assert Noop().run_in_worker(connection=connection, concurrency_key="k") is not None
         connection.rollback()
     assert pending_ids(jobkit_runtime.settings) == []
+
+
+# queue_depths ------------------------------------------------------------------------------------
+
+
+def test_queue_depths_count_waiting_and_running_jobs_per_queue(jobkit_runtime):
+    enqueue_many([Noop(1), Noop(2)], queue="emails")
+    Noop(3).run_in_worker(queue="emails", delay=3600)
+    enqueue_many([Noop(4), Noop(5)], queue="reports")
+    worker_id = register_worker(jobkit_runtime)
+    jobkit_runtime.store.claim(worker_id=worker_id, queues=["reports"], limit=1)
+
+    depths = queue_depths()
+
+    assert list(depths) == ["emails", "reports"]
+    assert (depths["emails"].pending, depths["emails"].scheduled) == (2, 1)
+    assert (depths["reports"].pending, depths["reports"].running) == (1, 1)
+    assert depths["emails"].oldest_pending_age >= 0.0
+
+
+def test_queue_depths_of_named_queues_keep_their_order_and_count_an_empty_one(jobkit_runtime):
+    Noop(1).run_in_worker(queue="emails")
+    Noop(2).run_in_worker(queue="reports")
+
+    depths = queue_depths(["reports", "idle"])
+
+    assert list(depths) == ["reports", "idle"]
+    assert depths["reports"].pending == 1
+    assert depths["idle"] == QueueDepth()
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ("emails", "queues is a list of queue names, such as ['emails']; got 'emails'"),
+        (["bad name"], "a queue name is letters, digits and _.:- (at most 128 characters), got"),
+    ],
+)
+def test_queue_depths_refuse_what_is_not_a_list_of_queue_names(jobkit_runtime, queues, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        queue_depths(queues)

@@ -655,11 +655,16 @@ class PostgresStore:
         return JobResult(**data)
 
     def stats(
-        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+        self,
+        *,
+        include_results: bool = True,
+        heartbeat_timeout: float | None = None,
+        queues: Sequence[str] | None = None,
     ) -> Stats:
         params = {
             "include_results": include_results,
             "heartbeat_timeout": None if heartbeat_timeout is None else float(heartbeat_timeout),
+            "queues": None if queues is None else list(queues),
         }
         with self._connection() as conn:
             rows = conn.execute(self.queries["stats"], params).fetchall()
