@@ -6,9 +6,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import math
 import os
-import shlex
 import sys
 import uuid
 from collections.abc import Callable
@@ -239,11 +237,11 @@ def worker(
     from jobkit.processes import configure_logging
     from jobkit.worker import Worker, WorkerOptions
 
+    configure_logging(log_level.upper())
     if reload:
         grace = command_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
         sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
-    configure_logging(log_level.upper())
     runtime = make_runtime(
         worker_queues=flag(list(queues) or None, "--queue"),
         worker_max_processes=flag(max_processes, "--max-processes"),
@@ -258,25 +256,19 @@ def worker(
 
 
 def _run_reloading(arguments: list[str], shutdown_timeout: float) -> int:
-    """Run ``jobkit <arguments>`` in a subprocess, restarted (with SIGINT, a graceful stop that
-    may take the shutdown grace period) when a Python file under the current directory
-    changes."""
+    """Run ``jobkit <arguments>`` under the ``--reload`` supervisor (``jobkit.reloader``)."""
     try:
-        import watchfiles
-    except ImportError:
+        from jobkit.reloader import Supervisor
+    except ImportError as error:
+        if error.name != "watchfiles":
+            raise
         raise click.ClickException(
             "--reload needs watchfiles: pip install 'jobkit[reload]'"
         ) from None
     # -P: `python -m` would put the current directory first on sys.path (main() adds it last).
     command = [sys.executable, "-P", "-m", "jobkit", *arguments]
-    watchfiles.run_process(
-        ".",
-        target=" ".join(shlex.quote(part) for part in command),
-        target_type="command",
-        watch_filter=watchfiles.PythonFilter(),
-        sigint_timeout=math.ceil(shutdown_timeout) + 5,
-    )
-    return 0
+    supervisor = Supervisor(command, shutdown_timeout=shutdown_timeout, root=Path.cwd())
+    return supervisor.run()
 
 
 # Jobs -------------------------------------------------------------------------------------------

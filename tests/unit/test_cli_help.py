@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -229,3 +230,16 @@ def test_plugins_without_all_hides_builtins_but_shows_blocked_ones(invoke):
 
     assert result.exit_code == 0, result.output
     assert result.output == "jobkit.builtin.embedded (builtin) [blocked]\n"
+
+
+def test_reload_without_watchfiles_says_which_extra_to_install(invoke, monkeypatch):
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # import watchfiles fails
+    monkeypatch.setattr("jobkit.processes.configure_logging", lambda level: None)
+    monkeypatch.delitem(sys.modules, "jobkit.reloader", raising=False)
+
+    result = invoke("worker", "--reload")
+
+    assert result.exit_code == 1, result.output
+    assert error_line(result.output) == (
+        "Error: --reload needs watchfiles: pip install 'jobkit[reload]'"
+    )
