@@ -378,13 +378,14 @@ def read_config_table(path: Path) -> dict[str, Any]:
 
 
 def _read_toml(path: Path, searched: str = "") -> dict[str, Any]:
+    why = f" ({searched})" if searched else ""
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise SettingsError(
-            f"{path} is not valid TOML: {error}" + (f" ({searched})" if searched else "")
-        ) from error
+        raise SettingsError(f"{path} is not valid TOML: {error}{why}") from error
+    except OSError as error:
+        raise SettingsError(f"cannot read {path}: {error.strerror}{why}") from error
 
 
 def _tool_jobkit(document: dict[str, Any]) -> dict[str, Any] | None:

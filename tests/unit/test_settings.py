@@ -852,3 +852,15 @@ def test_an_unknown_jobkit_variable_is_reported_as_a_likely_typo(tmp_path, caplo
 def test_seconds_must_be_finite(tmp_path, value):
     with pytest.raises(SettingsError, match="worker_poll_interval"):
         load_settings(environ={"JOBKIT_WORKER_POLL_INTERVAL": value}, cwd=tmp_path)
+
+
+def test_an_unreadable_config_file_is_refused_naming_it(tmp_path, monkeypatch):
+    path = write(tmp_path, "jobkit.toml", 'schema = "app"\n')
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refused)
+
+    with raises_exactly(f"cannot read {path}: Permission denied"):
+        load_settings(environ={}, cwd=tmp_path)
