@@ -65,9 +65,8 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until stopped; return the exit code, 0."""
         ignored = watchfiles.DefaultFilter()
-        logging.getLogger("watchfiles").setLevel(
-            logging.WARNING
-        )  # "1 change detected": ours says which
+        # Its "1 change detected" says less than the supervisor's own line, which names them.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
         handlers = {signum: signal.signal(signum, self._on_signal) for signum in FORWARDED}
         try:
             self._start()
@@ -98,10 +97,10 @@ class Supervisor:
         return 0
 
     def _start(self) -> None:
+        self._kill_at = float("inf")  # reset first: a signal may come as soon as it starts
+        self._exit_reported = False
         # In a session of its own: the terminal's signals reach the supervisor alone.
         self.worker = subprocess.Popen(self.command, start_new_session=True)
-        self._kill_at = float("inf")
-        self._exit_reported = False
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if not self.stopping.is_set():

@@ -342,7 +342,7 @@ def find_config_file(cwd: Path, environ: Mapping[str, str]) -> Path | None:
     ``[tool.jobkit]`` table (in one directory, ``jobkit.toml`` wins). None when there is none."""
     named = environ.get(CONFIG_ENV, "").strip()
     if named:
-        path = cwd / named
+        path = Path(os.path.normpath(cwd / named))
         if not path.is_file():
             raise SettingsError(
                 f"{CONFIG_ENV} (or jobkit --config) names {path}, which is not a file; name a "
