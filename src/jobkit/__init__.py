@@ -17,10 +17,19 @@ from jobkit.errors import (
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.middleware import JobMiddleware
-from jobkit.records import JobProcess, JobRequest, JobResult, JobState, Outcome, Stage, Status
+from jobkit.records import (
+    JobProcess,
+    JobRequest,
+    JobResult,
+    JobState,
+    Outcome,
+    QueueDepth,
+    Stage,
+    Status,
+)
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
-from jobkit.runtime import enqueue_many, get_result, job_state
+from jobkit.runtime import enqueue_many, get_result, job_state, queue_depths
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
 
@@ -39,6 +48,7 @@ __all__ = [
     "Outcome",
     "ParameterError",
     "PluginError",
+    "QueueDepth",
     "Schedule",
     "ScheduleError",
     "Settings",
@@ -53,6 +63,7 @@ __all__ = [
     "get_result",
     "hookimpl",
     "job_state",
+    "queue_depths",
     "redact_credentials",
     "register_job",
 ]

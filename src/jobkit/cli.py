@@ -7,13 +7,12 @@ import datetime
 import functools
 import inspect
 import json
-import math
 import os
-import shlex
 import sys
 import textwrap
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -25,10 +24,22 @@ from jobkit.plugins import describe_plugins
 from jobkit.processes import configure_logging
 from jobkit.records import STAT_KEYS, JobProcess, QueueCounts, Status
 from jobkit.redaction import redact_credentials
-from jobkit.runtime import Runtime, set_runtime
-from jobkit.settings import LOG_FORMATS, flag, load_settings
+from jobkit.runtime import Runtime, queue_names, set_runtime
+from jobkit.settings import CONFIG_ENV, LOG_FORMATS, Settings, flag, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings of a command. The project's directory (the config file's) goes on
+    ``sys.path``, last, as ``main()`` puts the current directory: so the modules the file names
+    (``imports``, ``plugins``, ``middleware``) are found from any folder of the project."""
+    settings = load_settings(overrides)
+    if settings.config_file is not None:
+        project = str(Path(settings.config_file).parent)
+        if project not in sys.path:
+            sys.path.append(project)
+    return settings
 
 
 def make_runtime(*, log_level: str | None = None, **overrides: Any) -> Runtime:
@@ -36,7 +47,7 @@ def make_runtime(*, log_level: str | None = None, **overrides: Any) -> Runtime:
     process's current runtime so jobs enqueued by job code use it too. With ``log_level``,
     logging is configured (in the ``log_format`` setting) before any plugin loads, so the lines
     plugins log as they load are shown in it too."""
-    settings = load_settings(overrides)
+    settings = command_settings(overrides)
     if log_level is not None:
         configure_logging(log_level.upper(), settings.log_format)
     runtime = Runtime.from_settings(settings)
@@ -91,7 +102,7 @@ class JobkitGroup(click.Group):
             return
         self._plugins_added = True
         try:
-            runtime = Runtime.from_settings(load_settings())
+            runtime = Runtime.from_settings(command_settings())
         except JobkitError as error:
             self._plugins_error = error
             return
@@ -124,20 +135,38 @@ class JobkitGroup(click.Group):
                 )
 
 
+def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--config PATH`` sets ``JOBKIT_CONFIG``: so every read of the settings in this command,
+    and in the processes it starts (``--reload``'s worker, ``cmd:`` entries), reads that file."""
+    if value is not None:
+        os.environ[CONFIG_ENV] = os.path.abspath(value)
+
+
 @click.group(cls=JobkitGroup)
 @click.version_option(package_name="jobkit")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_use_config_file,
+    help="The config file: a jobkit.toml, or a pyproject.toml with [tool.jobkit] (default: "
+    "JOBKIT_CONFIG, else the nearest one from the current directory up).",
+)
 def cli() -> None:
     """Background jobs kept in PostgreSQL.
 
-    Settings come from jobkit.toml or [tool.jobkit] in pyproject.toml, then JOBKIT_* environment
-    variables (e.g. JOBKIT_DATABASE_URL), then flags.
+    Settings come from the config file (the nearest jobkit.toml, or pyproject.toml with
+    [tool.jobkit], from the current directory up), then JOBKIT_* environment variables (e.g.
+    JOBKIT_DATABASE_URL), then flags.
     """
 
 
 def main() -> None:
     # The current directory goes on sys.path so the imports setting finds the project's modules,
     # but last: a psycopg_pool.py or click.py lying where `jobkit` is typed must never be
-    # imported in place of the installed package. (Under `python -m jobkit` it was first.)
+    # imported in place of the installed package. (Under `python -m jobkit` it was first.) The
+    # project's directory follows it once the config file is found (command_settings).
     cwd = os.getcwd()
     sys.path[:] = [entry for entry in sys.path if entry not in ("", cwd)] + [cwd]
     cli()
@@ -148,13 +177,22 @@ def main() -> None:
 
 @cli.command()
 @click.option(
-    "--sql", "print_sql", is_flag=True, help="Print the migrations' SQL instead of applying it."
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    help="Print the migrations' SQL instead of applying it (without connecting).",
 )
 @reports_errors
 def migrate(print_sql: bool) -> None:
     """Create or update jobkit's tables (safe to run again, and from several hosts at once)."""
     runtime = make_runtime()
     if print_sql:
+        if runtime.settings.database_url is None:
+            raise click.ClickException(
+                "migrate --sql prints the SQL for the database of the database_url setting, "
+                "which is not set (an embedded database migrates itself): set "
+                "JOBKIT_DATABASE_URL=postgresql://user@host:5432/dbname; nothing connects to it"
+            )
         click.echo(runtime.store.migration_sql())
         return
     applied = runtime.store.migrate()
@@ -241,9 +279,15 @@ def worker(
     from jobkit.worker import Worker, WorkerOptions
 
     if reload:
-        grace = load_settings({"shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout")})
+        supervisor = command_settings(
+            {
+                "shutdown_timeout": flag(shutdown_timeout, "--shutdown-timeout"),
+                "log_format": flag(log_format, "--log-format"),
+            }
+        )
+        configure_logging(log_level.upper(), supervisor.log_format)
         arguments = [arg for arg in sys.argv[1:] if arg != "--reload"]
-        sys.exit(_run_reloading(arguments, grace.shutdown_timeout))
+        sys.exit(_run_reloading(arguments, supervisor.shutdown_timeout))
     runtime = make_runtime(
         log_level=log_level,
         log_format=flag(log_format, "--log-format"),
@@ -260,25 +304,19 @@ def worker(
 
 
 def _run_reloading(arguments: list[str], shutdown_timeout: float) -> int:
-    """Run ``jobkit <arguments>`` in a subprocess, restarted (with SIGINT, a graceful stop that
-    may take the shutdown grace period) when a Python file under the current directory
-    changes."""
+    """Run ``jobkit <arguments>`` under the ``--reload`` supervisor (``jobkit.reloader``)."""
     try:
-        import watchfiles
-    except ImportError:
+        from jobkit.reloader import Supervisor
+    except ImportError as error:
+        if error.name != "watchfiles":
+            raise
         raise click.ClickException(
             "--reload needs watchfiles: pip install 'jobkit[reload]'"
         ) from None
     # -P: `python -m` would put the current directory first on sys.path (main() adds it last).
     command = [sys.executable, "-P", "-m", "jobkit", *arguments]
-    watchfiles.run_process(
-        ".",
-        target=" ".join(shlex.quote(part) for part in command),
-        target_type="command",
-        watch_filter=watchfiles.PythonFilter(),
-        sigint_timeout=math.ceil(shutdown_timeout) + 5,
-    )
-    return 0
+    supervisor = Supervisor(command, shutdown_timeout=shutdown_timeout, root=Path.cwd())
+    return supervisor.run()
 
 
 # Jobs -------------------------------------------------------------------------------------------
@@ -404,6 +442,21 @@ def run(
 @click.option(
     "--priority", type=int, help="Higher runs first (default: the job's default_priority())."
 )
+@click.option(
+    "--retries",
+    type=int,
+    help="Attempts after the first one fails (default: the job's default_retries()).",
+)
+@click.option(
+    "--concurrency-key",
+    help="At most one job of this class with this key pending or running; '' for none "
+    "(default: the job's default_concurrency_key()).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    help="Seconds one run may take (default: the job's default_timeout(), no limit).",
+)
 @reports_errors
 def enqueue(
     name: str,
@@ -412,12 +465,23 @@ def enqueue(
     queue: str | None,
     delay: float | None,
     priority: int | None,
+    retries: int | None,
+    concurrency_key: str | None,
+    timeout: float | None,
 ) -> None:
-    """Enqueue the job registered as NAME; print its request id."""
+    """Enqueue the job registered as NAME, as run_in_worker() does; print its request id."""
     runtime = make_runtime()
     job = _build_job(runtime, name, args_json, kwargs_json)
     try:
-        request = runtime.enqueue(job, queue=queue, delay=delay, priority=priority)
+        request = runtime.enqueue(
+            job,
+            queue=queue,
+            delay=delay,
+            priority=priority,
+            retries=retries,
+            concurrency_key=concurrency_key,
+            timeout=timeout,
+        )
     except (TypeError, ValueError) as error:
         raise click.BadParameter(str(error)) from error
     if request is None:
@@ -430,14 +494,22 @@ def enqueue(
 
 
 @cli.command()
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-def stats(as_json: bool) -> None:
+def stats(queues: tuple[str, ...], as_json: bool) -> None:
     """Jobs per stage: pending (ready now), scheduled, running, and results; how long the oldest
-    pending job has been ready; and the workers active or stale."""
+    pending job has been ready; and the workers active or stale. With QUEUE names, only those
+    queues (and their total)."""
+    try:
+        names = queue_names(queues) if queues else None
+    except ParameterError as error:
+        raise click.BadParameter(str(error), param_hint="QUEUE") from error
     runtime = make_runtime()
     timeout = runtime.settings.heartbeat_timeout
-    figures = runtime.store.stats(heartbeat_timeout=timeout)
+    figures = runtime.store.stats(heartbeat_timeout=timeout, queues=names)
+    for name in names or ():
+        figures.queues.setdefault(name, QueueCounts())
     if as_json:
         click.echo(json.dumps(figures.as_dict(), indent=2))
         return

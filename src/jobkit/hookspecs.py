@@ -58,7 +58,8 @@ def jobkit_store(settings: Settings) -> Store | None:
 
 @hookspec(firstresult=True)
 def jobkit_database_url(settings: Settings) -> str | None:
-    """Return a database URL to use when the ``database_url`` setting is empty.
+    """Return a database URL to use when the ``database_url`` setting is empty. Not called
+    when the ``embedded`` setting is false: then no database_url is an error.
 
     :param settings: the settings, with ``database_url`` unset.
 

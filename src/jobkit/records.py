@@ -266,6 +266,28 @@ class QueueCounts:
         self.oldest_pending_age = max(self.oldest_pending_age, other.oldest_pending_age)
 
 
+@attrs.frozen(kw_only=True)
+class QueueDepth:
+    """A queue's waiting and running jobs, as ``jobkit.queue_depths()`` answers: ``pending`` is
+    its depth (ready now), ``scheduled`` start later, ``running`` are claimed by workers."""
+
+    pending: int = 0
+    scheduled: int = 0
+    running: int = 0
+    oldest_pending_age: float = 0.0
+    """Seconds, by the database clock, since its oldest pending job became ready; 0.0 when
+    none is pending."""
+
+    @classmethod
+    def of(cls, counts: QueueCounts) -> QueueDepth:
+        return cls(
+            pending=counts.pending,
+            scheduled=counts.scheduled,
+            running=counts.running,
+            oldest_pending_age=counts.oldest_pending_age,
+        )
+
+
 @attrs.define(kw_only=True)
 class Stats:
     """The figures ``jobkit stats`` shows: counts (and the oldest pending age) across all

@@ -19,7 +19,7 @@ import threading
 import traceback
 import types
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ from jobkit.records import (
     JobResult,
     JobState,
     Outcome,
+    QueueCounts,
+    QueueDepth,
     Status,
 )
 from jobkit.registry import JobRegistry, discover_job_modules, registry
@@ -148,6 +150,13 @@ class Runtime:
     def _make_store(self) -> Store:
         settings = self.settings
         if settings.database_url is None:
+            if not settings.embedded:
+                where = settings.config_file or "jobkit.toml or [tool.jobkit] of pyproject.toml"
+                raise StoreError(
+                    f"no database is configured, and the embedded setting is false, so no "
+                    f"embedded database is started: set JOBKIT_DATABASE_URL=postgresql://user@"
+                    f"host:5432/dbname (or database_url in {where})"
+                )
             url = self.pm.hook.jobkit_database_url(settings=settings)
             if url is None:
                 raise StoreError(
@@ -442,6 +451,15 @@ class Runtime:
                 f"setting, jobkit clear)"
             )
         return state
+
+    def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, QueueDepth]:
+        """Each queue's waiting and running jobs, read at one moment: of ``queues`` (in that
+        order, a queue with no job at 0), or of every queue that has a job (by name)."""
+        names = None if queues is None else queue_names(queues)
+        figures = self.store.stats(include_results=False, queues=names)
+        if names is None:
+            names = sorted(figures.queues)
+        return {name: QueueDepth.of(figures.queues.get(name, QueueCounts())) for name in names}
 
     # Run -------------------------------------------------------------------------------------
 
@@ -967,6 +985,21 @@ def _timeout(name: str, timeout: float | datetime.timedelta | None) -> float | N
     return limit
 
 
+def queue_names(queues: Iterable[str]) -> list[str]:
+    """``queues`` as a list, each checked to be a queue name (``ParameterError`` if not)."""
+    if isinstance(queues, str):
+        raise ParameterError(
+            f"queues is a list of queue names, such as [{queues!r}]; got {queues!r}"
+        )
+    names = list(queues)
+    for name in names:
+        if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+            raise ParameterError(
+                f"a queue name is letters, digits and _.:- (at most 128 characters), got {name!r}"
+            )
+    return names
+
+
 def _check_int(name: str, argument: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParameterTypeError(f"{name}: {argument} must be an integer, got {value!r}")
@@ -1122,6 +1155,15 @@ def job_state(attempt_id: uuid.UUID | str) -> JobState:
     return get_runtime().job_state(attempt_id)
 
 
+def queue_depths(queues: Iterable[str] | None = None) -> dict[str, QueueDepth]:
+    """How many jobs wait in each queue (``pending``: ready now), with the ``scheduled`` and
+    ``running`` ones and the oldest pending job's wait (``oldest_pending_age``, seconds), read in
+    one query cheap enough to poll (an autoscaler's input). With ``queues``, those queues in
+    that order, a queue with no job at 0; without, every queue that has a waiting or running
+    job, by name. django-db-queue's ``get_queue_depths()`` is ``{name: depth.pending}``."""
+    return get_runtime().queue_depths(queues)
+
+
 __all__ = [
     "JobkitError",
     "Runtime",
@@ -1129,5 +1171,6 @@ __all__ = [
     "get_result",
     "get_runtime",
     "job_state",
+    "queue_depths",
     "set_runtime",
 ]

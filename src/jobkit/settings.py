@@ -1,10 +1,12 @@
 """Settings: one attrs class, read from defaults < a config file < ``JOBKIT_*`` environment
 variables < command-line flags, and checked at start-up.
 
-The config file is ``jobkit.toml`` in the current directory, or else the ``[tool.jobkit]`` table of
-``pyproject.toml`` there. Plugins declare their own sections through ``jobkit_settings_defaults``;
-a section is a table in the file (``[tool.jobkit.redis_lock]``) and ``JOBKIT_REDIS_LOCK_URL``-style
-variables. Every bad value fails naming the setting, where it came from and what was expected.
+The config file is the one ``JOBKIT_CONFIG`` (or ``jobkit --config``) names, or else the nearest
+``jobkit.toml``, or ``pyproject.toml`` with a ``[tool.jobkit]`` table, found walking up from the
+current directory (as pytest and ruff find theirs); its directory is the project's. Plugins
+declare their own sections through ``jobkit_settings_defaults``; a section is a table in the file
+(``[tool.jobkit.redis_lock]``) and ``JOBKIT_REDIS_LOCK_URL``-style variables. Every bad value
+fails naming the setting, where it came from and what was expected.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from jobkit.redaction import redact_credentials
 logger = logging.getLogger("jobkit.settings")
 
 ENV_PREFIX = "JOBKIT_"
+CONFIG_ENV = "JOBKIT_CONFIG"
+"""Names the config file, instead of looking for one (``jobkit --config`` sets it)."""
 # Environment variables that configure tooling rather than settings.
 NON_SETTING_ENV = {
+    CONFIG_ENV,
     "JOBKIT_DISABLE_PLUGIN_AUTOLOAD",
     "JOBKIT_TEST_DATABASE_URL",
     "JOBKIT_TRACE_PLUGINS",
@@ -47,6 +52,11 @@ derives from the schema is the wake-up channel of the Postgres store, ``{schema}
 _SCHEMA_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{MAX_SCHEMA_LENGTH - 1}}}\Z")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 LOG_FORMATS = ("text", "json")
+PROJECT_PATHS = ("embedded_dir",)
+"""Settings that name a directory. Relative ones read from the config file, and their defaults
+when there is a config file, are taken from the file's directory (the project's), so a command
+run from a subfolder of the project finds the same directory; relative ones from the environment
+or a flag are taken from the current directory."""
 
 
 @attrs.frozen(kw_only=True)
@@ -105,8 +115,12 @@ class Settings:
     log_format: str = "text"
     """How ``jobkit worker`` (and its pool children) and ``jobkit run`` write log lines
     (``--log-format``): ``text``, or ``json``, one object per line."""
+    embedded: bool = True
+    """Whether a process with no ``database_url`` may fall back to the embedded database; false
+    (production) makes it stop instead, saying how to set ``JOBKIT_DATABASE_URL``."""
     embedded_dir: str = ".jobkit"
-    """Where the embedded database keeps its data, relative to the current directory."""
+    """Where the embedded database keeps its data; relative to the project's directory (the
+    config file's) when it comes from the file or is the default, else to the current one."""
     sections: dict[str, Any] = attrs.field(factory=dict, repr=False)
     """Plugins' settings sections, by name; read them with ``section()``."""
     config_file: str | None = attrs.field(default=None, repr=False)
@@ -226,7 +240,9 @@ def load_settings(
     flag in errors); None values are ignored so unset flags do not override anything.
     """
     environ = os.environ if environ is None else environ
-    config_file, table = _read_config(cwd or Path.cwd())
+    cwd = cwd or Path.cwd()
+    config_file = find_config_file(cwd, environ)
+    table = read_config_table(config_file) if config_file else {}
     fields = _core_fields()
 
     raw: dict[str, _Value] = {}
@@ -238,6 +254,11 @@ def load_settings(
                 f"unknown setting {key!r} in {config_file}; known settings: {', '.join(fields)}"
             )
         raw[key] = _Value(value, str(config_file))
+    if config_file is not None:
+        for name in PROJECT_PATHS:
+            item = raw.get(name, _Value(fields[name].default, "the default"))
+            if isinstance(item.value, str) and not Path(item.value).is_absolute():
+                raw[name] = _Value(str(config_file.parent / item.value), item.source)
     for name in fields:
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
@@ -271,15 +292,15 @@ def with_plugin_sections(
     declared: Iterable[Mapping[str, type]],
     *,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
     undeclared_allowed: bool = False,
 ) -> Settings:
     """Read the sections plugins declared (``jobkit_settings_defaults`` answers) into
-    ``settings.sections``; a section table in the file that no plugin declared is an error,
-    unless ``undeclared_allowed`` (a plugin that failed to load may be the one that declares
-    it)."""
+    ``settings.sections``, from the config file ``load_settings`` found and the environment; a
+    section table in the file that no plugin declared is an error, unless
+    ``undeclared_allowed`` (a plugin that failed to load may be the one that declares it)."""
     environ = os.environ if environ is None else environ
-    config_file, table = _read_config(cwd or Path.cwd())
+    config_file = settings.config_file
+    table = read_config_table(Path(config_file)) if config_file else {}
     classes: dict[str, type] = {}
     for answer in declared:
         classes.update(answer)
@@ -356,21 +377,56 @@ def _plain_settings_ignored(env_names: list[str]) -> str:
     return text
 
 
-def _read_config(cwd: Path) -> tuple[Path | None, dict[str, Any]]:
-    jobkit_toml = cwd / "jobkit.toml"
-    pyproject = cwd / "pyproject.toml"
-    for path, pick in ((jobkit_toml, lambda doc: doc), (pyproject, _tool_jobkit)):
+def find_config_file(cwd: Path, environ: Mapping[str, str]) -> Path | None:
+    """The config file: the one ``JOBKIT_CONFIG`` names (relative to ``cwd``), or else the
+    nearest, walking up from ``cwd``, of a ``jobkit.toml`` or a ``pyproject.toml`` with a
+    ``[tool.jobkit]`` table (in one directory, ``jobkit.toml`` wins). None when there is none."""
+    named = environ.get(CONFIG_ENV, "").strip()
+    if named:
+        path = Path(os.path.normpath(cwd / named))
         if not path.is_file():
-            continue
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise SettingsError(f"{path} is not valid TOML: {error}") from error
-        table = pick(document)
-        if table is not None:
-            return path, table
-    return None, {}
+            raise SettingsError(
+                f"{CONFIG_ENV} (or jobkit --config) names {path}, which is not a file; name a "
+                f"jobkit.toml, or a pyproject.toml with a [tool.jobkit] table"
+            )
+        return path
+    for directory in (cwd, *cwd.parents):
+        if (directory / "jobkit.toml").is_file():
+            return directory / "jobkit.toml"
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file():
+            searched = (
+                f"jobkit reads each pyproject.toml from {cwd} up, looking for [tool.jobkit]; "
+                f"{CONFIG_ENV} names the config file instead"
+            )
+            if _tool_jobkit(_read_toml(pyproject, searched)) is not None:
+                return pyproject
+    return None
+
+
+def read_config_table(path: Path) -> dict[str, Any]:
+    """The settings table of a config file: ``[tool.jobkit]`` of a ``pyproject.toml``, the whole
+    document of any other file (``jobkit.toml``)."""
+    document = _read_toml(path)
+    if path.name != "pyproject.toml":
+        return document
+    table = _tool_jobkit(document)
+    if table is None:
+        raise SettingsError(
+            f"{path} has no [tool.jobkit] table: add one, or name another file in {CONFIG_ENV}"
+        )
+    return table
+
+
+def _read_toml(path: Path, searched: str = "") -> dict[str, Any]:
+    why = f" ({searched})" if searched else ""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path} is not valid TOML: {error}{why}") from error
+    except OSError as error:
+        raise SettingsError(f"cannot read {path}: {error.strerror}{why}") from error
 
 
 def _tool_jobkit(document: dict[str, Any]) -> dict[str, Any] | None:

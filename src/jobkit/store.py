@@ -208,11 +208,16 @@ class Store(Protocol):
         here, its transaction rolled back, or its results were cleared."""
 
     def stats(
-        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+        self,
+        *,
+        include_results: bool = True,
+        heartbeat_timeout: float | None = None,
+        queues: Sequence[str] | None = None,
     ) -> Stats:
         """Counts of requests, processes and results, in total and per queue, read at one
         moment of the database clock; with ``include_results=False`` the result counts are left
-        at 0 (a cheap query for periodic stats).
+        at 0 (a cheap query for periodic stats). With ``queues``, only the jobs of those queues
+        are counted, in the queues and in the total.
 
         Each queue's ``oldest_pending_age`` is the seconds since its oldest pending request
         became ready (``now()`` minus the earliest ``start_at`` at or before ``now()``), 0.0
@@ -239,7 +244,8 @@ class Store(Protocol):
         """Apply the migrations not applied yet; return their names. Safe to run concurrently."""
 
     def migration_sql(self) -> str:
-        """Every migration as one SQL script, for teams that apply migrations their own way."""
+        """Every migration as one SQL script, for teams that apply migrations their own way;
+        made without connecting to the database (it may be out of reach)."""
 
     def check_schema(self) -> None:
         """Raise ``StoreError`` with the fix when migrations are missing."""

@@ -245,6 +245,7 @@ class Worker:
             wake=self.wake,
         )
         self.services: list[WorkerService] = []
+        self._services_stopped = False
         self._pending: list[Completion] = []
         self._round_trip: RoundTrip | None = None
         self._database_thread = concurrent.futures.ThreadPoolExecutor(
@@ -417,13 +418,21 @@ class Worker:
         with contextlib.suppress(OSError):
             self._wakeup_writer.send(b"\0")
 
-    def _shut_down(self) -> None:
-        self.heartbeat.stopped.set()
+    def _stop_services(self) -> None:
+        """Stop every service, waiting for each (once: ``--burst`` stops them before it
+        decides to exit)."""
+        if self._services_stopped:
+            return
+        self._services_stopped = True
         for service in self.services:
             try:
                 service.stop()
             except Exception:
                 logger.exception("worker service %s failed to stop", service.name)
+
+    def _shut_down(self) -> None:
+        self.heartbeat.stopped.set()
+        self._stop_services()
         if self.pool is not None:
             self.pool.kill_all()
         if self._round_trip is not None:
@@ -476,6 +485,12 @@ class Worker:
                 return
             idle = self._round_trip is None and not self._pending and not pool.in_flight
             if self.options.burst and not self.stopping and idle and self._claimed_nothing:
+                if not self._services_stopped:
+                    # A service (the scheduler) may be enqueueing at this moment: stop the
+                    # services first, so nothing is enqueued after the decision, then look again.
+                    self._stop_services()
+                    self._claim_due, self._claimed_nothing = True, False
+                    continue
                 logger.info("burst: no job is ready and none is running")
                 self.stop()
                 continue

@@ -100,6 +100,28 @@ def test_migrate_sql_prints_the_migrations_without_applying_them(
     assert again.stdout.strip() == f"schema {fresh_schema} is up to date"
 
 
+def test_migrate_sql_needs_no_database(run_cli, fresh_schema):
+    """The script is written offline: the same, word for word, for a database out of reach."""
+    env = {"JOBKIT_SCHEMA": fresh_schema}
+    reachable = run_cli("migrate", "--sql", env=env)
+    unreachable = run_cli(
+        "migrate",
+        "--sql",
+        env={**env, "JOBKIT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/test"},
+    )
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert unreachable.stdout == reachable.stdout
+    assert "INSERT INTO" in unreachable.stdout and "'initial'" in unreachable.stdout
+
+
+def test_migrate_sql_without_a_database_url_says_to_set_one(run_cli, tmp_path):
+    result = run_cli("migrate", "--sql", cwd=tmp_path, env={"JOBKIT_DATABASE_URL": None})
+    assert_clean_error(
+        result, "migrate --sql", "database_url", "set JOBKIT_DATABASE_URL=postgresql://"
+    )
+    assert not (tmp_path / ".jobkit").exists()  # no embedded database was started
+
+
 # list -----------------------------------------------------------------------------------------
 
 
@@ -226,6 +248,43 @@ def test_enqueue_prints_the_request_id_and_stores_the_options(run_cli, jobkit_ru
     assert (queue, priority) == ("reports", 7)
     assert delay == pytest.approx(60, abs=1)
     assert db.count("requests") == 1
+
+
+def test_enqueue_takes_retries_concurrency_key_and_timeout_as_run_in_worker_does(
+    run_cli, jobkit_runtime, db
+):
+    options = ["--retries", "3", "--concurrency-key", "report-7", "--timeout", "90"]
+    result = run_cli("enqueue", "testapp.jobs.Noop", *options)
+    assert result.returncode == 0, result.stderr
+    rows = db.query(
+        "SELECT retries, concurrency_key, timeout FROM {schema}.requests WHERE id = %s",
+        [uuid.UUID(result.stdout.strip())],
+    )
+    assert rows == [(3, "report-7", 90.0)]
+
+    again = run_cli("enqueue", "testapp.jobs.Noop", "--concurrency-key", "report-7")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == (
+        "testapp.jobs.Noop was not enqueued: should_enqueue() declined it"
+    )
+    assert db.count("requests") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "messages"),
+    [
+        (["--retries", "-1"], ["retries must be between 0 and 2147483647, got -1"]),
+        (["--retries", "two"], ["--retries", "'two' is not a valid integer"]),
+        (["--timeout", "0"], ["timeout must be more than 0 seconds, got 0"]),
+        (["--timeout", "nan"], ["timeout: a delay must be a number of seconds"]),
+        (["--concurrency-key", "k" * 1001], ["concurrency_key is 1001 bytes long"]),
+    ],
+    ids=["negative-retries", "retries-not-a-number", "zero-timeout", "nan-timeout", "long-key"],
+)
+def test_enqueue_refuses_what_run_in_worker_refuses(run_cli, jobkit_runtime, db, options, messages):
+    result = run_cli("enqueue", "testapp.jobs.Noop", *options)
+    assert_clean_error(result, *messages, exit_code=2)
+    assert db.count("requests") == 0
 
 
 def test_enqueue_without_options_uses_the_job_defaults(run_cli, jobkit_runtime, db):
@@ -379,6 +438,32 @@ def test_stats_table_has_a_row_per_queue_and_a_total(run_cli, jobs_in_every_stag
     )
 
 
+def test_stats_of_named_queues_show_only_those_and_their_total(run_cli, jobs_in_every_stage):
+    result = run_cli("stats", "--json", "done", "claimed", "idle")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    queues = {
+        name: counts(**{k: v for k, v in queue.items() if k in STAT_KEYS and v})
+        for name, queue in data["queues"].items()
+    }
+    expected = jobs_in_every_stage["queues"]
+    assert queues == {"claimed": expected["claimed"], "done": expected["done"], "idle": counts()}
+    assert {key: data[key] for key in STAT_KEYS} == counts(
+        running=1, successful=4, errored=2, deferred=1
+    )
+    assert data["oldest_pending_age"] == 0.0  # the waiting queue is not among them
+
+    table = run_cli("stats", "waiting")
+    assert table.returncode == 0, table.stderr
+    names = [line.split()[0] for line in table.stdout.split("\n\n")[0].splitlines()]
+    assert names == ["queue", "waiting", "total"]
+
+
+def test_stats_of_a_bad_queue_name_is_a_usage_error(run_cli, jobkit_runtime):
+    result = run_cli("stats", "no such queue")
+    assert_clean_error(result, "QUEUE", "a queue name is letters, digits and _.:-", exit_code=2)
+
+
 def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
     result = run_cli("stats", "--json")
     assert result.returncode == 0, result.stderr
@@ -474,6 +559,90 @@ def test_a_plugin_that_fails_to_load_is_listed_as_broken_and_stops_a_worker(run_
 
     worker = run_cli("worker", "--burst", env=broken)
     assert_clean_error(worker, message)
+
+
+# The config file ------------------------------------------------------------------------------
+
+PROJECT_JOBS = """
+from jobkit import Job, register_job
+
+
+@register_job(name="projectjobs.Hello")
+class Hello(Job):
+    \"\"\"Greets, from a module at the project's root.\"\"\"
+
+    def run(self):
+        pass
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project with its config file and its job module at its root, and a subfolder."""
+    root = tmp_path / "project"
+    (root / "scripts" / "nightly").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\n\n[tool.jobkit]\nimports = ["projectjobs"]\n'
+    )
+    (root / "projectjobs.py").write_text(PROJECT_JOBS)
+    return root
+
+
+def test_commands_run_from_a_subfolder_use_the_projects_config_and_modules(
+    run_cli, start_worker, jobkit_runtime, db, project
+):
+    """The config file is found up the tree, and its imports from the project's directory, in
+    the command, the worker and its pool children alike."""
+    subfolder = project / "scripts" / "nightly"
+    no_imports: dict[str, str | None] = {"JOBKIT_IMPORTS": None}
+
+    enqueued = run_cli("enqueue", "projectjobs.Hello", cwd=subfolder, env=no_imports)
+    assert enqueued.returncode == 0, enqueued.stderr
+    worker = start_worker("--burst", "--max-processes", "1", cwd=subfolder, env=no_imports)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    result = jobkit_runtime.get_result(uuid.UUID(enqueued.stdout.strip()))
+    assert result is not None and result.status is Status.SUCCESSFUL, worker.output()
+    assert result.job_name == "projectjobs.Hello"
+
+
+@pytest.mark.parametrize("how", ["--config", "JOBKIT_CONFIG"])
+def test_the_config_file_can_be_named_from_anywhere(run_cli, tmp_path, project, how):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = "../project/pyproject.toml"
+    env: dict[str, str | None] = {"JOBKIT_IMPORTS": None}
+    if how == "JOBKIT_CONFIG":
+        env["JOBKIT_CONFIG"] = config
+    arguments = ["--config", config] if how == "--config" else []
+
+    result = run_cli(*arguments, "list", cwd=elsewhere, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "projectjobs.Hello" in result.stdout.splitlines()
+
+
+def test_a_config_flag_naming_no_file_is_a_usage_error(run_cli, tmp_path):
+    result = run_cli("--config", "jobkit.tmol", "list", cwd=tmp_path)
+    assert_clean_error(result, "--config", "'jobkit.tmol' does not exist", exit_code=2)
+
+
+def test_with_the_embedded_fallback_off_no_database_url_says_how_to_set_one(run_cli, tmp_path):
+    """A producer in production must not enqueue into a new embedded database nobody reads."""
+    config = tmp_path / "jobkit.toml"
+    config.write_text("embedded = false\n")
+
+    result = run_cli(
+        "enqueue", "testapp.jobs.Noop", cwd=tmp_path, env={"JOBKIT_DATABASE_URL": None}
+    )
+
+    assert_clean_error(
+        result,
+        "no database is configured, and the embedded setting is false",
+        "set JOBKIT_DATABASE_URL=postgresql://user@host:5432/dbname",
+        f"or database_url in {config}",
+    )
+    assert not (tmp_path / ".jobkit").exists()
 
 
 # Bad settings and a missing database ----------------------------------------------------------

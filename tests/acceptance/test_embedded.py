@@ -309,6 +309,27 @@ def test_a_producer_says_once_that_jobs_go_to_the_embedded_database(projects):
     wait_for_stop(projects / ".jobkit" / "postgres")
 
 
+def test_a_process_in_a_subfolder_uses_the_projects_database(projects):
+    """A script run from a folder of the project finds the project's config file up the tree,
+    and with it the project's embedded database: not a new one that no worker reads."""
+    project = projects / "project"
+    subfolder = project / "scripts"
+    subfolder.mkdir(parents=True)
+    (project / "jobkit.toml").write_text("# the project's settings\n")
+    at_root = Holder(project)
+    try:
+        url = at_root.wait_for_url()
+        in_subfolder = Holder(subfolder)
+        try:
+            assert in_subfolder.wait_for_url() == url
+        finally:
+            in_subfolder.close()
+    finally:
+        at_root.close()
+    wait_for_stop(project / ".jobkit" / "postgres")
+    assert not (subfolder / ".jobkit").exists()
+
+
 def test_binaries_out_of_the_servers_reach_are_copied(projects):
     """As root, binaries the server's user cannot reach (a virtualenv under /root) are copied
     beside the data rather than opened up; as anyone else they are used where they are."""

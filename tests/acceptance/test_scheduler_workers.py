@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from jobkit import Status
+from testapp.jobs import Noop
 
 pytestmark = pytest.mark.acceptance
 
@@ -168,6 +169,44 @@ def test_cmd_entries_run_their_commands_and_record_how_they_ended(
     status, error = results["fails"]
     assert status == Status.ERRORED.value
     assert error.endswith(f"{fails!r} exited with status 4; stderr:\nno space left\n")
+
+
+# --burst and --no-scheduler ---------------------------------------------------------------------
+
+
+def test_a_burst_worker_never_leaves_behind_a_tick_its_scheduler_enqueued(
+    start_worker, schedule_env, jobkit_runtime, db
+):
+    """The scheduler enqueues the tick due at start-up slowly, while the main loop finds nothing
+    ready: the worker stops its scheduler before it decides to exit (the tick commits first),
+    then looks again and runs it."""
+    env = {
+        **schedule_env(["testapp.jobs.Noop", "every 30 seconds"]),
+        "SCHEDULE_SLOW_TICK": "2",
+    }
+    worker = start_worker("--burst", "--max-processes", "1", env=env)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    stages = db.execute(
+        sql.SQL(
+            "SELECT 'request' FROM {s}.requests UNION ALL SELECT status FROM {s}.results"
+        ).format(s=sql.Identifier(jobkit_runtime.settings.schema))
+    ).fetchall()
+    assert stages == [("SUCCESSFUL",)], worker.output()
+
+
+def test_no_scheduler_worker_neither_checks_nor_imports_the_entries(
+    start_worker, schedule_env, jobkit_runtime
+):
+    """Entries for jobs of another codebase are the scheduling workers' business."""
+    request = jobkit_runtime.enqueue(Noop())
+    env = schedule_env(["elsewhere.jobs.Report", "every 30 seconds"])
+    worker = start_worker("--burst", "--no-scheduler", "--max-processes", "1", env=env)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    result = jobkit_runtime.get_result(request.id)
+    assert result is not None and result.status is Status.SUCCESSFUL
+    assert "scheduler off (--no-scheduler): 1 entries left to other workers" in worker.output()
 
 
 # Start-up errors and `jobkit schedule` ----------------------------------------------------------

@@ -3,10 +3,11 @@
 
 import os
 import signal
-import textwrap
+from pathlib import Path
 
 import pytest
 
+from jobkit import Status
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
@@ -29,37 +30,140 @@ def test_sigterm_to_the_whole_group_is_a_graceful_stop(
     assert [row[1] for row in ledger(jobkit_settings)] == ["start", "end"]
 
 
+@pytest.fixture
+def reloading(start_worker, tmp_path, subprocess_env):
+    """``reloading(*args)`` starts ``jobkit worker --reload *args`` in ``tmp_path``, importing
+    the module ``tmp_path/reloadjobs.py`` (to change) and the test jobs."""
+    (tmp_path / "reloadjobs.py").write_text("from jobkit import Job, register_job\nVERSION = 1\n")
+
+    def start(*args: str):
+        return start_worker(
+            "--reload",
+            *args,
+            env={
+                "JOBKIT_IMPORTS": "reloadjobs,testapp.jobs",
+                "PYTHONPATH": f"{tmp_path}{os.pathsep}{subprocess_env['PYTHONPATH']}",
+            },
+            cwd=tmp_path,
+        )
+
+    return start
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of the live processes of ``session``: a reloaded worker leads a session of its own,
+    with its pool children."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # exited while we looked
+            state, _, _, _, sid = stat[stat.rindex(")") + 2 :].split()[:5]
+            if int(sid) == session and state != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def replaced(store, before):
+    """Whether every worker registered now is a new one."""
+    ids = {w.id for w in store.workers()}
+    return ids and ids.isdisjoint({w.id for w in before})
+
+
 def test_reload_restarts_the_worker_when_a_python_file_changes(
-    start_worker, wait_until, jobkit_runtime, tmp_path, subprocess_env
+    reloading, wait_until, jobkit_runtime, tmp_path
 ):
-    module = tmp_path / "reloadjobs.py"
-    module.write_text("from jobkit import Job, register_job\nVERSION = 1\n")
-    worker = start_worker(
-        "--reload",
-        env={
-            "JOBKIT_IMPORTS": "reloadjobs",
-            "PYTHONPATH": f"{tmp_path}{os.pathsep}{subprocess_env['PYTHONPATH']}",
-        },
-        cwd=tmp_path,
-    )
+    worker = reloading()
     store = jobkit_runtime.store
     first = wait_until(lambda: store.workers(), timeout=30)
 
-    module.write_text(
-        module.read_text()
-        + textwrap.dedent("""\
-        VERSION = 2
-    """)
-    )
+    module = tmp_path / "reloadjobs.py"
+    module.write_text(module.read_text() + "VERSION = 2\n")
 
-    def replaced():
-        ids = {w.id for w in store.workers()}
-        return ids and ids.isdisjoint({w.id for w in first})
-
-    wait_until(replaced, timeout=30)
+    wait_until(lambda: replaced(store, first), timeout=30)
     os.killpg(worker.pid, signal.SIGINT)
     assert worker.wait_for_exit() == 0, worker.output()
     assert len(store.workers()) == 0
+    assert "reloadjobs.py changed: restarting the worker" in worker.output()
+
+
+def test_reload_restarts_the_worker_when_a_dotenv_file_changes(
+    reloading, wait_until, jobkit_runtime, tmp_path
+):
+    """An app that loads .env files at start-up sees its new values, as under plain.jobs."""
+    worker = reloading()
+    store = jobkit_runtime.store
+    first = wait_until(lambda: store.workers(), timeout=30)
+
+    (tmp_path / ".env.local").write_text("GREETING=hello\n")
+
+    wait_until(lambda: replaced(store, first), timeout=30)
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait_for_exit() == 0, worker.output()
+
+
+def test_reload_restart_gives_running_jobs_the_shutdown_timeout(
+    reloading, wait_until, jobkit_runtime, jobkit_settings, ledger_ready, tmp_path
+):
+    """A restart stops the worker as SIGINT does: a job gets --shutdown-timeout to finish (here
+    more than the 5 s the supervisor adds to it), and the worker restarts once it has."""
+    request = Record("restart", seconds=6).run_in_worker()
+    worker = reloading("--max-processes", "1", "--shutdown-timeout", "20")
+    wait_until(lambda: ("restart", "start") in {row[:2] for row in ledger(jobkit_settings)})
+    first = jobkit_runtime.store.workers()
+
+    (tmp_path / "reloadjobs.py").write_text("VERSION = 2\n")
+
+    wait_until(lambda: replaced(jobkit_runtime.store, first), timeout=40)
+    result = jobkit_runtime.get_result(request.id)
+    assert result is not None and result.status is Status.SUCCESSFUL, worker.output()
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait_for_exit() == 0, worker.output()
+
+
+def test_reload_ctrl_c_is_one_graceful_stop_and_exits_0(
+    reloading, wait_until, jobkit_runtime, jobkit_settings, ledger_ready
+):
+    """A terminal's Ctrl-C signals the whole foreground group: the worker gets one SIGINT (its
+    running job finishes), and the supervisor exits 0 without click's "Aborted!"."""
+    request = Record("ctrl-c", seconds=2).run_in_worker()
+    worker = reloading("--max-processes", "1", "--shutdown-timeout", "20")
+    wait_until(lambda: ("ctrl-c", "start") in {row[:2] for row in ledger(jobkit_settings)})
+    (worker_info,) = jobkit_runtime.store.workers()
+
+    os.killpg(worker.pid, signal.SIGINT)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    assert "Aborted!" not in worker.output()
+    result = jobkit_runtime.get_result(request.id)
+    assert result is not None and result.status is Status.SUCCESSFUL, worker.output()
+    assert session_members(worker_info.pid) == []
+    assert jobkit_runtime.store.workers() == []
+
+
+def test_reload_double_ctrl_c_during_a_restart_ends_the_jobs_and_leaves_nothing(
+    reloading, wait_until, jobkit_runtime, jobkit_settings, ledger_ready, tmp_path, db
+):
+    """Ctrl-C twice while a restart waits for a running job: the worker ends the job at once
+    (CANCELLED, to run again), and the supervisor waits for it and exits 0, leaving no process
+    behind."""
+    Record("double", seconds=60).run_in_worker()
+    worker = reloading("--max-processes", "1", "--shutdown-timeout", "30")
+    wait_until(lambda: ("double", "start") in {row[:2] for row in ledger(jobkit_settings)})
+    (worker_info,) = jobkit_runtime.store.workers()
+    (tmp_path / "reloadjobs.py").write_text("VERSION = 2\n")
+    wait_until(lambda: "restarting the worker" in worker.output(), timeout=30)
+
+    os.killpg(worker.pid, signal.SIGINT)
+    os.killpg(worker.pid, signal.SIGINT)
+
+    assert worker.wait_for_exit() == 0, worker.output()
+    assert "Aborted!" not in worker.output()
+    assert session_members(worker_info.pid) == []
+    assert db.query("SELECT status FROM {schema}.results") == [("CANCELLED",)], worker.output()
+    assert jobkit_runtime.store.workers() == []
 
 
 def test_the_stats_line_shows_depth_oldest_pending_age_in_flight_and_processes(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 import time
 import uuid
@@ -17,6 +18,7 @@ from psycopg import sql
 from jobkit import (
     JobRequest,
     ParameterError,
+    QueueDepth,
     Stage,
     Status,
     UnknownJobError,
@@ -24,6 +26,7 @@ from jobkit import (
     get_result,
     hookimpl,
     job_state,
+    queue_depths,
 )
 from jobkit.records import Completion, WorkerInfo
 from jobkit.testing import run_jobs
@@ -606,3 +609,44 @@ def test_job_state_follows_a_job_to_its_final_result(jobkit_runtime):
 def test_job_state_of_something_that_is_not_an_id_says_what_it_takes(jobkit_runtime):
     with pytest.raises(ParameterError, match=r"^job_state\(\) takes an attempt id, a UUID"):
         job_state("42")
+
+
+# queue_depths ------------------------------------------------------------------------------------
+
+
+def test_queue_depths_count_waiting_and_running_jobs_per_queue(jobkit_runtime):
+    enqueue_many([Noop(1), Noop(2)], queue="emails")
+    Noop(3).run_in_worker(queue="emails", delay=3600)
+    enqueue_many([Noop(4), Noop(5)], queue="reports")
+    worker_id = register_worker(jobkit_runtime)
+    jobkit_runtime.store.claim(worker_id=worker_id, queues=["reports"], limit=1)
+
+    depths = queue_depths()
+
+    assert list(depths) == ["emails", "reports"]
+    assert (depths["emails"].pending, depths["emails"].scheduled) == (2, 1)
+    assert (depths["reports"].pending, depths["reports"].running) == (1, 1)
+    assert depths["emails"].oldest_pending_age >= 0.0
+
+
+def test_queue_depths_of_named_queues_keep_their_order_and_count_an_empty_one(jobkit_runtime):
+    Noop(1).run_in_worker(queue="emails")
+    Noop(2).run_in_worker(queue="reports")
+
+    depths = queue_depths(["reports", "idle"])
+
+    assert list(depths) == ["reports", "idle"]
+    assert depths["reports"].pending == 1
+    assert depths["idle"] == QueueDepth()
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ("emails", "queues is a list of queue names, such as ['emails']; got 'emails'"),
+        (["bad name"], "a queue name is letters, digits and _.:- (at most 128 characters), got"),
+    ],
+)
+def test_queue_depths_refuse_what_is_not_a_list_of_queue_names(jobkit_runtime, queues, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        queue_depths(queues)

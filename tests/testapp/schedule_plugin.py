@@ -5,7 +5,9 @@ cron ticks do: only the clock arithmetic is this plugin's.
 
 With ``SCHEDULE_STALL_FILE`` set in a worker's environment, the plugin also stalls that
 worker's scheduler inside a tick's transaction (after the tick is recorded, before the job's
-insert): it creates the file and sleeps, so a test can kill the worker mid-tick.
+insert): it creates the file and sleeps, so a test can kill the worker mid-tick. With
+``SCHEDULE_SLOW_TICK`` (seconds) it makes each tick's insert that slow, as a busy database
+would: the worker's main loop goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def jobkit_parse_schedule(spec: str) -> EverySeconds | None:
 @hookimpl(wrapper=True)
 def jobkit_enqueue(requests: Any) -> Generator[None, Any, Any]:
     stall_file = os.environ.get("SCHEDULE_STALL_FILE")
-    if stall_file and any(request.source.startswith("schedule:") for request in requests):
+    ticking = any(request.source.startswith("schedule:") for request in requests)
+    if stall_file and ticking:
         Path(stall_file).write_text(requests[0].source)
         time.sleep(120)
+    if ticking:
+        time.sleep(float(os.environ.get("SCHEDULE_SLOW_TICK", "0")))
     return (yield)

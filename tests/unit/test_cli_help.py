@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -357,4 +358,17 @@ def test_other_commands_stop_at_a_plugin_that_fails_to_load(invoke):
     assert result.output == (
         "Error: setting plugins names 'unitplugins.broken_on_import', which cannot be "
         "imported: this plugin is broken\n"
+    )
+
+
+def test_reload_without_watchfiles_says_which_extra_to_install(invoke, monkeypatch):
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # import watchfiles fails
+    monkeypatch.setattr("jobkit.cli.configure_logging", lambda *args: None)
+    monkeypatch.delitem(sys.modules, "jobkit.reloader", raising=False)
+
+    result = invoke("worker", "--reload")
+
+    assert result.exit_code == 1, result.output
+    assert error_line(result.output) == (
+        "Error: --reload needs watchfiles: pip install 'jobkit[reload]'"
     )

@@ -150,6 +150,175 @@ def test_without_arguments_the_process_environment_and_directory_are_read(tmp_pa
     assert settings.worker_max_processes == 2
 
 
+# Finding the config file -----------------------------------------------------------------------
+
+
+def project_with_subfolder(tmp_path: Path) -> tuple[Path, Path]:
+    """A project directory and a folder two levels under it."""
+    project = tmp_path / "project"
+    subfolder = project / "scripts" / "nightly"
+    subfolder.mkdir(parents=True)
+    return project, subfolder
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("jobkit.toml", 'schema = "app"\n'), ("pyproject.toml", '[tool.jobkit]\nschema = "app"\n')],
+)
+def test_the_config_file_is_found_walking_up_from_a_subfolder(tmp_path, name, text):
+    project, subfolder = project_with_subfolder(tmp_path)
+    path = write(project, name, text)
+
+    settings = load_settings(environ={}, cwd=subfolder)
+
+    assert settings.schema == "app"
+    assert settings.config_file == str(path)
+
+
+def test_a_pyproject_without_tool_jobkit_on_the_way_up_is_passed_over(tmp_path):
+    """A package of a monorepo has a pyproject.toml of its own; the project's settings are
+    further up."""
+    project, subfolder = project_with_subfolder(tmp_path)
+    path = write(project, "pyproject.toml", '[tool.jobkit]\nschema = "app"\n')
+    write(subfolder.parent, "pyproject.toml", '[project]\nname = "nightly"\n')
+
+    settings = load_settings(environ={}, cwd=subfolder)
+
+    assert settings.config_file == str(path)
+
+
+def test_the_nearest_config_file_wins_and_files_are_not_merged(tmp_path):
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(project, "jobkit.toml", 'schema = "outer"\nimports = ["app.jobs"]\n')
+    nearer = write(subfolder.parent, "pyproject.toml", '[tool.jobkit]\nschema = "inner"\n')
+
+    settings = load_settings(environ={}, cwd=subfolder)
+
+    assert (settings.schema, settings.imports) == ("inner", [])
+    assert settings.config_file == str(nearer)
+
+
+def test_jobkit_config_names_the_file_relative_to_the_current_directory(tmp_path):
+    """Any file name but pyproject.toml is read as a jobkit.toml is; a nearer file is ignored."""
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(subfolder, "jobkit.toml", 'schema = "nearer"\n')
+    named = write(project, "jobkit.production.toml", 'schema = "production"\n')
+
+    settings = load_settings(
+        environ={"JOBKIT_CONFIG": "../../jobkit.production.toml"}, cwd=subfolder
+    )
+
+    assert settings.schema == "production"
+    assert settings.config_file == str(named)
+
+
+def test_jobkit_config_naming_a_pyproject_reads_its_tool_jobkit_table(tmp_path):
+    named = write(tmp_path, "pyproject.toml", '[tool.jobkit]\nschema = "app"\n')
+
+    settings = load_settings(environ={"JOBKIT_CONFIG": str(named)}, cwd=tmp_path / "..")
+
+    assert settings.schema == "app"
+
+
+def test_jobkit_config_naming_no_file_is_an_error(tmp_path):
+    with raises_exactly(
+        f"JOBKIT_CONFIG (or jobkit --config) names {tmp_path / 'jobkit.tmol'}, which is not a "
+        f"file; name a jobkit.toml, or a pyproject.toml with a [tool.jobkit] table"
+    ):
+        load_settings(environ={"JOBKIT_CONFIG": "jobkit.tmol"}, cwd=tmp_path)
+
+
+def test_jobkit_config_naming_a_pyproject_without_tool_jobkit_is_an_error(tmp_path):
+    named = write(tmp_path, "pyproject.toml", '[project]\nname = "app"\n')
+
+    with raises_exactly(
+        f"{named} has no [tool.jobkit] table: add one, or name another file in JOBKIT_CONFIG"
+    ):
+        load_settings(environ={"JOBKIT_CONFIG": str(named)}, cwd=tmp_path)
+
+
+def test_an_empty_jobkit_config_looks_for_the_file(tmp_path):
+    path = write(tmp_path, "jobkit.toml", 'schema = "app"\n')
+
+    assert load_settings(environ={"JOBKIT_CONFIG": " "}, cwd=tmp_path).config_file == str(path)
+
+
+def test_invalid_toml_found_on_the_way_up_says_why_it_was_read(tmp_path):
+    project, subfolder = project_with_subfolder(tmp_path)
+    path = write(project, "pyproject.toml", "[tool.black\n")
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ={}, cwd=subfolder)
+
+    assert str(raised.value).startswith(f"{path} is not valid TOML: ")
+    assert str(raised.value).endswith(
+        f"(jobkit reads each pyproject.toml from {subfolder} up, looking for [tool.jobkit]; "
+        f"JOBKIT_CONFIG names the config file instead)"
+    )
+
+
+def test_plugin_sections_come_from_the_file_found_up_the_tree(tmp_path):
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(project, "jobkit.toml", '[redis_lock]\nurl = "redis://project"\n')
+
+    settings = with_sections(subfolder)
+
+    assert settings.section("redis_lock").url == "redis://project"
+
+
+# Paths in the config file are the project's ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ".jobkit"),  # the default
+        ('embedded_dir = "var/jobkit"\n', "var/jobkit"),
+        ('embedded_dir = "../shared"\n', "../shared"),
+    ],
+)
+def test_a_relative_embedded_dir_is_the_project_directorys(tmp_path, text, expected):
+    """A script run from a subfolder uses the project's embedded database, not a new one."""
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(project, "jobkit.toml", text)
+
+    settings = load_settings(environ={}, cwd=subfolder)
+
+    assert settings.embedded_dir == str(project / expected)
+
+
+def test_an_absolute_embedded_dir_in_the_file_is_kept(tmp_path):
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(project, "jobkit.toml", f'embedded_dir = "{tmp_path / "data"}"\n')
+
+    assert load_settings(environ={}, cwd=subfolder).embedded_dir == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"environ": {"JOBKIT_EMBEDDED_DIR": "mine"}}, {"overrides": {"embedded_dir": "mine"}}],
+)
+def test_a_relative_embedded_dir_from_the_environment_is_the_current_directorys(tmp_path, source):
+    """A path typed in a shell or a flag is relative to where it was typed, as usual."""
+    project, subfolder = project_with_subfolder(tmp_path)
+    write(project, "jobkit.toml", 'embedded_dir = "var/jobkit"\n')
+
+    settings = load_settings(
+        source.get("overrides"), environ=source.get("environ", {}), cwd=subfolder
+    )
+
+    assert settings.embedded_dir == "mine"
+
+
+def test_without_a_config_file_embedded_dir_is_left_to_the_current_directory(tmp_path):
+    assert load_settings(environ={}, cwd=tmp_path).embedded_dir == ".jobkit"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("false", False), ("0", False), ("true", True)])
+def test_the_embedded_fallback_can_be_turned_off(tmp_path, text, expected):
+    assert load_settings(environ={"JOBKIT_EMBEDDED": text}, cwd=tmp_path).embedded is expected
+
+
 # Environment variables are text ----------------------------------------------------------------
 
 
@@ -519,7 +688,7 @@ DECLARED = [{"redis_lock": RedisLockSettings}]
 def with_sections(tmp_path: Path, environ: dict[str, str] | None = None, declared=DECLARED):
     environ = environ or {}
     settings = load_settings(environ=environ, cwd=tmp_path)
-    return with_plugin_sections(settings, declared, environ=environ, cwd=tmp_path)
+    return with_plugin_sections(settings, declared, environ=environ)
 
 
 def test_a_declared_section_has_its_defaults_without_configuration(tmp_path):
@@ -656,7 +825,7 @@ def test_an_undeclared_section_table_does_not_stop_the_core_settings_loading(tmp
 def test_plugin_sections_keep_the_core_settings(tmp_path):
     settings = load_settings({"schema": "app"}, environ={}, cwd=tmp_path)
 
-    resolved = with_plugin_sections(settings, DECLARED, environ={}, cwd=tmp_path)
+    resolved = with_plugin_sections(settings, DECLARED, environ={})
 
     assert resolved.schema == "app"
     assert resolved.sections == {"redis_lock": RedisLockSettings()}
@@ -674,8 +843,12 @@ def test_a_missing_section_is_an_error_that_says_why(tmp_path):
 
 def test_an_unknown_jobkit_variable_is_reported_as_a_likely_typo(tmp_path, caplog):
     settings = load_settings(environ={}, cwd=tmp_path)
-    environ = {"JOBKIT_HEARTBEAT_INTERVALL": "5", "JOBKIT_TEST_DATABASE_URL": "x"}
-    with_plugin_sections(settings, [], environ=environ, cwd=tmp_path)
+    environ = {
+        "JOBKIT_HEARTBEAT_INTERVALL": "5",
+        "JOBKIT_TEST_DATABASE_URL": "x",
+        "JOBKIT_CONFIG": "",
+    }
+    with_plugin_sections(settings, [], environ=environ)
     assert [record.getMessage() for record in caplog.records] == [
         "JOBKIT_HEARTBEAT_INTERVALL is not a jobkit setting and is ignored (a typo?)"
     ]
@@ -690,7 +863,7 @@ def test_plain_jobs_variables_are_reported_once_with_the_jobkit_names_to_use(tmp
         "JOBS_EXTRA": "1",
         "JOBSITE": "unrelated",
     }
-    resolved = with_plugin_sections(settings, [], environ=environ, cwd=tmp_path)
+    resolved = with_plugin_sections(settings, [], environ=environ)
 
     assert [record.getMessage() for record in caplog.records] == [
         "plain.jobs' settings are ignored: jobkit reads JOBKIT_* variables; set "
@@ -720,7 +893,7 @@ def test_plain_jobs_variables_are_reported_once_with_the_jobkit_names_to_use(tmp
 def test_every_plain_jobs_setting_has_its_jobkit_variable(tmp_path, caplog, name):
     settings = load_settings(environ={}, cwd=tmp_path)
 
-    with_plugin_sections(settings, [], environ={name: "1"}, cwd=tmp_path)
+    with_plugin_sections(settings, [], environ={name: "1"})
 
     (record,) = caplog.records
     assert record.getMessage().endswith(f"; set JOBKIT_{name[len('JOBS_') :]} instead of {name}")
@@ -730,3 +903,15 @@ def test_every_plain_jobs_setting_has_its_jobkit_variable(tmp_path, caplog, name
 def test_seconds_must_be_finite(tmp_path, value):
     with pytest.raises(SettingsError, match="worker_poll_interval"):
         load_settings(environ={"JOBKIT_WORKER_POLL_INTERVAL": value}, cwd=tmp_path)
+
+
+def test_an_unreadable_config_file_is_refused_naming_it(tmp_path, monkeypatch):
+    path = write(tmp_path, "jobkit.toml", 'schema = "app"\n')
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refused)
+
+    with raises_exactly(f"cannot read {path}: Permission denied"):
+        load_settings(environ={}, cwd=tmp_path)

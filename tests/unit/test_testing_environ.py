@@ -27,5 +27,5 @@ def test_settings_survive_the_trip_through_the_environment(tmp_path):
     assert environ["JOBKIT_IMPORTS"] == "a.b,c"
     assert "JOBKIT_RESULTS_RETENTION" not in environ  # defaults are left out
     loaded = load_settings(environ=environ, cwd=tmp_path)
-    loaded = with_plugin_sections(loaded, [{"redis_lock": Section}], environ=environ, cwd=tmp_path)
+    loaded = with_plugin_sections(loaded, [{"redis_lock": Section}], environ=environ)
     assert loaded == settings

@@ -181,9 +181,9 @@ class ScheduleEntry:
         return {"queue": self.queue, "priority": self.priority, "retries": self.retries}
 
 
-def load_entries(runtime: Runtime) -> list[ScheduleEntry]:
-    """Every schedule entry, checked; raise ``ScheduleError`` naming the first bad entry, its
-    position and text, and what is wrong. The ``imports`` setting's jobs must be imported."""
+def written_entries(runtime: Runtime) -> list[tuple[str, Any]]:
+    """Every schedule entry as written, unchecked, with where it was written: the ``schedule``
+    setting's, job classes' ``schedule`` attributes, plugins' (``jobkit_add_schedules``)."""
     settings = runtime.settings
     written: list[tuple[str, Any]] = [
         (f"schedule setting, entry {number}", raw)
@@ -199,9 +199,15 @@ def load_entries(runtime: Runtime) -> list[ScheduleEntry]:
             (f"a plugin's jobkit_add_schedules, entry {number}", raw)
             for number, raw in enumerate(answer or (), 1)
         ]
+    return written
+
+
+def load_entries(runtime: Runtime) -> list[ScheduleEntry]:
+    """Every schedule entry, checked; raise ``ScheduleError`` naming the first bad entry, its
+    position and text, and what is wrong. The ``imports`` setting's jobs must be imported."""
     entries: list[ScheduleEntry] = []
     origins: dict[str, str] = {}
-    for origin, raw in written:
+    for origin, raw in written_entries(runtime):
         try:
             entry = _read_entry(raw, origin, runtime)
         except (JobkitError, TypeError, ValueError) as error:
@@ -442,13 +448,15 @@ def jobkit_parse_schedule(spec: str, timezone: str) -> Schedule:
 
 @hookimpl
 def jobkit_add_worker_services(runtime: Runtime, worker_id: uuid.UUID) -> list[Scheduler]:
+    if not runtime.settings.worker_scheduler:
+        # Unchecked: the entries may name jobs this worker does not import (another codebase's).
+        if written := written_entries(runtime):
+            logger.info(
+                "scheduler off (--no-scheduler): %d entries left to other workers", len(written)
+            )
+        return []
     entries = load_entries(runtime)
     if not entries:
-        return []
-    if not runtime.settings.worker_scheduler:
-        logger.info(
-            "scheduler off (--no-scheduler): %d entries left to other workers", len(entries)
-        )
         return []
     logger.info("scheduler: %d entries", len(entries))
     return [Scheduler(runtime, entries)]

@@ -447,6 +447,27 @@ class StoreContract:
         assert store.stats().queues["old"].oldest_pending_age >= ages["old"]
         assert store.stats(include_results=False).total.pending == 3
 
+    def test_stats_of_named_queues_count_only_their_jobs(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue(
+            [make_request(queue=name) for name in ("emails", "emails", "reports", "other")],
+            connection=None,
+        )
+        (process,) = store.claim(worker_id=worker_id, queues=["reports"], limit=1)
+        store.finish(worker_id=worker_id, completions=[completion(process)])
+        store.enqueue([make_request(queue="reports")], connection=None)
+        store.claim(worker_id=worker_id, queues=["reports"], limit=1)
+
+        stats = store.stats(queues=["emails", "reports", "idle"])
+
+        assert sorted(stats.queues) == ["emails", "reports"]
+        assert stats.queues["emails"].pending == 2
+        assert (stats.queues["reports"].running, stats.queues["reports"].successful) == (1, 1)
+        assert (stats.total.pending, stats.total.running, stats.total.successful) == (2, 1, 1)
+        assert store.stats(queues=[]).queues == {}
+        assert store.stats().total.pending == 3
+
     def test_stats_age_is_zero_when_nothing_is_pending(self, store: Store) -> None:
         stats = store.stats()
         assert stats.total.oldest_pending_age == 0.0 and stats.queues == {}

@@ -698,11 +698,16 @@ class PostgresStore:
             return cursor.execute(self.queries["job_state"], {"id": attempt_id}).fetchone()
 
     def stats(
-        self, *, include_results: bool = True, heartbeat_timeout: float | None = None
+        self,
+        *,
+        include_results: bool = True,
+        heartbeat_timeout: float | None = None,
+        queues: Sequence[str] | None = None,
     ) -> Stats:
         params = {
             "include_results": include_results,
             "heartbeat_timeout": None if heartbeat_timeout is None else float(heartbeat_timeout),
+            "queues": None if queues is None else list(queues),
         }
         with self._connection() as conn:
             rows = conn.execute(self.queries["stats"], params).fetchall()
@@ -770,17 +775,13 @@ class PostgresStore:
         return applied_now
 
     def migration_sql(self) -> str:
-        with self._connection() as conn:
-            parts = [self.queries["bootstrap_migrations"].as_string(conn)]
-            for migration, statement in self.migrations:
-                parts.append(f"-- {migration.version:04d}_{migration.name}")
-                parts.append(statement.as_string(conn))
-                parts.append(
-                    psycopg.ClientCursor(conn).mogrify(
-                        self.queries["record_migration"],
-                        {"version": migration.version, "name": migration.name},
-                    )
-                )
+        # Composed without a connection: psycopg quotes names and values itself.
+        parts = [self.queries["bootstrap_migrations"].as_string()]
+        for migration, statement in self.migrations:
+            parts.append(f"-- {migration.version:04d}_{migration.name}")
+            parts.append(statement.as_string())
+            record = {"version": migration.version, "name": migration.name}
+            parts.append(_with_values(self.queries["record_migration"], record))
         return "BEGIN;\n\n" + "\n\n".join(parts) + "\n\nCOMMIT;\n"
 
     def check_schema(self) -> None:
@@ -850,6 +851,15 @@ def _outcomes_json(completions: Sequence[Completion]) -> str:
             for c in completions
         ]
     )
+
+
+def _with_values(query: sql.Composed, values: dict[str, Any]) -> str:
+    """The text of ``query`` with its ``%(name)s`` placeholders replaced by ``values`` as SQL
+    literals, composed without a connection (a literal ``%`` in a query is ``%%`` for psycopg
+    as for Python's ``%`` operator, so the two read placeholders alike)."""
+    return query.as_string() % {
+        name: sql.Literal(value).as_string() for name, value in values.items()
+    }
 
 
 def _idle_outside_autocommit(connection: psycopg.Connection[Any]) -> bool:

@@ -430,19 +430,25 @@ LIMIT 1;
 -- gives it cheaper: the claim index orders by priority before start_at).
 -- With %(heartbeat_timeout)s, the registered workers by the rule of dead_workers, as
 -- 'workers_stale' and 'workers_active' rows with a NULL queue; with NULL, no worker rows.
+-- With %(queues)s, only the jobs of those queues; with NULL, every queue's.
 SELECT queue, stage, count(*),
     CASE WHEN stage = 'pending' THEN extract(epoch FROM now() - min(start_at))::float8 END
 FROM (
     SELECT queue, start_at,
         CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END AS stage
     FROM {schema}.requests
+    WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
 ) AS r
 GROUP BY queue, stage
 UNION ALL
-SELECT queue, 'running', count(*), NULL FROM {schema}.processes GROUP BY 1
+SELECT queue, 'running', count(*), NULL FROM {schema}.processes
+WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
+GROUP BY 1
 UNION ALL
 SELECT queue, lower(status), count(*), NULL
-FROM {schema}.results WHERE %(include_results)s GROUP BY 1, 2
+FROM {schema}.results
+WHERE %(include_results)s AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+GROUP BY 1, 2
 UNION ALL
 SELECT
     NULL,
