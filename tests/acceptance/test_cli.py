@@ -276,7 +276,7 @@ def test_enqueue_takes_retries_concurrency_key_and_timeout_as_run_in_worker_does
         (["--retries", "-1"], ["retries must be between 0 and 2147483647, got -1"]),
         (["--retries", "two"], ["--retries", "'two' is not a valid integer"]),
         (["--timeout", "0"], ["timeout must be more than 0 seconds, got 0"]),
-        (["--timeout", "nan"], ["timeout: a delay must be a number of seconds"]),
+        (["--timeout", "nan"], ["timeout must be a number of seconds or a timedelta, got nan"]),
         (["--concurrency-key", "k" * 1001], ["concurrency_key is 1001 bytes long"]),
     ],
     ids=["negative-retries", "retries-not-a-number", "zero-timeout", "nan-timeout", "long-key"],
