@@ -43,6 +43,8 @@ logger = logging.getLogger("jobkit.postgres")
 RecordT = TypeVar("RecordT", JobRequest, JobProcess, JobResult)
 
 _CLEAR_BATCH = 10_000
+MIGRATION_LOCK_POLL = 0.1
+"""Seconds between two tries for the lock another `jobkit migrate` holds."""
 
 _SERVER_ENDED_SESSION = {
     "57P01",  # admin_shutdown: a fast or smart shutdown, or pg_terminate_backend
@@ -301,7 +303,7 @@ class PostgresStore:
             name: sql.SQL(text).format(**replacements) for name, text in load_queries().items()
         }
         self.migrations = [
-            (migration, sql.SQL(migration.sql).format(**replacements))
+            (migration, [sql.SQL(part).format(**replacements) for part in migration.statements()])
             for migration in load_migrations()
         ]
         self._pool = psycopg_pool.ConnectionPool(
@@ -709,36 +711,64 @@ class PostgresStore:
     # Schema ----------------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
+        """Apply what is missing, under a session lock that serializes concurrent runs: each
+        transactional migration in a transaction of its own; each statement of one marked ``no
+        transaction`` (``CREATE INDEX CONCURRENTLY``) on its own, after dropping any index a
+        failed concurrent build left invalid."""
         applied_now = []
-        with self.transaction() as conn:
+        lock = {"schema": self.schema}
+        with self._connection() as conn:
             # Locked first: concurrent CREATE SCHEMA IF NOT EXISTS of a new schema would fail.
-            conn.execute(self.queries["lock_migrations"], {"schema": self.schema})
-            conn.execute(self.queries["bootstrap_migrations"])
-            applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
-            for migration, statement in self.migrations:
-                if migration.version in applied:
-                    continue
-                conn.execute(statement)
-                conn.execute(
-                    self.queries["record_migration"],
-                    {"version": migration.version, "name": migration.name},
-                )
-                applied_now.append(f"{migration.version:04d}_{migration.name}")
+            while conn.execute(self.queries["lock_migrations"], lock).fetchone() != (True,):
+                time.sleep(MIGRATION_LOCK_POLL)
+            try:
+                conn.execute(self.queries["bootstrap_migrations"])
+                applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
+                for migration, statements in self.migrations:
+                    if migration.version in applied:
+                        continue
+                    record = {"version": migration.version, "name": migration.name}
+                    if migration.transactional:
+                        with conn.transaction():
+                            conn.execute(statements[0])
+                            conn.execute(self.queries["record_migration"], record)
+                    else:
+                        for (name,) in conn.execute(
+                            self.queries["invalid_indexes"], lock
+                        ).fetchall():
+                            conn.execute(
+                                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+                                    sql.Identifier(self.schema), sql.Identifier(name)
+                                )
+                            )
+                        for statement in statements:
+                            conn.execute(statement)
+                        conn.execute(self.queries["record_migration"], record)
+                    applied_now.append(f"{migration.version:04d}_{migration.name}")
+            finally:
+                conn.execute(self.queries["unlock_migrations"], lock)
         return applied_now
 
     def migration_sql(self) -> str:
         with self._connection() as conn:
-            parts = [self.queries["bootstrap_migrations"].as_string(conn)]
-            for migration, statement in self.migrations:
-                parts.append(f"-- {migration.version:04d}_{migration.name}")
-                parts.append(statement.as_string(conn))
-                parts.append(
-                    psycopg.ClientCursor(conn).mogrify(
-                        self.queries["record_migration"],
-                        {"version": migration.version, "name": migration.name},
-                    )
+            transactional = [self.queries["bootstrap_migrations"].as_string(conn)]
+            on_their_own: list[str] = []
+            for migration, statements in self.migrations:
+                record = psycopg.ClientCursor(conn).mogrify(
+                    self.queries["record_migration"],
+                    {"version": migration.version, "name": migration.name},
                 )
-        return "BEGIN;\n\n" + "\n\n".join(parts) + "\n\nCOMMIT;\n"
+                parts = transactional if migration.transactional else on_their_own
+                parts.append(f"-- {migration.version:04d}_{migration.name}")
+                parts.extend(statement.as_string(conn) for statement in statements)
+                parts.append(record)
+        script = "BEGIN;\n\n" + "\n\n".join(transactional) + "\n\nCOMMIT;\n"
+        if on_their_own:
+            script += (
+                "\n-- Each statement below runs on its own, outside a transaction (CREATE INDEX "
+                "CONCURRENTLY).\n\n" + "\n\n".join(on_their_own) + "\n"
+            )
+        return script
 
     def check_schema(self) -> None:
         latest = self.migrations[-1][0].version

@@ -14,8 +14,22 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
 );
 
 -- name: lock_migrations
--- Serialize concurrent `jobkit migrate` runs for the transaction.
-SELECT pg_advisory_xact_lock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+-- Serialize concurrent `jobkit migrate` runs, for the session (some migrations run outside any
+-- transaction). A try, repeated by the caller: a run that waited inside a statement would hold a
+-- snapshot that CREATE INDEX CONCURRENTLY, in the run that holds the lock, waits out (a deadlock).
+SELECT pg_try_advisory_lock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+
+-- name: unlock_migrations
+-- Let the next `jobkit migrate` run.
+SELECT pg_advisory_unlock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+
+-- name: invalid_indexes
+-- Indexes of the schema a failed CREATE INDEX CONCURRENTLY left invalid (to drop and build again).
+SELECT c.relname
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND NOT i.indisvalid;
 
 -- name: applied_migrations
 -- The versions already applied.
