@@ -19,8 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from jobkit.records import (
+    Attempt,
     Completion,
     FinishReport,
+    JobFilter,
     JobProcess,
     JobRequest,
     JobResult,
@@ -194,6 +196,27 @@ class Store(Protocol):
         """The latest recorded tick of each of ``keys`` that has one."""
 
     # Reading and housekeeping ---------------------------------------------------------------
+
+    # Operations ----------------------------------------------------------------------------
+
+    def list_attempts(
+        self,
+        *,
+        filter: JobFilter,
+        limit: int,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    ) -> list[Attempt]:
+        """Up to ``limit`` attempts that ``filter`` matches, newest first by ``Attempt.at`` (ties
+        by id, descending), only those after ``after`` (the ``(at, id)`` of the last one of the
+        previous page). Reads a page without reading everything that matches."""
+
+    def count_attempts(self, *, filter: JobFilter, cap: int) -> tuple[int, bool]:
+        """How many attempts ``filter`` matches, and whether that is exact: when more than
+        ``cap`` match, an estimate (never less than ``cap``) and False."""
+
+    def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
+        """Every attempt of the job, oldest first (its results, then the attempt that waits or
+        runs now); empty for a job the store does not know."""
 
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
         """The latest result of the job that ``attempt_id`` belongs to, or None while any

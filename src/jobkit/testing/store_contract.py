@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jobkit.errors import LeaseLost
-from jobkit.records import Completion, JobRequest, Outcome, Status, WorkerInfo
+from jobkit.records import Completion, JobFilter, JobRequest, Outcome, Status, WorkerInfo
 from jobkit.store import Store
 
 PARAMETERS = '{"args": [], "kwargs": {}}'
@@ -654,3 +654,111 @@ class StoreContract:
         marked = held[running.id]
         assert marked is not None
         assert abs((marked - now).total_seconds()) < 1
+
+    # Operations ------------------------------------------------------------------------------
+
+    def one_of_each(self, store: Store, worker_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        """A job in every state, by state: pending, scheduled, running, successful, an errored
+        attempt that was retried (its retry still pending), a final errored one, and a lost one.
+        Returns attempt ids."""
+        ids: dict[str, uuid.UUID] = {}
+        (running, successful, errored, retried, lost) = store.enqueue(
+            [make_request(queue="ops", retries=1 if n == 3 else 0) for n in range(5)],
+            connection=None,
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["ops"], limit=5)
+        assert [p.id for p in claimed] == [
+            a.id for a in (running, successful, errored, retried, lost)
+        ]
+        report = store.finish(
+            worker_id=worker_id,
+            completions=[
+                completion(claimed[1]),
+                completion(claimed[2], Status.ERRORED, error="Traceback\nValueError: boom"),
+                completion(
+                    claimed[3], Status.ERRORED, error="Traceback\nKeyError: k", rerun_in=3600.0
+                ),
+                completion(claimed[4], Status.LOST, error_type="WorkerLost"),
+            ],
+        )
+        (pending,) = store.enqueue(
+            [make_request(queue="ops", job_name="contract.Other")], connection=None
+        )
+        (scheduled,) = store.enqueue([make_request(queue="later", delay=3600)], connection=None)
+        retry_id = report.written[retried.id]
+        assert retry_id is not None
+        ids.update(
+            running=running.id,
+            successful=successful.id,
+            errored=errored.id,
+            retried=retried.id,
+            retry=retry_id,
+            lost=lost.id,
+            pending=pending.id,
+            scheduled=scheduled.id,
+        )
+        return ids
+
+    def test_listings_filter_by_state_newest_first(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ids = self.one_of_each(store, worker_id)
+
+        def listed(*states: str, **criteria: Any) -> list[uuid.UUID]:
+            found = store.list_attempts(filter=JobFilter(states=states, **criteria), limit=100)
+            assert [a.at for a in found] == sorted((a.at for a in found), reverse=True)
+            return [a.id for a in found]
+
+        assert listed("pending") == [ids["pending"]]
+        # The retry waits an hour: scheduled, like the job enqueued with a delay.
+        assert set(listed("scheduled")) == {ids["retry"], ids["scheduled"]}
+        assert set(listed("pending", "scheduled")) == {
+            ids["pending"],
+            ids["retry"],
+            ids["scheduled"],
+        }
+        assert listed("running") == [ids["running"]]
+        assert listed("successful") == [ids["successful"]]
+        assert set(listed("errored")) == {ids["errored"], ids["retried"]}
+        assert set(listed("failed")) == {ids["errored"], ids["lost"]}  # not the retried one
+        assert set(listed("errored", "failed")) == {ids["errored"], ids["retried"], ids["lost"]}
+        assert set(listed()) == set(ids.values())
+        assert set(listed(queues=("later",))) == {ids["scheduled"]}
+        assert listed(job_names=("contract.Other",)) == [ids["pending"]]
+        assert listed(error_contains="valueerror") == [ids["errored"]]
+        assert listed(error_contains="%") == []
+
+    def test_a_listing_pages_with_a_cursor_and_counts(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="paged") for _ in range(7)], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["paged"], limit=7)
+        for process in claimed:  # one at a time, so each ends at its own moment
+            store.finish(worker_id=worker_id, completions=[completion(process)])
+        everything = JobFilter(states=("successful",), queues=("paged",))
+        first = store.list_attempts(filter=everything, limit=3)
+        second = store.list_attempts(filter=everything, limit=3, after=(first[-1].at, first[-1].id))
+        third = store.list_attempts(
+            filter=everything, limit=3, after=(second[-1].at, second[-1].id)
+        )
+        pages = [a.id for a in first + second + third]
+        assert len(pages) == 7 and len(set(pages)) == 7
+        assert pages == [a.id for a in store.list_attempts(filter=everything, limit=10)]
+        assert store.count_attempts(filter=everything, cap=100) == (7, True)
+        count, exact = store.count_attempts(filter=everything, cap=5)
+        assert not exact and count >= 6
+
+    def test_a_job_is_told_with_every_attempt_in_order(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ids = self.one_of_each(store, worker_id)
+        job = store.job_attempts(ids["retried"])
+        assert [(a.id, a.state.value) for a in job] == [
+            (ids["retried"], "errored"),
+            (ids["retry"], "scheduled"),
+        ]
+        assert [(a.id, a.state.value) for a in store.job_attempts(ids["running"])] == [
+            (ids["running"], "running")
+        ]
+        assert [a.id for a in store.job_attempts(ids["pending"])] == [ids["pending"]]
+        assert store.job_attempts(uuid.uuid4()) == []

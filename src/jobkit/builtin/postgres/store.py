@@ -23,9 +23,13 @@ from psycopg import sql
 
 from jobkit.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from jobkit.records import (
+    FAILED,
     STAT_KEYS,
+    Attempt,
+    AttemptState,
     Completion,
     FinishReport,
+    JobFilter,
     JobProcess,
     JobRequest,
     JobResult,
@@ -643,6 +647,57 @@ class PostgresStore:
 
     # Reading and housekeeping ----------------------------------------------------------------
 
+    # Operations ------------------------------------------------------------------------------
+
+    def list_attempts(
+        self,
+        *,
+        filter: JobFilter,
+        limit: int,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    ) -> list[Attempt]:
+        params = _filter_params(filter) | {
+            "limit": limit,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+        }
+        branches = []
+        if params["pending"] or params["scheduled"]:
+            branches.append("list_requests")
+        if params["running"]:
+            branches.append("list_processes")
+        if params["statuses"]:
+            branches.append("list_results_in_queues" if filter.queues else "list_results")
+        found: list[Attempt] = []
+        with self._connection() as conn:
+            for branch in branches:
+                # Not prepared: a plan made for one filter's NULLs would serve another badly.
+                with conn.cursor(row_factory=_attempt_row) as cursor:
+                    found += cursor.execute(self.queries[branch], params, prepare=False).fetchall()
+        found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
+        return found[:limit]
+
+    def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
+        with self._connection() as conn, conn.cursor(row_factory=_attempt_row) as cursor:
+            return cursor.execute(self.queries["job_attempts"], {"job_id": job_id}).fetchall()
+
+    def count_attempts(self, *, filter: JobFilter, cap: int) -> tuple[int, bool]:
+        params = _filter_params(filter)
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["count_attempts"], params | {"cap": cap + 1}, prepare=False
+            ).fetchone()
+            counts = list(row) if row else [0, 0, 0]
+            if max(counts) <= cap:
+                return sum(counts), True
+            explained = conn.execute(
+                sql.SQL("EXPLAIN (FORMAT JSON) ") + self.queries["count_attempts"],
+                params | {"cap": None},
+                prepare=False,
+            ).fetchone()
+        estimate = _estimated_rows(explained[0][0]["Plan"] if explained else {})
+        return max(estimate, sum(counts)), False
+
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
         with self._connection() as conn, conn.cursor() as cursor:
             row = cursor.execute(self.queries["get_result"], {"id": attempt_id}).fetchone()
@@ -868,3 +923,58 @@ def _storable_headers(headers: dict[str, str]) -> str:
 def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:
     names = [column.name for column in cursor.description]
     return lambda values: WorkerInfo(**dict(zip(names, values, strict=True)))
+
+
+_STATE_STATUSES = {
+    state: state.upper() for state in ("successful", "errored", "deferred", "lost", "cancelled")
+}
+_FAILED_STATUSES = ("ERRORED", "LOST", "CANCELLED")
+
+
+def _filter_params(filter: JobFilter) -> dict[str, Any]:
+    """The parameters of the listing and counting queries for ``filter``: which stages to read,
+    the result statuses to read in full and those whose final attempts only ("failed")."""
+    states = set(filter.states) or {state.value for state in AttemptState}
+    every = [status for state, status in _STATE_STATUSES.items() if state in states]
+    final = [s for s in _FAILED_STATUSES if FAILED in states and s not in every]
+    error = filter.error_contains
+    return {
+        "pending": AttemptState.PENDING in states,
+        "scheduled": AttemptState.SCHEDULED in states,
+        "running": AttemptState.RUNNING in states,
+        "statuses": every + final,
+        "finals": [False] * len(every) + [True] * len(final),
+        "every": every,
+        "final": final,
+        "queues": list(filter.queues) or None,
+        "names": list(filter.job_names) or None,
+        "key": filter.concurrency_key,
+        "since": filter.since,
+        "until": filter.until,
+        "error": None if error is None else f"%{_escape_like(error)}%",
+    }
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _estimated_rows(plan: dict[str, Any]) -> int:
+    """The planner's estimate of the rows its scans of jobkit's tables return."""
+    if plan.get("Relation Name") in ("requests", "processes", "results"):
+        return int(plan.get("Plan Rows", 0))
+    return sum(_estimated_rows(child) for child in plan.get("Plans", ()))
+
+
+def _attempt_row(cursor: Any) -> Callable[[Sequence[Any]], Attempt]:
+    names = [column.name for column in cursor.description]
+
+    def make(values: Sequence[Any]) -> Attempt:
+        data = dict(zip(names, values, strict=True))
+        headers = data["headers"]
+        data["headers"] = {} if headers == "{}" else json.loads(headers)
+        data["state"] = AttemptState(data["state"])
+        data.pop("depth", None)
+        return Attempt(**data)
+
+    return make

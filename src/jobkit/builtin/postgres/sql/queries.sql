@@ -499,3 +499,179 @@ SELECT pg_current_xact_id()::text;
 -- Each watched transaction's fate: 'committed', 'aborted', 'in progress', or NULL once it is
 -- too old for the database to remember.
 SELECT xid, pg_xact_status(xid::xid8) FROM unnest(%(xids)s::text[]) AS xid;
+
+-- name: list_requests
+-- Operations API, one branch of a listing: waiting attempts (pending: ready now; scheduled:
+-- later), newest enqueued first, after the cursor (at, id). %(names)s, %(queues)s, %(key)s,
+-- %(since)s, %(until)s are NULL when not filtered on. Requests have no error: a filter on error
+-- text leaves none (%(error)s not NULL).
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END AS state,
+    created_at AS at
+FROM {schema}.requests
+WHERE ((%(pending)s AND start_at <= now()) OR (%(scheduled)s AND start_at > now()))
+  AND %(error)s::text IS NULL
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+  AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+  AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+  AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_processes
+-- Operations API, one branch of a listing: running (claimed) attempts, newest started (or
+-- claimed) first, after the cursor.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    'running' AS state, coalesce(started_at, claimed_at) AS at, worker_id, claimed_at,
+    started_at, cancel_requested_at
+FROM {schema}.processes
+WHERE %(error)s::text IS NULL
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+  AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+  AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+  AND (%(since)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) < %(until)s)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (coalesce(started_at, claimed_at), id) < (%(after_at)s, %(after_id)s::uuid))
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_results
+-- Operations API, one branch of a listing: ended attempts, newest first, after the cursor. Each
+-- wanted status is read on its own along results_by_status (status, ended_at, id), at most
+-- %(limit)s rows each, and the heads merged, as the claim reads each queue's head: a page reads
+-- a few index entries however many results are kept. A status with "final" true keeps only the
+-- attempts no other attempt follows (the "failed" filter).
+SELECT page.*
+FROM unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+        concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+        lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+        error_type, retry_request_id
+    FROM {schema}.results
+    WHERE status = wanted.status
+      AND (NOT wanted.final OR retry_request_id IS NULL)
+      AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+      AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+      AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+    ORDER BY ended_at DESC, id DESC
+    LIMIT %(limit)s
+) AS page
+ORDER BY page.at DESC, page.id DESC
+LIMIT %(limit)s;
+
+-- name: list_results_in_queues
+-- list_results for some queues: each (queue, status) read on its own along
+-- results_by_queue_status (queue, status, ended_at, id).
+SELECT page.*
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+        concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+        lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+        error_type, retry_request_id
+    FROM {schema}.results
+    WHERE queue = q.queue
+      AND status = wanted.status
+      AND (NOT wanted.final OR retry_request_id IS NULL)
+      AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+      AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+      AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+    ORDER BY ended_at DESC, id DESC
+    LIMIT %(limit)s
+) AS page
+ORDER BY page.at DESC, page.id DESC
+LIMIT %(limit)s;
+
+-- name: count_attempts
+-- Operations API: how many attempts a listing's filter matches, up to %(cap)s in each table
+-- (NULL: no cap, for the planner's estimate).
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.requests
+        WHERE ((%(pending)s AND start_at <= now()) OR (%(scheduled)s AND start_at > now()))
+          AND %(error)s::text IS NULL
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+        LIMIT %(cap)s) AS r),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.processes
+        WHERE %(running)s AND %(error)s::text IS NULL
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) < %(until)s)
+        LIMIT %(cap)s) AS p),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.results
+        WHERE (status = ANY(%(every)s)
+               OR (status = ANY(%(final)s) AND retry_request_id IS NULL))
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+        LIMIT %(cap)s) AS d);
+
+-- name: job_attempts
+-- Operations API: every attempt of a job, oldest first. Its results are followed from the first
+-- attempt (whose id is the job's) through each result's retry request, by primary key; then the
+-- attempt that waits or runs now, if any.
+WITH RECURSIVE chain AS (
+    SELECT r.*, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(job_id)s
+    UNION ALL
+    SELECT r.*, chain.depth + 1
+    FROM {schema}.results AS r
+    JOIN chain ON r.id = chain.retry_request_id
+),
+next AS (
+    SELECT coalesce(
+        (SELECT retry_request_id FROM chain ORDER BY depth DESC LIMIT 1),
+        CASE WHEN NOT EXISTS (SELECT 1 FROM chain) THEN %(job_id)s::uuid END
+    ) AS id
+)
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    lower(status) AS state, ended_at AS at, worker_id, NULL::timestamptz AS claimed_at,
+    started_at, ended_at, error, error_type, retry_request_id,
+    NULL::timestamptz AS cancel_requested_at, depth
+FROM chain
+UNION ALL
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout, 'running',
+    coalesce(started_at, claimed_at), worker_id, claimed_at, started_at, NULL, '', '', NULL,
+    cancel_requested_at, 1000000
+FROM {schema}.processes
+WHERE id = (SELECT id FROM next)
+UNION ALL
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END, created_at, NULL, NULL,
+    NULL, NULL, '', '', NULL, NULL, 1000000
+FROM {schema}.requests
+WHERE id = (SELECT id FROM next)
+ORDER BY depth;
