@@ -96,6 +96,8 @@ class JobProcess(JobRequest):
     claimed_at: datetime.datetime
     started_at: datetime.datetime | None = None
     """When a pool child started it, as far as its worker has reported (None: not yet)."""
+    cancel_source: str | None = None
+    """Who asked to cancel it (``jobkit cancel``), when an operator did; its worker ends it."""
 
 
 @attrs.define(kw_only=True)
@@ -197,6 +199,16 @@ class JobFilter:
     """Only attempts whose ``at`` is before this."""
     error_contains: str | None = None
     """Only ended attempts whose error (traceback) holds this text, case-insensitively."""
+
+
+@attrs.frozen(kw_only=True)
+class QueuePause:
+    """A paused queue: workers claim nothing from it until it is resumed."""
+
+    queue: str
+    paused_at: datetime.datetime
+    source: str
+    """Who paused it (``cli root@host``, the caller's file and line, a dashboard user)."""
 
 
 @attrs.define(kw_only=True)

@@ -34,6 +34,7 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     QueueCounts,
+    QueuePause,
     Stats,
     Status,
     WorkerInfo,
@@ -538,13 +539,18 @@ class PostgresStore:
             ).fetchone()
         return None if row is None or row[0] is None else max(0.0, row[0])
 
-    def link_rerun(
-        self, *, result_id: uuid.UUID, request_id: uuid.UUID, connection: Any = None
+    def link_reruns(
+        self, links: Sequence[tuple[uuid.UUID, uuid.UUID]], *, connection: Any = None
     ) -> None:
+        payload = json.dumps([[str(result_id), str(request_id)] for result_id, request_id in links])
         with self._connection(connection) as conn:
-            conn.execute(
-                self.queries["link_rerun"], {"result_id": result_id, "request_id": request_id}
-            )
+            conn.execute(self.queries["link_reruns"], {"links": payload})
+
+    def lock_for_retry(
+        self, result_ids: Sequence[uuid.UUID], *, connection: Any
+    ) -> list[JobResult]:
+        with self._connection(connection) as conn:
+            return self._fetch(conn, "lock_for_retry", {"ids": list(result_ids)}, JobResult)
 
     def release(
         self,
@@ -680,6 +686,38 @@ class PostgresStore:
     def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
         with self._connection() as conn, conn.cursor(row_factory=_attempt_row) as cursor:
             return cursor.execute(self.queries["job_attempts"], {"job_id": job_id}).fetchall()
+
+    def cancel_attempt(
+        self, *, attempt_id: uuid.UUID, source: str, why: str
+    ) -> tuple[str, uuid.UUID | None] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["cancel_attempt"], {"id": attempt_id, "source": source, "why": why}
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["cancel_requests"], {"worker_id": worker_id})
+            return {attempt_id: source or "" for attempt_id, source in rows.fetchall()}
+
+    def pause_queue(self, *, queue: str, source: str) -> tuple[QueuePause, bool]:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["pause_queue"], {"queue": queue, "source": source}
+            ).fetchone()
+        assert row is not None
+        return QueuePause(queue=row[0], paused_at=row[1], source=row[2]), row[3]
+
+    def resume_queue(self, *, queue: str) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["resume_queue"], {"queue": queue}).fetchone()
+        return bool(row and row[0])
+
+    def paused_queues(self) -> list[QueuePause]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["paused_queues"]).fetchall()
+        return [QueuePause(queue=q, paused_at=at, source=source) for q, at, source in rows]
 
     def count_attempts(self, *, filter: JobFilter, cap: int) -> tuple[int, bool]:
         params = _filter_params(filter)

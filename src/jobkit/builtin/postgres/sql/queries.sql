@@ -191,6 +191,7 @@ finished AS (
 ready AS (
     SELECT head.id
     FROM unnest(%(queues)s::text[]) AS q(name)
+    -- A paused queue is not claimed from (its jobs stay pending until it is resumed).
     CROSS JOIN LATERAL (
         SELECT id, priority, start_at, seq
         FROM {schema}.requests
@@ -199,6 +200,7 @@ ready AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS head
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS paused WHERE paused.queue = q.name)
     ORDER BY head.priority DESC, head.start_at, head.seq
     LIMIT %(limit)s
 ),
@@ -237,10 +239,27 @@ SELECT
     worker_id, claimed_at, timeout
 FROM claimed;
 
--- name: link_rerun
--- Point a result at the request that runs its job again (a deferral re-enqueued through its
--- lock and should_enqueue, in the transaction that wrote the result).
-UPDATE {schema}.results SET retry_request_id = %(request_id)s WHERE id = %(result_id)s;
+-- name: link_reruns
+-- Point results at the requests that run their jobs again (a deferral re-enqueued through its
+-- lock and should_enqueue, in the transaction that wrote the result; an operator's retry).
+-- %(links)s is a jsonb array of [result id, request id].
+UPDATE {schema}.results AS r
+SET retry_request_id = (l->>1)::uuid
+FROM jsonb_array_elements(%(links)s::jsonb) AS l
+WHERE r.id = (l->>0)::uuid;
+
+-- name: lock_for_retry
+-- The results among %(ids)s that no attempt follows yet, locked for an operator's retry, which
+-- links each to its new request in the same transaction; one another transaction is retrying
+-- now is skipped (it is taken).
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, worker_id,
+    status, error, error_type, started_at, ended_at, retry_request_id, timeout
+FROM {schema}.results
+WHERE id = ANY(%(ids)s::uuid[]) AND retry_request_id IS NULL
+ORDER BY ended_at
+FOR UPDATE SKIP LOCKED;
 
 -- name: release_held_rerun
 -- Let a rerun held for on_aborted start at %(start_at)s (its place in line, or its retry delay
@@ -375,7 +394,7 @@ FOR UPDATE NOWAIT;
 SELECT
     id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
-    worker_id, claimed_at, started_at
+    worker_id, claimed_at, started_at, cancel_source
 FROM {schema}.processes
 WHERE worker_id = ANY(%(ids)s::uuid[])
 ORDER BY claimed_at;
@@ -675,3 +694,72 @@ SELECT
 FROM {schema}.requests
 WHERE id = (SELECT id FROM next)
 ORDER BY depth;
+
+-- name: pause_queue
+-- Stop workers claiming from a queue (its jobs stay pending); a queue paused already stays as it
+-- was. Returns the pause.
+WITH paused AS (
+    INSERT INTO {schema}.queue_pauses (queue, source) VALUES (%(queue)s, %(source)s)
+    ON CONFLICT (queue) DO NOTHING
+    RETURNING queue, paused_at, source, true AS now_paused
+)
+SELECT queue, paused_at, source, now_paused FROM paused
+UNION ALL
+SELECT queue, paused_at, source, false FROM {schema}.queue_pauses
+WHERE queue = %(queue)s AND NOT EXISTS (SELECT 1 FROM paused);
+
+-- name: resume_queue
+-- Let workers claim from a queue again, and wake them; true if it was paused.
+WITH resumed AS (
+    DELETE FROM {schema}.queue_pauses WHERE queue = %(queue)s RETURNING queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM resumed
+)
+SELECT count(*) > 0 FROM resumed WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: paused_queues
+-- Every paused queue, with when and by whom.
+SELECT queue, paused_at, source FROM {schema}.queue_pauses ORDER BY queue;
+
+-- name: cancel_attempt
+-- An operator cancels an attempt. Waiting: it becomes a CANCELLED result with no rerun, in this
+-- statement. Running: the request is noted on its process, and its worker is told (a
+-- notification on the wake-up channel whose payload names the worker); the worker ends it and
+-- writes the result, as only the owner may. Returns ('cancelled', NULL) or ('requested',
+-- worker_id), or nothing when the attempt is neither waiting nor running (it ended, or moved
+-- between the tables while this statement looked: ask again).
+WITH waiting AS (
+    DELETE FROM {schema}.requests WHERE id = %(id)s RETURNING *
+),
+ended AS (
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, NULL,
+        'CANCELLED', %(why)s, 'CancelledByOperator', NULL, now(), NULL
+    FROM waiting
+    RETURNING id
+),
+running AS (
+    UPDATE {schema}.processes
+    SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+        cancel_source = coalesce(cancel_source, %(source)s)
+    WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM waiting)
+    RETURNING worker_id
+),
+told AS (
+    SELECT pg_notify({channel}, 'jobkit cancel ' || worker_id::text) FROM running
+)
+SELECT 'cancelled', NULL::uuid FROM ended
+UNION ALL
+SELECT 'requested', worker_id FROM running WHERE (SELECT count(*) FROM told) >= 0;
+
+-- name: cancel_requests
+-- The attempts of a worker an operator asked to cancel, with who asked.
+SELECT id, cancel_source FROM {schema}.processes
+WHERE worker_id = %(worker_id)s AND cancel_requested_at IS NOT NULL;
