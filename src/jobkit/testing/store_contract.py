@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from jobkit.errors import LeaseLost
-from jobkit.records import Completion, JobFilter, JobRequest, Outcome, Status, WorkerInfo
+from jobkit.records import (
+    AttemptState,
+    Completion,
+    JobFilter,
+    JobRequest,
+    Outcome,
+    Status,
+    WorkerInfo,
+)
 from jobkit.store import Store
 
 PARAMETERS = '{"args": [], "kwargs": {}}'
@@ -762,3 +770,72 @@ class StoreContract:
         ]
         assert [a.id for a in store.job_attempts(ids["pending"])] == [ids["pending"]]
         assert store.job_attempts(uuid.uuid4()) == []
+
+    def test_a_paused_queue_is_not_claimed_from_until_resumed(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="held"), make_request(queue="free")], connection=None)
+        pause, new = store.pause_queue(queue="held", source="contract")
+        assert new and (pause.queue, pause.source) == ("held", "contract")
+        assert store.pause_queue(queue="held", source="again") == (pause, False)
+        assert store.paused_queues() == [pause]
+        claimed = store.claim(worker_id=worker_id, queues=["held", "free"], limit=10)
+        assert [p.queue for p in claimed] == ["free"]
+        assert store.resume_queue(queue="held")
+        assert not store.resume_queue(queue="held")
+        assert store.paused_queues() == []
+        (process,) = store.claim(worker_id=worker_id, queues=["held", "free"], limit=10)
+        assert process.queue == "held"
+
+    def test_cancelling_ends_a_waiting_attempt_and_asks_for_a_running_one(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        waiting, running, done = store.enqueue(
+            [make_request(queue="c"), make_request(queue="c"), make_request(queue="c")],
+            connection=None,
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["c"], limit=3)
+        store.release(worker_id=worker_id, process_ids=[claimed[0].id])  # back to waiting
+        store.finish(worker_id=worker_id, completions=[completion(claimed[2])])
+
+        assert store.cancel_attempt(attempt_id=waiting.id, source="ops", why="no") == (
+            "cancelled",
+            None,
+        )
+        [cancelled] = store.job_attempts(waiting.id)
+        assert (cancelled.state, cancelled.error, cancelled.error_type) == (
+            AttemptState.CANCELLED,
+            "no",
+            "CancelledByOperator",
+        )
+        assert cancelled.retry_request_id is None
+        assert store.cancel_attempt(attempt_id=running.id, source="ops", why="no") == (
+            "requested",
+            worker_id,
+        )
+        assert store.cancel_requests(worker_id=worker_id) == {running.id: "ops"}
+        assert store.cancel_attempt(attempt_id=done.id, source="ops", why="no") is None
+        # A cancelled attempt that goes back unstarted ends CANCELLED instead of waiting again.
+        assert store.release(worker_id=worker_id, process_ids=[running.id]) == []
+        assert store.job_attempts(running.id)[-1].state is AttemptState.CANCELLED
+
+    def test_a_retry_takes_a_final_result_once(self, store: Store, worker_id: uuid.UUID) -> None:
+        first, second = store.enqueue([make_request(), make_request()], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        store.finish(
+            worker_id=worker_id, completions=[completion(p, Status.ERRORED) for p in claimed]
+        )
+        with store.transaction() as one:
+            taken = store.lock_for_retry([first.id, second.id], connection=one)
+            assert sorted(r.id for r in taken) == sorted([first.id, second.id])
+            with store.transaction() as other:  # taken by the first: skipped, not waited for
+                assert store.lock_for_retry([first.id], connection=other) == []
+            (rerun,) = store.enqueue(
+                [make_request(job_id=first.id, retry_of=first.id)], connection=one
+            )
+            store.link_reruns([(first.id, rerun.id)], connection=one)
+        with store.transaction() as later:
+            assert [
+                r.id for r in store.lock_for_retry([first.id, second.id], connection=later)
+            ] == [second.id]
+        assert [a.id for a in store.job_attempts(first.id)] == [first.id, rerun.id]

@@ -276,11 +276,27 @@ notified AS (
 SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: release_processes
--- Put claimed attempts that never started back in the queue, unchanged, for any worker.
+-- Put claimed attempts that never started back in the queue, unchanged, for any worker (one an
+-- operator cancelled meanwhile ends CANCELLED instead).
 WITH released AS (
     DELETE FROM {schema}.processes
     WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker_id)s
     RETURNING *
+),
+cancelled AS (
+    -- Never started, but an operator cancelled it meanwhile: it ends CANCELLED, not queued.
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        'CANCELLED', 'cancelled by an operator (' || coalesce(cancel_source, '') || ')',
+        'CancelledByOperator', NULL, now(), NULL
+    FROM released
+    WHERE cancel_requested_at IS NOT NULL
 ),
 restored AS (
     INSERT INTO {schema}.requests (
@@ -292,6 +308,7 @@ restored AS (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
     FROM released
+    WHERE cancel_requested_at IS NULL
     RETURNING id, queue
 ),
 notified AS (
@@ -307,6 +324,21 @@ WITH released AS (
     WHERE worker_id = %(worker_id)s AND id <> ALL(%(known)s::uuid[])
     RETURNING *
 ),
+cancelled AS (
+    -- Never started, but an operator cancelled it meanwhile: it ends CANCELLED, not queued.
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        'CANCELLED', 'cancelled by an operator (' || coalesce(cancel_source, '') || ')',
+        'CancelledByOperator', NULL, now(), NULL
+    FROM released
+    WHERE cancel_requested_at IS NOT NULL
+),
 restored AS (
     INSERT INTO {schema}.requests (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
@@ -317,6 +349,7 @@ restored AS (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
     FROM released
+    WHERE cancel_requested_at IS NULL
     RETURNING id, queue
 ),
 notified AS (
