@@ -450,3 +450,14 @@ def plugins(show_all: bool, hook_name: str | None, as_json: bool) -> None:
         click.echo(f"{info.name} ({where}){state}")
         for hook in info.hooks:
             click.echo(f"    {hook}")
+
+
+def _add_operations_commands() -> None:
+    """The commands that operate jobs live in ``jobkit.operations_cli``."""
+    from jobkit.operations_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_operations_commands()
