@@ -333,12 +333,16 @@ class QueueCounts:
     """Seconds, by the database clock, since the oldest pending request became ready (``now()``
     minus the earliest ``start_at`` of the pending requests); 0.0 when none is pending. In a
     total, the greatest of the queues'."""
+    paused: bool = False
+    """Whether an operator paused the queue (workers claim nothing from it); in a total,
+    whether any queue is paused."""
 
     def add(self, other: QueueCounts) -> None:
         """Add ``other``'s counts to these; the age becomes the greater of the two."""
         for key in STAT_KEYS:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         self.oldest_pending_age = max(self.oldest_pending_age, other.oldest_pending_age)
+        self.paused = self.paused or other.paused
 
 
 @attrs.define(kw_only=True)

@@ -762,6 +762,8 @@ class PostgresStore:
         for queue, figure, count, age in rows:
             if figure in ("workers_active", "workers_stale"):
                 setattr(stats, figure, count)
+            elif figure == "paused":
+                stats.queues.setdefault(queue, QueueCounts()).paused = True
             elif figure in STAT_KEYS:
                 counts = stats.queues.setdefault(queue, QueueCounts())
                 setattr(counts, figure, getattr(counts, figure) + count)

@@ -477,6 +477,8 @@ GROUP BY queue, stage
 UNION ALL
 SELECT queue, 'running', count(*), NULL FROM {schema}.processes GROUP BY 1
 UNION ALL
+SELECT queue, 'paused', 1, NULL FROM {schema}.queue_pauses
+UNION ALL
 SELECT queue, lower(status), count(*), NULL
 FROM {schema}.results WHERE %(include_results)s GROUP BY 1, 2
 UNION ALL
