@@ -149,15 +149,16 @@ def latency(runtime: Runtime, count: int) -> tuple[float, float]:
 class worker:
     """A `jobkit worker` subprocess, started and registered on entry, stopped on exit."""
 
-    def __init__(self, runtime: Runtime, flags: list[str]):
+    def __init__(self, runtime: Runtime, flags: list[str], schema: str = SCHEMA):
         self.runtime = runtime
         self.flags = flags
+        self.schema = schema
 
     def __enter__(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
             JOBKIT_DATABASE_URL=self.runtime.settings.database_url or "",
-            JOBKIT_SCHEMA=SCHEMA,
+            JOBKIT_SCHEMA=self.schema,
             JOBKIT_IMPORTS="bench_jobs",
             PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         )
