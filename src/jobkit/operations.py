@@ -374,7 +374,6 @@ class Operations:
         pause, new = self.store.pause_queue(queue=_queue(queue), source=source)
         if new:
             notify(self.runtime.pm.hook.jobkit_queue_paused, queue=queue, source=source)
-        if new:
             return ActionReport(done=True, message=f"paused {queue}")
         when = f"{pause.paused_at:%Y-%m-%d %H:%M:%S %Z}"
         return ActionReport(

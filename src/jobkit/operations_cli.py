@@ -14,6 +14,7 @@ import getpass
 import json
 import re
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -159,19 +160,38 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+def attempt_number(attempt: Attempt) -> str:
+    """"2/4" for the second of four attempts its retries allow; an operator's retry past them
+    shows its number alone."""
+    number, allowed = attempt.retry_attempt + 1, attempt.retries + 1
+    return f"{number}/{allowed}" if number <= allowed else str(number)
+
+
 def attempt_row(attempt: Attempt, now: datetime.datetime) -> list[str]:
     return [
         str(attempt.job_id),
         attempt.state.value,
         attempt.job_name,
         attempt.queue,
-        f"{attempt.retry_attempt + 1}/{attempt.retries + 1}",
+        attempt_number(attempt),
         ago(attempt.at, now),
         last_line(attempt.error) if attempt.error else attempt.error_type,
     ]
 
 
 HEADER = ["JOB", "STATE", "NAME", "QUEUE", "ATTEMPT", "WHEN", "ERROR"]
+
+
+PREVIEW_LINES = 20
+
+
+def show_preview(reports: Sequence[ActionReport]) -> None:
+    """The jobs a bulk action would touch: the first few, and how many in all."""
+    for report in reports[:PREVIEW_LINES]:
+        click.echo(f"  {report.job_id}: {report.message}")
+    if len(reports) > PREVIEW_LINES:
+        click.echo(f"  ... and {len(reports) - PREVIEW_LINES:,} more")
+    click.echo(f"would retry {len(reports):,} failed jobs")
 
 
 def show_reports(reports: Sequence[ActionReport], as_json: bool) -> None:
@@ -330,12 +350,19 @@ def retry_command(
         if not preview:
             click.echo("no failed job matches")
             raise SystemExit(NOTHING)
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"{len(preview):,} failed jobs match: retry them with --yes, "
+                "or list them with --dry-run"
+            )
+        show_preview(preview)
         click.confirm(f"retry {len(preview):,} failed jobs?", abort=True)
     reports = ops.retry_failed(filter, delay=delay, dry_run=dry_run, limit=limit, source=source())
     if dry_run:
         if as_json:
-            show_reports(reports, as_json)
-        click.echo(f"would retry {len(reports):,} failed jobs")
+            click.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+        else:
+            show_preview(reports)
         if not reports:
             raise SystemExit(NOTHING)
         return

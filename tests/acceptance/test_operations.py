@@ -94,7 +94,12 @@ def test_a_bulk_retry_runs_each_failed_job_once_more(
     wait_for(lambda: finished(db, failed | fine), 30, message="every first attempt")
 
     preview = run_cli("retry", "--failed", "--dry-run")
-    assert (preview.returncode, preview.stdout.strip()) == (0, "would retry 20 failed jobs")
+    lines = preview.stdout.splitlines()
+    assert (preview.returncode, lines[-1]) == (0, "would retry 20 failed jobs")
+    assert {line.split(":")[0].strip() for line in lines[:-1]} == {str(id) for id in failed}
+    unconfirmed = run_cli("retry", "--failed")  # no terminal to ask on
+    assert unconfirmed.returncode == 2
+    assert "20 failed jobs match: retry them with --yes" in unconfirmed.stderr
     listed = json.loads(run_cli("jobs", "--status", "failed", "--json").stdout)
     assert listed["total"] == 20 and not listed["total_is_estimate"]
     done = run_cli("retry", "--failed", "--yes")
