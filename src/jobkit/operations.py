@@ -83,11 +83,12 @@ class ActionReport:
 @attrs.frozen(kw_only=True)
 class WorkerStatus:
     """A registered worker, whether its heartbeat is stale (the next rescue sweep declares it
-    dead), and the attempts it runs now."""
+    dead), the attempts it runs now, and which of its queues are paused."""
 
     info: WorkerInfo
     stale: bool
     running: list[Attempt]
+    paused_queues: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         info = self.info
@@ -102,6 +103,7 @@ class WorkerStatus:
             ),
             "stale": self.stale,
             "running": [attempt.as_dict() for attempt in self.running],
+            "paused_queues": list(self.paused_queues),
         }
 
 
@@ -193,11 +195,13 @@ class Operations:
         running = self.store.list_attempts(
             filter=JobFilter(states=(AttemptState.RUNNING,)), limit=MAX_PAGE
         )
+        paused = {pause.queue for pause in self.store.paused_queues()}
         return [
             WorkerStatus(
                 info=info,
                 stale=info.id in stale,
                 running=[attempt for attempt in running if attempt.worker_id == info.id],
+                paused_queues=tuple(queue for queue in info.queues if queue in paused),
             )
             for info in self.store.workers()
         ]

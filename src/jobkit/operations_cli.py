@@ -428,7 +428,10 @@ def workers_command(as_json: bool) -> None:
                     str(info.id),
                     info.hostname,
                     str(info.pid),
-                    ",".join(info.queues),
+                    ",".join(
+                        f"{queue} (paused)" if queue in status.paused_queues else queue
+                        for queue in info.queues
+                    ),
                     ago(info.started_at, now),
                     ago(info.last_heartbeat_at, now),
                     "stale" if status.stale else "live",

@@ -72,7 +72,10 @@ def test_a_paused_queue_is_not_drained_while_another_is(
     worker = start_ready(workers, db, "--queue", "emails", "--queue", "default")
     wait_for(lambda: finished(db, free), 20, message="the other queue's jobs")
     workers_listed = json.loads(run_cli("workers", "--json").stdout)
-    assert [entry["pid"] for entry in workers_listed] == [worker.pid]
+    assert [(entry["pid"], entry["paused_queues"]) for entry in workers_listed] == [
+        (worker.pid, ["emails"])
+    ]
+    assert "emails (paused),default" in run_cli("workers").stdout
     assert db.count("requests", "queue = 'emails'") == 5  # all still pending
 
     assert run_cli("resume", "emails").returncode == 0
