@@ -161,7 +161,7 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def attempt_number(attempt: Attempt) -> str:
-    """"2/4" for the second of four attempts its retries allow; an operator's retry past them
+    """``2/4`` for the second of four attempts its retries allow; an operator's retry past them
     shows its number alone."""
     number, allowed = attempt.retry_attempt + 1, attempt.retries + 1
     return f"{number}/{allowed}" if number <= allowed else str(number)
