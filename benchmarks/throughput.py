@@ -161,16 +161,19 @@ class worker:
     """A `jobkit worker` subprocess, started and registered on entry, stopped on exit. Below
     WARNING, its log goes to a temporary file (as to a supervisor's log, not a terminal)."""
 
-    def __init__(self, runtime: Runtime, flags: list[str], log_level: str = "WARNING"):
+    def __init__(
+        self, runtime: Runtime, flags: list[str], log_level: str = "WARNING", schema: str = SCHEMA
+    ):
         self.runtime = runtime
         self.flags = flags
         self.log_level = log_level
+        self.schema = schema
 
     def __enter__(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
             JOBKIT_DATABASE_URL=self.runtime.settings.database_url or "",
-            JOBKIT_SCHEMA=SCHEMA,
+            JOBKIT_SCHEMA=self.schema,
             JOBKIT_IMPORTS="bench_jobs",
             PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         )

@@ -609,3 +609,14 @@ def plugins(show_all: bool, hook_name: str | None, as_json: bool) -> None:
             if hook_name in (None, name):
                 place = info.precedence.get(name)
                 click.echo(f"    {name}" + (f"  [{place}]" if place else ""))
+
+
+def _add_operations_commands() -> None:
+    """The commands that operate jobs live in ``jobkit.operations_cli``."""
+    from jobkit.operations_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_operations_commands()

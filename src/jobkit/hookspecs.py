@@ -317,6 +317,63 @@ def jobkit_job_aborted(result: JobResult) -> None:
 
 
 @hookspec
+def jobkit_job_retried(request: JobRequest, source: str) -> None:
+    """An operator retried a job that had ended: ``request`` is its new attempt, stored (in the
+    transaction that links the job's last result to it).
+
+    :param request: the new attempt's request (``retry_of`` is the result it follows).
+    :param source: who retried it (``cli user@host``, a dashboard user, the caller's file and
+        line).
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that retried it (the CLI, a dashboard, the app).
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_cancelled(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+    """An operator cancelled a job: its waiting attempt was recorded CANCELLED, or its running
+    attempt's worker was asked to end it (it records the CANCELLED result, and
+    ``jobkit_job_aborted`` follows there).
+
+    :param job_id: the job.
+    :param attempt_id: the attempt cancelled.
+    :param source: who cancelled it.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that cancelled it.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_queue_paused(queue: str, source: str) -> None:
+    """An operator paused a queue: workers claim nothing from it until it is resumed.
+
+    :param queue: the queue.
+    :param source: who paused it.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that paused it.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_queue_resumed(queue: str, source: str) -> None:
+    """An operator resumed a paused queue.
+
+    :param queue: the queue.
+    :param source: who resumed it.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that resumed it.
+    Added: 0.1
+    """
+
+
+@hookspec
 def jobkit_worker_started(worker: WorkerInfo) -> None:
     """A worker registered and is about to claim jobs.
 

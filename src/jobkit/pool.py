@@ -46,7 +46,7 @@ from jobkit.settings import Settings
 logger = logging.getLogger("jobkit.worker")
 
 _CONTEXT = multiprocessing.get_context("spawn")
-ASKED_TO_STOP, ASKED_TO_CANCEL, ASKED_TO_TIME_OUT = 1, 2, 3
+ASKED_TO_STOP, ASKED_TO_CANCEL, ASKED_TO_TIME_OUT, ASKED_BY_OPERATOR = 1, 2, 3, 4
 """Values of a child's shared ``stopping`` flag: exit after the running attempt; end it now for a
 shutdown (``JobCancelled``); end it now for its timeout (``JobTimeout``)."""
 PREFETCH_HORIZON = 0.05
@@ -78,6 +78,16 @@ class StopReason(enum.Enum):
 
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    OPERATOR = "operator"
+    """An operator cancelled the job (``jobkit cancel``)."""
+
+
+_ASKED = {
+    StopReason.TIMEOUT: ASKED_TO_TIME_OUT,
+    StopReason.CANCELLED: ASKED_TO_CANCEL,
+    StopReason.OPERATOR: ASKED_BY_OPERATOR,
+}
+"""The ``stopping`` flag that tells a child why its running attempt is being ended."""
 
 
 @contextlib.contextmanager
@@ -236,7 +246,7 @@ class Child:
         self.stop_reason = reason
         self.stopped_attempt = attempt
         self.terminated_at = time.monotonic()
-        self.stopping.value = ASKED_TO_TIME_OUT if reason is StopReason.TIMEOUT else ASKED_TO_CANCEL
+        self.stopping.value = _ASKED[reason]
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
 
@@ -571,6 +581,8 @@ class _Interrupter:
             self.interrupted = True
             if asked == ASKED_TO_TIME_OUT:
                 raise JobTimeout(f"the run passed its timeout of {self.attempt.timeout:g} s")
+            if asked == ASKED_BY_OPERATOR:
+                raise JobCancelled("an operator cancelled this job")
             raise JobCancelled("the worker is stopping and its shutdown grace period ran out")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import enum
 import functools
+import json
 import operator
 import uuid
 from collections.abc import Callable
@@ -106,6 +107,8 @@ class JobProcess(JobRequest):
     claimed_at: datetime.datetime
     started_at: datetime.datetime | None = None
     """When a pool child started it, as far as its worker has reported (None: not yet)."""
+    cancel_source: str | None = None
+    """Who asked to cancel it (``jobkit cancel``), when an operator did; its worker ends it."""
 
 
 @attrs.define(kw_only=True)
@@ -143,6 +146,122 @@ class JobResult(JobRequest):
     def retries_exhausted(self) -> bool:
         """True when no further attempt follows this one because of its retry budget."""
         return self.retry_attempt >= self.retries
+
+
+class AttemptState(enum.StrEnum):
+    """Where an attempt is, as the operations API lists it: waiting (``pending``: ready now;
+    ``scheduled``: later), claimed by a worker (``running``), or ended with a status."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    ERRORED = "errored"
+    DEFERRED = "deferred"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+FAILED = "failed"
+"""A state filter, not a state: attempts that ended ERRORED, LOST or CANCELLED and that no
+further attempt follows (the job failed)."""
+
+
+@attrs.define(kw_only=True)
+class Attempt(JobRequest):
+    """One attempt as the operations API lists it: the request's fields, where it is
+    (``state``), and what happened to it so far. ``at`` orders listings, newest first: when it
+    was enqueued (waiting), started or claimed (running), or ended."""
+
+    state: AttemptState
+    at: datetime.datetime
+    worker_id: uuid.UUID | None = None
+    claimed_at: datetime.datetime | None = None
+    started_at: datetime.datetime | None = None
+    ended_at: datetime.datetime | None = None
+    error: str = ""
+    error_type: str = ""
+    retry_request_id: uuid.UUID | None = None
+    cancel_requested_at: datetime.datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: ids and times as text, ``parameters`` parsed."""
+        data = attrs.asdict(self, filter=lambda field, _: field.name != "delay")
+        for name, value in data.items():
+            if isinstance(value, uuid.UUID | datetime.datetime):
+                data[name] = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+        data["parameters"] = json.loads(self.parameters)
+        data["state"] = self.state.value
+        return data
+
+
+@attrs.frozen(kw_only=True)
+class JobFilter:
+    """Which attempts a listing shows; every criterion given must hold (empty: any)."""
+
+    states: tuple[str, ...] = ()
+    """``AttemptState`` values, or ``FAILED``."""
+    queues: tuple[str, ...] = ()
+    job_names: tuple[str, ...] = ()
+    concurrency_key: str | None = None
+    since: datetime.datetime | None = None
+    """Only attempts whose ``at`` is at or after this."""
+    until: datetime.datetime | None = None
+    """Only attempts whose ``at`` is before this."""
+    error_contains: str | None = None
+    """Only ended attempts whose error (traceback) holds this text, case-insensitively."""
+
+
+@attrs.frozen(kw_only=True)
+class QueuePause:
+    """A paused queue: workers claim nothing from it until it is resumed."""
+
+    queue: str
+    paused_at: datetime.datetime
+    source: str
+    """Who paused it (``cli root@host``, the caller's file and line, a dashboard user)."""
+
+
+@attrs.define(kw_only=True)
+class JobInfo:
+    """A job with every attempt it has had, oldest first: ended ones, then the one that waits or
+    runs now, if any."""
+
+    job_id: uuid.UUID
+    attempts: list[Attempt]
+
+    @property
+    def latest(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def job_name(self) -> str:
+        return self.latest.job_name
+
+    @property
+    def state(self) -> AttemptState:
+        """The state of its latest attempt."""
+        return self.latest.state
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": str(self.job_id),
+            "job_name": self.job_name,
+            "state": self.state.value,
+            "attempts": [attempt.as_dict() for attempt in self.attempts],
+        }
+
+
+@attrs.define(kw_only=True)
+class Page:
+    """A page of a listing, newest first. ``next_cursor`` fetches the next page (None: this is
+    the last). ``total`` counts every attempt that matches; past a threshold it is the
+    database's estimate, and ``total_is_estimate`` says so."""
+
+    attempts: list[Attempt]
+    next_cursor: str | None
+    total: int
+    total_is_estimate: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -258,12 +377,16 @@ class QueueCounts:
     """Seconds, by the database clock, since the oldest pending request became ready (``now()``
     minus the earliest ``start_at`` of the pending requests); 0.0 when none is pending. In a
     total, the greatest of the queues'."""
+    paused: bool = False
+    """Whether an operator paused the queue (workers claim nothing from it); in a total,
+    whether any queue is paused."""
 
     def add(self, other: QueueCounts) -> None:
         """Add ``other``'s counts to these; the age becomes the greater of the two."""
         for key in STAT_KEYS:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         self.oldest_pending_age = max(self.oldest_pending_age, other.oldest_pending_age)
+        self.paused = self.paused or other.paused
 
 
 @attrs.frozen(kw_only=True)

@@ -247,21 +247,25 @@ class Runtime:
         """Enqueue ``job`` with ``build_request``'s options; ``source`` defaults to the
         caller's file and line."""
         if "source" not in options:
-            options["source"] = _caller()
+            options["source"] = caller_location()
         request = self.build_request(job, **options)
-        return self._enqueue([job], [request], connection)[0]
+        return self.enqueue_requests([job], [request], connection)[0]
 
     def enqueue_many(
         self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
     ) -> list[JobRequest | None]:
-        source = _caller()
+        source = caller_location()
         jobs = list(jobs)
         requests = [self.build_request(job, source=source, **options) for job in jobs]
-        return self._enqueue(jobs, requests, connection)
+        return self.enqueue_requests(jobs, requests, connection)
 
-    def _enqueue(
-        self, jobs: list[Job], requests: list[JobRequest], connection: Any
+    def enqueue_requests(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
     ) -> list[JobRequest | None]:
+        """The path every enqueue takes, an operator's retry too: ``jobkit_enqueue`` (the
+        decisions under the enqueue lock, the insert), then the events. Returns each request
+        as stored, or None where it was declined."""
+        jobs, requests = list(jobs), list(requests)
         if not jobs:
             return []
         if connection is None:
@@ -306,7 +310,7 @@ class Runtime:
         _check_int(name, "retries", retries, 0, _INT32)
         key = job.default_concurrency_key() if concurrency_key is None else concurrency_key
         _check_concurrency_key(name, key)
-        delay_seconds, start_at = _delay(name, delay)
+        delay_seconds, start_at = parse_delay(name, delay)
         timeout_seconds = _timeout(name, job.default_timeout() if timeout is None else timeout)
         return JobRequest(
             job_name=name,
@@ -539,14 +543,16 @@ class Runtime:
             return 0.0
 
     def ended_outcome(
-        self, process: JobProcess, status: Status, error_type: str, why: str
+        self, process: JobProcess, status: Status, error_type: str, why: str, *, rerun: bool = True
     ) -> Outcome:
         """The outcome of an attempt that ended without ``run()`` returning.
 
         LOST (its process or worker died) and ERRORED ``JobTimeout`` follow the retry policy;
         CANCELLED (a shutdown's grace ran out) runs again at once without using an attempt.
         """
-        if status is Status.CANCELLED:
+        if not rerun:  # an operator cancelled it
+            rerun_in, uses_retry = None, True
+        elif status is Status.CANCELLED:
             rerun_in, uses_retry = 0.0, False
         elif process.retry_attempt < process.retries:
             rerun_in, uses_retry = self.retry_delay(process), True
@@ -565,6 +571,14 @@ class Runtime:
             else None,
         )
         return self.bounded(outcome)
+
+    def operator_cancelled(self, process: JobProcess, source: str, detail: str = "") -> Outcome:
+        """The outcome of an attempt an operator cancelled (``jobkit cancel``): CANCELLED, error
+        type ``CancelledByOperator``, saying who; it does not run again."""
+        why = f"cancelled by an operator ({source or 'unknown'})" + detail
+        return self.ended_outcome(
+            process, Status.CANCELLED, "CancelledByOperator", why, rerun=False
+        )
 
     def _reconciles(self, job_name: str) -> bool:
         """Whether the job overrides ``on_aborted``."""
@@ -637,7 +651,7 @@ class Runtime:
             locks.enter_context(self._enqueue_lock(job, rerun, conn))
             if self._allowed(job, rerun):
                 store.enqueue([rerun], connection=conn)
-                store.link_rerun(result_id=process.id, request_id=rerun.id, connection=conn)
+                store.link_reruns([(process.id, rerun.id)], connection=conn)
                 report.written[process.id] = rerun.id
             else:
                 logger.info(
@@ -702,17 +716,22 @@ class Runtime:
             completions = [
                 Completion(
                     process=process,
-                    outcome=self.ended_outcome(process, Status.LOST, "WorkerLost", why),
+                    outcome=(
+                        self.ended_outcome(process, Status.LOST, "WorkerLost", why)
+                        if process.cancel_source is None
+                        else self.operator_cancelled(process, process.cancel_source)
+                    ),
                     started_at=process.started_at,
                     ended_at=ended,
                 )
                 for process in held
-                if process.started_at is not None
+                # An attempt that never started goes back to the queue, unless it was cancelled.
+                if process.started_at is not None or process.cancel_source is not None
             ]
             report = store.finish(worker_id=worker_id, completions=completions, connection=conn)
             # Attempts that never started go back to the queue as they were: they did not run.
             # (After the LOST ones' reruns, so those, claimed earlier, are first in line.)
-            unstarted = [p.id for p in held if p.started_at is None]
+            unstarted = [p.id for p in held if p.started_at is None and p.cancel_source is None]
             returned = store.release(worker_id=worker_id, process_ids=unstarted, connection=conn)
             store.unregister_worker(worker_id=worker_id, connection=conn)
             if not vouched():
@@ -944,7 +963,9 @@ def seconds(value: float | datetime.timedelta, what: str = "a delay") -> float:
     return float(value)
 
 
-def _delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | None]:
+def parse_delay(name: str, delay: Delay | None) -> tuple[float, datetime.datetime | None]:
+    """``delay`` (seconds, a timedelta, or an aware datetime) as ``(seconds, None)`` or
+    ``(0.0, start_at)``; a ``ParameterError`` naming job ``name`` when it is not one."""
     if delay is None:
         return 0.0, None
     if isinstance(delay, datetime.datetime):
@@ -1062,7 +1083,7 @@ def _short(text: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else f"{shown[: limit - 4]}...{shown[-1]}"
 
 
-def _caller() -> str:
+def caller_location() -> str:
     """``file:line`` of the first frame outside jobkit: where the job was enqueued."""
     frame: types.FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_JOBKIT_DIR):

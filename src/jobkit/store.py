@@ -19,12 +19,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from jobkit.records import (
+    Attempt,
     Completion,
     FinishReport,
+    JobFilter,
     JobProcess,
     JobRequest,
     JobResult,
     JobState,
+    QueuePause,
     Stats,
     WorkerInfo,
 )
@@ -110,11 +113,19 @@ class Store(Protocol):
         ``dead_workers`` can tell them from attempts that never ran. With ``connection``,
         inside that connection's transaction."""
 
-    def link_rerun(
-        self, *, result_id: uuid.UUID, request_id: uuid.UUID, connection: Any = None
+    def link_reruns(
+        self, links: Sequence[tuple[uuid.UUID, uuid.UUID]], *, connection: Any = None
     ) -> None:
-        """Record on a result the request that runs its job again (a deferral re-enqueued
-        through the enqueue lock and ``should_enqueue`` after its result was written)."""
+        """Record on results the requests that run their jobs again (``(result id, request
+        id)`` pairs): a deferral re-enqueued through the enqueue lock and ``should_enqueue``
+        after its result was written, an operator's retry."""
+
+    def lock_for_retry(
+        self, result_ids: Sequence[uuid.UUID], *, connection: Any
+    ) -> list[JobResult]:
+        """Those of ``result_ids`` that no attempt follows yet, locked in ``connection``'s
+        transaction (which links each to its retry); one another transaction holds is left
+        out."""
 
     def release(
         self,
@@ -195,6 +206,48 @@ class Store(Protocol):
         """The latest recorded tick of each of ``keys`` that has one."""
 
     # Reading and housekeeping ---------------------------------------------------------------
+
+    # Operations ----------------------------------------------------------------------------
+
+    def list_attempts(
+        self,
+        *,
+        filter: JobFilter,
+        limit: int,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    ) -> list[Attempt]:
+        """Up to ``limit`` attempts that ``filter`` matches, newest first by ``Attempt.at`` (ties
+        by id, descending), only those after ``after`` (the ``(at, id)`` of the last one of the
+        previous page). Reads a page without reading everything that matches."""
+
+    def count_attempts(self, *, filter: JobFilter, cap: int) -> tuple[int, bool]:
+        """How many attempts ``filter`` matches, and whether that is exact: when more than
+        ``cap`` match, an estimate (never less than ``cap``) and False."""
+
+    def cancel_attempt(
+        self, *, attempt_id: uuid.UUID, source: str, why: str
+    ) -> tuple[str, uuid.UUID | None] | None:
+        """Cancel an attempt for an operator (``source``). A waiting one becomes a CANCELLED
+        result, with ``why`` as its error and no rerun: ``("cancelled", None)``. A running one
+        is marked, and its worker told, which ends it (only a worker ends its attempts):
+        ``("requested", worker_id)``. None when it is neither waiting nor running (it ended, or
+        it moved between stages while the store looked: ask again)."""
+
+    def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        """The attempts of ``worker_id`` that an operator asked to cancel, with who asked."""
+
+    def pause_queue(self, *, queue: str, source: str) -> tuple[QueuePause, bool]:
+        """Stop every worker claiming from ``queue``; return the pause, and whether it is new."""
+
+    def resume_queue(self, *, queue: str) -> bool:
+        """Let workers claim from ``queue`` again, and wake them; whether it was paused."""
+
+    def paused_queues(self) -> list[QueuePause]:
+        """The paused queues, by name."""
+
+    def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
+        """Every attempt of the job, oldest first (its results, then the attempt that waits or
+        runs now); empty for a job the store does not know."""
 
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
         """The latest result of the job that ``attempt_id`` belongs to, or None while any

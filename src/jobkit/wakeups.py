@@ -30,11 +30,14 @@ PROBE_TIMEOUT = 2.0
 
 class Wakeups:
     """The worker's LISTEN connection (used by the main loop only), and whether it went deaf
-    (``deaf``, set by ``Prober``, which also wakes the loop)."""
+    (``deaf``, set by ``Prober``, which also wakes the loop). Besides its queues' names it
+    hears ``control``, the payload that tells this worker an operator cancelled one of its
+    attempts."""
 
-    def __init__(self, store: Store, queues: Sequence[str]):
+    def __init__(self, store: Store, queues: Sequence[str], control: str):
         self.store = store
         self.queues = list(queues)
+        self.control = control
         self.listener: Listener | None = None
         self.deaf = threading.Event()
 
@@ -44,22 +47,22 @@ class Wakeups:
         if self.listener is not None:
             return False
         try:
-            self.listener = self.store.listen(queues=self.queues)
+            self.listener = self.store.listen(queues=[*self.queues, self.control])
         except StoreError as error:
             logger.warning("could not LISTEN for wake-ups (%s); polling instead", error)
             return False
         return True
 
-    def drain(self) -> bool:
-        """Read what arrived; True when a queue was woken (or the connection was lost, which may
-        have swallowed a wake-up)."""
+    def drain(self) -> set[str]:
+        """Read what arrived: the names woken, of a queue or ``control``; all of them when the
+        connection was lost (which may have swallowed any)."""
         assert self.listener is not None
         try:
-            return bool(self.listener.drain())
+            return self.listener.drain()
         except StoreError as error:
             logger.warning("lost the wake-up connection (%s); polling until it is back", error)
             self.close()
-            return True
+            return {*self.queues, self.control}
 
     def replace_if_deaf(self) -> bool:
         """LISTEN on a new connection if the prober found this one deaf; True if it did."""

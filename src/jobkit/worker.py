@@ -234,7 +234,7 @@ class Worker:
         self.info = WorkerInfo(
             id=self.id, hostname=socket.gethostname(), pid=os.getpid(), queues=list(options.queues)
         )
-        self.wakeups = Wakeups(runtime.store, options.queues)
+        self.wakeups = Wakeups(runtime.store, options.queues, control=f"jobkit cancel {self.id}")
         self.pool: WorkerPool | None = None
         self.heartbeat = Heartbeat(
             runtime.store,
@@ -255,6 +255,9 @@ class Worker:
         # hangs holds up neither the sweeps nor the worker's exit.
         self._aborted_calls: list[threading.Thread] = []
         self._done = Counter[Status]()
+        # Attempts of this worker an operator cancelled (and who), and the lookup in flight.
+        self._cancels: dict[uuid.UUID, str] = {}
+        self._cancel_lookup: concurrent.futures.Future[dict[uuid.UUID, str]] | None = None
         self._done_lock = threading.Lock()
         self._failures = 0
         self._backoff_until = 0.0
@@ -519,8 +522,12 @@ class Worker:
 
             if self._wakeup_reader in ready:
                 self._wakeup_reader.recv(4096)
-            if listener is not None and listener in ready and self.wakeups.drain():
-                self._claim_due = True
+            if listener is not None and listener in ready:
+                woken = self.wakeups.drain()
+                if self.wakeups.control in woken:
+                    self._look_for_cancels()
+                if woken - {self.wakeups.control}:
+                    self._claim_due = True
             if self.wakeups.replace_if_deaf():
                 self._claim_due = True
             finished, crashed = pool.collect(ready)
@@ -554,9 +561,33 @@ class Worker:
                 deadlines.append(deadline)
         return deadlines
 
+    def _look_for_cancels(self) -> None:
+        """Ask the database (on the database thread) which of this worker's attempts an
+        operator cancelled; ``_enforce_time_limits`` ends them."""
+        if self._cancel_lookup is not None and not self._cancel_lookup.done():
+            return
+        lookup = self._database_thread.submit(self.store.cancel_requests, worker_id=self.id)
+        lookup.add_done_callback(lambda _: self.wake())
+        self._cancel_lookup = lookup
+
     def _enforce_time_limits(self, now: float) -> None:
         assert self.pool is not None
+        lookup = self._cancel_lookup
+        if lookup is not None and lookup.done():
+            self._cancel_lookup = None
+            try:
+                self._cancels.update(lookup.result())
+            except StoreError as error:
+                logger.warning("could not read cancel requests (%s); trying again soon", error)
         for child, process, since in self.pool.running():
+            if process.id in self._cancels and child.terminated_at is None:
+                logger.warning(
+                    "%s %s: an operator cancelled it (%s): ending it",
+                    shown(process.job_name),
+                    process.job_id,
+                    self._cancels[process.id],
+                )
+                child.terminate(StopReason.OPERATOR, process)
             timeout = process.timeout
             if timeout is not None and child.terminated_at is None and now - since >= timeout:
                 logger.warning(
@@ -600,6 +631,7 @@ class Worker:
         the attempts this worker owns but does not hold (a claim's answer or a release lost)."""
         if not self.stopping and self.wakeups.listen():
             self._claim_due = True
+        self._look_for_cancels()  # in case a notification was missed
         if self._reconcile_due and self._round_trip is None and not self.stopping:
             # Queued on the database thread, so it runs before any later claim.
             self._reconcile_due = False
@@ -772,10 +804,12 @@ class Worker:
                     ended_at=self.clock.at(item.ended),
                 )
             )
+            self._cancels.pop(item.process.id, None)
         for dead in crashed:
+            self._recover(dead)
             if dead.running is not None:
                 self._marked_started.discard(dead.running.id)
-            self._recover(dead)
+                self._cancels.pop(dead.running.id, None)
 
     def _recover(self, dead: Crashed) -> None:
         """Record the attempt a child was running when it exited, for what ended it, and put
@@ -810,7 +844,13 @@ class Worker:
         self, process: JobProcess, reason: StopReason, detail: str = ""
     ) -> Outcome:
         """The outcome of an attempt this worker ended: ERRORED ``JobTimeout`` (retried by the
-        job's policy) or CANCELLED (runs again at once); ``detail`` is the run's traceback."""
+        job's policy), CANCELLED (runs again at once), or CANCELLED for an operator (never runs
+        again); ``detail`` is the run's traceback."""
+        if reason is StopReason.OPERATOR:
+            detail = f"; where it was when it was ended:\n\n{detail}" if detail else ""
+            return self.runtime.operator_cancelled(
+                process, self._cancels.get(process.id, ""), detail
+            )
         if reason is StopReason.TIMEOUT:
             status, error_type = Status.ERRORED, "JobTimeout"
             why = f"the job ran longer than its timeout of {process.timeout:g} s and was ended"

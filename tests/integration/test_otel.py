@@ -19,6 +19,7 @@ from psycopg import sql
 from jobkit import DeferJob, Job, Status, hookimpl, register_job
 from jobkit.builtin.otel import OpenTelemetry
 from jobkit.builtin.otel.plugin import DURATION_BUCKETS
+from jobkit.operations import Operations
 from jobkit.plugins import notify
 from jobkit.records import WorkerInfo
 from jobkit.testing import run_jobs
@@ -442,6 +443,11 @@ def test_gauges_report_queues_and_workers_while_a_worker_runs(telemetry):
             for p in telemetry.points("jobkit.queue.oldest_pending_age")
         }
         assert 0 <= ages["mail"] < 60
+        paused = {
+            p.attributes["messaging.destination.name"]: p.value
+            for p in telemetry.points("jobkit.queue.paused")
+        }
+        assert paused == {"mail": 0, "other": 0}
         assert [p.value for p in telemetry.points("jobkit.workers.active")] == [1]
         assert [p.value for p in telemetry.points("jobkit.workers.stale")] == [0]
         assert telemetry.metrics()["jobkit.queue.oldest_pending_age"].unit == "s"
@@ -496,3 +502,27 @@ def test_concurrent_enqueues_each_get_their_own_span(telemetry):
     assert len(spans) == 80
     assert len({span.context.span_id for span in spans}) == 80
     assert all(span.parent is None for span in spans)
+
+
+def test_operators_actions_are_counted(telemetry):
+    runtime = telemetry.runtime
+    operations = Operations(runtime)
+    failed = runtime.enqueue(Fail("once", times=1), queue="mail")
+    run_jobs(runtime, queues=["mail"])
+    assert operations.retry(failed.job_id, source="test").done
+    waiting = runtime.enqueue(Noop(1), queue="mail", delay=3600)
+    assert operations.cancel(waiting.job_id, source="test").done
+    assert operations.pause_queue("mail", source="test").done
+    assert not operations.pause_queue("mail", source="test").done  # nothing new: not counted
+    assert operations.resume_queue("mail", source="test").done
+
+    counted = {
+        (p.attributes["jobkit.operation"], p.attributes.get("messaging.destination.name")): p.value
+        for p in telemetry.points("jobkit.operations")
+    }
+    assert counted == {
+        ("retry", "mail"): 1,
+        ("cancel", None): 1,
+        ("pause", "mail"): 1,
+        ("resume", "mail"): 1,
+    }

@@ -17,16 +17,23 @@ from jobkit.cli import cli
 from jobkit.runtime import set_runtime
 
 COMMANDS = [
+    "cancel",
     "clear",
     "enqueue",
+    "jobs",
     "list",
     "migrate",
+    "pause",
     "plugins",
     "purge",
+    "resume",
+    "retry",
     "run",
     "schedule",
+    "show",
     "stats",
     "worker",
+    "workers",
 ]
 JOBS = {"JOBKIT_IMPORTS": "unitplugins.jobs"}
 """The imports setting that registers ``unitplugins.Greet`` and ``unitplugins.Wave``."""

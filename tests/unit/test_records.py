@@ -211,6 +211,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
         "lost",
         "cancelled",
         "oldest_pending_age",
+        "paused",
         "workers_active",
         "workers_stale",
         "queues",
@@ -225,6 +226,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
         "lost": 0,
         "cancelled": 0,
         "oldest_pending_age": 7.5,
+        "paused": False,
         "workers_active": 4,
         "workers_stale": 1,
         "queues": {
@@ -238,6 +240,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
                 "lost": 0,
                 "cancelled": 1,
                 "oldest_pending_age": 0.25,
+                "paused": False,
             },
             "emails": {
                 "pending": 1,
@@ -249,6 +252,7 @@ def test_stats_as_dict_has_the_totals_and_each_queue():
                 "lost": 1,
                 "cancelled": 0,
                 "oldest_pending_age": 7.5,
+                "paused": False,
             },
         },
     }
@@ -259,6 +263,7 @@ def test_empty_stats():
     assert Stats().as_dict() == {
         **dict.fromkeys(STAT_KEYS, 0),
         "oldest_pending_age": 0.0,
+        "paused": False,
         "workers_active": 0,
         "workers_stale": 0,
         "queues": {},

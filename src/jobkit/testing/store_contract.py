@@ -22,7 +22,9 @@ import pytest
 
 from jobkit.errors import LeaseLost
 from jobkit.records import (
+    AttemptState,
     Completion,
+    JobFilter,
     JobProcess,
     JobRequest,
     Outcome,
@@ -746,3 +748,180 @@ class StoreContract:
         marked = held[running.id]
         assert marked is not None
         assert abs((marked - now).total_seconds()) < 1
+
+    # Operations ------------------------------------------------------------------------------
+
+    def one_of_each(self, store: Store, worker_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        """A job in every state, by state: pending, scheduled, running, successful, an errored
+        attempt that was retried (its retry still pending), a final errored one, and a lost one.
+        Returns attempt ids."""
+        ids: dict[str, uuid.UUID] = {}
+        (running, successful, errored, retried, lost) = store.enqueue(
+            [make_request(queue="ops", retries=1 if n == 3 else 0) for n in range(5)],
+            connection=None,
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["ops"], limit=5)
+        assert [p.id for p in claimed] == [
+            a.id for a in (running, successful, errored, retried, lost)
+        ]
+        report = store.finish(
+            worker_id=worker_id,
+            completions=[
+                completion(claimed[1]),
+                completion(claimed[2], Status.ERRORED, error="Traceback\nValueError: boom"),
+                completion(
+                    claimed[3], Status.ERRORED, error="Traceback\nKeyError: k", rerun_in=3600.0
+                ),
+                completion(claimed[4], Status.LOST, error_type="WorkerLost"),
+            ],
+        )
+        (pending,) = store.enqueue(
+            [make_request(queue="ops", job_name="contract.Other")], connection=None
+        )
+        (scheduled,) = store.enqueue([make_request(queue="later", delay=3600)], connection=None)
+        retry_id = report.written[retried.id]
+        assert retry_id is not None
+        ids.update(
+            running=running.id,
+            successful=successful.id,
+            errored=errored.id,
+            retried=retried.id,
+            retry=retry_id,
+            lost=lost.id,
+            pending=pending.id,
+            scheduled=scheduled.id,
+        )
+        return ids
+
+    def test_listings_filter_by_state_newest_first(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ids = self.one_of_each(store, worker_id)
+
+        def listed(*states: str, **criteria: Any) -> list[uuid.UUID]:
+            found = store.list_attempts(filter=JobFilter(states=states, **criteria), limit=100)
+            assert [a.at for a in found] == sorted((a.at for a in found), reverse=True)
+            return [a.id for a in found]
+
+        assert listed("pending") == [ids["pending"]]
+        # The retry waits an hour: scheduled, like the job enqueued with a delay.
+        assert set(listed("scheduled")) == {ids["retry"], ids["scheduled"]}
+        assert set(listed("pending", "scheduled")) == {
+            ids["pending"],
+            ids["retry"],
+            ids["scheduled"],
+        }
+        assert listed("running") == [ids["running"]]
+        assert listed("successful") == [ids["successful"]]
+        assert set(listed("errored")) == {ids["errored"], ids["retried"]}
+        assert set(listed("failed")) == {ids["errored"], ids["lost"]}  # not the retried one
+        assert set(listed("errored", "failed")) == {ids["errored"], ids["retried"], ids["lost"]}
+        assert set(listed()) == set(ids.values())
+        assert set(listed(queues=("later",))) == {ids["scheduled"]}
+        assert listed(job_names=("contract.Other",)) == [ids["pending"]]
+        assert listed(error_contains="valueerror") == [ids["errored"]]
+        assert listed(error_contains="%") == []
+
+    def test_a_listing_pages_with_a_cursor_and_counts(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="paged") for _ in range(7)], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["paged"], limit=7)
+        for process in claimed:  # one at a time, so each ends at its own moment
+            store.finish(worker_id=worker_id, completions=[completion(process)])
+        everything = JobFilter(states=("successful",), queues=("paged",))
+        first = store.list_attempts(filter=everything, limit=3)
+        second = store.list_attempts(filter=everything, limit=3, after=(first[-1].at, first[-1].id))
+        third = store.list_attempts(
+            filter=everything, limit=3, after=(second[-1].at, second[-1].id)
+        )
+        pages = [a.id for a in first + second + third]
+        assert len(pages) == 7 and len(set(pages)) == 7
+        assert pages == [a.id for a in store.list_attempts(filter=everything, limit=10)]
+        assert store.count_attempts(filter=everything, cap=100) == (7, True)
+        count, exact = store.count_attempts(filter=everything, cap=5)
+        assert not exact and count >= 6
+
+    def test_a_job_is_told_with_every_attempt_in_order(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ids = self.one_of_each(store, worker_id)
+        job = store.job_attempts(ids["retried"])
+        assert [(a.id, a.state.value) for a in job] == [
+            (ids["retried"], "errored"),
+            (ids["retry"], "scheduled"),
+        ]
+        assert [(a.id, a.state.value) for a in store.job_attempts(ids["running"])] == [
+            (ids["running"], "running")
+        ]
+        assert [a.id for a in store.job_attempts(ids["pending"])] == [ids["pending"]]
+        assert store.job_attempts(uuid.uuid4()) == []
+
+    def test_a_paused_queue_is_not_claimed_from_until_resumed(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="held"), make_request(queue="free")], connection=None)
+        pause, new = store.pause_queue(queue="held", source="contract")
+        assert new and (pause.queue, pause.source) == ("held", "contract")
+        assert store.pause_queue(queue="held", source="again") == (pause, False)
+        assert store.paused_queues() == [pause]
+        claimed = store.claim(worker_id=worker_id, queues=["held", "free"], limit=10)
+        assert [p.queue for p in claimed] == ["free"]
+        assert store.resume_queue(queue="held")
+        assert not store.resume_queue(queue="held")
+        assert store.paused_queues() == []
+        (process,) = store.claim(worker_id=worker_id, queues=["held", "free"], limit=10)
+        assert process.queue == "held"
+
+    def test_cancelling_ends_a_waiting_attempt_and_asks_for_a_running_one(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        waiting, running, done = store.enqueue(
+            [make_request(queue="c"), make_request(queue="c"), make_request(queue="c")],
+            connection=None,
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["c"], limit=3)
+        store.release(worker_id=worker_id, process_ids=[claimed[0].id])  # back to waiting
+        store.finish(worker_id=worker_id, completions=[completion(claimed[2])])
+
+        assert store.cancel_attempt(attempt_id=waiting.id, source="ops", why="no") == (
+            "cancelled",
+            None,
+        )
+        [cancelled] = store.job_attempts(waiting.id)
+        assert (cancelled.state, cancelled.error, cancelled.error_type) == (
+            AttemptState.CANCELLED,
+            "no",
+            "CancelledByOperator",
+        )
+        assert cancelled.retry_request_id is None
+        assert store.cancel_attempt(attempt_id=running.id, source="ops", why="no") == (
+            "requested",
+            worker_id,
+        )
+        assert store.cancel_requests(worker_id=worker_id) == {running.id: "ops"}
+        assert store.cancel_attempt(attempt_id=done.id, source="ops", why="no") is None
+        # A cancelled attempt that goes back unstarted ends CANCELLED instead of waiting again.
+        assert store.release(worker_id=worker_id, process_ids=[running.id]) == []
+        assert store.job_attempts(running.id)[-1].state is AttemptState.CANCELLED
+
+    def test_a_retry_takes_a_final_result_once(self, store: Store, worker_id: uuid.UUID) -> None:
+        first, second = store.enqueue([make_request(), make_request()], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        store.finish(
+            worker_id=worker_id, completions=[completion(p, Status.ERRORED) for p in claimed]
+        )
+        with store.transaction() as one:
+            taken = store.lock_for_retry([first.id, second.id], connection=one)
+            assert sorted(r.id for r in taken) == sorted([first.id, second.id])
+            with store.transaction() as other:  # taken by the first: skipped, not waited for
+                assert store.lock_for_retry([first.id], connection=other) == []
+            (rerun,) = store.enqueue(
+                [make_request(job_id=first.id, retry_of=first.id)], connection=one
+            )
+            store.link_reruns([(first.id, rerun.id)], connection=one)
+        with store.transaction() as later:
+            assert [
+                r.id for r in store.lock_for_retry([first.id, second.id], connection=later)
+            ] == [second.id]
+        assert [a.id for a in store.job_attempts(first.id)] == [first.id, rerun.id]

@@ -61,5 +61,9 @@ if OpenTelemetry is not None:
     jobkit_job_committed = _builtin.jobkit_job_committed
     jobkit_run_job = _builtin.jobkit_run_job
     jobkit_job_finished = _builtin.jobkit_job_finished
+    jobkit_job_retried = _builtin.jobkit_job_retried
+    jobkit_job_cancelled = _builtin.jobkit_job_cancelled
+    jobkit_queue_paused = _builtin.jobkit_queue_paused
+    jobkit_queue_resumed = _builtin.jobkit_queue_resumed
     jobkit_add_worker_services = _builtin.jobkit_add_worker_services
     jobkit_worker_stats_reported = _builtin.jobkit_worker_stats_reported

@@ -154,6 +154,30 @@ class OpenTelemetry:
                 span.set_attribute("jobkit.enqueue.skipped_count", declined)
         return stored
 
+    # Operations -------------------------------------------------------------------------------
+
+    @hookimpl
+    def jobkit_job_retried(self, request: JobRequest, source: str) -> None:
+        self._operated("retry", request.queue)
+
+    @hookimpl
+    def jobkit_job_cancelled(self, job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+        self._operated("cancel", None)
+
+    @hookimpl
+    def jobkit_queue_paused(self, queue: str, source: str) -> None:
+        self._operated("pause", queue)
+
+    @hookimpl
+    def jobkit_queue_resumed(self, queue: str, source: str) -> None:
+        self._operated("resume", queue)
+
+    def _operated(self, operation: str, queue: str | None) -> None:
+        attributes = {"jobkit.operation": operation}
+        if queue is not None:
+            attributes["messaging.destination.name"] = queue
+        self.instruments.operations.add(1, attributes)
+
     @hookimpl
     def jobkit_job_committed(self, requests: Sequence[JobRequest]) -> None:
         counts: dict[str, int] = {}
@@ -271,6 +295,11 @@ class _Instruments:
             description="Time from a job being ready to a worker claiming it.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self.operations = meter.create_counter(
+            "jobkit.operations",
+            unit="{operation}",
+            description="Operators' actions: jobs retried or cancelled, queues paused or resumed.",
+        )
 
 
 class _Gauges:
@@ -295,6 +324,8 @@ class _Gauges:
             ("jobkit.queue.running", "{job}", "Jobs claimed by a worker.", per_queue("running")),
             ("jobkit.queue.oldest_pending_age", "s",
              "Seconds the oldest ready job has waited.", per_queue("oldest_pending_age")),
+            ("jobkit.queue.paused", "1", "1 while an operator has the queue paused.",
+             per_queue("paused")),
             ("jobkit.workers.active", "{worker}", "Workers with a recent heartbeat.",
              lambda options: self._total("workers_active")),
             ("jobkit.workers.stale", "{worker}",

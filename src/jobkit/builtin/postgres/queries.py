@@ -30,10 +30,27 @@ def load_queries() -> dict[str, LiteralString]:
     return parse_named_blocks(text)
 
 
+NO_TRANSACTION = "-- jobkit: no transaction"
+"""The first line of a migration whose statements must each run on their own (``CREATE INDEX
+CONCURRENTLY``): they run one by one, outside a transaction."""
+
+
 class Migration(NamedTuple):
     version: int
     name: str
     sql: LiteralString
+    transactional: bool = True
+
+    def statements(self) -> list[LiteralString]:
+        """The migration as the statements to run: the whole file for a transactional one, else
+        each statement on its own (they end with ``;`` at the end of a line)."""
+        if self.transactional:
+            return [self.sql]
+        code = "\n".join(
+            line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
+        )
+        parts = re.split(r";[ \t]*$", code, flags=re.MULTILINE)
+        return [cast(LiteralString, part.strip() + ";") for part in parts if part.strip()]
 
 
 def load_migrations() -> list[Migration]:
@@ -44,7 +61,8 @@ def load_migrations() -> list[Migration]:
         match = _MIGRATION_FILE.match(entry.name)
         if match:
             sql = cast(LiteralString, entry.read_text(encoding="utf-8"))
-            migrations.append(Migration(int(match[1]), match[2], sql))
+            transactional = not sql.startswith(NO_TRANSACTION)
+            migrations.append(Migration(int(match[1]), match[2], sql, transactional))
     migrations.sort()
     versions = [migration.version for migration in migrations]
     if versions != list(range(1, len(versions) + 1)):

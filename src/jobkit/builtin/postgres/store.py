@@ -24,14 +24,19 @@ from psycopg import sql
 
 from jobkit.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from jobkit.records import (
+    FAILED,
     STAT_KEYS,
+    Attempt,
+    AttemptState,
     Completion,
     FinishReport,
+    JobFilter,
     JobProcess,
     JobRequest,
     JobResult,
     JobState,
     QueueCounts,
+    QueuePause,
     Stage,
     Stats,
     Status,
@@ -46,6 +51,8 @@ logger = logging.getLogger("jobkit.postgres")
 RecordT = TypeVar("RecordT", JobRequest, JobProcess, JobResult)
 
 _CLEAR_BATCH = 10_000
+MIGRATION_LOCK_POLL = 0.1
+"""Seconds between two tries for the lock another `jobkit migrate` holds."""
 
 _SERVER_ENDED_SESSION = {
     "57P01",  # admin_shutdown: a fast or smart shutdown, or pg_terminate_backend
@@ -347,7 +354,7 @@ class PostgresStore:
             name: sql.SQL(text).format(**replacements) for name, text in load_queries().items()
         }
         self.migrations = [
-            (migration, sql.SQL(migration.sql).format(**replacements))
+            (migration, [sql.SQL(part).format(**replacements) for part in migration.statements()])
             for migration in load_migrations()
         ]
         self._pool = psycopg_pool.ConnectionPool(
@@ -580,13 +587,18 @@ class PostgresStore:
             ).fetchone()
         return None if row is None or row[0] is None else max(0.0, row[0])
 
-    def link_rerun(
-        self, *, result_id: uuid.UUID, request_id: uuid.UUID, connection: Any = None
+    def link_reruns(
+        self, links: Sequence[tuple[uuid.UUID, uuid.UUID]], *, connection: Any = None
     ) -> None:
+        payload = json.dumps([[str(result_id), str(request_id)] for result_id, request_id in links])
         with self._connection(connection) as conn:
-            conn.execute(
-                self.queries["link_rerun"], {"result_id": result_id, "request_id": request_id}
-            )
+            conn.execute(self.queries["link_reruns"], {"links": payload})
+
+    def lock_for_retry(
+        self, result_ids: Sequence[uuid.UUID], *, connection: Any
+    ) -> list[JobResult]:
+        with self._connection(connection) as conn:
+            return self._fetch(conn, "lock_for_retry", {"ids": list(result_ids)}, JobResult)
 
     def release(
         self,
@@ -689,6 +701,89 @@ class PostgresStore:
 
     # Reading and housekeeping ----------------------------------------------------------------
 
+    # Operations ------------------------------------------------------------------------------
+
+    def list_attempts(
+        self,
+        *,
+        filter: JobFilter,
+        limit: int,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    ) -> list[Attempt]:
+        params = _filter_params(filter) | {
+            "limit": limit,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+        }
+        branches = []
+        if params["pending"] or params["scheduled"]:
+            branches.append("list_requests")
+        if params["running"]:
+            branches.append("list_processes")
+        if params["statuses"]:
+            branches.append("list_results_in_queues" if filter.queues else "list_results")
+        found: list[Attempt] = []
+        with self._connection() as conn:
+            for branch in branches:
+                # Not prepared: a plan made for one filter's NULLs would serve another badly.
+                with conn.cursor(row_factory=_attempt_row) as cursor:
+                    found += cursor.execute(self.queries[branch], params, prepare=False).fetchall()
+        found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
+        return found[:limit]
+
+    def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
+        with self._connection() as conn, conn.cursor(row_factory=_attempt_row) as cursor:
+            return cursor.execute(self.queries["job_attempts"], {"job_id": job_id}).fetchall()
+
+    def cancel_attempt(
+        self, *, attempt_id: uuid.UUID, source: str, why: str
+    ) -> tuple[str, uuid.UUID | None] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["cancel_attempt"], {"id": attempt_id, "source": source, "why": why}
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["cancel_requests"], {"worker_id": worker_id})
+            return {attempt_id: source or "" for attempt_id, source in rows.fetchall()}
+
+    def pause_queue(self, *, queue: str, source: str) -> tuple[QueuePause, bool]:
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["pause_queue"], {"queue": queue, "source": source}
+            ).fetchone()
+        assert row is not None
+        return QueuePause(queue=row[0], paused_at=row[1], source=row[2]), row[3]
+
+    def resume_queue(self, *, queue: str) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["resume_queue"], {"queue": queue}).fetchone()
+        return bool(row and row[0])
+
+    def paused_queues(self) -> list[QueuePause]:
+        with self._connection() as conn:
+            rows = conn.execute(self.queries["paused_queues"]).fetchall()
+        return [QueuePause(queue=q, paused_at=at, source=source) for q, at, source in rows]
+
+    def count_attempts(self, *, filter: JobFilter, cap: int) -> tuple[int, bool]:
+        params = _filter_params(filter)
+        with self._connection() as conn:
+            row = conn.execute(
+                self.queries["count_attempts"], params | {"cap": cap + 1}, prepare=False
+            ).fetchone()
+            counts = list(row) if row else [0, 0, 0]
+            if max(counts) <= cap:
+                return sum(counts), True
+            explained = conn.execute(
+                sql.SQL("EXPLAIN (FORMAT JSON) ") + self.queries["count_attempts"],
+                params | {"cap": None},
+                prepare=False,
+            ).fetchone()
+        estimate = _estimated_rows(explained[0][0]["Plan"] if explained else {})
+        return max(estimate, sum(counts)), False
+
     def get_result(self, attempt_id: uuid.UUID) -> JobResult | None:
         state = self.job_state(attempt_id)
         return None if state is None else state.result
@@ -715,6 +810,8 @@ class PostgresStore:
         for queue, figure, count, age in rows:
             if figure in ("workers_active", "workers_stale"):
                 setattr(stats, figure, count)
+            elif figure == "paused":
+                stats.queues.setdefault(queue, QueueCounts()).paused = True
             elif figure in STAT_KEYS:
                 counts = stats.queues.setdefault(queue, QueueCounts())
                 setattr(counts, figure, getattr(counts, figure) + count)
@@ -757,32 +854,61 @@ class PostgresStore:
     # Schema ----------------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
+        """Apply what is missing, under a session lock that serializes concurrent runs: each
+        transactional migration in a transaction of its own; each statement of one marked ``no
+        transaction`` (``CREATE INDEX CONCURRENTLY``) on its own, after dropping any index a
+        failed concurrent build left invalid."""
         applied_now = []
-        with self.transaction() as conn:
+        lock = {"schema": self.schema}
+        with self._connection() as conn:
             # Locked first: concurrent CREATE SCHEMA IF NOT EXISTS of a new schema would fail.
-            conn.execute(self.queries["lock_migrations"], {"schema": self.schema})
-            conn.execute(self.queries["bootstrap_migrations"])
-            applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
-            for migration, statement in self.migrations:
-                if migration.version in applied:
-                    continue
-                conn.execute(statement)
-                conn.execute(
-                    self.queries["record_migration"],
-                    {"version": migration.version, "name": migration.name},
-                )
-                applied_now.append(f"{migration.version:04d}_{migration.name}")
+            while conn.execute(self.queries["lock_migrations"], lock).fetchone() != (True,):
+                time.sleep(MIGRATION_LOCK_POLL)
+            try:
+                conn.execute(self.queries["bootstrap_migrations"])
+                applied = {row[0] for row in conn.execute(self.queries["applied_migrations"])}
+                for migration, statements in self.migrations:
+                    if migration.version in applied:
+                        continue
+                    record = {"version": migration.version, "name": migration.name}
+                    if migration.transactional:
+                        with conn.transaction():
+                            conn.execute(statements[0])
+                            conn.execute(self.queries["record_migration"], record)
+                    else:
+                        for (name,) in conn.execute(
+                            self.queries["invalid_indexes"], lock
+                        ).fetchall():
+                            conn.execute(
+                                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+                                    sql.Identifier(self.schema), sql.Identifier(name)
+                                )
+                            )
+                        for statement in statements:
+                            conn.execute(statement)
+                        conn.execute(self.queries["record_migration"], record)
+                    applied_now.append(f"{migration.version:04d}_{migration.name}")
+            finally:
+                conn.execute(self.queries["unlock_migrations"], lock)
         return applied_now
 
     def migration_sql(self) -> str:
         # Composed without a connection: psycopg quotes names and values itself.
-        parts = [self.queries["bootstrap_migrations"].as_string()]
-        for migration, statement in self.migrations:
-            parts.append(f"-- {migration.version:04d}_{migration.name}")
-            parts.append(statement.as_string())
+        transactional = [self.queries["bootstrap_migrations"].as_string()]
+        on_their_own: list[str] = []
+        for migration, statements in self.migrations:
             record = {"version": migration.version, "name": migration.name}
+            parts = transactional if migration.transactional else on_their_own
+            parts.append(f"-- {migration.version:04d}_{migration.name}")
+            parts.extend(statement.as_string() for statement in statements)
             parts.append(_with_values(self.queries["record_migration"], record))
-        return "BEGIN;\n\n" + "\n\n".join(parts) + "\n\nCOMMIT;\n"
+        script = "BEGIN;\n\n" + "\n\n".join(transactional) + "\n\nCOMMIT;\n"
+        if on_their_own:
+            script += (
+                "\n-- Each statement below runs on its own, outside a transaction (CREATE INDEX "
+                "CONCURRENTLY).\n\n" + "\n\n".join(on_their_own) + "\n"
+            )
+        return script
 
     def check_schema(self) -> None:
         latest = self.migrations[-1][0].version
@@ -891,3 +1017,58 @@ def _storable_headers(headers: dict[str, str]) -> str:
 def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:
     names = [column.name for column in cursor.description]
     return lambda values: WorkerInfo(**dict(zip(names, values, strict=True)))
+
+
+_STATE_STATUSES = {
+    state: state.upper() for state in ("successful", "errored", "deferred", "lost", "cancelled")
+}
+_FAILED_STATUSES = ("ERRORED", "LOST", "CANCELLED")
+
+
+def _filter_params(filter: JobFilter) -> dict[str, Any]:
+    """The parameters of the listing and counting queries for ``filter``: which stages to read,
+    the result statuses to read in full and those whose final attempts only ("failed")."""
+    states = set(filter.states) or {state.value for state in AttemptState}
+    every = [status for state, status in _STATE_STATUSES.items() if state in states]
+    final = [s for s in _FAILED_STATUSES if FAILED in states and s not in every]
+    error = filter.error_contains
+    return {
+        "pending": AttemptState.PENDING in states,
+        "scheduled": AttemptState.SCHEDULED in states,
+        "running": AttemptState.RUNNING in states,
+        "statuses": every + final,
+        "finals": [False] * len(every) + [True] * len(final),
+        "every": every,
+        "final": final,
+        "queues": list(filter.queues) or None,
+        "names": list(filter.job_names) or None,
+        "key": filter.concurrency_key,
+        "since": filter.since,
+        "until": filter.until,
+        "error": None if error is None else f"%{_escape_like(error)}%",
+    }
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _estimated_rows(plan: dict[str, Any]) -> int:
+    """The planner's estimate of the rows its scans of jobkit's tables return."""
+    if plan.get("Relation Name") in ("requests", "processes", "results"):
+        return int(plan.get("Plan Rows", 0))
+    return sum(_estimated_rows(child) for child in plan.get("Plans", ()))
+
+
+def _attempt_row(cursor: Any) -> Callable[[Sequence[Any]], Attempt]:
+    names = [column.name for column in cursor.description]
+
+    def make(values: Sequence[Any]) -> Attempt:
+        data = dict(zip(names, values, strict=True))
+        headers = data["headers"]
+        data["headers"] = {} if headers == "{}" else json.loads(headers)
+        data["state"] = AttemptState(data["state"])
+        data.pop("depth", None)
+        return Attempt(**data)
+
+    return make

@@ -14,8 +14,22 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
 );
 
 -- name: lock_migrations
--- Serialize concurrent `jobkit migrate` runs for the transaction.
-SELECT pg_advisory_xact_lock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+-- Serialize concurrent `jobkit migrate` runs, for the session (some migrations run outside any
+-- transaction). A try, repeated by the caller: a run that waited inside a statement would hold a
+-- snapshot that CREATE INDEX CONCURRENTLY, in the run that holds the lock, waits out (a deadlock).
+SELECT pg_try_advisory_lock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+
+-- name: unlock_migrations
+-- Let the next `jobkit migrate` run.
+SELECT pg_advisory_unlock(hashtextextended('jobkit migrate ' || %(schema)s, 0));
+
+-- name: invalid_indexes
+-- Indexes of the schema a failed CREATE INDEX CONCURRENTLY left invalid (to drop and build again).
+SELECT c.relname
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND NOT i.indisvalid;
 
 -- name: applied_migrations
 -- The versions already applied.
@@ -177,6 +191,7 @@ finished AS (
 ready AS (
     SELECT head.id
     FROM unnest(%(queues)s::text[]) AS q(name)
+    -- A paused queue is not claimed from (its jobs stay pending until it is resumed).
     CROSS JOIN LATERAL (
         SELECT id, priority, start_at, seq
         FROM {schema}.requests
@@ -185,6 +200,7 @@ ready AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS head
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS paused WHERE paused.queue = q.name)
     ORDER BY head.priority DESC, head.start_at, head.seq
     LIMIT %(limit)s
 ),
@@ -223,10 +239,27 @@ SELECT
     worker_id, claimed_at, timeout
 FROM claimed;
 
--- name: link_rerun
--- Point a result at the request that runs its job again (a deferral re-enqueued through its
--- lock and should_enqueue, in the transaction that wrote the result).
-UPDATE {schema}.results SET retry_request_id = %(request_id)s WHERE id = %(result_id)s;
+-- name: link_reruns
+-- Point results at the requests that run their jobs again (a deferral re-enqueued through its
+-- lock and should_enqueue, in the transaction that wrote the result; an operator's retry).
+-- %(links)s is a jsonb array of [result id, request id].
+UPDATE {schema}.results AS r
+SET retry_request_id = (l->>1)::uuid
+FROM jsonb_array_elements(%(links)s::jsonb) AS l
+WHERE r.id = (l->>0)::uuid;
+
+-- name: lock_for_retry
+-- The results among %(ids)s that no attempt follows yet, locked for an operator's retry, which
+-- links each to its new request in the same transaction; one another transaction is retrying
+-- now is skipped (it is taken).
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, worker_id,
+    status, error, error_type, started_at, ended_at, retry_request_id, timeout
+FROM {schema}.results
+WHERE id = ANY(%(ids)s::uuid[]) AND retry_request_id IS NULL
+ORDER BY ended_at
+FOR UPDATE SKIP LOCKED;
 
 -- name: release_held_rerun
 -- Let a rerun held for on_aborted start at %(start_at)s (its place in line, or its retry delay
@@ -243,11 +276,27 @@ notified AS (
 SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: release_processes
--- Put claimed attempts that never started back in the queue, unchanged, for any worker.
+-- Put claimed attempts that never started back in the queue, unchanged, for any worker (one an
+-- operator cancelled meanwhile ends CANCELLED instead).
 WITH released AS (
     DELETE FROM {schema}.processes
     WHERE id = ANY(%(ids)s::uuid[]) AND worker_id = %(worker_id)s
     RETURNING *
+),
+cancelled AS (
+    -- Never started, but an operator cancelled it meanwhile: it ends CANCELLED, not queued.
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        'CANCELLED', 'cancelled by an operator (' || coalesce(cancel_source, '') || ')',
+        'CancelledByOperator', NULL, now(), NULL
+    FROM released
+    WHERE cancel_requested_at IS NOT NULL
 ),
 restored AS (
     INSERT INTO {schema}.requests (
@@ -259,6 +308,7 @@ restored AS (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
     FROM released
+    WHERE cancel_requested_at IS NULL
     RETURNING id, queue
 ),
 notified AS (
@@ -274,6 +324,21 @@ WITH released AS (
     WHERE worker_id = %(worker_id)s AND id <> ALL(%(known)s::uuid[])
     RETURNING *
 ),
+cancelled AS (
+    -- Never started, but an operator cancelled it meanwhile: it ends CANCELLED, not queued.
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        'CANCELLED', 'cancelled by an operator (' || coalesce(cancel_source, '') || ')',
+        'CancelledByOperator', NULL, now(), NULL
+    FROM released
+    WHERE cancel_requested_at IS NOT NULL
+),
 restored AS (
     INSERT INTO {schema}.requests (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
@@ -284,6 +349,7 @@ restored AS (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, created_at, timeout, seq
     FROM released
+    WHERE cancel_requested_at IS NULL
     RETURNING id, queue
 ),
 notified AS (
@@ -361,7 +427,7 @@ FOR UPDATE NOWAIT;
 SELECT
     id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
-    worker_id, claimed_at, started_at
+    worker_id, claimed_at, started_at, cancel_source
 FROM {schema}.processes
 WHERE worker_id = ANY(%(ids)s::uuid[])
 ORDER BY claimed_at;
@@ -445,6 +511,8 @@ SELECT queue, 'running', count(*), NULL FROM {schema}.processes
 WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
 GROUP BY 1
 UNION ALL
+SELECT queue, 'paused', 1, NULL FROM {schema}.queue_pauses
+UNION ALL
 SELECT queue, lower(status), count(*), NULL
 FROM {schema}.results
 WHERE %(include_results)s AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
@@ -521,3 +589,248 @@ SELECT pg_current_xact_id()::text;
 -- Each watched transaction's fate: 'committed', 'aborted', 'in progress', or NULL once it is
 -- too old for the database to remember.
 SELECT xid, pg_xact_status(xid::xid8) FROM unnest(%(xids)s::text[]) AS xid;
+
+-- name: list_requests
+-- Operations API, one branch of a listing: waiting attempts (pending: ready now; scheduled:
+-- later), newest enqueued first, after the cursor (at, id). %(names)s, %(queues)s, %(key)s,
+-- %(since)s, %(until)s are NULL when not filtered on. Requests have no error: a filter on error
+-- text leaves none (%(error)s not NULL).
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END AS state,
+    created_at AS at
+FROM {schema}.requests
+WHERE ((%(pending)s AND start_at <= now()) OR (%(scheduled)s AND start_at > now()))
+  AND %(error)s::text IS NULL
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+  AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+  AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+  AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_processes
+-- Operations API, one branch of a listing: running (claimed) attempts, newest started (or
+-- claimed) first, after the cursor.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    'running' AS state, coalesce(started_at, claimed_at) AS at, worker_id, claimed_at,
+    started_at, cancel_requested_at
+FROM {schema}.processes
+WHERE %(error)s::text IS NULL
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+  AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+  AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+  AND (%(since)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) < %(until)s)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (coalesce(started_at, claimed_at), id) < (%(after_at)s, %(after_id)s::uuid))
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_results
+-- Operations API, one branch of a listing: ended attempts, newest first, after the cursor. Each
+-- wanted status is read on its own along results_by_status (status, ended_at, id), at most
+-- %(limit)s rows each, and the heads merged, as the claim reads each queue's head: a page reads
+-- a few index entries however many results are kept. A status with "final" true keeps only the
+-- attempts no other attempt follows (the "failed" filter).
+SELECT page.*
+FROM unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+        concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+        lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+        error_type, retry_request_id
+    FROM {schema}.results
+    WHERE status = wanted.status
+      AND (NOT wanted.final OR retry_request_id IS NULL)
+      AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+      AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+      AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+    ORDER BY ended_at DESC, id DESC
+    LIMIT %(limit)s
+) AS page
+ORDER BY page.at DESC, page.id DESC
+LIMIT %(limit)s;
+
+-- name: list_results_in_queues
+-- list_results for some queues: each (queue, status) read on its own along
+-- results_by_queue_status (queue, status, ended_at, id).
+SELECT page.*
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+        concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+        lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+        error_type, retry_request_id
+    FROM {schema}.results
+    WHERE queue = q.queue
+      AND status = wanted.status
+      AND (NOT wanted.final OR retry_request_id IS NULL)
+      AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+      AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+      AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+    ORDER BY ended_at DESC, id DESC
+    LIMIT %(limit)s
+) AS page
+ORDER BY page.at DESC, page.id DESC
+LIMIT %(limit)s;
+
+-- name: count_attempts
+-- Operations API: how many attempts a listing's filter matches, up to %(cap)s in each table
+-- (NULL: no cap, for the planner's estimate).
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.requests
+        WHERE ((%(pending)s AND start_at <= now()) OR (%(scheduled)s AND start_at > now()))
+          AND %(error)s::text IS NULL
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+        LIMIT %(cap)s) AS r),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.processes
+        WHERE %(running)s AND %(error)s::text IS NULL
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR coalesce(started_at, claimed_at) < %(until)s)
+        LIMIT %(cap)s) AS p),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {schema}.results
+        WHERE (status = ANY(%(every)s)
+               OR (status = ANY(%(final)s) AND retry_request_id IS NULL))
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+        LIMIT %(cap)s) AS d);
+
+-- name: job_attempts
+-- Operations API: every attempt of a job, oldest first. Its results are followed from the first
+-- attempt (whose id is the job's) through each result's retry request, by primary key; then the
+-- attempt that waits or runs now, if any.
+WITH RECURSIVE chain AS (
+    SELECT r.*, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(job_id)s
+    UNION ALL
+    SELECT r.*, chain.depth + 1
+    FROM {schema}.results AS r
+    JOIN chain ON r.id = chain.retry_request_id
+),
+next AS (
+    SELECT coalesce(
+        (SELECT retry_request_id FROM chain ORDER BY depth DESC LIMIT 1),
+        CASE WHEN NOT EXISTS (SELECT 1 FROM chain) THEN %(job_id)s::uuid END
+    ) AS id
+)
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    lower(status) AS state, ended_at AS at, worker_id, NULL::timestamptz AS claimed_at,
+    started_at, ended_at, error, error_type, retry_request_id,
+    NULL::timestamptz AS cancel_requested_at, depth
+FROM chain
+UNION ALL
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout, 'running',
+    coalesce(started_at, claimed_at), worker_id, claimed_at, started_at, NULL, '', '', NULL,
+    cancel_requested_at, 1000000
+FROM {schema}.processes
+WHERE id = (SELECT id FROM next)
+UNION ALL
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END, created_at, NULL, NULL,
+    NULL, NULL, '', '', NULL, NULL, 1000000
+FROM {schema}.requests
+WHERE id = (SELECT id FROM next)
+ORDER BY depth;
+
+-- name: pause_queue
+-- Stop workers claiming from a queue (its jobs stay pending); a queue paused already stays as it
+-- was. Returns the pause.
+WITH paused AS (
+    INSERT INTO {schema}.queue_pauses (queue, source) VALUES (%(queue)s, %(source)s)
+    ON CONFLICT (queue) DO NOTHING
+    RETURNING queue, paused_at, source, true AS now_paused
+)
+SELECT queue, paused_at, source, now_paused FROM paused
+UNION ALL
+SELECT queue, paused_at, source, false FROM {schema}.queue_pauses
+WHERE queue = %(queue)s AND NOT EXISTS (SELECT 1 FROM paused);
+
+-- name: resume_queue
+-- Let workers claim from a queue again, and wake them; true if it was paused.
+WITH resumed AS (
+    DELETE FROM {schema}.queue_pauses WHERE queue = %(queue)s RETURNING queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM resumed
+)
+SELECT count(*) > 0 FROM resumed WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: paused_queues
+-- Every paused queue, with when and by whom.
+SELECT queue, paused_at, source FROM {schema}.queue_pauses ORDER BY queue;
+
+-- name: cancel_attempt
+-- An operator cancels an attempt. Waiting: it becomes a CANCELLED result with no rerun, in this
+-- statement. Running: the request is noted on its process, and its worker is told (a
+-- notification on the wake-up channel whose payload names the worker); the worker ends it and
+-- writes the result, as only the owner may. Returns ('cancelled', NULL) or ('requested',
+-- worker_id), or nothing when the attempt is neither waiting nor running (it ended, or moved
+-- between the tables while this statement looked: ask again).
+WITH waiting AS (
+    DELETE FROM {schema}.requests WHERE id = %(id)s RETURNING *
+),
+ended AS (
+    INSERT INTO {schema}.results (
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
+        status, error, error_type, started_at, ended_at, retry_request_id
+    )
+    SELECT
+        id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
+        concurrency_key, headers, source, retry_of, start_at, created_at, timeout, NULL,
+        'CANCELLED', %(why)s, 'CancelledByOperator', NULL, now(), NULL
+    FROM waiting
+    RETURNING id
+),
+running AS (
+    UPDATE {schema}.processes
+    SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+        cancel_source = coalesce(cancel_source, %(source)s)
+    WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM waiting)
+    RETURNING worker_id
+),
+told AS (
+    SELECT pg_notify({channel}, 'jobkit cancel ' || worker_id::text) FROM running
+)
+SELECT 'cancelled', NULL::uuid FROM ended
+UNION ALL
+SELECT 'requested', worker_id FROM running WHERE (SELECT count(*) FROM told) >= 0;
+
+-- name: cancel_requests
+-- The attempts of a worker an operator asked to cancel, with who asked.
+SELECT id, cancel_source FROM {schema}.processes
+WHERE worker_id = %(worker_id)s AND cancel_requested_at IS NOT NULL;

@@ -1,0 +1,270 @@
+"""The operations API at scale: 10 million results in history (mixed statuses, 20 queues, 50 job
+names, ended over the last week), and how long what an operator does takes then.
+
+    python benchmarks/operations_scale.py               # JOBKIT_DATABASE_URL, else embedded
+    python benchmarks/operations_scale.py --results 1000000 --record
+
+It fills its own schema (``jobkit_scale``; filled once, kept for the next run while its size
+is right), then times, each the median of ``--runs``: the first page of errored jobs of one
+queue, the next page by cursor, the count past its cap, a job by id, ``stats``, and a bulk
+retry of 10,000 failed jobs (undone after each run). Last, the drain rate of one worker (10,000
+no-op jobs, default flags) with that history, against the same in an empty schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_jobs import Noop  # noqa: E402
+from throughput import machine_baseline, print_line, wait_until, worker  # noqa: E402
+
+from jobkit import Job, enqueue_many, register_job  # noqa: E402
+from jobkit.operations import Operations, job_filter  # noqa: E402
+from jobkit.runtime import Runtime, set_runtime  # noqa: E402
+from jobkit.settings import load_settings  # noqa: E402
+
+SCHEMA, EMPTY_SCHEMA = "jobkit_scale", "jobkit_scale_empty"
+QUEUES, NAMES = 20, 50
+FILL_BATCH = 1_000_000
+FILLED_BY = "operations_scale fill 2"
+"""The ``source`` of the results the fill makes: a change to the fill changes it, so a schema
+filled the old way is filled again."""
+# Of every 100 results: 80 successful, 10 errored (half of them retried later), 5 deferred,
+# 3 lost, 2 cancelled.
+STATUS_BY_PERCENT = (
+    "CASE WHEN p < 80 THEN 'SUCCESSFUL' WHEN p < 90 THEN 'ERRORED' WHEN p < 95 THEN 'DEFERRED' "
+    "WHEN p < 98 THEN 'LOST' ELSE 'CANCELLED' END"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--results", type=int, default=10_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
+    args = parser.parse_args()
+
+    runtime = runtime_for(SCHEMA)
+    url = runtime.settings.database_url
+    assert url is not None
+    machine = machine_baseline(url)
+    print_line("machine", machine)
+    fill(url, args.results)
+    operations = Operations(runtime)
+    figures: dict[str, object] = {"results": args.results}
+
+    errored_q1 = job_filter(status="errored", queue="q1")
+    page = operations.jobs(errored_q1, limit=50, count=False)
+    assert page.next_cursor is not None
+    job_ids = [attempt.job_id for attempt in page.attempts]
+    measures: dict[str, Callable[[], object]] = {
+        "first_page_errored_one_queue_ms": lambda: operations.jobs(
+            errored_q1, limit=50, count=False
+        ),
+        "next_page_by_cursor_ms": lambda: operations.jobs(
+            errored_q1, limit=50, cursor=page.next_cursor, count=False
+        ),
+        "first_page_failed_any_queue_ms": lambda: operations.jobs(
+            job_filter(status="failed"), limit=50, count=False
+        ),
+        "count_errored_one_queue_ms": lambda: runtime.store.count_attempts(
+            filter=errored_q1, cap=10_000
+        ),
+        "job_by_id_ms": lambda: operations.job(job_ids[0]),
+        "stats_ms": lambda: runtime.store.stats(heartbeat_timeout=300),
+    }
+    for label, measure in measures.items():
+        figures[label] = median_ms(args.runs, measure)
+        print_line(label, f"{figures[label]:.1f} ms")
+
+    figures["bulk_retry_10000_failed_s"] = statistics.median(
+        bulk_retry(runtime, operations) for _ in range(min(args.runs, 3))
+    )
+    print_line("bulk retry of 10,000 failed jobs", f"{figures['bulk_retry_10000_failed_s']:.2f} s")
+
+    empty = runtime_for(EMPTY_SCHEMA)
+    empty.store.purge()
+    figures["drain_with_history_per_s"] = drain(runtime)
+    figures["drain_without_history_per_s"] = drain(empty)
+    print_line(
+        f"drain, {args.results:,} results in history",
+        f"{figures['drain_with_history_per_s']:,.0f} jobs/s",
+    )
+    print_line("drain, empty history", f"{figures['drain_without_history_per_s']:,.0f} jobs/s")
+
+    if args.record:
+        moment = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H%M}"
+        path = HERE / "results" / f"operations-scale-{moment}.json"
+        path.write_text(json.dumps({"machine": machine, "figures": figures}, indent=2) + "\n")
+        print(f"recorded in {path.relative_to(HERE.parent)}")
+
+
+def _history_job(number: int) -> type[Job]:
+    def init(self: Job, number: int) -> None:
+        self.number = number
+
+    job_class = type(f"HistoryJob{number}", (Job,), {"__init__": init, "run": lambda self: None})
+    return register_job(name=f"app.jobs.Job{number}")(job_class)
+
+
+HISTORY_JOBS = [_history_job(number) for number in range(NAMES)]
+"""The classes of the jobs in the filled history, registered so they can be retried."""
+
+
+def runtime_for(schema: str) -> Runtime:
+    runtime = Runtime.from_settings(load_settings({"schema": schema}))
+    runtime.store.migrate()
+    set_runtime(runtime)
+    return runtime
+
+
+def fill(url: str, count: int) -> None:
+    """``count`` results in ``SCHEMA``, unless it holds that many already. The indexes are
+    dropped for the fill and built again after it (as CREATE INDEX builds them: faster)."""
+    schema = sql.Identifier(SCHEMA)
+    with psycopg.connect(url, autocommit=True) as connection:
+        have = connection.execute(
+            sql.SQL("SELECT count(*) FROM {}.results WHERE source = %s").format(schema),
+            [FILLED_BY],
+        ).fetchone()
+        if have and have[0] == count:
+            print_line("results", f"{count:,} (kept from an earlier run)")
+            return
+        started = time.monotonic()
+        connection.execute(
+            sql.SQL("TRUNCATE {0}.results, {0}.requests, {0}.processes").format(schema)
+        )
+        indexes = connection.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND tablename = 'results' AND indexname <> 'results_pkey'",
+            [SCHEMA],
+        ).fetchall()
+        for name, _ in indexes:
+            connection.execute(sql.SQL("DROP INDEX {}.{}").format(schema, sql.Identifier(name)))
+        connection.execute(
+            sql.SQL("ALTER TABLE {}.results DROP CONSTRAINT results_pkey").format(schema)
+        )
+        for first in range(0, count, FILL_BATCH):
+            rows = min(FILL_BATCH, count - first)
+            connection.execute(
+                sql.SQL(
+                    "INSERT INTO {schema}.results (id, job_id, job_name, parameters, queue, "
+                    "priority, retries, retry_attempt, concurrency_key, headers, source, "
+                    "start_at, created_at, worker_id, status, error, error_type, started_at, "
+                    "ended_at) "
+                    "SELECT id, id, 'app.jobs.Job' || (n % {names}), "
+                    "jsonb_build_object('args', jsonb_build_array(n), 'kwargs', '{{}}'::jsonb), "
+                    "'q' || (n % {queues}), 0, 3, 0, '', '{{}}', {filled_by}, "
+                    "ended - interval '2 s', "
+                    "ended - interval '2 s', NULL, status, "
+                    "CASE WHEN status = 'ERRORED' THEN 'Traceback ...' || chr(10) || "
+                    "'ValueError: failed ' || n ELSE '' END, "
+                    "CASE WHEN status = 'ERRORED' THEN 'ValueError' ELSE '' END, "
+                    "ended - interval '1 s', ended "
+                    "FROM (SELECT n, gen_random_uuid() AS id, "
+                    "now() - make_interval(secs => 604800.0 * (n::float8 / {count})) AS ended, "
+                    "{status} AS status FROM (SELECT n, abs(hashtext(n::text)) % 100 AS p "
+                    "FROM generate_series({first}, {last}) AS n) AS numbered) AS made"
+                ).format(
+                    schema=schema,
+                    filled_by=sql.Literal(FILLED_BY),
+                    names=sql.Literal(NAMES),
+                    queues=sql.Literal(QUEUES),
+                    count=sql.Literal(count),
+                    status=sql.SQL(STATUS_BY_PERCENT),
+                    first=sql.Literal(first),
+                    last=sql.Literal(first + rows - 1),
+                )
+            )
+            print_line("filled", f"{first + rows:,} results ({time.monotonic() - started:.0f} s)")
+        connection.execute(sql.SQL("ALTER TABLE {}.results ADD PRIMARY KEY (id)").format(schema))
+        for _, definition in indexes:
+            connection.execute(definition)
+        # Half of the errored attempts were retried: they point at a later attempt.
+        connection.execute(
+            sql.SQL(
+                "UPDATE {}.results SET retry_request_id = gen_random_uuid() "
+                "WHERE status = 'ERRORED' AND (hashtext(id::text) % 2) = 0"
+            ).format(schema)
+        )
+        connection.execute(sql.SQL("VACUUM ANALYZE {}.results").format(schema))
+        print_line("filled and indexed", f"{count:,} results in {time.monotonic() - started:.0f} s")
+
+
+def median_ms(runs: int, measure: Callable[[], object]) -> float:
+    measure()  # warm the caches the first run would pay for
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        measure()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def bulk_retry(runtime: Runtime, operations: Operations) -> float:
+    """Seconds to retry 10,000 failed jobs; then the retries are taken back out."""
+    started = time.perf_counter()
+    reports = operations.retry_failed(
+        job_filter(), limit=10_000, delay=datetime.timedelta(days=1), source="benchmark"
+    )
+    took = time.perf_counter() - started
+    assert sum(report.done for report in reports) == len(reports) == 10_000
+    with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
+        schema = sql.Identifier(SCHEMA)
+        connection.execute(
+            sql.SQL(
+                "UPDATE {0}.results SET retry_request_id = NULL WHERE retry_request_id IN "
+                "(SELECT id FROM {0}.requests WHERE source = 'retried by benchmark')"
+            ).format(schema)
+        )
+        connection.execute(sql.SQL("DELETE FROM {}.requests").format(schema))
+    return took
+
+
+def drain(runtime: Runtime, count: int = 10_000) -> float:
+    """Jobs per second one worker (default flags) drains ``count`` no-op jobs at, from the first
+    request's creation to the last result, by the database's clock."""
+    schema = runtime.settings.schema
+    queue = f"drain-{uuid.uuid4().hex[:8]}"
+    set_runtime(runtime)  # enqueue_many sends to the current runtime's schema
+    with worker(runtime, ["--queue", queue], schema=schema):
+        enqueue_many([Noop(number) for number in range(count)], queue=queue)
+        wait_until(
+            lambda: (
+                runtime.store.count_attempts(
+                    filter=job_filter(status="successful", queue=queue), cap=count
+                )[0]
+                >= count
+            ),
+            timeout=600,
+        )
+    with psycopg.connect(runtime.settings.database_url) as connection:
+        row = connection.execute(
+            sql.SQL(
+                "SELECT extract(epoch FROM max(ended_at) - min(created_at))::float8 "
+                "FROM {}.results WHERE queue = %s"
+            ).format(sql.Identifier(schema)),
+            [queue],
+        ).fetchone()
+    assert row is not None
+    return count / row[0]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,525 @@
+"""Operating jobs: find them, look at one, retry, cancel, pause a queue. The CLI's commands, the
+dashboard and the Django admin are faces of these, so each is safe under concurrency and says
+what it did: an action that has nothing to do does nothing and says why.
+
+Every action records who took it (``source``: ``cli root@host``, a dashboard user, the caller's
+file and line): a retry's request carries it, a cancelled attempt's result says it, a pause keeps
+it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from jobkit.errors import JobkitError, ParameterError, UnknownJobError
+from jobkit.job import Delay
+from jobkit.plugins import notify
+from jobkit.records import (
+    FAILED,
+    Attempt,
+    AttemptState,
+    JobFilter,
+    JobInfo,
+    JobRequest,
+    JobResult,
+    Page,
+    QueuePause,
+    WorkerInfo,
+)
+from jobkit.runtime import caller_location, get_runtime, parse_delay
+
+if TYPE_CHECKING:
+    from jobkit.runtime import Runtime
+
+logger = logging.getLogger("jobkit.operations")
+
+MAX_PAGE = 1000
+"""The most attempts one page may hold."""
+COUNT_CAP = 10_000
+"""Attempts a listing counts exactly; past it, the database's estimate."""
+RETRY_BATCH = 500
+"""Jobs one transaction of a bulk retry takes."""
+CANCEL_TRIES = 5
+"""How often a cancel looks again for an attempt that moved between stages while it looked."""
+
+EVERY_JOB = JobFilter()
+WAITING = (AttemptState.PENDING, AttemptState.SCHEDULED)
+LIVE = (*WAITING, AttemptState.RUNNING)
+
+
+class JobNotFound(JobkitError, LookupError):
+    """No job has that id (it never existed, it was rolled back, or its results were cleared)."""
+
+
+@attrs.frozen(kw_only=True)
+class ActionReport:
+    """What an action did to one job: ``done`` False means it did nothing, and ``message``
+    says why (it was retried already, it ended before it could be cancelled, ...)."""
+
+    done: bool
+    message: str
+    job_id: uuid.UUID | None = None
+    """The job acted on (None for an action on a queue)."""
+    attempt_id: uuid.UUID | None = None
+    """The attempt the action made (a retry's request) or ended (a cancel)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": str(self.job_id) if self.job_id else None,
+            "done": self.done,
+            "message": self.message,
+            "attempt_id": str(self.attempt_id) if self.attempt_id else None,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class WorkerStatus:
+    """A registered worker, whether its heartbeat is stale (the next rescue sweep declares it
+    dead), the attempts it runs now, and which of its queues are paused."""
+
+    info: WorkerInfo
+    stale: bool
+    running: list[Attempt]
+    paused_queues: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "id": str(info.id),
+            "hostname": info.hostname,
+            "pid": info.pid,
+            "queues": list(info.queues),
+            "started_at": info.started_at.isoformat() if info.started_at else None,
+            "last_heartbeat_at": (
+                info.last_heartbeat_at.isoformat() if info.last_heartbeat_at else None
+            ),
+            "stale": self.stale,
+            "running": [attempt.as_dict() for attempt in self.running],
+            "paused_queues": list(self.paused_queues),
+        }
+
+
+def encode_cursor(attempt: Attempt) -> str:
+    """The cursor of the page after ``attempt``: opaque text to pass back."""
+    text = f"{attempt.at.isoformat()}|{attempt.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, attempt_id = text.partition("|")
+        return datetime.datetime.fromisoformat(at), uuid.UUID(attempt_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ParameterError(
+            f"cursor {cursor!r} is not one a listing gave: pass the next_cursor of the page "
+            f"before, as it was"
+        ) from None
+
+
+def check_filter(filter: JobFilter) -> JobFilter:
+    """``filter``, or a ``ParameterError`` naming what is wrong in it."""
+    known = {state.value for state in AttemptState} | {FAILED}
+    unknown = sorted(set(filter.states) - known)
+    if unknown:
+        raise ParameterError(f"unknown state {unknown[0]!r}: use {', '.join(sorted(known))}")
+    if filter.since and filter.until and filter.since >= filter.until:
+        raise ParameterError(f"since ({filter.since}) must be before until ({filter.until})")
+    for moment in (filter.since, filter.until):
+        if moment is not None and moment.tzinfo is None:
+            raise ParameterError(f"since and until must be timezone-aware, got {moment!r}")
+    return filter
+
+
+class Operations:
+    """The operations on one runtime's store (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @property
+    def store(self) -> Any:
+        return self.runtime.store
+
+    # Finding ------------------------------------------------------------------------------------
+
+    def jobs(
+        self,
+        filter: JobFilter = EVERY_JOB,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        count: bool = True,
+    ) -> Page:
+        """A page of the attempts ``filter`` matches, newest first, and the cursor of the next
+        page; with ``count``, how many match in all (exactly up to ``COUNT_CAP``)."""
+        check_filter(filter)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ParameterError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        after = decode_cursor(cursor) if cursor else None
+        found = self.store.list_attempts(filter=filter, limit=limit + 1, after=after)
+        page, more = found[:limit], len(found) > limit
+        total, exact = (
+            self.store.count_attempts(filter=filter, cap=COUNT_CAP) if count else (-1, False)
+        )
+        return Page(
+            attempts=page,
+            next_cursor=encode_cursor(page[-1]) if more else None,
+            total=total,
+            total_is_estimate=not exact,
+        )
+
+    def job(self, job_id: uuid.UUID | str) -> JobInfo:
+        """The job with every attempt it has had; ``JobNotFound`` when there is none."""
+        job_id = _uuid(job_id)
+        attempts = self.store.job_attempts(job_id)
+        if not attempts:
+            raise JobNotFound(
+                f"no job has the id {job_id}: it was never enqueued, its enqueue rolled back, "
+                f"or its results were cleared (results_retention)"
+            )
+        return JobInfo(job_id=job_id, attempts=attempts)
+
+    def workers(self) -> list[WorkerStatus]:
+        """Every registered worker, stale or not, with what it runs now."""
+        timeout = self.runtime.settings.heartbeat_timeout
+        stale = set(self.store.dead_workers(heartbeat_timeout=timeout))
+        running = self.store.list_attempts(
+            filter=JobFilter(states=(AttemptState.RUNNING,)), limit=MAX_PAGE
+        )
+        paused = {pause.queue for pause in self.store.paused_queues()}
+        return [
+            WorkerStatus(
+                info=info,
+                stale=info.id in stale,
+                running=[attempt for attempt in running if attempt.worker_id == info.id],
+                paused_queues=tuple(queue for queue in info.queues if queue in paused),
+            )
+            for info in self.store.workers()
+        ]
+
+    # Retrying ---------------------------------------------------------------------------------
+
+    def retry(
+        self, job_id: uuid.UUID | str, *, delay: Delay | None = None, source: str
+    ) -> ActionReport:
+        """Run a job that ended once more, ``delay`` from now: a new attempt, through the job's
+        concurrency key and ``should_enqueue`` like any enqueue. A job that waits or runs, or
+        that another retry is taking now, is left alone, and the report says so."""
+        job = self.job(job_id)
+        latest = job.latest
+        if latest.state in LIVE:
+            return ActionReport(
+                job_id=job.job_id,
+                done=False,
+                message=f"it has an attempt {latest.state.value} already ({latest.id})",
+                attempt_id=latest.id,
+            )
+        return self._retry([latest.id], delay=delay, source=source).get(
+            job.job_id,
+            ActionReport(job_id=job.job_id, done=False, message="another retry took it first"),
+        )
+
+    def retry_failed(
+        self,
+        filter: JobFilter = EVERY_JOB,
+        *,
+        delay: Delay | None = None,
+        source: str,
+        dry_run: bool = False,
+        limit: int | None = None,
+    ) -> list[ActionReport]:
+        """Retry every failed job ``filter`` matches (its states are replaced by "failed"): at
+        most ``limit``; with ``dry_run``, only report which would be retried."""
+        failed = attrs.evolve(check_filter(filter), states=(FAILED,))
+        reports: list[ActionReport] = []
+        after = None
+        while limit is None or len(reports) < limit:
+            batch = RETRY_BATCH if limit is None else min(RETRY_BATCH, limit - len(reports))
+            attempts = self.store.list_attempts(filter=failed, limit=batch, after=after)
+            if not attempts:
+                break
+            after = (attempts[-1].at, attempts[-1].id)
+            if dry_run:
+                reports += [
+                    ActionReport(
+                        job_id=a.job_id,
+                        done=False,
+                        message=f"would retry {a.job_name} ({a.state.value} {a.error_type})",
+                        attempt_id=a.id,
+                    )
+                    for a in attempts
+                ]
+                continue
+            done = self._retry([a.id for a in attempts], delay=delay, source=source)
+            reports += [
+                done.get(
+                    a.job_id,
+                    ActionReport(job_id=a.job_id, done=False, message="another retry took it"),
+                )
+                for a in attempts
+            ]
+        return reports
+
+    def _retry(
+        self, result_ids: Sequence[uuid.UUID], *, delay: Delay | None, source: str
+    ) -> dict[uuid.UUID, ActionReport]:
+        """Retry the jobs whose final attempts are ``result_ids``, in one transaction that
+        holds those results until each is linked to its retry."""
+        runtime, store = self.runtime, self.store
+        reports: dict[uuid.UUID, ActionReport] = {}
+        with store.transaction() as connection:
+            results = store.lock_for_retry(result_ids, connection=connection)
+            jobs, requests = [], []
+            for result in results:
+                try:
+                    job = runtime.rebuild_job(result)
+                except (UnknownJobError, ParameterError) as error:
+                    reports[result.job_id] = ActionReport(
+                        job_id=result.job_id, done=False, message=f"cannot be retried: {error}"
+                    )
+                    continue
+                jobs.append(job)
+                requests.append(self._retry_request(result, delay, source))
+            stored = runtime.enqueue_requests(jobs, requests, connection)
+            store.link_reruns(
+                [(request.retry_of, request.id) for request in stored if request is not None],
+                connection=connection,
+            )
+        for request, stored_request in zip(requests, stored, strict=True):
+            if stored_request is None:
+                reports[request.job_id] = ActionReport(
+                    job_id=request.job_id,
+                    done=False,
+                    message="should_enqueue declined it (its concurrency key is taken?)",
+                )
+                continue
+            reports[request.job_id] = ActionReport(
+                job_id=request.job_id,
+                done=True,
+                message=f"retried as {stored_request.id}",
+                attempt_id=stored_request.id,
+            )
+            notify(runtime.pm.hook.jobkit_job_retried, request=stored_request, source=source)
+        return reports
+
+    @staticmethod
+    def _retry_request(result: JobResult, delay: Delay | None, source: str) -> JobRequest:
+        """The next attempt of ``result``'s job: as it was, one attempt further, waiting
+        ``delay``."""
+        seconds, start_at = parse_delay(result.job_name, delay)
+        return JobRequest(
+            job_id=result.job_id,
+            job_name=result.job_name,
+            parameters=result.parameters,
+            queue=result.queue,
+            priority=result.priority,
+            retries=result.retries,
+            retry_attempt=result.retry_attempt + 1,
+            concurrency_key=result.concurrency_key,
+            headers=dict(result.headers),
+            source=f"retried by {source}",
+            retry_of=result.id,
+            delay=seconds,
+            start_at=start_at,
+            timeout=result.timeout,
+        )
+
+    # Cancelling -------------------------------------------------------------------------------
+
+    def cancel(self, job_id: uuid.UUID | str, *, source: str) -> ActionReport:
+        """Cancel a job's waiting or running attempt. A waiting one is recorded CANCELLED now; a
+        running one is ended by its worker within a few seconds (recorded CANCELLED, its
+        ``on_aborted`` called). Neither runs again. A job that ended is left alone."""
+        job_id = _uuid(job_id)
+        why = f"cancelled by an operator ({source})"
+        for _ in range(CANCEL_TRIES):
+            latest = self.job(job_id).latest
+            if latest.state not in LIVE:
+                return ActionReport(
+                    job_id=job_id,
+                    done=False,
+                    message=f"nothing to cancel: it ended {latest.state.value.upper()}",
+                    attempt_id=latest.id,
+                )
+            answer = self.store.cancel_attempt(attempt_id=latest.id, source=source, why=why)
+            if answer is None:
+                continue  # it moved from one stage to the next while we looked: look again
+            what, worker_id = answer
+            notify(
+                self.runtime.pm.hook.jobkit_job_cancelled,
+                job_id=job_id,
+                attempt_id=latest.id,
+                source=source,
+            )
+            message = (
+                "cancelled while it waited"
+                if what == "cancelled"
+                else f"asked worker {worker_id}, which runs it, to end it"
+            )
+            return ActionReport(job_id=job_id, done=True, message=message, attempt_id=latest.id)
+        return ActionReport(
+            job_id=job_id, done=False, message="it kept moving between stages: try again"
+        )
+
+    # Queues -----------------------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, *, source: str) -> ActionReport:
+        """Stop every worker claiming from ``queue`` (its jobs stay pending) until it is
+        resumed; it stays paused across worker restarts."""
+        pause, new = self.store.pause_queue(queue=_queue(queue), source=source)
+        if new:
+            notify(self.runtime.pm.hook.jobkit_queue_paused, queue=queue, source=source)
+            return ActionReport(done=True, message=f"paused {queue}")
+        when = f"{pause.paused_at:%Y-%m-%d %H:%M:%S %Z}"
+        return ActionReport(
+            done=False, message=f"{queue} was paused already, at {when} by {pause.source}"
+        )
+
+    def resume_queue(self, queue: str, *, source: str) -> ActionReport:
+        """Let workers claim from ``queue`` again, and wake them."""
+        resumed = self.store.resume_queue(queue=_queue(queue))
+        if resumed:
+            notify(self.runtime.pm.hook.jobkit_queue_resumed, queue=queue, source=source)
+        return ActionReport(
+            done=resumed, message=f"resumed {queue}" if resumed else f"{queue} was not paused"
+        )
+
+    def paused_queues(self) -> list[QueuePause]:
+        return list(self.store.paused_queues())
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ParameterError(f"{value!r} is not a job id (a UUID)") from None
+
+
+def _queue(queue: str) -> str:
+    from jobkit.settings import _QUEUE_NAME
+
+    if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
+        raise ParameterError(
+            f"a queue is a name of letters, digits and _.:- (at most 128 characters), got {queue!r}"
+        )
+    return queue
+
+
+# The public API: module-level functions on the process's runtime --------------------------------
+
+States = str | Sequence[str] | None
+
+
+def job_filter(
+    *,
+    status: States = None,
+    queue: States = None,
+    name: States = None,
+    concurrency_key: str | None = None,
+    since: datetime.datetime | datetime.timedelta | None = None,
+    until: datetime.datetime | datetime.timedelta | None = None,
+    error: str | None = None,
+) -> JobFilter:
+    """A ``JobFilter`` from keywords: a state (``"errored"``, ``"failed"``, ...), queue or job
+    name, or a list of them; ``since``/``until`` as aware datetimes or as timedeltas back from
+    now (``since=timedelta(hours=2)``); ``error``: text the error holds."""
+    now = datetime.datetime.now(datetime.UTC)
+    return check_filter(
+        JobFilter(
+            states=_names(status),
+            queues=_names(queue),
+            job_names=_names(name),
+            concurrency_key=concurrency_key,
+            since=now - since if isinstance(since, datetime.timedelta) else since,
+            until=now - until if isinstance(until, datetime.timedelta) else until,
+            error_contains=error,
+        )
+    )
+
+
+def _names(value: States) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(name, str) for name in names):
+        raise ParameterError(f"expected a name or a list of names, got {value!r}")
+    return names
+
+
+def _source(source: str | None) -> str:
+    return source if source is not None else f"python {caller_location()}"
+
+
+def jobs(
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    count: bool = True,
+    **criteria: Any,
+) -> Page:
+    """A page of attempts, newest first (criteria as ``job_filter`` takes them):
+    ``jobkit.jobs(status="errored", queue="emails", since=timedelta(hours=2))``."""
+    return Operations(get_runtime()).jobs(
+        job_filter(**criteria), limit=limit, cursor=cursor, count=count
+    )
+
+
+def job(job_id: uuid.UUID | str) -> JobInfo:
+    """The job with every attempt it has had; ``JobNotFound`` if there is none."""
+    return Operations(get_runtime()).job(job_id)
+
+
+def retry(
+    job_id: uuid.UUID | str, *, delay: Delay | None = None, source: str | None = None
+) -> ActionReport:
+    """Run a job that ended once more (after ``delay``); see ``Operations.retry``."""
+    return Operations(get_runtime()).retry(job_id, delay=delay, source=_source(source))
+
+
+def retry_failed(
+    *,
+    delay: Delay | None = None,
+    dry_run: bool = False,
+    limit: int | None = None,
+    source: str | None = None,
+    **criteria: Any,
+) -> list[ActionReport]:
+    """Retry every failed job the criteria match (``jobkit.retry_failed(queue="emails")``)."""
+    return Operations(get_runtime()).retry_failed(
+        job_filter(**criteria),
+        delay=delay,
+        dry_run=dry_run,
+        limit=limit,
+        source=_source(source),
+    )
+
+
+def cancel(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
+    """Cancel a job's waiting or running attempt; see ``Operations.cancel``."""
+    return Operations(get_runtime()).cancel(job_id, source=_source(source))
+
+
+def pause_queue(queue: str, *, source: str | None = None) -> ActionReport:
+    """Stop every worker claiming from ``queue`` until ``resume_queue``."""
+    return Operations(get_runtime()).pause_queue(queue, source=_source(source))
+
+
+def resume_queue(queue: str, *, source: str | None = None) -> ActionReport:
+    """Let workers claim from ``queue`` again."""
+    return Operations(get_runtime()).resume_queue(queue, source=_source(source))
+
+
+def workers() -> list[WorkerStatus]:
+    """Every registered worker, stale or not, with what it runs now."""
+    return Operations(get_runtime()).workers()

@@ -1,0 +1,456 @@
+"""The ``jobkit`` commands that operate jobs: ``jobs``, ``show``, ``retry``, ``cancel``,
+``pause``, ``resume`` and ``workers`` (see ``jobkit.operations``).
+
+Tables for people by default (aligned, relative times, errors cut to their last line), ``--json``
+for scripts. The exit status says what happened: 0 done (or found), 1 nothing matched or nothing
+to do, 2 bad input. A bulk action needs ``--yes``, or shows what it would do with ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import getpass
+import json
+import re
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from jobkit.errors import JobkitError, ParameterError
+from jobkit.operations import ActionReport, JobNotFound, Operations, job_filter
+from jobkit.records import Attempt, JobInfo
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+NOTHING, BAD_INPUT = 1, 2
+"""Exit statuses: nothing matched or nothing was done; the input was wrong."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+ERROR_SHOWN = 60
+"""Characters of an error's last line a table shows (``jobkit show`` shows it whole)."""
+
+
+def source() -> str:
+    """Who acts, as actions record it: ``cli user@host``."""
+    return f"cli {getpass.getuser()}@{socket.gethostname()}"
+
+
+def operations(*, import_jobs: bool = False) -> Operations:
+    """The operations on the runtime of this command's settings; a retry needs the job
+    classes (``import_jobs``), to go through their ``should_enqueue``."""
+    from jobkit.cli import make_runtime
+
+    runtime = make_runtime()
+    if import_jobs:
+        runtime.import_jobs()
+    return Operations(runtime)
+
+
+def reports_problems(command: F) -> F:
+    """Bad input exits 2 with its message; a missing job or any other jobkit error, 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ParameterError as error:
+            raise click.UsageError(str(error)) from error
+        except JobNotFound as error:
+            click.echo(f"Error: {error}", err=True)
+            raise SystemExit(NOTHING) from error
+        except JobkitError as error:
+            raise click.ClickException(str(error)) from error
+
+    return wrapper  # type: ignore[return-value]
+
+
+def moment(text: str | None, option: str) -> datetime.datetime | datetime.timedelta | None:
+    """``--since``/``--until``: a duration back from now (``30s``, ``15m``, ``2h``, ``1d``,
+    ``1w``) or an ISO date and time (UTC when it names no offset)."""
+    if text is None:
+        return None
+    found = _DURATION.match(text.strip())
+    if found:
+        return datetime.timedelta(seconds=float(found[1]) * _UNIT[found[2]])
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (30s, 15m, 2h, 1d, 1w) nor an ISO date and time",
+            param_hint=option,
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def filter_options(command: F) -> F:
+    """The listing's filters, shared by ``jobs`` and ``retry --failed``."""
+    for option in reversed(
+        [
+            click.option(
+                "--status",
+                "statuses",
+                multiple=True,
+                help="pending, scheduled, running, successful, errored, deferred, lost, "
+                "cancelled, or failed (errored, lost or cancelled, and not retried); repeatable.",
+            ),
+            click.option("--queue", "queues", multiple=True, help="A queue (repeatable)."),
+            click.option("--name", "names", multiple=True, help="A job name (repeatable)."),
+            click.option("--key", help="A concurrency key."),
+            click.option("--since", help="Newer than this: 2h, 1d, ... or an ISO date and time."),
+            click.option("--until", help="Older than this: 2h, 1d, ... or an ISO date and time."),
+            click.option("--error", help="Text the error (traceback) holds, in any case."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def criteria(
+    statuses: Sequence[str],
+    queues: Sequence[str],
+    names: Sequence[str],
+    key: str | None,
+    since: str | None,
+    until: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    return {
+        "status": list(statuses),
+        "queue": list(queues),
+        "name": list(names),
+        "concurrency_key": key,
+        "since": moment(since, "--since"),
+        "until": moment(until, "--until"),
+        "error": error,
+    }
+
+
+# Showing --------------------------------------------------------------------------------------
+
+
+def ago(when: datetime.datetime | None, now: datetime.datetime) -> str:
+    if when is None:
+        return ""
+    seconds = (now - when).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds / size:.0f}{unit}"
+            break
+    else:
+        text = f"{seconds:.0f}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def last_line(error: str) -> str:
+    line = error.strip().rpartition("\n")[2]
+    return line if len(line) <= ERROR_SHOWN else line[: ERROR_SHOWN - 1] + "…"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def attempt_number(attempt: Attempt) -> str:
+    """``2/4`` for the second of four attempts its retries allow; an operator's retry past them
+    shows its number alone."""
+    number, allowed = attempt.retry_attempt + 1, attempt.retries + 1
+    return f"{number}/{allowed}" if number <= allowed else str(number)
+
+
+def attempt_row(attempt: Attempt, now: datetime.datetime) -> list[str]:
+    return [
+        str(attempt.job_id),
+        attempt.state.value,
+        attempt.job_name,
+        attempt.queue,
+        attempt_number(attempt),
+        ago(attempt.at, now),
+        last_line(attempt.error) if attempt.error else attempt.error_type,
+    ]
+
+
+HEADER = ["JOB", "STATE", "NAME", "QUEUE", "ATTEMPT", "WHEN", "ERROR"]
+
+
+PREVIEW_LINES = 20
+
+
+def show_preview(reports: Sequence[ActionReport]) -> None:
+    """The jobs a bulk action would touch: the first few, and how many in all."""
+    for report in reports[:PREVIEW_LINES]:
+        click.echo(f"  {report.job_id}: {report.message}")
+    if len(reports) > PREVIEW_LINES:
+        click.echo(f"  ... and {len(reports) - PREVIEW_LINES:,} more")
+    click.echo(f"would retry {len(reports):,} failed jobs")
+
+
+def show_reports(reports: Sequence[ActionReport], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+    else:
+        for report in reports:
+            subject = f"{report.job_id}: " if report.job_id else ""
+            click.echo(f"{subject}{report.message}")
+    if not any(report.done for report in reports):
+        raise SystemExit(NOTHING)
+
+
+# Commands -------------------------------------------------------------------------------------
+
+
+@click.command("jobs")
+@filter_options
+@click.option("--limit", type=int, default=50, show_default=True, help="Attempts per page.")
+@click.option("--cursor", help="The next page: the cursor the page before printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def jobs_command(
+    statuses: tuple[str, ...],
+    queues: tuple[str, ...],
+    names: tuple[str, ...],
+    key: str | None,
+    since: str | None,
+    until: str | None,
+    error: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List attempts, newest first, with filters; exit status 1 when none match."""
+    filter = job_filter(**criteria(statuses, queues, names, key, since, until, error))
+    page = operations().jobs(filter, limit=limit, cursor=cursor)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "attempts": [attempt.as_dict() for attempt in page.attempts],
+                    "next_cursor": page.next_cursor,
+                    "total": page.total,
+                    "total_is_estimate": page.total_is_estimate,
+                },
+                indent=2,
+            )
+        )
+    elif page.attempts:
+        now = datetime.datetime.now(datetime.UTC)
+        click.echo(table([HEADER, *(attempt_row(a, now) for a in page.attempts)]))
+        about = "about " if page.total_is_estimate else ""
+        footer = f"{len(page.attempts)} of {about}{page.total:,}"
+        if page.next_cursor:
+            footer += f"; next page: --cursor {page.next_cursor}"
+        click.echo(footer)
+    else:
+        click.echo("no attempt matches")
+    if not page.attempts:
+        raise SystemExit(NOTHING)
+
+
+@click.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def show_command(job_id: str, as_json: bool) -> None:
+    """Show a job: its parameters, and every attempt with its times, worker and error."""
+    job = operations().job(job_id)
+    if as_json:
+        click.echo(json.dumps(job.as_dict(), indent=2))
+        return
+    click.echo(describe_job(job))
+
+
+def describe_job(job: JobInfo) -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    first = job.attempts[0]
+    lines = [
+        f"job        {job.job_id}",
+        f"name       {job.job_name}",
+        f"state      {job.state.value}",
+        f"queue      {first.queue}  priority {first.priority}  retries {first.retries}"
+        + (f"  key {first.concurrency_key}" if first.concurrency_key else ""),
+        f"enqueued   {first.created_at:%Y-%m-%d %H:%M:%S %Z} ({ago(first.created_at, now)})"
+        f" by {first.source}",
+        f"parameters {json.dumps(json.loads(first.parameters))}",
+    ]
+    for number, attempt in enumerate(job.attempts, 1):
+        lines.append("")
+        lines.append(f"attempt {number}: {attempt.state.value}  ({attempt.id})")
+        for label, when in (
+            ("  created ", attempt.created_at),
+            ("  starts  ", attempt.start_at if attempt.state.value == "scheduled" else None),
+            ("  started ", attempt.started_at),
+            ("  ended   ", attempt.ended_at),
+        ):
+            if when is not None:
+                lines.append(f"{label} {when:%Y-%m-%d %H:%M:%S} ({ago(when, now)})")
+        if attempt.worker_id:
+            lines.append(f"  worker   {attempt.worker_id}")
+        if attempt.started_at and attempt.ended_at:
+            took = (attempt.ended_at - attempt.started_at).total_seconds()
+            lines.append(f"  took     {took:.3f} s")
+        if attempt.source and number > 1:
+            lines.append(f"  by       {attempt.source}")
+        if attempt.cancel_requested_at:
+            lines.append(f"  cancel   requested {ago(attempt.cancel_requested_at, now)}")
+        if attempt.error:
+            lines.append(f"  error    {attempt.error_type}")
+            lines.extend(f"    {line}" for line in attempt.error.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+@click.command("retry")
+@click.argument("job_ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Retry every failed job the filters match.")
+@filter_options
+@click.option("--delay", type=float, help="Seconds from now before the retry may start.")
+@click.option("--limit", type=int, help="With --failed: at most this many jobs.")
+@click.option("--dry-run", is_flag=True, help="With --failed: show what would be retried.")
+@click.option("--yes", is_flag=True, help="With --failed: retry without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def retry_command(
+    job_ids: tuple[str, ...],
+    failed: bool,
+    statuses: tuple[str, ...],
+    queues: tuple[str, ...],
+    names: tuple[str, ...],
+    key: str | None,
+    since: str | None,
+    until: str | None,
+    error: str | None,
+    delay: float | None,
+    limit: int | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Run jobs that ended once more: the JOB_IDS given, or with --failed every failed job the
+    filters match. A job that waits or runs, or was retried already, is left alone."""
+    if bool(job_ids) == failed:
+        raise click.UsageError("give job ids, or --failed with filters (not both)")
+    ops = operations(import_jobs=True)
+    if job_ids:
+        reports = [ops.retry(job_id, delay=delay, source=source()) for job_id in job_ids]
+        show_reports(reports, as_json)
+        return
+    if statuses:
+        raise click.UsageError("--failed picks failed jobs: it takes no --status")
+    filter = job_filter(**criteria(statuses, queues, names, key, since, until, error))
+    if not dry_run and not yes:
+        preview = ops.retry_failed(filter, dry_run=True, limit=limit, source=source())
+        if not preview:
+            click.echo("no failed job matches")
+            raise SystemExit(NOTHING)
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"{len(preview):,} failed jobs match: retry them with --yes, "
+                "or list them with --dry-run"
+            )
+        show_preview(preview)
+        click.confirm(f"retry {len(preview):,} failed jobs?", abort=True)
+    reports = ops.retry_failed(filter, delay=delay, dry_run=dry_run, limit=limit, source=source())
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+        else:
+            show_preview(reports)
+        if not reports:
+            raise SystemExit(NOTHING)
+        return
+    if not reports:
+        click.echo("no failed job matches")
+        raise SystemExit(NOTHING)
+    done = sum(report.done for report in reports)
+    if as_json:
+        show_reports(reports, as_json)
+    else:
+        click.echo(f"retried {done:,} of {len(reports):,} failed jobs")
+        for report in reports:
+            if not report.done:
+                click.echo(f"  {report.job_id}: {report.message}")
+        if not done:
+            raise SystemExit(NOTHING)
+
+
+@click.command("cancel")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def cancel_command(job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel jobs: a waiting attempt ends CANCELLED now; a running one is ended by its worker
+    within seconds. Neither runs again."""
+    ops = operations()
+    show_reports([ops.cancel(job_id, source=source()) for job_id in job_ids], as_json)
+
+
+@click.command("pause")
+@click.argument("queues", nargs=-1, required=True)
+@reports_problems
+def pause_command(queues: tuple[str, ...]) -> None:
+    """Stop every worker claiming from QUEUES; their jobs stay pending until `jobkit resume`."""
+    ops = operations()
+    show_reports([ops.pause_queue(queue, source=source()) for queue in queues], False)
+
+
+@click.command("resume")
+@click.argument("queues", nargs=-1, required=True)
+@reports_problems
+def resume_command(queues: tuple[str, ...]) -> None:
+    """Let workers claim from paused QUEUES again."""
+    ops = operations()
+    show_reports([ops.resume_queue(queue, source=source()) for queue in queues], False)
+
+
+@click.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def workers_command(as_json: bool) -> None:
+    """The registered workers, live or stale, and what each runs."""
+    statuses = operations().workers()
+    if as_json:
+        click.echo(json.dumps([status.as_dict() for status in statuses], indent=2))
+    elif statuses:
+        now = datetime.datetime.now(datetime.UTC)
+        rows = [["WORKER", "HOST", "PID", "QUEUES", "STARTED", "HEARTBEAT", "STATE", "RUNNING"]]
+        for status in statuses:
+            info = status.info
+            rows.append(
+                [
+                    str(info.id),
+                    info.hostname,
+                    str(info.pid),
+                    ",".join(
+                        f"{queue} (paused)" if queue in status.paused_queues else queue
+                        for queue in info.queues
+                    ),
+                    ago(info.started_at, now),
+                    ago(info.last_heartbeat_at, now),
+                    "stale" if status.stale else "live",
+                    ", ".join(f"{a.job_name} {a.job_id}" for a in status.running) or "-",
+                ]
+            )
+        click.echo(table(rows))
+    else:
+        click.echo("no worker is registered")
+    if not statuses:
+        raise SystemExit(NOTHING)
+
+
+COMMANDS = [
+    jobs_command,
+    show_command,
+    retry_command,
+    cancel_command,
+    pause_command,
+    resume_command,
+    workers_command,
+]
