@@ -470,11 +470,14 @@ def enqueue(
     timeout: float | None,
 ) -> None:
     """Enqueue the job registered as NAME, as run_in_worker() does; print its request id."""
+    from jobkit.operations_cli import source
+
     runtime = make_runtime()
     job = _build_job(runtime, name, args_json, kwargs_json)
     try:
         request = runtime.enqueue(
             job,
+            source=source(),
             queue=queue,
             delay=delay,
             priority=priority,
@@ -525,6 +528,11 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
         f"\nworkers: {figures.workers_active} active, {figures.workers_stale} stale (stale: no "
         f"heartbeat for more than {timeout:g} s, the heartbeat_timeout setting)"
     )
+    paused = [name for name, counts in sorted(figures.queues.items()) if counts.paused]
+    if paused:
+        click.echo(
+            f"paused: {', '.join(paused)} (no worker claims from them until `jobkit resume`)"
+        )
 
 
 def _stat_cells(counts: QueueCounts) -> tuple[object, ...]:

@@ -400,6 +400,9 @@ class QueueDepth:
     oldest_pending_age: float = 0.0
     """Seconds, by the database clock, since its oldest pending job became ready; 0.0 when
     none is pending."""
+    paused: bool = False
+    """Whether an operator paused the queue: its pending jobs wait for ``jobkit resume``, not
+    for more workers."""
 
     @classmethod
     def of(cls, counts: QueueCounts) -> QueueDepth:
@@ -408,6 +411,7 @@ class QueueDepth:
             scheduled=counts.scheduled,
             running=counts.running,
             oldest_pending_age=counts.oldest_pending_age,
+            paused=counts.paused,
         )
 
 

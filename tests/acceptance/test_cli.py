@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import getpass
 import json
 import re
 import secrets
+import socket
+import subprocess
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,6 +19,8 @@ from psycopg import sql
 from jobkit.records import STAT_KEYS, Completion, Outcome, Status, WorkerInfo
 from jobkit.testing.inline import run_jobs
 from testapp.jobs import Defer, Fail, Noop, Record, ledger
+
+MIGRATIONS = Path(__file__).parents[2] / "src/jobkit/builtin/postgres/sql/migrations"
 
 pytestmark = pytest.mark.acceptance
 
@@ -71,10 +77,9 @@ def assert_clean_error(result, *fragments, exit_code=1):
 def test_migrate_applies_the_migrations_then_reports_up_to_date(run_cli, db, fresh_schema):
     first = run_cli("migrate", env={"JOBKIT_SCHEMA": fresh_schema})
     assert first.returncode == 0, first.stderr
-    assert re.fullmatch(
-        rf"applied 3 migrations to schema {fresh_schema}: "
-        rf"0001_initial, 0002_timeouts_and_line_order, 0003_schedule_ticks\n",
-        first.stdout,
+    migrations = sorted(path.stem for path in MIGRATIONS.glob("*.sql"))
+    assert first.stdout == (
+        f"applied {len(migrations)} migrations to schema {fresh_schema}: {', '.join(migrations)}\n"
     )
     tables = {"requests", "processes", "results", "workers", "migrations", "schedule_ticks"}
     assert tables <= schema_tables(db, fresh_schema)
@@ -93,9 +98,16 @@ def test_migrate_sql_prints_the_migrations_without_applying_them(
     assert f'"{fresh_schema}".requests' in result.stdout
     assert schema_tables(db, fresh_schema) == set()
 
-    # The printed script is what a team applies its own way: afterwards jobkit agrees.
-    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
-        connection.execute(result.stdout)
+    # The printed script is what a team applies its own way, psql here (statement by statement,
+    # as CREATE INDEX CONCURRENTLY needs): afterwards jobkit agrees.
+    applied = subprocess.run(
+        ["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-q", jobkit_settings.database_url],
+        input=result.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
     again = run_cli("migrate", env={"JOBKIT_SCHEMA": fresh_schema})
     assert again.stdout.strip() == f"schema {fresh_schema} is up to date"
 
@@ -238,11 +250,13 @@ def test_enqueue_prints_the_request_id_and_stores_the_options(run_cli, jobkit_ru
 
     rows = db.query(
         "SELECT job_name, parameters, queue, priority, "
-        "extract(epoch FROM start_at - created_at)::float8 FROM {schema}.requests WHERE id = %s",
+        "extract(epoch FROM start_at - created_at)::float8, source "
+        "FROM {schema}.requests WHERE id = %s",
         [request_id],
     )
     assert len(rows) == 1
-    job_name, parameters, queue, priority, delay = rows[0]
+    job_name, parameters, queue, priority, delay, source = rows[0]
+    assert source == f"cli {getpass.getuser()}@{socket.gethostname()}"
     assert job_name == "testapp.Record"
     assert parameters == {"args": ["k"], "kwargs": {"seconds": 0.5}}
     assert (queue, priority) == ("reports", 7)
@@ -339,6 +353,11 @@ def counts(**nonzero):
     return {key: nonzero.get(key, 0) for key in STAT_KEYS}
 
 
+def stats_of(queue):
+    """A queue's counts in ``stats --json`` (its age and paused flag are checked apart)."""
+    return {key: queue[key] for key in STAT_KEYS}
+
+
 WAITED = 90.0
 """Seconds the ready requests of ``jobs_in_every_stage`` have been ready."""
 
@@ -409,6 +428,8 @@ def test_stats_json_counts_each_stage_in_total_and_per_queue(run_cli, jobs_in_ev
     result = run_cli("stats", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
+    assert data.pop("paused") is False
+    assert not any(queue.pop("paused") for queue in data["queues"].values())
     ages = {name: queue.pop("oldest_pending_age") for name, queue in data["queues"].items()}
     assert_waited(ages.pop("waiting"))
     assert ages == {"aborted": 0.0, "claimed": 0.0, "done": 0.0}
@@ -459,6 +480,23 @@ def test_stats_of_named_queues_show_only_those_and_their_total(run_cli, jobs_in_
     assert names == ["queue", "waiting", "total"]
 
 
+def test_stats_show_the_paused_queues(run_cli, jobs_in_every_stage):
+    assert run_cli("pause", "waiting", "idle").returncode == 0
+
+    table = run_cli("stats")
+    assert table.stdout.rstrip("\n").splitlines()[-1] == (
+        "paused: idle, waiting (no worker claims from them until `jobkit resume`)"
+    )
+    data = json.loads(run_cli("stats", "--json").stdout)
+    assert {name for name, queue in data["queues"].items() if queue["paused"]} == {
+        "idle",
+        "waiting",
+    }
+    assert data["paused"] is True
+    named = json.loads(run_cli("stats", "--json", "done").stdout)
+    assert list(named["queues"]) == ["done"] and named["paused"] is False
+
+
 def test_stats_of_a_bad_queue_name_is_a_usage_error(run_cli, jobkit_runtime):
     result = run_cli("stats", "no such queue")
     assert_clean_error(result, "QUEUE", "a queue name is letters, digits and _.:-", exit_code=2)
@@ -470,6 +508,7 @@ def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
     assert json.loads(result.stdout) == {
         **counts(),
         "oldest_pending_age": 0.0,
+        "paused": False,
         "workers_active": 0,
         "workers_stale": 0,
         "queues": {},

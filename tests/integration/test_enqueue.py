@@ -640,6 +640,18 @@ def test_queue_depths_of_named_queues_keep_their_order_and_count_an_empty_one(jo
     assert depths["idle"] == QueueDepth()
 
 
+def test_queue_depths_say_which_queues_are_paused(jobkit_runtime):
+    Noop(1).run_in_worker(queue="emails")
+    jobkit_runtime.store.pause_queue(queue="emails", source="test")
+    jobkit_runtime.store.pause_queue(queue="idle", source="test")
+
+    depths = queue_depths(["emails", "reports"])
+
+    assert (depths["emails"].pending, depths["emails"].paused) == (1, True)
+    assert depths["reports"] == QueueDepth()  # the paused idle queue is not among those asked
+    assert queue_depths()["idle"].paused
+
+
 @pytest.mark.parametrize(
     ("queues", "message"),
     [

@@ -147,3 +147,5 @@ def _empty(runtime: Runtime) -> None:
     store.purge()
     for worker in store.workers():
         store.unregister_worker(worker_id=worker.id)
+    for pause in store.paused_queues():
+        store.resume_queue(queue=pause.queue)

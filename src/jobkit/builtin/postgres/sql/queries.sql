@@ -512,6 +512,7 @@ WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
 GROUP BY 1
 UNION ALL
 SELECT queue, 'paused', 1, NULL FROM {schema}.queue_pauses
+WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
 UNION ALL
 SELECT queue, lower(status), count(*), NULL
 FROM {schema}.results
