@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,39 +285,68 @@ def ledger_ready(jobkit_settings: Settings) -> None:
     create_ledger(jobkit_settings)
 
 
-# A server with no free connection slot ---------------------------------------------------------
+# Roles of the test's own --------------------------------------------------------------------------
 
 
 @pytest.fixture
-def full_role(jobkit_settings) -> Iterator[str]:
-    """A role of the test's own that may hold no connection at all (CONNECTION LIMIT 0), so the
-    server answers it "too many connections" (SQLSTATE 53300), as a full server answers anyone;
-    yields the database URL for it. ``free_a_slot`` lifts the limit."""
-    name = f"jobkit_full_{secrets.token_hex(4)}"
-    role = sql.Identifier(name)
-    schema = sql.Identifier(jobkit_settings.schema)
+def make_role(jobkit_settings) -> Iterator[Callable[..., str]]:
+    """``make_role(password=None, connection_limit=-1)`` creates a login role of the test's own,
+    with every right on the test schema, and returns the test database's URL for it, its password
+    in the URL (a random one by default: the embedded test server asks for one). The roles are
+    dropped after the test."""
     url = jobkit_settings.database_url
+    schema = sql.Identifier(jobkit_settings.schema)
+    made: list[str] = []
+
+    def make(password: str | None = None, connection_limit: int = -1) -> str:
+        name = f"jobkit_role_{secrets.token_hex(4)}"
+        password = password or secrets.token_hex(8)
+        role = sql.Identifier(name)
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {} PASSWORD {}").format(
+                    role, sql.Literal(connection_limit), sql.Literal(password)
+                )
+            )
+            made.append(name)
+            for statement in (
+                "GRANT USAGE ON SCHEMA {schema} TO {role}",
+                "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+                "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            ):
+                connection.execute(sql.SQL(statement).format(role=role, schema=schema))
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{name}:{password}@{host}").geturl()
+
+    yield make
     with psycopg.connect(url, autocommit=True) as connection:
-        for statement in (
-            "CREATE ROLE {role} LOGIN CONNECTION LIMIT 0",
-            "GRANT USAGE ON SCHEMA {schema} TO {role}",
-            "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
-            "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
-        ):
-            connection.execute(sql.SQL(statement).format(role=role, schema=schema))
-    user = url.partition("://")[2].partition("@")[0]
-    yield url.replace(f"{user}@", f"{name}@", 1)
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-            [name],
-        )
-        connection.execute(sql.SQL("DROP OWNED BY {role}").format(role=role))
-        connection.execute(sql.SQL("DROP ROLE {role}").format(role=role))
+        for name in made:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                [name],
+            )
+            connection.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def full_role(make_role) -> str:
+    """The URL of a role of the test's own that may hold no connection at all (CONNECTION LIMIT
+    0), so the server answers it "too many connections" (SQLSTATE 53300), as a full server
+    answers anyone. ``free_a_slot`` lifts the limit."""
+    return make_role(connection_limit=0)
+
+
+def with_query(url: str, **parameters: str) -> str:
+    """``url`` with ``parameters`` added to its query (which may have some already)."""
+    parts = urllib.parse.urlsplit(url)
+    added = urllib.parse.urlencode(parameters, quote_via=urllib.parse.quote)
+    return parts._replace(query=f"{parts.query}&{added}" if parts.query else added).geturl()
 
 
 def free_a_slot(settings, role_url: str) -> None:
-    role = role_url.partition("://")[2].partition("@")[0]
+    role = urllib.parse.urlsplit(role_url).username
     with psycopg.connect(settings.database_url, autocommit=True) as connection:
         connection.execute(
             sql.SQL("ALTER ROLE {} CONNECTION LIMIT -1").format(sql.Identifier(role))

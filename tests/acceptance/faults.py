@@ -1,6 +1,6 @@
 """Helpers for the fault-injection tests (test_faults.py): workers whose logs may hold expected
-tracebacks, the processes and database connections of a worker, control of the local
-PostgreSQL cluster, waiting through outages, and the invariant check every fault test ends with.
+tracebacks, the processes and database connections of a worker, waiting through outages, and
+the invariant check every fault test ends with.
 """
 
 from __future__ import annotations
@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -297,72 +296,6 @@ def terminate_backends(url: str, pids: Collection[int]) -> None:
         connection.execute(
             "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)]
         )
-
-
-# The local PostgreSQL cluster -------------------------------------------------------------------
-
-
-@attrs.frozen
-class Cluster:
-    """The Debian ``pg_ctlcluster`` cluster that serves the test database."""
-
-    version: str
-    name: str
-
-    @classmethod
-    def serving(cls, url: str) -> Cluster:
-        """The local cluster listening on ``url``'s port; fails the test, saying why, when the
-        database is not one this machine's ``pg_ctlcluster`` can restart."""
-        info = psycopg.conninfo.conninfo_to_dict(url)
-        host = str(info.get("host") or "localhost")
-        port = int(info.get("port") or 5432)
-        why = (
-            f"the fault tests restart PostgreSQL with pg_ctlcluster, so JOBKIT_TEST_DATABASE_URL "
-            f"must name a local Debian/Ubuntu cluster (postgresql://postgres@127.0.0.1:5432/...) "
-            f"that this user may restart; it is {url!r}"
-        )
-        if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("/"):
-            pytest.fail(f"{why}: host {host} is not this machine", pytrace=False)
-        if not shutil.which("pg_lsclusters") or not shutil.which("pg_ctlcluster"):
-            pytest.fail(f"{why}: pg_lsclusters/pg_ctlcluster are not installed", pytrace=False)
-        listing = subprocess.run(
-            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
-        ).stdout
-        for line in listing.splitlines():
-            fields = line.split()
-            if len(fields) >= 4 and fields[2] == str(port) and fields[3].startswith("online"):
-                return cls(fields[0], fields[1])
-        pytest.fail(f"{why}: no online cluster on port {port} in:\n{listing}", pytrace=False)
-
-    def control(self, action: str, *options: str) -> None:
-        command = [
-            "pg_ctlcluster",
-            "--skip-systemctl-redirect",
-            *options,
-            self.version,
-            self.name,
-            action,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            pytest.fail(
-                f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}",
-                pytrace=False,
-            )
-
-    def restart(self) -> None:
-        """Restart in fast mode (sessions are ended) and wait until it accepts connections."""
-        self.control("restart", "--mode", "fast")
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """Stop the cluster (fast mode) for the block; it is started again however the block
-        ends, so a failing test never leaves the server down."""
-        self.control("stop", "--mode", "fast")
-        try:
-            yield
-        finally:
-            self.control("start")
 
 
 def postmaster_start(url: str) -> Any:

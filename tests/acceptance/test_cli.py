@@ -363,7 +363,7 @@ WAITED = 90.0
 
 
 @pytest.fixture
-def jobs_in_every_stage(jobkit_runtime, ledger_ready, db):
+def jobs_in_every_stage(jobkit_runtime, ledger_ready, db, wait_until):
     """Jobs in each stage and status, in four queues, and two workers (one stale); returns the
     counts they should give (the ages are checked apart: they grow while the test runs)."""
     runtime = jobkit_runtime
@@ -400,7 +400,10 @@ def jobs_in_every_stage(jobkit_runtime, ledger_ready, db):
             for process, status in ((lost, Status.LOST), (cancelled, Status.CANCELLED))
         ],
     )
-    # Workers: one beating, one silent for longer than the heartbeat_timeout of 5 s.
+    # Workers: one beating, one silent for longer than the heartbeat_timeout of 5 s. The rule
+    # counts the database's start as a beat, so a test server that started moments ago (the
+    # embedded one, early in a session) must first have run for longer than that.
+    wait_until(lambda: db.value("SELECT now() - pg_postmaster_start_time() > interval '6 s'"), 10)
     for _ in range(2):
         silent = runtime.store.register_worker(
             WorkerInfo(id=uuid.uuid4(), hostname="cli", pid=1, queues=["default"])

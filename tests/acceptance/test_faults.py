@@ -1,6 +1,6 @@
 """Fault injection against real ``jobkit worker`` processes: kill -9 of a pool child and of a
 whole worker, SIGTERM with short and long jobs, a frozen worker (SIGSTOP), a job that ignores
-SIGTERM, PostgreSQL restarts and outages, terminated connections, poison rows, and many
+SIGTERM, terminated connections, poison rows, and many
 workers competing for the same jobs.
 
 Workers run with a 1 s heartbeat, a 5 s heartbeat timeout and a 0.5 s poll (``subprocess_env``).
@@ -8,9 +8,7 @@ Every test waits for conditions in the database, with deadlines, and ends with
 ``check_invariants``: one final result per job, nothing claimed or left pending, and no job run
 more often than the faults that hit it allow.
 
-Two tests take the test server down: one restarts it (under a second), one stops it for about
-8 s. They need ``JOBKIT_TEST_DATABASE_URL`` to name a local ``pg_ctlcluster`` cluster, fail
-saying so otherwise, and disturb any other session using that server meanwhile.
+The tests that restart or stop PostgreSQL are in test_restarts.py, on a server of their own.
 """
 
 from __future__ import annotations
@@ -24,15 +22,12 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 from faults import (
-    Cluster,
     WorkerLauncher,
     alive,
     attempts,
     backends_of,
     check_invariants,
     ledger_starts,
-    postmaster_start,
-    retry_through_outage,
     teach_fast_runs,
     terminate_backends,
     wait_for,
@@ -379,67 +374,7 @@ def test_a_job_that_ignores_sigterm_is_killed_at_its_timeout(
     )
 
 
-# PostgreSQL restarts and outages ----------------------------------------------------------------
-
-
-def test_a_postgres_restart_loses_no_job_and_workers_listen_again(
-    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
-):
-    cluster = Cluster.serving(db.url)
-    pair = [start_ready(workers, db, "--max-processes", "2", env=SLOW_POLL) for _ in range(2)]
-    jobs = enqueue(jobkit_runtime, [Sleeper(f"j{n}", seconds=0.5) for n in range(50)])
-    wait_for(lambda: db.count("results") >= 8, message="jobs under way")
-
-    restarted = postmaster_start(db.url)
-    cluster.restart()
-    assert postmaster_start(db.url) > restarted
-
-    wait_for(lambda: finished(db, jobs), 60, message="every job finished")
-    assert db.count("results", "status = 'LOST'") == 0
-    assert all(worker.poll() is None for worker in pair)
-    # Both workers LISTEN again: a job enqueued now starts at once, with a 30 s poll.
-    for worker in pair:
-        wait_for(
-            lambda worker=worker: any(
-                name.endswith(":listener") for name in backends_of(db.url, worker.pid).values()
-            ),
-            10,
-            message=f"worker {worker.pid} listening again",
-        )
-    late = retry_through_outage(lambda: Record("late").run_in_worker())
-    assert late is not None
-    jobs[late.job_id] = "late"
-    wait_for(lambda: runs(db, "late"), 10, message="the late job's start")
-    assert start_latency(db, "late", late) < 2
-    for worker in pair:
-        assert worker.stop(10) == 0, worker.output()
-    check_invariants(db, jobkit_settings, jobs)
-
-
-def test_an_outage_longer_than_the_heartbeat_timeout_makes_no_live_worker_look_dead(
-    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
-):
-    cluster = Cluster.serving(db.url)
-    pair, jobs = [], {}
-    for n in range(2):
-        # One job each: one child, claiming no more than it runs.
-        worker = start_ready(workers, db, "--max-processes", "1", "--max-pending-per-process", "1")
-        job = Sleeper(f"across-{n}", seconds=14).run_in_worker(retries=1)
-        assert job is not None
-        [(child, _, _)] = wait_for(lambda n=n: runs(db, f"across-{n}"), message="job start")
-        assert child in worker.pool_children()
-        pair.append(worker)
-        jobs[job.job_id] = f"across-{n}"
-
-    with cluster.stopped():
-        time.sleep(7)  # the fault: the database is down longer than the 5 s heartbeat timeout
-
-    wait_for(lambda: finished(db, jobs), 40, message="both jobs finished")
-    assert db.count("results", "status = 'LOST'") == 0
-    assert all(worker.poll() is None for worker in pair)
-    for worker in pair:
-        assert worker.stop(10) == 0, worker.output()
-    check_invariants(db, jobkit_settings, jobs)
+# Connections ------------------------------------------------------------------------------------
 
 
 def test_terminated_connections_are_replaced(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import urllib.parse
 import uuid
 
 import pytest
@@ -87,18 +86,10 @@ def test_a_row_runs_no_command_but_those_of_the_workers_own_schedule(
 PASSWORD = "Sekr1t-pw"
 
 
-def with_password(url: str) -> str:
-    """``url`` with ``PASSWORD`` as its password (the test database trusts any password)."""
-    parts = urllib.parse.urlsplit(url)
-    user = parts.username or "postgres"
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:{PASSWORD}@{host}").geturl()
-
-
 def test_a_password_in_the_database_url_reaches_no_output(
-    run_cli, start_worker, wait_until, jobkit_runtime, jobkit_settings, db
+    run_cli, start_worker, wait_until, jobkit_runtime, jobkit_settings, db, make_role
 ):
-    url = with_password(jobkit_settings.database_url)
+    url = make_role(password=PASSWORD)
     masked = url.replace(PASSWORD, "***")
     request = jobkit_runtime.enqueue(QuoteDatabaseUrl())
     env = {

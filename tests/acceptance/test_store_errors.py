@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime
 import secrets
-import urllib.parse
 
 import pytest
 
+from conftest import with_query
 from jobkit import Job, ParameterError, Status, hookimpl, register_job
 from jobkit.errors import StoreDataError, StoreError
 from testapp.jobs import Record, ledger
@@ -68,10 +68,11 @@ def test_a_read_only_database_is_a_store_error_naming_the_cause_not_unavailable(
     jobkit_runtime_factory, jobkit_settings, start_worker, ledger_ready, wait_until
 ):
     jobkit_runtime_factory()
-    options = urllib.parse.urlencode(
-        {"options": "-c default_transaction_read_only=on"}, quote_via=urllib.parse.quote
+    read_only = jobkit_runtime_factory(
+        database_url=with_query(
+            jobkit_settings.database_url, options="-c default_transaction_read_only=on"
+        )
     )
-    read_only = jobkit_runtime_factory(database_url=f"{jobkit_settings.database_url}?{options}")
     start_worker(env=IMPORTS)
 
     with pytest.raises(StoreError) as raised:

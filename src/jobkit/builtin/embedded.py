@@ -102,26 +102,31 @@ def _release_at_exit(server: EmbeddedServer) -> None:
 
 
 @contextlib.contextmanager
-def throwaway_server(binaries: Path) -> Iterator[str]:
-    """A server in a new temporary directory for the block, yielding its URL; it is stopped and
-    its directory deleted afterwards (the pytest fixture's server)."""
+def throwaway_server(
+    binaries: Path, *, tcp_port: int | None = None
+) -> Iterator[tuple[str, EmbeddedServer]]:
+    """A server in a new temporary directory for the block, yielding its URL and the server; it
+    is stopped and its directory deleted afterwards (the pytest plugin's servers). With
+    ``tcp_port`` it also listens on 127.0.0.1 at that port, and the URL goes there: tests that
+    proxy or cut TCP connections need one."""
     home = Path(tempfile.mkdtemp(prefix="jobkit-test-postgres-"))
     home.chmod(_home_mode())
-    server = EmbeddedServer(home, binaries)
+    server = EmbeddedServer(home, binaries, tcp_port=tcp_port)
     try:
-        yield server.acquire()
+        yield server.acquire(), server
     finally:
         server.release()
-        shutil.rmtree(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 class EmbeddedServer:
     """The PostgreSQL server of one directory, ``home``: its data in ``home/postgres``, its
     pgpass file, lock and list of the processes using it beside the data."""
 
-    def __init__(self, home: Path, binaries: Path):
+    def __init__(self, home: Path, binaries: Path, *, tcp_port: int | None = None):
         self.home = home
         self.binaries = binaries
+        self.tcp_port = tcp_port
         self.data_dir = home / "postgres"
         self.passfile = home / "postgres.pgpass"
         self._lock_file = home / "postgres.lock"
@@ -166,7 +171,28 @@ class EmbeddedServer:
             if not users:
                 self._stop()
 
+    def restart(self) -> None:
+        """Stop the server (fast mode: sessions end) and start it again, whoever uses it: for
+        tests that take a server of their own down (``jobkit.testing.plugin.own_server``)."""
+        self._stop()
+        self._start()
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server stopped (fast mode) for the block, started again however the block ends:
+        for tests, like ``restart``."""
+        self._stop()
+        try:
+            yield
+        finally:
+            self._start()
+
     def url(self, socket_dir: Path) -> str:
+        if self.tcp_port is not None:  # host and port where URL tools (proxies) look for them
+            passfile = urllib.parse.quote(str(self.passfile), safe="/")
+            return (
+                f"postgresql://{SUPERUSER}@127.0.0.1:{self.tcp_port}/{DATABASE}?passfile={passfile}"
+            )
         query = urllib.parse.urlencode(
             {"host": socket_dir, "port": PORT, "passfile": self.passfile},
             safe="/",
@@ -308,6 +334,8 @@ class EmbeddedServer:
                 )
             self._give_to_server(socket_dir)
         log = self.data_dir / "postgresql.log"
+        listen = "" if self.tcp_port is None else "127.0.0.1"
+        port = self.tcp_port or PORT
         try:
             self._run(
                 "pg_ctl",
@@ -316,7 +344,7 @@ class EmbeddedServer:
                 f"--log={log}",
                 "--wait",
                 f"--timeout={START_TIMEOUT}",
-                f"--options=-c listen_addresses='' -k {socket_dir} -p {PORT}",
+                f"--options=-c listen_addresses='{listen}' -k {socket_dir} -p {port}",
                 action="start",
                 log=log,
             )

@@ -8,14 +8,17 @@ to get one. Imports of jobkit happen inside the fixtures, so loading the plugin 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from jobkit.builtin.embedded import EmbeddedServer
     from jobkit.runtime import Runtime
     from jobkit.settings import Settings
 
@@ -34,6 +37,15 @@ def jobkit_database_url() -> Iterator[str]:
         _check_reachable(url)
         yield url
         return
+    with own_server() as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def own_server() -> Iterator[tuple[str, EmbeddedServer]]:
+    """A PostgreSQL server of the tests' own for the block (the ``embedded`` extra's binaries, in
+    a temporary directory, listening on a free port of 127.0.0.1): its URL and the server. A test
+    that restarts or stops a server uses one of these, never a server it did not start."""
     from jobkit.builtin.embedded import packaged_binaries, throwaway_server
     from jobkit.errors import StoreError
 
@@ -41,10 +53,16 @@ def jobkit_database_url() -> Iterator[str]:
     if binaries is None:
         pytest.fail(NO_DATABASE, pytrace=False)
     try:
-        with throwaway_server(binaries) as url:
-            yield url
+        with throwaway_server(binaries, tcp_port=_free_port()) as (url, server):
+            yield url, server
     except StoreError as error:
         pytest.fail(f"the tests' embedded PostgreSQL: {error}", pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _check_reachable(url: str) -> None:
@@ -63,12 +81,19 @@ def _check_reachable(url: str) -> None:
 @pytest.fixture(scope="session")
 def jobkit_schema(jobkit_database_url: str) -> Iterator[str]:
     """A schema of its own for this test session, migrated; dropped at the end."""
+    with migrated_schema(jobkit_database_url) as schema:
+        yield schema
+
+
+@contextlib.contextmanager
+def migrated_schema(url: str) -> Iterator[str]:
+    """A new schema on the server, migrated, for the block; dropped afterwards."""
     from jobkit.runtime import Runtime
     from jobkit.settings import Settings
 
     schema = f"jobkit_test_{secrets.token_hex(4)}"
     runtime = Runtime.from_settings(
-        Settings(database_url=jobkit_database_url, schema=schema), load_entrypoints=False
+        Settings(database_url=url, schema=schema), load_entrypoints=False
     )
     runtime.store.migrate()
     runtime.close()
@@ -76,7 +101,7 @@ def jobkit_schema(jobkit_database_url: str) -> Iterator[str]:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(jobkit_database_url, autocommit=True) as connection:
+    with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
