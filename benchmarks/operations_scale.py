@@ -7,21 +7,25 @@ names, ended over the last week), and how long what an operator does takes then.
 It fills its own schema (``jobkit_scale``; filled once, kept for the next run while its size
 is right), then times, each the median of ``--runs``: the first page of errored jobs of one
 queue, the next page by cursor, the count past its cap, a job by id, ``stats``, and a bulk
-retry of 10,000 failed jobs (undone after each run). Last, the drain rate of one worker (10,000
-no-op jobs, default flags) with that history, against the same in an empty schema.
+retry of 10,000 failed jobs (undone after each run); and what the listing and stats queries read
+(their executed plans). Last, the drain rate of one worker (10,000 no-op jobs, default flags)
+with that history, against the same in an empty schema, and in the empty schema without the
+result count triggers (what counting costs), alternated ``--drains`` times.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -33,7 +37,9 @@ from bench_jobs import Noop  # noqa: E402
 from throughput import machine_baseline, print_line, wait_until, worker  # noqa: E402
 
 from jobkit import Job, enqueue_many, register_job  # noqa: E402
+from jobkit.builtin.postgres.store import _filter_params  # noqa: E402
 from jobkit.operations import Operations, job_filter  # noqa: E402
+from jobkit.records import JobFilter  # noqa: E402
 from jobkit.runtime import Runtime, set_runtime  # noqa: E402
 from jobkit.settings import load_settings  # noqa: E402
 
@@ -57,6 +63,9 @@ def main() -> None:
     )
     parser.add_argument("--results", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--drains", type=int, default=3, help="drains of each kind, alternated (medians)"
+    )
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
     args = parser.parse_args()
 
@@ -66,6 +75,7 @@ def main() -> None:
     machine = machine_baseline(url)
     print_line("machine", machine)
     fill(url, args.results)
+    runtime.store.maintain()  # fold the fill's result count changes, as a worker would
     operations = Operations(runtime)
     figures: dict[str, object] = {"results": args.results}
 
@@ -98,21 +108,91 @@ def main() -> None:
     )
     print_line("bulk retry of 10,000 failed jobs", f"{figures['bulk_retry_10000_failed_s']:.2f} s")
 
+    figures["plans"] = plans(runtime, errored_q1)
+    for label, plan in figures["plans"].items():
+        print_line(f"plan of {label}", ", ".join(plan["reads"]))
+
+    # Alternated, so that neither kind always runs on a warmer machine; medians of each kind.
+    # The empty schema drains once more without the result count triggers: what counting costs.
     empty = runtime_for(EMPTY_SCHEMA)
-    empty.store.purge()
-    figures["drain_with_history_per_s"] = drain(runtime)
-    figures["drain_without_history_per_s"] = drain(empty)
+    with_history, without_history, uncounted = [], [], []
+    for _ in range(args.drains):
+        empty.store.purge()
+        without_history.append(drain(empty))
+        with_history.append(drain(runtime))
+        with result_counting_off(empty):
+            uncounted.append(drain(empty))
+    figures["drains_with_history_per_s"] = with_history
+    figures["drains_without_history_per_s"] = without_history
+    figures["drains_without_history_or_counting_per_s"] = uncounted
+    figures["drain_with_history_per_s"] = statistics.median(with_history)
+    figures["drain_without_history_per_s"] = statistics.median(without_history)
+    figures["drain_without_history_or_counting_per_s"] = statistics.median(uncounted)
     print_line(
         f"drain, {args.results:,} results in history",
         f"{figures['drain_with_history_per_s']:,.0f} jobs/s",
     )
     print_line("drain, empty history", f"{figures['drain_without_history_per_s']:,.0f} jobs/s")
+    print_line(
+        "drain, empty history, results not counted",
+        f"{figures['drain_without_history_or_counting_per_s']:,.0f} jobs/s",
+    )
 
     if args.record:
         moment = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H%M}"
         path = HERE / "results" / f"operations-scale-{moment}.json"
         path.write_text(json.dumps({"machine": machine, "figures": figures}, indent=2) + "\n")
         print(f"recorded in {path.relative_to(HERE.parent)}")
+
+
+def plans(runtime: Runtime, errored_q1: JobFilter) -> dict[str, dict[str, object]]:
+    """What each operations query reads, from its executed plan (EXPLAIN ANALYZE): the scans
+    (node type and index or table) and the execution time."""
+    page = {"limit": 50, "after_at": None, "after_id": None}
+    queries = {
+        "first_page_errored_one_queue": (
+            "list_results_in_queues",
+            _filter_params(errored_q1) | page,
+        ),
+        "first_page_failed_any_queue": (
+            "list_results",
+            _filter_params(job_filter(status="failed")) | page,
+        ),
+        "stats": ("stats", {"include_results": True, "heartbeat_timeout": 300.0, "queues": None}),
+    }
+    found: dict[str, dict[str, object]] = {}
+    url = runtime.settings.database_url
+    with psycopg.connect(url, autocommit=True) as connection:
+        for label, (query, params) in queries.items():
+            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
+            explain += runtime.store.queries[query]
+            [result] = connection.execute(explain, params).fetchone()[0]
+            found[label] = {
+                "reads": sorted(_scans(result["Plan"])),
+                "execution_ms": result["Execution Time"],
+            }
+    return found
+
+
+@contextlib.contextmanager
+def result_counting_off(runtime: Runtime) -> Iterator[None]:
+    """The schema's result count triggers disabled for the block (as before migration 6)."""
+    table = sql.SQL("{}.results").format(sql.Identifier(runtime.settings.schema))
+    with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(table))
+        try:
+            yield
+        finally:
+            connection.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(table))
+
+
+def _scans(plan: dict[str, Any]) -> set[str]:
+    found = set()
+    if "Relation Name" in plan:
+        found.add(f"{plan['Node Type']} on {plan.get('Index Name') or plan['Relation Name']}")
+    for child in plan.get("Plans", []):
+        found |= _scans(child)
+    return found
 
 
 def _history_job(number: int) -> type[Job]:

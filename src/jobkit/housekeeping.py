@@ -1,5 +1,5 @@
-"""A worker's periodic side duties, each a service on a thread of its own: the stats line, and
-the deletion of results older than ``results_retention``."""
+"""A worker's periodic side duties, each a service on a thread of its own: the stats line, the
+deletion of results older than ``results_retention``, and the store's upkeep."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ logger = logging.getLogger("jobkit.worker")
 RETENTION_EVERY = 600.0
 """Seconds between two deletions of old results (the first runs as the worker starts)."""
 
+MAINTAIN_EVERY = 10.0
+"""Seconds between two calls of the store's upkeep (``Store.maintain``)."""
+
 
 class ResultsRetention(PeriodicService):
     """Deletes results older than ``results_retention`` when the worker starts and every
@@ -39,6 +42,20 @@ class ResultsRetention(PeriodicService):
         deleted = self.runtime.store.clear_results(older_than=retention)
         if deleted:
             logger.info("deleted %d results older than %d seconds", deleted, retention)
+
+
+class StoreUpkeep(PeriodicService):
+    """Calls ``Store.maintain`` every ``MAINTAIN_EVERY`` seconds (the Postgres store folds its
+    result count changes, which a draining worker adds to with every batch it finishes)."""
+
+    name = "store upkeep"
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(MAINTAIN_EVERY)
+        self.runtime = runtime
+
+    def tick(self) -> None:
+        self.runtime.store.maintain()
 
 
 class StatsReporter(PeriodicService):

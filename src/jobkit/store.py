@@ -283,6 +283,12 @@ class Store(Protocol):
         rest. Without it both are left at 0. Owners of processes whose worker row is gone are
         not counted."""
 
+    def maintain(self) -> None:
+        """Upkeep the store needs now and then, so its queries stay cheap; every running worker
+        calls it every few seconds (``MAINTAIN_EVERY``), so concurrent calls must be safe. The
+        Postgres store folds the changes of its result counts into one row per queue and status
+        here. A store that needs no upkeep does nothing."""
+
     def clear_results(self, *, older_than: float) -> int:
         """Delete results that ended more than ``older_than`` seconds ago; return how many.
         Schedule ticks that old go too, except each key's latest."""

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import attrs
 
 from jobkit.errors import StoreDataError, StoreError, StoreUnavailable
-from jobkit.housekeeping import ResultsRetention, StatsReporter
+from jobkit.housekeeping import ResultsRetention, StatsReporter, StoreUpkeep
 from jobkit.liveness import DatabaseClock, Heartbeat, Rescuer
 from jobkit.plugins import notify
 from jobkit.pool import Crashed, Finished, StopReason, WorkerPool, describe_exit
@@ -368,11 +368,12 @@ class Worker:
                 raise StoppedWhileStarting
 
     def _duties(self) -> list[WorkerService]:
-        """The worker's own services: the rescue sweep, results retention, the probe of the
-        wake-up connection, the stats line."""
+        """The worker's own services: the rescue sweep, results retention, the store's upkeep,
+        the probe of the wake-up connection, the stats line."""
         duties: list[WorkerService] = [
             Rescuer(self.runtime, self.id, self.heartbeat, self._call_aborted),
             ResultsRetention(self.runtime),
+            StoreUpkeep(self.runtime),
             Prober(self.wakeups, self.wake),
         ]
         if self.options.stats_every:

@@ -28,6 +28,7 @@ from jobkit.records import (
     JobProcess,
     JobRequest,
     Outcome,
+    QueueCounts,
     Stage,
     Status,
     WorkerInfo,
@@ -469,6 +470,35 @@ class StoreContract:
         assert (stats.total.pending, stats.total.running, stats.total.successful) == (2, 1, 1)
         assert store.stats(queues=[]).queues == {}
         assert store.stats().total.pending == 3
+
+    def test_stats_count_results_through_upkeep_retention_and_purge(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        def results(queue: str) -> tuple[int, int, int]:
+            counts = store.stats().queues.get(queue, QueueCounts())
+            return counts.successful, counts.errored, counts.lost
+
+        store.enqueue([make_request(queue="counted") for _ in range(5)], connection=None)
+        processes = store.claim(worker_id=worker_id, queues=["counted"], limit=5)
+        ended = [completion(p) for p in processes[:3]] + [completion(processes[3], Status.ERRORED)]
+        for old in ended:
+            old.ended_at = store.database_now() - datetime.timedelta(days=10)
+        store.finish(worker_id=worker_id, completions=ended)
+        assert results("counted") == (3, 1, 0)
+        store.maintain()
+        store.maintain()  # a second call folds nothing twice
+        assert results("counted") == (3, 1, 0)
+        store.finish(worker_id=worker_id, completions=[completion(processes[4], Status.LOST)])
+        assert results("counted") == (3, 1, 1)
+
+        assert store.clear_results(older_than=86400) == 4
+        assert results("counted") == (0, 0, 1)
+        store.maintain()
+        assert results("counted") == (0, 0, 1)
+        store.purge()
+        assert "counted" not in store.stats().queues
+        store.maintain()
+        assert store.stats().queues == {}
 
     def test_stats_age_is_zero_when_nothing_is_pending(self, store: Store) -> None:
         stats = store.stats()

@@ -833,6 +833,10 @@ class PostgresStore:
             rows = conn.execute(self.queries["last_ticks"], {"keys": list(keys)}).fetchall()
         return dict(rows)
 
+    def maintain(self) -> None:
+        with self._connection() as conn:
+            conn.execute(self.queries["fold_result_counts"], {"schema": self.schema})
+
     def clear_results(self, *, older_than: float) -> int:
         deleted = 0
         with self._connection() as conn:

@@ -490,6 +490,8 @@ LIMIT 1;
 
 -- name: stats
 -- Counts per queue and stage: ready requests, scheduled requests, processes, results by status.
+-- Results are counted from result_counts and the changes not folded into it yet (migration 0006),
+-- a few rows however many results are kept.
 -- Rows are (queue, figure, count, age). The pending row's age is the seconds since the queue's
 -- oldest ready request became ready (now() minus the earliest start_at <= now()): min() comes
 -- from the same single pass over requests as the counts, so it costs nothing extra (no index
@@ -514,10 +516,15 @@ UNION ALL
 SELECT queue, 'paused', 1, NULL FROM {schema}.queue_pauses
 WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])
 UNION ALL
-SELECT queue, lower(status), count(*), NULL
-FROM {schema}.results
+SELECT queue, lower(status), sum(count)::bigint, NULL
+FROM (
+    SELECT queue, status, count FROM {schema}.result_counts
+    UNION ALL
+    SELECT queue, status, change FROM {schema}.result_count_changes
+) AS counted
 WHERE %(include_results)s AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 GROUP BY 1, 2
+HAVING sum(count) <> 0
 UNION ALL
 SELECT
     NULL,
@@ -529,6 +536,22 @@ SELECT
 FROM {schema}.workers
 WHERE %(heartbeat_timeout)s::float8 IS NOT NULL
 GROUP BY 2;
+
+-- name: fold_result_counts
+-- Fold the changes of the result counts into result_counts, in one statement (one snapshot: the
+-- changes it deletes are the ones it adds). One fold at a time, by a transaction-level advisory
+-- lock that a second fold finds taken and so does nothing (two folds would wait on each other's
+-- counter rows). A count that falls to 0 keeps its row (stats leave it out).
+WITH folded AS (
+    DELETE FROM {schema}.result_count_changes
+    WHERE (SELECT pg_try_advisory_xact_lock(hashtextextended('jobkit counts ' || %(schema)s, 0)))
+    RETURNING queue, status, change
+)
+INSERT INTO {schema}.result_counts AS c (queue, status, count)
+SELECT queue, status, sum(change)::bigint FROM folded
+GROUP BY queue, status
+ORDER BY queue, status
+ON CONFLICT (queue, status) DO UPDATE SET count = c.count + excluded.count;
 
 -- name: clear_results
 -- Delete results that ended before the retention window, a batch at a time.
