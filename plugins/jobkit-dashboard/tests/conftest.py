@@ -27,6 +27,8 @@ from jobkit.testing import settings_environ
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("JOBKIT_DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = HERE.parent / "docs"
+DOC_SCREENSHOTS = ("overview", "job")
+"""The screenshots the README shows: copied into docs/ when JOBKIT_DASHBOARD_SAVE_SCREENSHOTS=1."""
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
@@ -184,7 +186,7 @@ def screenshot(page, tmp_path) -> Callable[[str], Path]:
     def take(name: str) -> Path:
         path = tmp_path / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
-        if os.environ.get("JOBKIT_DASHBOARD_SAVE_SCREENSHOTS"):
+        if os.environ.get("JOBKIT_DASHBOARD_SAVE_SCREENSHOTS") and name in DOC_SCREENSHOTS:
             SCREENSHOTS.mkdir(exist_ok=True)
             shutil.copy(path, SCREENSHOTS / path.name)
         return path
