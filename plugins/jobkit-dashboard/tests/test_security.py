@@ -13,7 +13,7 @@ from dashboard_jobs import Fail, Succeed
 from jobkit_dashboard import create_app
 from starlette.testclient import TestClient
 
-from conftest import jobkit_command
+from conftest import jobkit_command, wait_for
 from jobkit.testing import run_jobs
 
 EVIL = "<script>alert(1)</script>"
@@ -183,3 +183,22 @@ def test_the_command_refuses_a_public_address_without_a_token(worker_env):
     )
     assert refused.returncode == 2
     assert "refusing to serve the dashboard on 0.0.0.0 without authentication" in refused.stderr
+
+
+def test_failed_counts_move_to_the_background_when_counting_is_slow(runtime, monkeypatch):
+    from jobkit_dashboard.app import FailedCounts
+
+    monkeypatch.setattr(FailedCounts, "SYNC_BUDGET", 0.0)  # as if every count were slow
+    monkeypatch.setattr(FailedCounts, "MAX_AGE", 0.0)
+    Fail("one").run_in_worker(queue="mail")
+    run_jobs(runtime)
+    with TestClient(create_app(runtime)) as client:
+        first = client.get("/").text  # counted while the page waited
+        assert 'id="failed-as-of"' not in first
+        assert re.search(r'id="total-failed">1<', first)
+        Fail("two").run_in_worker(queue="mail")
+        run_jobs(runtime)
+        later = client.get("/").text  # the last counts, and their age
+        assert 'id="failed-as-of"' in later
+        assert re.search(r'id="total-failed">1<', later)
+        wait_for(lambda: re.search(r'id="total-failed">2<', client.get("/").text))

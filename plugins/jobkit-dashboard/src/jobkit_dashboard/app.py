@@ -15,8 +15,11 @@ import datetime
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
+import threading
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from jobkit.runtime import Runtime
+
+logger = logging.getLogger("jobkit_dashboard")
 
 CSRF_COOKIE = "jobkit_dashboard_csrf"
 CSRF_FIELD = "csrf_token"
@@ -276,6 +281,68 @@ def _same(given: str, expected: str) -> bool:
 # The application --------------------------------------------------------------------------------
 
 
+class FailedCounts:
+    """Each queue's failed jobs (ended badly, not retried), for the overview and queues pages.
+
+    Counting them is one capped count per queue (``Operations.jobs``), cheap on a small history
+    and some 20 ms a queue with a million results. So: while the last count took less than
+    ``SYNC_BUDGET``, every page counts afresh; once it took longer, pages show the last counts
+    (and how old they are) and a background thread counts again when they are older than
+    ``MAX_AGE`` (River UI's query cacher, GoodJob's async badges). The first page still counts."""
+
+    SYNC_BUDGET = 0.05
+    """Seconds of counting a page may spend; past it, counts come from the background."""
+    MAX_AGE = 5.0
+    """Seconds after which background counts are made again."""
+
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
+        self.lock = threading.Lock()
+        self.counts: dict[str, tuple[int, bool]] | None = None
+        self.counted_at = 0.0
+        self.cost = 0.0
+        self.counting = False
+
+    def count(self, queues: list[str]) -> dict[str, tuple[int, bool]]:
+        started = time.monotonic()
+        counts = {}
+        for name in queues:
+            page = self.dashboard.operations.jobs(job_filter(status=FAILED, queue=name), limit=1)
+            counts[name] = (page.total, page.total_is_estimate)
+        with self.lock:
+            self.counts, self.counted_at = counts, time.monotonic()
+            self.cost = self.counted_at - started
+        return counts
+
+    def get(self, queues: list[str]) -> tuple[dict[str, tuple[int, bool]], float | None]:
+        """The counts of ``queues``, and their age in seconds when they are not fresh (a queue
+        missing from them is still being counted)."""
+        with self.lock:
+            counts, cost, age = self.counts, self.cost, time.monotonic() - self.counted_at
+            fresh = counts is None or cost < self.SYNC_BUDGET
+            start = (
+                not fresh
+                and not self.counting
+                and (age > self.MAX_AGE or set(queues) - set(counts or ()))
+            )
+            if start:
+                self.counting = True
+        if fresh:
+            return self.count(queues), None
+        if start:
+            threading.Thread(target=self._count_in_background, args=(queues,), daemon=True).start()
+        return counts or {}, age
+
+    def _count_in_background(self, queues: list[str]) -> None:
+        try:
+            self.count(queues)
+        except Exception:
+            logger.exception("the dashboard could not count the failed jobs")
+        finally:
+            with self.lock:
+                self.counting = False
+
+
 class Dashboard:
     """The pages and actions, over one runtime's operations."""
 
@@ -296,6 +363,7 @@ class Dashboard:
         self.refresh = config.refresh if refresh is None else refresh
         key = secret or config.secret or secrets.token_hex(32)
         self.secret = key.encode()
+        self.failed_counts = FailedCounts(self)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("jobkit_dashboard", "templates"),
             autoescape=True,  # everything from the database is escaped, in every template
@@ -417,19 +485,17 @@ class Dashboard:
         queues = {name: counts for name, counts in figures.queues.items()}
         for name in paused:
             queues.setdefault(name, QueueCounts(paused=True))
-        failed = {name: self.failed_count([name]) for name in queues}
+        failed, as_of = self.failed_counts.get(sorted(queues))
+        known = [failed[name] for name in queues if name in failed]
         return {
             "figures": figures,
             "queues": sorted(queues.items()),
             "failed": failed,
-            "failed_total": sum(count for count, _ in failed.values()),
-            "failed_estimate": any(estimate for _, estimate in failed.values()),
+            "failed_as_of": as_of,
+            "failed_total": sum(count for count, _ in known),
+            "failed_estimate": any(estimate for _, estimate in known),
             "paused": paused,
         }
-
-    def failed_count(self, queues: list[str]) -> tuple[int, bool]:
-        page = self.operations.jobs(job_filter(status=FAILED, queue=queues), limit=1)
-        return page.total, page.total_is_estimate
 
     async def overview(self, request: Request) -> Response:
         context = await run_in_threadpool(self.overview_context)
@@ -442,7 +508,13 @@ class Dashboard:
             limit = int(request.query_params.get("limit") or PAGE_SIZE)
             limit = min(max(limit, 1), MAX_PAGE)
             found = await run_in_threadpool(
-                self.operations.jobs, criteria.job_filter(), limit=limit, cursor=cursor
+                self.operations.jobs,
+                criteria.job_filter(),
+                limit=limit,
+                cursor=cursor,
+                # An error-text search reads every result it cannot rule out by the other
+                # filters; counting its matches too would read them twice.
+                count=not criteria.error,
             )
         except (ParameterError, ValueError) as error:
             return self.render(
