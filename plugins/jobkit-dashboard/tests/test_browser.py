@@ -153,7 +153,7 @@ def test_a_paused_queue_is_left_alone_until_resumed(page, runtime, start_worker,
     wait_for(lambda: latest_state(runtime, held) == AttemptState.SUCCESSFUL)
 
 
-def test_bulk_actions_confirm_how_many(page, runtime):
+def test_bulk_actions_confirm_how_many(page, runtime, screenshot):
     for message in ("one", "two", "three"):
         Fail(message).run_in_worker(queue="billing")
     run_jobs(runtime)
@@ -164,6 +164,7 @@ def test_bulk_actions_confirm_how_many(page, runtime):
     expect(page.locator("#confirm-question")).to_have_text(
         "Retry 3 failed jobs matching this filter?"
     )
+    screenshot("confirm")
     page.click("#confirm-button")
     expect(page.locator("#flash")).to_have_text("retried 3 of 3 jobs")
     assert runtime.store.stats().queues["billing"].pending == 3
@@ -201,3 +202,10 @@ def test_a_script_in_parameters_and_error_is_shown_as_text(page, runtime):
     page.goto("/jobs")
     expect(page.locator("#jobs td.error")).to_contain_text(EVIL)
     assert page.dialogs == []  # and the fixture fails the test if one fires later
+
+
+def test_the_plugins_page(page, screenshot):
+    page.goto("/plugins")
+    expect(page.locator('#plugins tr[data-plugin="dashboard"]')).to_contain_text("jobkit-dashboard")
+    expect(page.locator('#hooks tr[data-hook="jobkit_store"]')).to_contain_text("firstresult")
+    screenshot("plugins")

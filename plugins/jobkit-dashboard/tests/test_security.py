@@ -48,7 +48,7 @@ def test_the_plugin_loads_from_its_entry_point_with_its_settings(
 def test_every_page_renders_with_security_headers(client, runtime):
     Fail("nope").run_in_worker(queue="mail")
     run_jobs(runtime)
-    for path in ["/", "/jobs", "/jobs?status=failed", "/queues", "/workers"]:
+    for path in ["/", "/jobs", "/jobs?status=failed", "/queues", "/workers", "/plugins"]:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text)
         assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -202,3 +202,11 @@ def test_failed_counts_move_to_the_background_when_counting_is_slow(runtime, mon
         assert 'id="failed-as-of"' in later
         assert re.search(r'id="total-failed">1<', later)
         wait_for(lambda: re.search(r'id="total-failed">2<', client.get("/").text))
+
+
+def test_the_plugins_page_says_who_answers_each_hook(client):
+    html = client.get("/plugins").text
+    row = re.search(r'<tr data-plugin="dashboard">.*?</tr>', html, re.S)
+    assert row and "jobkit-dashboard 0.1.0" in row[0] and "jobkit_add_commands" in row[0]
+    store = re.search(r'<tr data-hook="jobkit_store">.*?</tr>', html, re.S)
+    assert store and "firstresult" in store[0] and "jobkit.builtin.postgres" in store[0]

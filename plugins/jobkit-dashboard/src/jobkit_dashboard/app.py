@@ -565,6 +565,32 @@ class Dashboard:
         found.sort(key=lambda status: (status.stale, status.info.hostname, status.info.pid))
         return self.render(request, "workers.html", page="workers", live=True, workers=found)
 
+    def plugins_context(self) -> dict[str, Any]:
+        from jobkit.plugins import describe_plugins
+
+        pm = self.runtime.pm
+        plugins = describe_plugins(pm, self.runtime.settings)
+        hooks = []
+        for name in sorted(n for n in dir(pm.hook) if n.startswith("jobkit_")):
+            caller = getattr(pm.hook, name)
+            impls = list(reversed(caller.get_hookimpls()))  # in the order pluggy calls them
+            wraps = [impl for impl in impls if impl.wrapper or impl.hookwrapper]
+            options = caller.spec.opts if caller.spec is not None else {}
+            hooks.append(
+                {
+                    "name": name,
+                    "firstresult": bool(options.get("firstresult")),
+                    "historic": bool(options.get("historic")),
+                    "asked": [impl.plugin_name for impl in impls if impl not in wraps],
+                    "wrappers": [impl.plugin_name for impl in wraps],
+                }
+            )
+        return {"plugins": plugins, "hooks": hooks}
+
+    async def plugins(self, request: Request) -> Response:
+        context = await run_in_threadpool(self.plugins_context)
+        return self.render(request, "plugins.html", page="plugins", **context)
+
     async def confirm(self, request: Request) -> Response:
         """The confirmation of a bulk action, saying how many jobs it would take; it changes
         nothing (its button POSTs to ``bulk``)."""
@@ -763,6 +789,7 @@ def create_app(
         Route("/queues", guarded(dashboard.queues), name="queues"),
         Route("/queues", guarded(dashboard.queue_action), methods=["POST"], name="queue_action"),
         Route("/workers", guarded(dashboard.workers), name="workers"),
+        Route("/plugins", guarded(dashboard.plugins), name="plugins"),
         Mount("/static", app=static, name="static"),
     ]
     app = Starlette(routes=routes)
