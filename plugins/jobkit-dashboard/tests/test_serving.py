@@ -3,6 +3,7 @@ under a prefix in another Starlette application."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -47,6 +48,12 @@ def test_jobkit_dashboard_serves_and_says_where(worker_env, runtime):
         html = wait_for(overview, message="the dashboard to answer")
         assert 'data-queue="emails"' in html
         assert "read-only" in html
+
+        # DNS rebinding: a page of another domain pointed at 127.0.0.1 is not answered.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/", headers={"Host": f"attacker.example:{port}"})
+        assert connection.getresponse().status == 400
+        connection.close()
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from jobkit import JobkitError, redact_credentials
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]", "::1"]
+"""The Host names a dashboard without a token answers to."""
 
 
 def is_loopback(host: str) -> bool:
@@ -37,6 +41,7 @@ def dashboard(host: str | None, port: int | None, read_only: bool | None) -> Non
     a token (the dashboard.token setting, JOBKIT_DASHBOARD_TOKEN), which every request must
     then carry as the password of HTTP basic auth."""
     import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from jobkit.runtime import get_runtime
     from jobkit_dashboard.app import create_app, section_of
@@ -61,7 +66,12 @@ def dashboard(host: str | None, port: int | None, read_only: bool | None) -> Non
             f"send as the password of HTTP basic auth, or bind "
             f"127.0.0.1 (the default) and reach it through an SSH tunnel"
         )
-    app = create_app(runtime, read_only=read_only)
+    app: Any = create_app(runtime, read_only=read_only)
+    if not config.token:
+        # Without a token the dashboard trusts whoever reaches it on this machine, so it must
+        # be reached by a loopback name: a page whose domain an attacker re-points at 127.0.0.1
+        # (DNS rebinding) would otherwise read it and post its forms as the same origin.
+        app = TrustedHostMiddleware(app, allowed_hosts=[*LOOPBACK_NAMES, host])
     shown = f"[{host}]" if ":" in host else host
     mode = "read-only" if read_only else "read-write"
     click.echo(f"Serving the jobkit dashboard on http://{shown}:{port} ({mode}; Ctrl-C to stop)")
