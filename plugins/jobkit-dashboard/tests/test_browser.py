@@ -156,6 +156,7 @@ def test_a_paused_queue_is_left_alone_until_resumed(page, runtime, start_worker,
 def test_bulk_actions_confirm_how_many(page, runtime, screenshot):
     for message in ("one", "two", "three"):
         Fail(message).run_in_worker(queue="billing")
+    ended = Succeed(9).run_in_worker(queue="done").job_id
     run_jobs(runtime)
     waiting = [Succeed(number).run_in_worker(queue="emails").job_id for number in range(2)]
 
@@ -171,10 +172,20 @@ def test_bulk_actions_confirm_how_many(page, runtime, screenshot):
 
     page.goto("/jobs?queue=emails")
     page.check(f'input[name="job_id"][value="{waiting[0]}"]')
+    page.click('button[value="retry:selected"]')  # it waits: nothing to retry
+    expect(page.locator("#confirm-question")).to_have_text(
+        "None of the 1 selected job can be retried: it waits or runs already."
+    )
+    expect(page.locator("#confirm-button")).to_have_count(0)
+
+    page.goto("/jobs")
+    page.check(f'input[name="job_id"][value="{waiting[0]}"]')
+    page.check(f'input[name="job_id"][value="{ended}"]')  # a job that ended: left alone
     page.click('button[value="cancel:selected"]')
-    expect(page.locator("#confirm-question")).to_have_text("Cancel the 1 selected job?")
+    expect(page.locator("#confirm-question")).to_have_text("Cancel 1 of the 2 selected jobs?")
+    expect(page.locator("#left-alone")).to_have_text("1 of them is left alone: it ended already.")
     page.click("#confirm-button")
-    expect(page.locator("#flash")).to_have_text("cancelled 1 of 1 job")
+    expect(page.locator("#flash")).to_contain_text("cancelled 1 of 2 jobs; left alone: 1: nothing")
     assert latest_state(runtime, waiting[0]) == AttemptState.CANCELLED
     assert latest_state(runtime, waiting[1]) == AttemptState.PENDING
 

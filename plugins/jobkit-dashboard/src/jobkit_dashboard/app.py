@@ -616,6 +616,7 @@ class Dashboard:
             scope=scope,
             criteria=criteria,
             job_ids=job_ids,
+            selected=len(job_ids),
             count=count,
             capped=capped,
             bulk_limit=BULK_LIMIT,
@@ -632,7 +633,7 @@ class Dashboard:
         self, action: str, scope: str, criteria: Criteria, job_ids: list[str]
     ) -> tuple[int, bool]:
         if scope == "selected":
-            return len(job_ids), False
+            return self.eligible(action, job_ids[:BULK_LIMIT]), len(job_ids) > BULK_LIMIT
         if action == "retry":
             would = self.operations.retry_failed(
                 criteria.job_filter(), source="dry run", dry_run=True, limit=BULK_LIMIT + 1
@@ -643,6 +644,18 @@ class Dashboard:
             return 0, False
         page = self.operations.jobs(live, limit=1)
         return min(page.total, BULK_LIMIT), page.total > BULK_LIMIT
+
+    def eligible(self, action: str, job_ids: list[str]) -> int:
+        """How many of ``job_ids`` the action can take: a retry, jobs that ended; a cancel,
+        jobs that wait or run (the others are left alone, and the confirmation says so)."""
+        count = 0
+        for job_id in job_ids:
+            try:
+                live = self.operations.job(job_id).state in LIVE_STATES
+            except (JobNotFound, ParameterError):
+                continue
+            count += live if action == "cancel" else not live
+        return count
 
     @staticmethod
     def live_filter(found: JobFilter) -> JobFilter | None:
