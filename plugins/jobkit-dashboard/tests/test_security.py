@@ -210,3 +210,18 @@ def test_the_plugins_page_says_who_answers_each_hook(client):
     assert row and "jobkit-dashboard 0.1.0" in row[0] and "jobkit_add_commands" in row[0]
     store = re.search(r'<tr data-hook="jobkit_store">.*?</tr>', html, re.S)
     assert store and "firstresult" in store[0] and "jobkit.builtin.postgres" in store[0]
+
+
+def test_cancel_all_matching_takes_each_waiting_job_once(client, runtime):
+    waiting = [Succeed(number).run_in_worker(queue="mail").job_id for number in range(3)]
+    other = Succeed().run_in_worker(queue="other").job_id
+    confirm = client.get("/jobs/confirm?do=cancel:matching&queue=mail&limit=2")
+    assert "Cancel 3 waiting or running jobs matching this filter?" in confirm.text
+    done = client.post(
+        "/jobs/bulk",
+        data={"do": "cancel:matching", "queue": "mail", "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "cancelled 3 of 3 jobs" in done.text
+    states = {job_id: runtime.store.job_attempts(job_id)[-1].state.value for job_id in waiting}
+    assert set(states.values()) == {"cancelled"}
+    assert runtime.store.job_attempts(other)[-1].state.value == "pending"

@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from jobkit import JobNotFound, ParameterError, SettingsError, redact_credentials
-from jobkit.operations import MAX_PAGE, Operations, job_filter
+from jobkit.operations import MAX_PAGE, ActionReport, Operations, job_filter
 from jobkit.records import FAILED, Attempt, AttemptState, JobFilter, QueueCounts
 from jobkit_dashboard import SECTION, DashboardSettings
 
@@ -690,19 +690,19 @@ class Dashboard:
                 try:
                     reports.append(act(job_id, source=source))
                 except (JobNotFound, ParameterError) as error:
-                    reports.append(_Report(done=False, message=str(error)))
+                    reports.append(ActionReport(done=False, message=str(error)))
             return reports
         if action == "retry":
             return operations.retry_failed(criteria.job_filter(), source=source, limit=BULK_LIMIT)
         live = self.live_filter(criteria.job_filter())
         reports, cursor = [], None
         while live is not None and len(reports) < BULK_LIMIT:
-            page = operations.jobs(live, limit=min(200, BULK_LIMIT - len(reports)), count=False)
-            if not page.attempts:
-                break
+            page = operations.jobs(
+                live, limit=min(200, BULK_LIMIT - len(reports)), cursor=cursor, count=False
+            )
             for attempt in page.attempts:
                 reports.append(operations.cancel(attempt.job_id, source=source))
-            if page.next_cursor is None or page.next_cursor == cursor:
+            if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         return reports
@@ -738,12 +738,6 @@ class Dashboard:
         return self.render(
             request, "error.html", status_code=error.status, page="", message=error.message
         )
-
-
-@attrs.frozen
-class _Report:
-    done: bool
-    message: str
 
 
 def summary(action: str, reports: Iterable[Any]) -> str:
