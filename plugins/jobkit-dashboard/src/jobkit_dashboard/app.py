@@ -356,7 +356,6 @@ class Dashboard:
         secret: str | None = None,
     ):
         self._runtime = runtime
-        self._options = {"read_only": read_only, "token": token, "refresh": refresh}
         config = section_of(runtime) if runtime is not None else self._unresolved_config()
         self.read_only = config.read_only if read_only is None else read_only
         self.token = config.token if token is None else token
@@ -382,8 +381,9 @@ class Dashboard:
 
     @staticmethod
     def _unresolved_config() -> DashboardSettings:
-        """The settings section of the process's runtime, read now (the runtime itself is made on
-        the first request, so that mounting the app connects to nothing)."""
+        """The settings section of the process's runtime (``get_runtime()`` reads the settings;
+        it connects to nothing until a page asks the store), or the defaults when the settings
+        cannot be read yet: the first page then shows the error."""
         from jobkit.runtime import get_runtime
 
         try:
