@@ -1,0 +1,54 @@
+"""Jobs for the dashboard's tests; the test process and its ``jobkit worker`` subprocesses
+import this module (``JOBKIT_IMPORTS=dashboard_jobs``)."""
+
+from __future__ import annotations
+
+import time
+
+from jobkit import Job, register_job
+
+
+@register_job(name="dashboard.Succeed")
+class Succeed(Job):
+    def __init__(self, number: int = 0):
+        self.number = number
+
+    def run(self) -> None:
+        pass
+
+
+@register_job(name="dashboard.Fail")
+class Fail(Job):
+    """Fails every time, with the given message in its traceback."""
+
+    def __init__(self, message: str = "the mail server said no"):
+        self.message = message
+
+    def run(self) -> None:
+        raise ValueError(self.message)
+
+
+@register_job(name="dashboard.Flaky")
+class Flaky(Job):
+    """Fails on its first attempt and succeeds on any later one (a retry)."""
+
+    def __init__(self, label: str = ""):
+        self.label = label
+
+    def run(self) -> None:
+        attempt = self.job_process.retry_attempt if self.job_process else 0
+        if attempt == 0:
+            raise RuntimeError(f"flaky {self.label} failed its first attempt")
+
+
+@register_job(name="dashboard.Sleep")
+class Sleep(Job):
+    """Sleeps in short steps (so a cancel ends it soon)."""
+
+    def __init__(self, seconds: float = 60.0):
+        self.seconds = seconds
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -1,0 +1,224 @@
+"""The dashboard's security rules and pages through Starlette's TestClient (httpx): tokens,
+CSRF, read-only mode, escaping, headers, secrets, and the command's refusal to bind a public
+address without a token."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import attrs
+import pytest
+from dashboard_jobs import Fail, Succeed
+from jobkit_dashboard import create_app
+from starlette.testclient import TestClient
+
+from conftest import jobkit_command, wait_for
+from jobkit.testing import run_jobs
+
+EVIL = "<script>alert(1)</script>"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert found, "the page has no CSRF token"
+    return found[1]
+
+
+@pytest.fixture
+def client(runtime):
+    with TestClient(create_app(runtime), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def test_the_plugin_loads_from_its_entry_point_with_its_settings(
+    jobkit_runtime_factory, monkeypatch
+):
+    monkeypatch.delenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.setenv("JOBKIT_DASHBOARD_TOKEN", "s3cret")
+    monkeypatch.setenv("JOBKIT_DASHBOARD_READ_ONLY", "true")
+    runtime = jobkit_runtime_factory()
+    assert runtime.pm.has_plugin("dashboard")
+    section = runtime.settings.section("dashboard")
+    assert (section.token, section.read_only, section.port) == ("s3cret", True, 8480)
+    app = create_app(runtime)
+    assert (app.state.dashboard.token, app.state.dashboard.read_only) == ("s3cret", True)
+
+
+def test_every_page_renders_with_security_headers(client, runtime):
+    Fail("nope").run_in_worker(queue="mail")
+    run_jobs(runtime)
+    for path in ["/", "/jobs", "/jobs?status=failed", "/queues", "/workers", "/plugins"]:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+        assert "jobkit_dashboard_csrf" in client.cookies
+
+
+def test_a_post_without_or_with_a_wrong_csrf_token_is_refused(client, runtime):
+    Succeed().run_in_worker(queue="mail")
+    page = client.get("/queues")
+    token = csrf_of(page.text)
+
+    missing = client.post("/queues", data={"queue": "mail", "action": "pause"})
+    wrong = client.post(
+        "/queues", data={"queue": "mail", "action": "pause", "csrf_token": "0" * 64}
+    )
+    assert (missing.status_code, wrong.status_code) == (403, 403)
+    assert "CSRF token is missing or wrong" in wrong.text
+    assert runtime.store.paused_queues() == []
+
+    cross_site = client.post(
+        "/queues",
+        data={"queue": "mail", "action": "pause", "csrf_token": token},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross_site.status_code == 403
+    assert runtime.store.paused_queues() == []
+
+    right = client.post(
+        "/queues",
+        data={"queue": "mail", "action": "pause", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert right.status_code == 303
+    assert [pause.queue for pause in runtime.store.paused_queues()] == ["mail"]
+    assert "paused mail" in client.get("/queues").text
+    (pause,) = runtime.store.paused_queues()
+    assert pause.source == "dashboard anonymous@testclient"
+
+
+def test_a_token_from_another_browser_does_not_pass(runtime):
+    app = create_app(runtime)
+    with TestClient(app) as alice, TestClient(app) as mallory:
+        alice.get("/queues")
+        token = csrf_of(mallory.get("/queues").text)
+        refused = alice.post("/queues", data={"queue": "x", "action": "pause", "csrf_token": token})
+    assert refused.status_code == 403
+
+
+def test_read_only_hides_actions_and_refuses_posts(runtime):
+    Fail("no").run_in_worker(queue="mail")
+    (result,) = run_jobs(runtime)
+    with TestClient(create_app(runtime, read_only=True)) as client:
+        job_page = client.get(f"/jobs/{result.job_id}")
+        queues = client.get("/queues")
+        listing = client.get("/jobs")
+        assert job_page.status_code == 200
+        for page in (job_page, queues, listing):
+            assert "read-only" in page.text
+            assert 'method="post"' not in page.text
+        assert "Retry" not in job_page.text
+        for path, data in [
+            (f"/jobs/{result.job_id}/retry", {}),
+            ("/queues", {"queue": "mail", "action": "pause"}),
+            ("/jobs/bulk", {"do": "retry:matching"}),
+        ]:
+            response = client.post(path, data=data)
+            assert response.status_code == 403, path
+            assert "read-only" in response.text
+        assert client.get("/jobs/confirm?do=retry:matching").status_code == 403
+    assert len(runtime.store.job_attempts(result.job_id)) == 1
+
+
+def test_a_token_is_required_when_set(runtime):
+    with TestClient(create_app(runtime, token="s3cret")) as client:
+        assert client.get("/").status_code == 401
+        assert client.get("/").headers["www-authenticate"].startswith("Basic")
+        assert client.get("/", auth=("admin", "wrong")).status_code == 401
+        assert client.get("/static/dashboard.css").status_code == 401
+        assert client.get("/", auth=("admin", "s3cret")).status_code == 200
+        bearer = client.get("/", headers={"Authorization": "Bearer s3cret"})
+        assert bearer.status_code == 200
+
+
+def test_what_comes_from_the_database_is_escaped(client, runtime):
+    Fail(EVIL).run_in_worker(queue="mail")
+    (result,) = run_jobs(runtime)
+    for path in [f"/jobs/{result.job_id}", "/jobs"]:
+        html = client.get(path).text
+        assert EVIL not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_database_password_is_never_shown(runtime, monkeypatch):
+    runtime.store.stats()  # the store connects with the real URL; the pages show the settings'
+    url = "postgresql://jobkit:hunter2@db.internal:5432/jobs?sslmode=require&password=hunter3"
+    monkeypatch.setattr(runtime, "settings", attrs.evolve(runtime.settings, database_url=url))
+    Fail("boom").run_in_worker(queue="mail")
+    (result,) = run_jobs(runtime)
+    with TestClient(create_app(runtime)) as client:
+        for path in ["/", "/jobs", f"/jobs/{result.job_id}", "/queues", "/workers", "/plugins"]:
+            html = client.get(path).text
+            assert "hunter2" not in html and "hunter3" not in html, path
+            assert "jobkit:***@db.internal" in html
+
+
+def test_an_unknown_job_is_a_404(client):
+    assert client.get("/jobs/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert client.get("/jobs/not-a-uuid").status_code == 404
+
+
+def test_a_bad_filter_says_what_is_wrong(client):
+    response = client.get("/jobs?since=yesterday")
+    assert response.status_code == 400
+    assert "neither a duration" in response.text
+
+
+def test_the_command_refuses_a_public_address_without_a_token(worker_env):
+    env = dict(worker_env)
+    env.pop("JOBKIT_DISABLE_PLUGIN_AUTOLOAD")
+    refused = subprocess.run(
+        [*jobkit_command(), "dashboard", "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "refusing to serve the dashboard on 0.0.0.0 without authentication" in refused.stderr
+
+
+def test_failed_counts_move_to_the_background_when_counting_is_slow(runtime, monkeypatch):
+    from jobkit_dashboard.app import FailedCounts
+
+    monkeypatch.setattr(FailedCounts, "SYNC_BUDGET", 0.0)  # as if every count were slow
+    monkeypatch.setattr(FailedCounts, "MAX_AGE", 0.0)
+    Fail("one").run_in_worker(queue="mail")
+    run_jobs(runtime)
+    with TestClient(create_app(runtime)) as client:
+        first = client.get("/").text  # counted while the page waited
+        assert 'id="failed-as-of"' not in first
+        assert re.search(r'id="total-failed">1<', first)
+        Fail("two").run_in_worker(queue="mail")
+        run_jobs(runtime)
+        later = client.get("/").text  # the last counts, and their age
+        assert 'id="failed-as-of"' in later
+        assert re.search(r'id="total-failed">1<', later)
+        wait_for(lambda: re.search(r'id="total-failed">2<', client.get("/").text))
+
+
+def test_the_plugins_page_says_who_answers_each_hook(client):
+    html = client.get("/plugins").text
+    row = re.search(r'<tr data-plugin="dashboard">.*?</tr>', html, re.S)
+    assert row and "jobkit-dashboard 0.1.0" in row[0] and "jobkit_add_commands" in row[0]
+    store = re.search(r'<tr data-hook="jobkit_store">.*?</tr>', html, re.S)
+    assert store and "firstresult" in store[0] and "jobkit.builtin.postgres" in store[0]
+
+
+def test_cancel_all_matching_takes_each_waiting_job_once(client, runtime):
+    waiting = [Succeed(number).run_in_worker(queue="mail").job_id for number in range(3)]
+    other = Succeed().run_in_worker(queue="other").job_id
+    confirm = client.get("/jobs/confirm?do=cancel:matching&queue=mail&limit=2")
+    assert "Cancel 3 waiting or running jobs matching this filter?" in confirm.text
+    done = client.post(
+        "/jobs/bulk",
+        data={"do": "cancel:matching", "queue": "mail", "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "cancelled 3 of 3 jobs" in done.text
+    states = {job_id: runtime.store.job_attempts(job_id)[-1].state.value for job_id in waiting}
+    assert set(states.values()) == {"cancelled"}
+    assert runtime.store.job_attempts(other)[-1].state.value == "pending"
