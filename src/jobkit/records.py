@@ -13,6 +13,8 @@ import enum
 import functools
 import json
 import operator
+import os
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -43,6 +45,18 @@ class Stage(enum.StrEnum):
     """Ended: a result that no further attempt follows."""
 
 
+def new_attempt_id() -> uuid.UUID:
+    """A new attempt (and job) id: a UUID in the version 7 layout of RFC 9562, its first 48 bits
+    the Unix time in milliseconds and the rest random. Ids made later sort later, so the primary
+    key of a big ``results`` table takes each new one near its right edge; a random (version 4)
+    id lands on a random page of it, and after each checkpoint the first change to a page writes
+    all of it to the WAL (about 12 KB a job with ten million results, against 1.7 KB)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # the version, 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the variant, RFC 9562's
+    return uuid.UUID(int=value)
+
+
 @attrs.define(kw_only=True)
 class JobRequest:
     """A job waiting to be claimed.
@@ -53,7 +67,7 @@ class JobRequest:
     and ``created_at`` from the database clock.
     """
 
-    id: uuid.UUID = attrs.field(factory=uuid.uuid4)
+    id: uuid.UUID = attrs.field(factory=new_attempt_id)
     job_id: uuid.UUID = attrs.field()
     job_name: str
     parameters: str

@@ -3,6 +3,7 @@
 import concurrent.futures
 import secrets
 import threading
+import uuid
 
 import attrs
 import psycopg
@@ -45,3 +46,23 @@ def test_concurrent_migrations_of_a_new_schema_all_succeed(jobkit_settings):
             connection.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
             )
+
+
+def test_a_rerun_gets_a_time_ordered_id_as_new_jobs_do(jobkit_runtime):
+    """Reruns are made in SQL: their ids have the layout of jobkit.records.new_attempt_id, so the
+    results' primary key grows at its right edge."""
+    from jobkit.records import Status, WorkerInfo, new_attempt_id
+    from jobkit.testing.store_contract import completion, make_request
+
+    store = jobkit_runtime.store
+    worker = WorkerInfo(id=uuid.uuid4(), hostname="ids", pid=1, queues=["default"])
+    store.register_worker(worker)
+    before = new_attempt_id()
+    store.enqueue([make_request(retries=1)], connection=None)
+    (process,) = store.claim(worker_id=worker.id, queues=["default"], limit=1)
+    report = store.finish(
+        worker_id=worker.id, completions=[completion(process, Status.ERRORED, rerun_in=0.0)]
+    )
+    rerun_id = report.written[process.id]
+    assert rerun_id is not None and rerun_id.version == 7
+    assert abs((rerun_id.int >> 80) - (before.int >> 80)) < 5000  # the same clock, in ms

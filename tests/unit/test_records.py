@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import pickle
+import time
 import uuid
 
 import attrs
@@ -20,6 +21,7 @@ from jobkit.records import (
     QueueCounts,
     Stats,
     Status,
+    new_attempt_id,
 )
 
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -292,3 +294,15 @@ def test_a_job_list_counts_itself_without_an_argument_and_like_a_list_with_one()
     assert jobs.count(None) == 0
     assert JobList().count() == 0
     assert jobs == [first, second, first]
+
+
+def test_attempt_ids_are_version_7_uuids_that_sort_by_when_they_were_made():
+    earlier = [new_attempt_id() for _ in range(100)]
+    time.sleep(0.002)
+    later = new_attempt_id()
+    assert {(i.version, i.variant) for i in [*earlier, later]} == {(7, uuid.RFC_4122)}
+    assert len(set(earlier)) == 100
+    assert max(earlier) < later
+    made_at = later.int >> 80  # the first 48 bits: Unix milliseconds
+    assert abs(made_at - time.time() * 1000) < 1000
+    assert JobRequest(job_id=later, job_name="x", parameters="{}").id.version == 7

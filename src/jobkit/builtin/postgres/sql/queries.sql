@@ -154,7 +154,15 @@ rerun AS (
     )
     OVERRIDING SYSTEM VALUE
     SELECT
-        gen_random_uuid(), job_id, job_name, parameters, queue, priority, retries,
+        -- A new attempt id as jobkit.records.new_attempt_id makes one (the UUID version 7 layout:
+        -- the Unix time in milliseconds, then random bits), so results' primary key grows at its
+        -- right edge.
+        encode(
+            set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                placing substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                FROM 1 FOR 6), 52, 1), 53, 1),
+            'hex')::uuid,
+        job_id, job_name, parameters, queue, priority, retries,
         retry_attempt + CASE WHEN rerun_uses_retry THEN 1 ELSE 0 END,
         concurrency_key, headers, source, id,
         CASE
