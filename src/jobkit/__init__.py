@@ -22,12 +22,14 @@ from jobkit.operations import (
     JobNotFound,
     WorkerStatus,
     cancel,
+    delete_job,
     job,
     jobs,
     pause_queue,
     resume_queue,
     retry,
     retry_failed,
+    run_now,
     workers,
 )
 from jobkit.records import (
@@ -88,6 +90,7 @@ __all__ = [
     "UnknownJobError",
     "WorkerStatus",
     "cancel",
+    "delete_job",
     "enqueue_many",
     "get_result",
     "hookimpl",
@@ -101,5 +104,6 @@ __all__ = [
     "resume_queue",
     "retry",
     "retry_failed",
+    "run_now",
     "workers",
 ]

@@ -1,10 +1,10 @@
-"""Operating jobs: find them, look at one, retry, cancel, pause a queue. The CLI's commands, the
-dashboard and the Django admin are faces of these, so each is safe under concurrency and says
-what it did: an action that has nothing to do does nothing and says why.
+"""Operating jobs: find them, look at one, retry, cancel, delete, run now, pause a queue. The
+CLI's commands, the dashboard and the Django admin are faces of these, so each is safe under
+concurrency and says what it did: an action that has nothing to do does nothing and says why.
 
 Every action records who took it (``source``: ``cli root@host``, a dashboard user, the caller's
 file and line): a retry's request carries it, a cancelled attempt's result says it, a pause keeps
-it.
+it; a deletion and a run-now, which leave nothing to keep it in, log it.
 """
 
 from __future__ import annotations
@@ -370,6 +370,81 @@ class Operations:
             job_id=job_id, done=False, message="it kept moving between stages: try again"
         )
 
+    # Deleting and running now -----------------------------------------------------------------
+
+    def delete(
+        self, job_id: uuid.UUID | str, *, source: str, dry_run: bool = False
+    ) -> ActionReport:
+        """Delete a job for good: every attempt's result, and the request its latest attempt
+        waits in (a pending or scheduled job is deleted before it runs). A job whose attempt is
+        running (or claimed) is left alone: a running attempt is never deleted; cancel it, and
+        delete it once it has ended. Who deleted it (``source``) is logged, since nothing of
+        the job is left to keep it. With ``dry_run``, only say what would go."""
+        job_id = _uuid(job_id)
+        for _ in range(CANCEL_TRIES):
+            job = self.job(job_id)
+            latest = job.latest
+            if latest.state is AttemptState.RUNNING:
+                return _running_report(job_id, latest)
+            if dry_run:
+                count = len(job.attempts)
+                return ActionReport(
+                    job_id=job_id,
+                    done=False,
+                    message=f"would delete {latest.job_name} ({latest.state.value}, "
+                    f"{count} attempt{'s' if count != 1 else ''})",
+                    attempt_id=latest.id,
+                )
+            what, deleted = self.store.delete_job(job_id=job_id)
+            if what == "moved":
+                continue  # an attempt moved between stages while the store looked: look again
+            if what == "running":
+                return _running_report(job_id, self.job(job_id).latest)
+            if not deleted:
+                return ActionReport(
+                    job_id=job_id, done=False, message="nothing to delete: it went meanwhile"
+                )
+            logger.info("job %s (%s) deleted by %s", job_id, latest.job_name, source)
+            kept = "its request and results" if latest.state in WAITING else "its results"
+            return ActionReport(
+                job_id=job_id,
+                done=True,
+                message=f"deleted {kept} ({deleted} attempt{'s' if deleted != 1 else ''})",
+                attempt_id=latest.id,
+            )
+        return ActionReport(
+            job_id=job_id, done=False, message="it kept moving between stages: try again"
+        )
+
+    def run_now(self, job_id: uuid.UUID | str, *, source: str) -> ActionReport:
+        """Let a job's scheduled attempt (a delayed enqueue, a retry waiting out its delay) start
+        now, and wake the workers of its queue. Idempotent: a job that is ready already, runs,
+        or ended is left alone, and the report says so (retry a job that ended to run it
+        again)."""
+        job_id = _uuid(job_id)
+        latest = self.job(job_id).latest
+        if latest.state is AttemptState.SCHEDULED:
+            if self.store.run_now(attempt_id=latest.id):
+                logger.info("job %s (%s) made to run now by %s", job_id, latest.job_name, source)
+                when = f"{latest.start_at:%Y-%m-%d %H:%M:%S %Z}" if latest.start_at else "later"
+                return ActionReport(
+                    job_id=job_id,
+                    done=True,
+                    message=f"starts now (it was scheduled for {when})",
+                    attempt_id=latest.id,
+                )
+            latest = self.job(job_id).latest  # it became ready, or ran, while we looked
+        if latest.state in WAITING:
+            paused = {pause.queue for pause in self.store.paused_queues()}
+            message = f"it is pending already: a worker of queue {latest.queue} takes it next"
+            if latest.queue in paused:
+                message = f"it is pending already, but its queue {latest.queue} is paused"
+        elif latest.state is AttemptState.RUNNING:
+            message = "it runs already"
+        else:
+            message = f"it ended {latest.state.value.upper()}: retry it to run it again"
+        return ActionReport(job_id=job_id, done=False, message=message, attempt_id=latest.id)
+
     # Queues -----------------------------------------------------------------------------------
 
     def pause_queue(self, queue: str, *, source: str) -> ActionReport:
@@ -395,6 +470,16 @@ class Operations:
 
     def paused_queues(self) -> list[QueuePause]:
         return list(self.store.paused_queues())
+
+
+def _running_report(job_id: uuid.UUID, latest: Attempt) -> ActionReport:
+    return ActionReport(
+        job_id=job_id,
+        done=False,
+        message=f"it runs now ({latest.id}), and a running attempt is never deleted: cancel it "
+        f"first, then delete it once it has ended",
+        attempt_id=latest.id,
+    )
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
@@ -508,6 +593,16 @@ def retry_failed(
 def cancel(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
     """Cancel a job's waiting or running attempt; see ``Operations.cancel``."""
     return Operations(get_runtime()).cancel(job_id, source=_source(source))
+
+
+def delete_job(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
+    """Delete a job that does not run, results and all; see ``Operations.delete``."""
+    return Operations(get_runtime()).delete(job_id, source=_source(source))
+
+
+def run_now(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
+    """Let a job's scheduled attempt start now; see ``Operations.run_now``."""
+    return Operations(get_runtime()).run_now(job_id, source=_source(source))
 
 
 def pause_queue(queue: str, *, source: str | None = None) -> ActionReport:

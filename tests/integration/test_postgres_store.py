@@ -1,6 +1,7 @@
 """The store contract, run against the built-in Postgres store."""
 
 import concurrent.futures
+import contextlib
 import secrets
 import threading
 
@@ -9,8 +10,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from jobkit.records import Status
 from jobkit.runtime import Runtime
-from jobkit.testing.store_contract import StoreContract
+from jobkit.testing.store_contract import StoreContract, completion, make_request, wait_for
 
 
 class TestPostgresStore(StoreContract):
@@ -45,3 +47,53 @@ def test_concurrent_migrations_of_a_new_schema_all_succeed(jobkit_settings):
             connection.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
             )
+
+
+class Abandoned(Exception):
+    """Rolls back the claim's transaction."""
+
+
+def _waits_on_a_lock(url: str) -> bool:
+    """Whether a delete_job statement waits for a lock."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '-- An operator deletes a job%%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("claim_commits", [True, False])
+def test_a_delete_racing_a_claim_deletes_nothing_of_a_job_that_runs(
+    jobkit_runtime, jobkit_settings, claim_commits
+):
+    """A delete that finds a job waiting while a worker's claim takes it (the claim's
+    transaction holds the request) waits for the claim: committed, the job runs and the delete
+    keeps all of it ("moved", then "running"); rolled back, the delete takes the request."""
+    store = jobkit_runtime.store
+    worker = StoreContract().register(store)
+    (first,) = store.enqueue([make_request(queue="race")], connection=None)
+    (process,) = store.claim(worker_id=worker.id, queues=["race"], limit=1)
+    store.finish(
+        worker_id=worker.id,
+        completions=[completion(process, Status.ERRORED, error="boom", rerun_in=0.0)],
+    )
+    [_, rerun] = store.job_attempts(first.id)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with contextlib.suppress(Abandoned), store.transaction() as claiming:
+            _, claimed = store.finish_and_claim(
+                worker_id=worker.id, completions=[], queues=["race"], limit=1, connection=claiming
+            )
+            assert [p.id for p in claimed] == [rerun.id]
+            deleting = pool.submit(store.delete_job, job_id=first.id)
+            wait_for(lambda: deleting.done() or _waits_on_a_lock(jobkit_settings.database_url))
+            assert not deleting.done(), deleting.result()
+            if not claim_commits:
+                raise Abandoned
+        if claim_commits:
+            assert deleting.result(timeout=10) == ("moved", 0)
+            assert store.delete_job(job_id=first.id) == ("running", 0)
+            assert [a.state.value for a in store.job_attempts(first.id)] == ["errored", "running"]
+        else:
+            assert deleting.result(timeout=10) == ("deleted", 2)
+            assert store.job_attempts(first.id) == []
