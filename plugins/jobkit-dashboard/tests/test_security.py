@@ -4,8 +4,10 @@ address without a token."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import uuid
 
 import attrs
 import pytest
@@ -14,6 +16,7 @@ from jobkit_dashboard import create_app
 from starlette.testclient import TestClient
 
 from conftest import jobkit_command, wait_for
+from jobkit.records import JobFilter, WorkerInfo
 from jobkit.testing import run_jobs
 
 EVIL = "<script>alert(1)</script>"
@@ -222,3 +225,68 @@ def test_cancel_all_matching_takes_each_waiting_job_once(client, runtime):
     states = {job_id: runtime.store.job_attempts(job_id)[-1].state.value for job_id in waiting}
     assert set(states.values()) == {"cancelled"}
     assert runtime.store.job_attempts(other)[-1].state.value == "pending"
+
+
+def test_run_now_and_delete_from_the_job_page(client, runtime):
+    later = Succeed(1).run_in_worker(delay=3600)
+    assert later is not None
+    page = client.get(f"/jobs/{later.job_id}").text
+    assert 'id="run-now"' in page and 'id="delete"' in page
+    ran = client.post(f"/jobs/{later.job_id}/run-now", data={"csrf_token": csrf_of(page)})
+    assert "starts now (it was scheduled for" in ran.text
+    assert runtime.store.job_attempts(later.job_id)[-1].state.value == "pending"
+    again = client.post(f"/jobs/{later.job_id}/run-now", data={"csrf_token": csrf_of(page)})
+    assert "it is pending already" in again.text
+    assert 'id="run-now"' not in again.text  # only a scheduled job has the button
+
+    confirm = client.get(f"/jobs/confirm?do=delete:selected&job_id={later.job_id}")
+    assert "Delete the 1 selected job?" in confirm.text
+    assert "this cannot be undone" in confirm.text
+    deleted = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:selected", "job_id": str(later.job_id), "csrf_token": csrf_of(page)},
+    )
+    assert "deleted 1 of 1 job" in deleted.text
+    assert runtime.store.job_attempts(later.job_id) == []
+    assert client.get(f"/jobs/{later.job_id}").status_code == 404
+
+
+def test_delete_leaves_a_running_job_alone_and_says_so(client, runtime):
+    running = Succeed(2).run_in_worker(queue="busy")
+    done = Fail().run_in_worker(queue="busy")
+    assert running is not None and done is not None
+    worker = runtime.store.register_worker(
+        WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=["busy"])
+    )
+    runtime.store.claim(worker_id=worker.id, queues=["busy"], limit=1)  # the first: running
+    page = client.get(f"/jobs/{running.job_id}").text
+    assert 'id="delete"' not in page
+    ids = [str(running.job_id), str(done.job_id)]
+    confirm = client.get("/jobs/confirm", params={"do": "delete:selected", "job_id": ids})
+    assert "Delete 1 of the 2 selected jobs?" in confirm.text
+    assert "1 of them is left alone: it runs now" in confirm.text
+    deleted = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:selected", "job_id": ids, "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "deleted 1 of 2 jobs; left alone: 1: it runs now (…)" in deleted.text
+    assert [a.state.value for a in runtime.store.job_attempts(running.job_id)] == ["running"]
+    assert runtime.store.job_attempts(done.job_id) == []
+
+
+def test_delete_all_matching_takes_each_job_once_and_counts_jobs(client, runtime):
+    flaky = [Fail(str(n)).run_in_worker(queue="mail", retries=1) for n in range(3)]
+    run_jobs(runtime)  # each Fail: an errored attempt and its retry, so six attempts of three jobs
+    other = Succeed().run_in_worker(queue="other")
+    assert all(job is not None for job in flaky) and other is not None
+    mail = runtime.store.list_attempts(filter=JobFilter(queues=("mail",)), limit=100)
+    assert len(mail) == 6
+    confirm = client.get("/jobs/confirm?do=delete:matching&queue=mail")
+    assert "Delete 3 jobs matching this filter, for good?" in confirm.text
+    done = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:matching", "queue": "mail", "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "deleted 3 of 3 jobs" in done.text
+    assert all(runtime.store.job_attempts(job.job_id) == [] for job in flaky if job)
+    assert runtime.store.job_attempts(other.job_id)[-1].state.value == "pending"

@@ -625,7 +625,7 @@ class Dashboard:
     @staticmethod
     def bulk_choice(choice: str) -> tuple[str, str]:
         action, _, scope = choice.partition(":")
-        if action not in ("retry", "cancel") or scope not in ("selected", "matching"):
+        if action not in ("retry", "cancel", "delete") or scope not in ("selected", "matching"):
             raise Refused(400, f"unknown bulk action {choice!r}")
         return action, scope
 
@@ -639,6 +639,9 @@ class Dashboard:
                 criteria.job_filter(), source="dry run", dry_run=True, limit=BULK_LIMIT + 1
             )
             return min(len(would), BULK_LIMIT), len(would) > BULK_LIMIT
+        if action == "delete":
+            jobs = self.deletable_jobs(criteria.job_filter(), BULK_LIMIT + 1)
+            return min(len(jobs), BULK_LIMIT), len(jobs) > BULK_LIMIT
         live = self.live_filter(criteria.job_filter())
         if live is None:
             return 0, False
@@ -647,15 +650,39 @@ class Dashboard:
 
     def eligible(self, action: str, job_ids: list[str]) -> int:
         """How many of ``job_ids`` the action can take: a retry, jobs that ended; a cancel,
-        jobs that wait or run (the others are left alone, and the confirmation says so)."""
+        jobs that wait or run; a delete, jobs that do not run (the others are left alone, and
+        the confirmation says so)."""
         count = 0
         for job_id in job_ids:
             try:
-                live = self.operations.job(job_id).state in LIVE_STATES
+                state = self.operations.job(job_id).state
             except (JobNotFound, ParameterError):
                 continue
-            count += live if action == "cancel" else not live
+            if action == "delete":
+                count += state is not AttemptState.RUNNING
+            else:
+                live = state in LIVE_STATES
+                count += live if action == "cancel" else not live
         return count
+
+    def deletable_jobs(self, found: JobFilter, limit: int) -> list[Any]:
+        """The jobs (ids, newest first, each once) of up to ``limit`` of the attempts ``found``
+        matches that do not run: a delete of all matching takes these."""
+        states = [state.value for state in AttemptState if state is not AttemptState.RUNNING]
+        wanted = [state for state in found.states if state != "running"] if found.states else []
+        if found.states and not wanted:
+            return []
+        narrowed = attrs.evolve(found, states=tuple(wanted or states))
+        jobs: dict[Any, None] = {}
+        cursor = None
+        while len(jobs) < limit:
+            page = self.operations.jobs(narrowed, limit=200, cursor=cursor, count=False)
+            for attempt in page.attempts:
+                jobs.setdefault(attempt.job_id)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return list(jobs)[:limit]
 
     @staticmethod
     def live_filter(found: JobFilter) -> JobFilter | None:
@@ -684,7 +711,11 @@ class Dashboard:
     ) -> list[Any]:
         operations = self.operations
         if scope == "selected":
-            act = operations.retry if action == "retry" else operations.cancel
+            act = {
+                "retry": operations.retry,
+                "cancel": operations.cancel,
+                "delete": operations.delete,
+            }[action]
             reports = []
             for job_id in job_ids[:BULK_LIMIT]:
                 try:
@@ -694,6 +725,11 @@ class Dashboard:
             return reports
         if action == "retry":
             return operations.retry_failed(criteria.job_filter(), source=source, limit=BULK_LIMIT)
+        if action == "delete":
+            return [
+                operations.delete(job_id, source=source)
+                for job_id in self.deletable_jobs(criteria.job_filter(), BULK_LIMIT)
+            ]
         live = self.live_filter(criteria.job_filter())
         reports, cursor = [], None
         while live is not None and len(reports) < BULK_LIMIT:
@@ -711,7 +747,11 @@ class Dashboard:
         await self.checked_form(request)
         job_id, action = request.path_params["job_id"], request.path_params["action"]
         operations = self.operations
-        act = {"retry": operations.retry, "cancel": operations.cancel}.get(action)
+        act = {
+            "retry": operations.retry,
+            "cancel": operations.cancel,
+            "run-now": operations.run_now,
+        }.get(action)
         if act is None:
             raise Refused(404, f"no action {action!r} on a job")
         try:
@@ -744,7 +784,7 @@ def summary(action: str, reports: Iterable[Any]) -> str:
     """One line on a bulk action: how many it did, and why it left the others alone."""
     reports = list(reports)
     done = sum(1 for report in reports if report.done)
-    verb = "retried" if action == "retry" else "cancelled"
+    verb = {"retry": "retried", "cancel": "cancelled", "delete": "deleted"}[action]
     text = f"{verb} {done} of {len(reports)} job{'s' if len(reports) != 1 else ''}"
     reasons: dict[str, int] = {}
     for report in reports:
