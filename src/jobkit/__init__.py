@@ -20,6 +20,7 @@ from jobkit.middleware import JobMiddleware
 from jobkit.operations import (
     ActionReport,
     JobNotFound,
+    Throughput,
     WorkerStatus,
     cancel,
     delete_job,
@@ -30,6 +31,7 @@ from jobkit.operations import (
     retry,
     retry_failed,
     run_now,
+    throughput,
     workers,
 )
 from jobkit.records import (
@@ -87,6 +89,7 @@ __all__ = [
     "StoreDataError",
     "StoreError",
     "StoreUnavailable",
+    "Throughput",
     "UnknownJobError",
     "WorkerStatus",
     "cancel",
@@ -105,5 +108,6 @@ __all__ = [
     "retry",
     "retry_failed",
     "run_now",
+    "throughput",
     "workers",
 ]

@@ -107,6 +107,65 @@ class WorkerStatus:
         }
 
 
+FAILURES = ("ERRORED", "LOST")
+"""The statuses a failure rate counts as failed (cancelled and deferred attempts are neither)."""
+
+
+@attrs.frozen(kw_only=True)
+class ThroughputBucket:
+    """The results that ended in one time bucket, by status (``SUCCESSFUL``, ``ERRORED``,
+    ...)."""
+
+    start: datetime.datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(status, 0) for status in FAILURES)
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed (errored or lost) among the attempts that succeeded or failed; None when
+        none did."""
+        settled = self.failed + self.counts.get("SUCCESSFUL", 0)
+        return self.failed / settled if settled else None
+
+
+@attrs.frozen(kw_only=True)
+class Throughput:
+    """Results per time bucket over a window: every bucket, oldest first, the current one (up
+    to now) last, empty ones included."""
+
+    bucket_seconds: int
+    buckets: list[ThroughputBucket]
+
+    @property
+    def total(self) -> int:
+        return sum(bucket.total for bucket in self.buckets)
+
+    @property
+    def failed(self) -> int:
+        return sum(bucket.failed for bucket in self.buckets)
+
+    @property
+    def failure_rate(self) -> float | None:
+        settled = self.failed + sum(b.counts.get("SUCCESSFUL", 0) for b in self.buckets)
+        return self.failed / settled if settled else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket_seconds": self.bucket_seconds,
+            "buckets": [
+                {"start": bucket.start.isoformat(), "counts": dict(bucket.counts)}
+                for bucket in self.buckets
+            ],
+        }
+
+
 def encode_cursor(attempt: Attempt) -> str:
     """The cursor of the page after ``attempt``: opaque text to pass back."""
     text = f"{attempt.at.isoformat()}|{attempt.id}"
@@ -187,6 +246,30 @@ class Operations:
                 f"or its results were cleared (results_retention)"
             )
         return JobInfo(job_id=job_id, attempts=attempts)
+
+    def throughput(self, *, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
+        """How many results ended in each of the last ``buckets`` buckets of
+        ``bucket_seconds``, by status: ``throughput()`` the last hour by minute,
+        ``throughput(buckets=24, bucket_seconds=3600)`` the last day by hour."""
+        for name, value, most in (
+            ("buckets", buckets, 1440),
+            ("bucket_seconds", bucket_seconds, 86400),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ParameterError(f"{name} must be an integer from 1 to {most}, got {value!r}")
+        current, rows = self.store.count_results_by_time(
+            buckets=buckets, bucket_seconds=bucket_seconds
+        )
+        step = datetime.timedelta(seconds=bucket_seconds)
+        starts = [current - step * back for back in range(buckets - 1, -1, -1)]
+        counts: dict[datetime.datetime, dict[str, int]] = {start: {} for start in starts}
+        for start, status, count in rows:
+            if start in counts:
+                counts[start][status] = count
+        return Throughput(
+            bucket_seconds=bucket_seconds,
+            buckets=[ThroughputBucket(start=start, counts=counts[start]) for start in starts],
+        )
 
     def workers(self) -> list[WorkerStatus]:
         """Every registered worker, stale or not, with what it runs now."""
@@ -613,6 +696,11 @@ def pause_queue(queue: str, *, source: str | None = None) -> ActionReport:
 def resume_queue(queue: str, *, source: str | None = None) -> ActionReport:
     """Let workers claim from ``queue`` again."""
     return Operations(get_runtime()).resume_queue(queue, source=_source(source))
+
+
+def throughput(*, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
+    """Results per time bucket and status; see ``Operations.throughput``."""
+    return Operations(get_runtime()).throughput(buckets=buckets, bucket_seconds=bucket_seconds)
 
 
 def workers() -> list[WorkerStatus]:

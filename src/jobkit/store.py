@@ -246,6 +246,15 @@ class Store(Protocol):
         clock, and wake the workers of its queue as an enqueue does; True if it was scheduled
         (one that is ready already, runs, ended or does not exist is left alone: False)."""
 
+    def count_results_by_time(
+        self, *, buckets: int, bucket_seconds: int
+    ) -> tuple[datetime.datetime, list[tuple[datetime.datetime, str, int]]]:
+        """How many results ended in each of the last ``buckets`` time buckets of
+        ``bucket_seconds``, by status: the start of the current bucket (by the database clock;
+        buckets start at multiples of their length since 2000-01-01 UTC), and ``(bucket start,
+        status, count)`` rows, oldest first, leaving out buckets and statuses with none. Reads
+        only the results of the window, not the whole history."""
+
     def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
         """The attempts of ``worker_id`` that an operator asked to cancel, with who asked."""
 

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from jobkit.errors import ParameterError
 from jobkit.records import Status
 from jobkit.runtime import Runtime
 from jobkit.testing.store_contract import StoreContract, completion, make_request, wait_for
@@ -97,3 +98,34 @@ def test_a_delete_racing_a_claim_deletes_nothing_of_a_job_that_runs(
         else:
             assert deleting.result(timeout=10) == ("deleted", 2)
             assert store.job_attempts(first.id) == []
+
+
+def test_throughput_has_every_bucket_and_a_failure_rate(jobkit_runtime):
+    from jobkit.operations import Operations
+
+    store = jobkit_runtime.store
+    worker = StoreContract().register(store)
+    store.enqueue([make_request() for _ in range(4)], connection=None)
+    processes = store.claim(worker_id=worker.id, queues=["default"], limit=4)
+    store.finish(
+        worker_id=worker.id,
+        completions=[
+            completion(processes[0]),
+            completion(processes[1]),
+            completion(processes[2], Status.ERRORED, error="boom"),
+            completion(processes[3], Status.CANCELLED),
+        ],
+    )
+    operations = Operations(jobkit_runtime)
+    hour = operations.throughput()
+    assert len(hour.buckets) == 60 and hour.bucket_seconds == 60
+    starts = [bucket.start for bucket in hour.buckets]
+    assert starts == sorted(starts) and len(set(starts)) == 60
+    assert (hour.total, hour.failed) == (4, 1)
+    assert hour.failure_rate == 1 / 3  # cancelled is neither a success nor a failure
+    assert hour.buckets[-1].total + hour.buckets[-2].total == 4  # a minute may have turned
+    day = operations.throughput(buckets=24, bucket_seconds=3600)
+    assert len(day.buckets) == 24 and day.total == 4
+    assert [b.failure_rate for b in day.buckets[:-2]] == [None] * 22
+    with pytest.raises(ParameterError):
+        operations.throughput(buckets=0)

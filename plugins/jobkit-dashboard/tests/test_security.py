@@ -290,3 +290,23 @@ def test_delete_all_matching_takes_each_job_once_and_counts_jobs(client, runtime
     assert "deleted 3 of 3 jobs" in done.text
     assert all(runtime.store.job_attempts(job.job_id) == [] for job in flaky if job)
     assert runtime.store.job_attempts(other.job_id)[-1].state.value == "pending"
+
+
+def test_the_overview_draws_throughput_and_failure_rate_as_inline_svg(client, runtime):
+    for number in range(3):
+        Succeed(number).run_in_worker()
+    Fail(EVIL).run_in_worker()
+    run_jobs(runtime)
+    html = client.get("/").text
+    hour = re.search(r'<figure class="chart" id="chart-hour">.*?</figure>', html, re.S)
+    day = re.search(r'<figure class="chart" id="chart-day">.*?</figure>', html, re.S)
+    assert hour and day
+    for figure in (hour[0], day[0]):
+        assert re.search(r'class="chart-total">4<.*class="chart-failed">1<', figure, re.S)
+        assert 'class="chart-rate">25.0%<' in figure
+        assert figure.count('class="bar-successful"') == 1  # one bucket holds them all
+        assert figure.count('class="bar-failed"') == 1
+        assert "ended (1 errored, 3 successful), 25.0% failed</title>" in figure
+        assert "<polyline" in figure and "<script" not in figure
+    assert hour[0].count('<g class="bar">') == 60 and day[0].count('<g class="bar">') == 24
+    assert "http" not in hour[0]  # nothing fetched from anywhere

@@ -1017,3 +1017,39 @@ class StoreContract:
         (claimed,) = store.claim(worker_id=worker_id, queues=["soon"], limit=10)
         assert claimed.id == scheduled.id
         assert claimed.start_at is not None and claimed.start_at <= store.database_now()
+
+    def test_results_are_counted_by_time_bucket_and_status(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="t") for _ in range(6)], connection=None)
+        processes = store.claim(worker_id=worker_id, queues=["t"], limit=6)
+        now = store.database_now()
+        minute = datetime.timedelta(minutes=1)
+        this_minute = now.replace(second=0, microsecond=0)
+        second = datetime.timedelta(seconds=1)
+        ended = [
+            completion(processes[0]),
+            completion(processes[1], Status.ERRORED, error="boom"),
+            completion(processes[2], Status.ERRORED, error="boom"),
+            completion(processes[3]),
+            completion(processes[4], Status.LOST),
+            completion(processes[5], Status.LOST),
+        ]
+        ended[0].ended_at = now
+        ended[1].ended_at = ended[2].ended_at = this_minute - 2 * minute + second
+        ended[3].ended_at = now - datetime.timedelta(hours=2)  # outside the hour
+        ended[4].ended_at = this_minute - 59 * minute  # the first bucket of the hour
+        ended[5].ended_at = this_minute - 59 * minute - second  # just before it
+        store.finish(worker_id=worker_id, completions=ended)
+
+        current, rows = store.count_results_by_time(buckets=60, bucket_seconds=60)
+        assert current == this_minute
+        assert rows == sorted(rows)
+        assert rows == [
+            (this_minute - 59 * minute, "LOST", 1),
+            (this_minute - 2 * minute, "ERRORED", 2),
+            (this_minute, "SUCCESSFUL", 1),
+        ]
+        current, rows = store.count_results_by_time(buckets=24, bucket_seconds=3600)
+        assert current == now.replace(minute=0, second=0, microsecond=0)
+        assert sum(count for _, _, count in rows) == 6  # all within the day

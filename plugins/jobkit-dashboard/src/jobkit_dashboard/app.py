@@ -37,6 +37,7 @@ from jobkit import JobNotFound, ParameterError, SettingsError, redact_credential
 from jobkit.operations import MAX_PAGE, ActionReport, Operations, job_filter
 from jobkit.records import FAILED, Attempt, AttemptState, JobFilter, QueueCounts
 from jobkit_dashboard import SECTION, DashboardSettings
+from jobkit_dashboard.charts import Chart, chart
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -343,6 +344,54 @@ class FailedCounts:
                 self.counting = False
 
 
+class DayChart:
+    """The last day's chart, made again in the background once it is ``MAX_AGE`` seconds old
+    (the page meanwhile shows the one before): its hourly buckets change slowly, and counting a
+    day of results costs up to a hundred milliseconds on a big history (the last hour's, a
+    few: it is made for every page). A process's first overview makes it while it waits."""
+
+    MAX_AGE = 60.0
+
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
+        self.lock = threading.Lock()
+        self.chart: Chart | None = None
+        self.made_at = 0.0
+        self.making = False
+
+    def make(self) -> Chart:
+        day = self.dashboard.operations.throughput(buckets=24, bucket_seconds=3600)
+        made = chart("Last day, by hour", day, label_every=3, fmt="%H:%M")
+        with self.lock:
+            self.chart, self.made_at = made, time.monotonic()
+        return made
+
+    def get(self) -> Chart:
+        with self.lock:
+            current = self.chart
+            start = (
+                current is not None
+                and not self.making
+                and time.monotonic() - self.made_at > self.MAX_AGE
+            )
+            if start:
+                self.making = True
+        if current is None:
+            return self.make()
+        if start:
+            threading.Thread(target=self._make_in_background, daemon=True).start()
+        return current
+
+    def _make_in_background(self) -> None:
+        try:
+            self.make()
+        except Exception:
+            logger.exception("the dashboard could not count the last day's results")
+        finally:
+            with self.lock:
+                self.making = False
+
+
 class Dashboard:
     """The pages and actions, over one runtime's operations."""
 
@@ -363,6 +412,7 @@ class Dashboard:
         key = secret or config.secret or secrets.token_hex(32)
         self.secret = key.encode()
         self.failed_counts = FailedCounts(self)
+        self.day_chart = DayChart(self)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("jobkit_dashboard", "templates"),
             autoescape=True,  # everything from the database is escaped, in every template
@@ -487,7 +537,10 @@ class Dashboard:
             queues.setdefault(name, QueueCounts(paused=True))
         failed, as_of = self.failed_counts.get(sorted(queues))
         known = [failed[name] for name in queues if name in failed]
+        hour = self.operations.throughput(buckets=60, bucket_seconds=60)
         return {
+            "hour_chart": chart("Last hour, by minute", hour, label_every=10, fmt="%H:%M"),
+            "day_chart": self.day_chart.get(),
             "figures": figures,
             "queues": sorted(queues.items()),
             "failed": failed,

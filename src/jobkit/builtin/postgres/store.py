@@ -761,6 +761,18 @@ class PostgresStore:
             return "deleted", deleted
         return "moved", 0
 
+    def count_results_by_time(
+        self, *, buckets: int, bucket_seconds: int
+    ) -> tuple[datetime.datetime, list[tuple[datetime.datetime, str, int]]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self.queries["count_results_by_time"],
+                {"buckets": buckets, "bucket": bucket_seconds},
+            ).fetchall()
+        return rows[0][0], [
+            (bucket, status, count) for _, bucket, status, count in rows if bucket is not None
+        ]
+
     def run_now(self, *, attempt_id: uuid.UUID) -> bool:
         with self._connection() as conn:
             row = conn.execute(self.queries["run_now"], {"id": attempt_id}).fetchone()

@@ -921,3 +921,31 @@ notified AS (
     SELECT pg_notify({channel}, queue) FROM moved
 )
 SELECT count(*) > 0 FROM moved WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: count_results_by_time
+-- Operations API: how many results ended in each of the last %(buckets)s buckets of %(bucket)s
+-- seconds (the current one, up to now, last), by status, with the start of the current bucket by
+-- the database clock (one row of it and NULLs when nothing ended). Buckets start at multiples of
+-- their length since 2000-01-01 UTC. Reads results_ended_at (BRIN), so only the blocks of the
+-- window.
+WITH span AS (
+    SELECT date_bin(
+        make_interval(secs => %(bucket)s::float8), now(), timestamptz '2000-01-01 00:00:00+00'
+    ) AS current_bucket
+)
+SELECT span.current_bucket, counted.bucket, counted.status, counted.count
+FROM span
+LEFT JOIN LATERAL (
+    SELECT
+        date_bin(
+            make_interval(secs => %(bucket)s::float8), ended_at,
+            timestamptz '2000-01-01 00:00:00+00'
+        ) AS bucket,
+        status,
+        count(*) AS count
+    FROM {schema}.results
+    WHERE ended_at >= span.current_bucket
+        - make_interval(secs => %(bucket)s::float8 * (%(buckets)s - 1))
+    GROUP BY 1, 2
+) AS counted ON true
+ORDER BY counted.bucket, counted.status;
