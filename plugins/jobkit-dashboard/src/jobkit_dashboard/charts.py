@@ -29,7 +29,7 @@ OUTCOMES = (
 class Chart:
     title: str
     bars: list[dict[str, Any]]
-    rate_points: str
+    rate_points: list[tuple[float, float]]
     labels: list[tuple[float, str]]
     peak: int
     total: int
@@ -67,13 +67,13 @@ def chart(title: str, throughput: Throughput, *, label_every: int, fmt: str) -> 
             }
         )
         if rate is not None:
-            points.append(f"{x + step / 2:.2f},{RATE_HEIGHT * (1 - rate):.2f}")
+            points.append((round(x + step / 2, 2), round(2 + (RATE_HEIGHT - 4) * (1 - rate), 2)))
         if index % label_every == 0:
             labels.append((round(x, 2), f"{bucket.start.astimezone(datetime.UTC):{fmt}}"))
     return Chart(
         title=title,
         bars=bars,
-        rate_points=" ".join(points),
+        rate_points=points,
         labels=labels,
         peak=peak,
         total=throughput.total,
