@@ -31,6 +31,7 @@ from jobkit.operations import (
     retry,
     retry_failed,
     run_now,
+    schedules,
     throughput,
     workers,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "retry",
     "retry_failed",
     "run_now",
+    "schedules",
     "throughput",
     "workers",
 ]

@@ -459,6 +459,27 @@ def jobkit_add_schedules(settings: Settings) -> Sequence[Any] | None:
     """
 
 
+@hookspec(firstresult=True)
+def jobkit_schedule_entries(runtime: Runtime) -> list[dict[str, Any]] | None:
+    """Describe every schedule entry with its last recorded tick and its next firings, or
+    return None if this plugin keeps no schedules (the next plugin is asked).
+
+    Each entry is a mapping of plain data, as ``jobkit schedule --json`` prints it: ``key``,
+    ``job``, ``schedule`` (as text), ``timezone``, ``queue``, ``priority``, ``retries``,
+    ``catch_up``, ``kwargs``, ``origin`` (where it was written), ``last_tick`` (an ISO time
+    in the entry's zone, or None) and ``next`` (the next three firings, ISO times, after the
+    database's now). Raise ``jobkit.ScheduleError`` naming the entry that is wrong.
+
+    :param runtime: the asking process's runtime: settings, plugin manager, store, registry.
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.cron`` describes the entries it
+    schedules (the ``schedule`` setting's, job classes', plugins'), ``trylast``.
+    Called: by ``jobkit.operations.Operations.schedules`` (the dashboard's Schedules page), in
+    the process that asks.
+    Added: 0.1
+    """
+
+
 # Extension --------------------------------------------------------------------------------------
 
 

@@ -271,6 +271,13 @@ class Operations:
             buckets=[ThroughputBucket(start=start, counts=counts[start]) for start in starts],
         )
 
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule entry with its last recorded tick and next firings, as the plugin
+        that schedules them describes it (``jobkit_schedule_entries``; the built-in cron's, as
+        ``jobkit schedule --json`` prints them); empty when no plugin keeps schedules."""
+        answer = self.runtime.pm.hook.jobkit_schedule_entries(runtime=self.runtime)
+        return list(answer or [])
+
     def workers(self) -> list[WorkerStatus]:
         """Every registered worker, stale or not, with what it runs now."""
         timeout = self.runtime.settings.heartbeat_timeout
@@ -701,6 +708,11 @@ def resume_queue(queue: str, *, source: str | None = None) -> ActionReport:
 def throughput(*, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
     """Results per time bucket and status; see ``Operations.throughput``."""
     return Operations(get_runtime()).throughput(buckets=buckets, bucket_seconds=bucket_seconds)
+
+
+def schedules() -> list[dict[str, Any]]:
+    """Every schedule entry, its last tick and next firings; see ``Operations.schedules``."""
+    return Operations(get_runtime()).schedules()
 
 
 def workers() -> list[WorkerStatus]:

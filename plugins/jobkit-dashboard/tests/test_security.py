@@ -51,7 +51,15 @@ def test_the_plugin_loads_from_its_entry_point_with_its_settings(
 def test_every_page_renders_with_security_headers(client, runtime):
     Fail("nope").run_in_worker(queue="mail")
     run_jobs(runtime)
-    for path in ["/", "/jobs", "/jobs?status=failed", "/queues", "/workers", "/plugins"]:
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs?status=failed",
+        "/queues",
+        "/workers",
+        "/schedules",
+        "/plugins",
+    ]:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text)
         assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -310,3 +318,28 @@ def test_the_overview_draws_throughput_and_failure_rate_as_inline_svg(client, ru
         assert "<polyline" in figure and "<script" not in figure
     assert hour[0].count('<g class="bar">') == 60 and day[0].count('<g class="bar">') == 24
     assert "http" not in hour[0]  # nothing fetched from anywhere
+
+
+def test_the_schedules_page_shows_each_entry_its_ticks_and_a_wrong_one(
+    jobkit_runtime_factory, monkeypatch
+):
+    monkeypatch.delenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    entry = {"job": "dashboard.Succeed", "schedule": "*/5 * * * *", "queue": "mail", "key": "k"}
+    runtime = jobkit_runtime_factory(schedule=[entry, ["dashboard.Fail", "@daily"]])
+    with TestClient(create_app(runtime), base_url="http://127.0.0.1") as client:
+        html = client.get("/schedules").text
+    row = re.search(r'<tr data-schedule="k">.*?</tr>', html, re.S)
+    assert row and "dashboard.Succeed" in row[0] and "*/5 * * * *" in row[0]
+    assert "queue=mail" in row[0] and "never" in row[0]
+    assert row[0].count("<br>") == 2  # the next three firings
+    assert html.count("<tr data-schedule=") == 2
+
+    wrong = jobkit_runtime_factory(schedule=[["dashboard.Succeed", "61 * * * *"]])
+    with TestClient(create_app(wrong), base_url="http://127.0.0.1") as client:
+        page = client.get("/schedules")
+    assert page.status_code == 200
+    assert 'class="problem"' in page.text and "schedule setting, entry 1" in page.text
+
+    empty = jobkit_runtime_factory()
+    with TestClient(create_app(empty), base_url="http://127.0.0.1") as client:
+        assert "No schedule entry" in client.get("/schedules").text

@@ -33,7 +33,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from jobkit import JobNotFound, ParameterError, SettingsError, redact_credentials
+from jobkit import JobkitError, JobNotFound, ParameterError, SettingsError, redact_credentials
 from jobkit.operations import MAX_PAGE, ActionReport, Operations, job_filter
 from jobkit.records import FAILED, Attempt, AttemptState, JobFilter, QueueCounts
 from jobkit_dashboard import SECTION, DashboardSettings
@@ -618,6 +618,16 @@ class Dashboard:
         found.sort(key=lambda status: (status.stale, status.info.hostname, status.info.pid))
         return self.render(request, "workers.html", page="workers", live=True, workers=found)
 
+    def schedules_context(self) -> dict[str, Any]:
+        try:
+            return {"entries": self.operations.schedules(), "problem": None}
+        except JobkitError as error:  # a wrong entry: the page says which, as the worker would
+            return {"entries": [], "problem": str(error)}
+
+    async def schedules(self, request: Request) -> Response:
+        context = await run_in_threadpool(self.schedules_context)
+        return self.render(request, "schedules.html", page="schedules", live=True, **context)
+
     def plugins_context(self) -> dict[str, Any]:
         from jobkit.plugins import describe_plugins
 
@@ -889,6 +899,7 @@ def create_app(
         Route("/queues", guarded(dashboard.queues), name="queues"),
         Route("/queues", guarded(dashboard.queue_action), methods=["POST"], name="queue_action"),
         Route("/workers", guarded(dashboard.workers), name="workers"),
+        Route("/schedules", guarded(dashboard.schedules), name="schedules"),
         Route("/plugins", guarded(dashboard.plugins), name="plugins"),
         Mount("/static", app=static, name="static"),
     ]
