@@ -60,6 +60,7 @@ def main() -> None:
         "job": f"/jobs/{some_job}",
         "queues": "/queues",
         "workers": "/workers",
+        "schedules": "/schedules",
     }
     worst = 0.0
     app = create_app(runtime, refresh=0)
