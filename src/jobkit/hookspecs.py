@@ -348,6 +348,36 @@ def jobkit_job_cancelled(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) 
 
 
 @hookspec
+def jobkit_job_deleted(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+    """An operator deleted a job that did not run: every result of it, and the request its
+    latest attempt waited in, are gone (nothing of the job is left to record who did it).
+
+    :param job_id: the job.
+    :param attempt_id: its latest attempt when it was deleted.
+    :param source: who deleted it.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that deleted it.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_rescheduled(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+    """An operator let a job's scheduled attempt start now (run now): its start time became
+    the database's now, and the workers of its queue were woken.
+
+    :param job_id: the job.
+    :param attempt_id: the attempt that starts now.
+    :param source: who asked.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that asked.
+    Added: 0.1
+    """
+
+
+@hookspec
 def jobkit_queue_paused(queue: str, source: str) -> None:
     """An operator paused a queue: workers claim nothing from it until it is resumed.
 

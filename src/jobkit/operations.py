@@ -4,7 +4,8 @@ concurrency and says what it did: an action that has nothing to do does nothing 
 
 Every action records who took it (``source``: ``cli root@host``, a dashboard user, the caller's
 file and line): a retry's request carries it, a cancelled attempt's result says it, a pause keeps
-it; a deletion and a run-now, which leave nothing to keep it in, log it.
+it; a deletion and a run-now, which leave nothing to keep it in, log it and pass it to their
+events.
 """
 
 from __future__ import annotations
@@ -495,6 +496,12 @@ class Operations:
                     job_id=job_id, done=False, message="nothing to delete: it went meanwhile"
                 )
             logger.info("job %s (%s) deleted by %s", job_id, latest.job_name, source)
+            notify(
+                self.runtime.pm.hook.jobkit_job_deleted,
+                job_id=job_id,
+                attempt_id=latest.id,
+                source=source,
+            )
             kept = "its request and results" if latest.state in WAITING else "its results"
             return ActionReport(
                 job_id=job_id,
@@ -516,6 +523,12 @@ class Operations:
         if latest.state is AttemptState.SCHEDULED:
             if self.store.run_now(attempt_id=latest.id):
                 logger.info("job %s (%s) made to run now by %s", job_id, latest.job_name, source)
+                notify(
+                    self.runtime.pm.hook.jobkit_job_rescheduled,
+                    job_id=job_id,
+                    attempt_id=latest.id,
+                    source=source,
+                )
                 when = f"{latest.start_at:%Y-%m-%d %H:%M:%S %Z}" if latest.start_at else "later"
                 return ActionReport(
                     job_id=job_id,
