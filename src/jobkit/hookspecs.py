@@ -348,6 +348,36 @@ def jobkit_job_cancelled(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) 
 
 
 @hookspec
+def jobkit_job_deleted(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+    """An operator deleted a job that did not run: every result of it, and the request its
+    latest attempt waited in, are gone (nothing of the job is left to record who did it).
+
+    :param job_id: the job.
+    :param attempt_id: its latest attempt when it was deleted.
+    :param source: who deleted it.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that deleted it.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_job_rescheduled(job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+    """An operator let a job's scheduled attempt start now (run now): its start time became
+    the database's now, and the workers of its queue were woken.
+
+    :param job_id: the job.
+    :param attempt_id: the attempt that starts now.
+    :param source: who asked.
+
+    Kind: event (all). Built-in: ``jobkit.builtin.otel`` counts it.
+    Called: in the process that asked.
+    Added: 0.1
+    """
+
+
+@hookspec
 def jobkit_queue_paused(queue: str, source: str) -> None:
     """An operator paused a queue: workers claim nothing from it until it is resumed.
 
@@ -455,6 +485,27 @@ def jobkit_add_schedules(settings: Settings) -> Sequence[Any] | None:
     Kind: contribution (all). Built-in: none (``jobkit.builtin.cron`` reads the ``schedule``
     setting and the ``schedule`` attribute of job classes itself).
     Called: in the worker main process at start-up and in ``jobkit schedule``.
+    Added: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def jobkit_schedule_entries(runtime: Runtime) -> list[dict[str, Any]] | None:
+    """Describe every schedule entry with its last recorded tick and its next firings, or
+    return None if this plugin keeps no schedules (the next plugin is asked).
+
+    Each entry is a mapping of plain data, as ``jobkit schedule --json`` prints it: ``key``,
+    ``job``, ``schedule`` (as text), ``timezone``, ``queue``, ``priority``, ``retries``,
+    ``catch_up``, ``kwargs``, ``origin`` (where it was written), ``last_tick`` (an ISO time
+    in the entry's zone, or None) and ``next`` (the next three firings, ISO times, after the
+    database's now). Raise ``jobkit.ScheduleError`` naming the entry that is wrong.
+
+    :param runtime: the asking process's runtime: settings, plugin manager, store, registry.
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.cron`` describes the entries it
+    schedules (the ``schedule`` setting's, job classes', plugins'), ``trylast``.
+    Called: by ``jobkit.operations.Operations.schedules`` (the dashboard's Schedules page), in
+    the process that asks.
     Added: 0.1
     """
 

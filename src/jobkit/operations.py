@@ -1,10 +1,11 @@
-"""Operating jobs: find them, look at one, retry, cancel, pause a queue. The CLI's commands, the
-dashboard and the Django admin are faces of these, so each is safe under concurrency and says
-what it did: an action that has nothing to do does nothing and says why.
+"""Operating jobs: find them, look at one, retry, cancel, delete, run now, pause a queue. The
+CLI's commands, the dashboard and the Django admin are faces of these, so each is safe under
+concurrency and says what it did: an action that has nothing to do does nothing and says why.
 
 Every action records who took it (``source``: ``cli root@host``, a dashboard user, the caller's
 file and line): a retry's request carries it, a cancelled attempt's result says it, a pause keeps
-it.
+it; a deletion and a run-now, which leave nothing to keep it in, log it and pass it to their
+events.
 """
 
 from __future__ import annotations
@@ -107,6 +108,65 @@ class WorkerStatus:
         }
 
 
+FAILURES = ("ERRORED", "LOST")
+"""The statuses a failure rate counts as failed (cancelled and deferred attempts are neither)."""
+
+
+@attrs.frozen(kw_only=True)
+class ThroughputBucket:
+    """The results that ended in one time bucket, by status (``SUCCESSFUL``, ``ERRORED``,
+    ...)."""
+
+    start: datetime.datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(status, 0) for status in FAILURES)
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed (errored or lost) among the attempts that succeeded or failed; None when
+        none did."""
+        settled = self.failed + self.counts.get("SUCCESSFUL", 0)
+        return self.failed / settled if settled else None
+
+
+@attrs.frozen(kw_only=True)
+class Throughput:
+    """Results per time bucket over a window: every bucket, oldest first, the current one (up
+    to now) last, empty ones included."""
+
+    bucket_seconds: int
+    buckets: list[ThroughputBucket]
+
+    @property
+    def total(self) -> int:
+        return sum(bucket.total for bucket in self.buckets)
+
+    @property
+    def failed(self) -> int:
+        return sum(bucket.failed for bucket in self.buckets)
+
+    @property
+    def failure_rate(self) -> float | None:
+        settled = self.failed + sum(b.counts.get("SUCCESSFUL", 0) for b in self.buckets)
+        return self.failed / settled if settled else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket_seconds": self.bucket_seconds,
+            "buckets": [
+                {"start": bucket.start.isoformat(), "counts": dict(bucket.counts)}
+                for bucket in self.buckets
+            ],
+        }
+
+
 def encode_cursor(attempt: Attempt) -> str:
     """The cursor of the page after ``attempt``: opaque text to pass back."""
     text = f"{attempt.at.isoformat()}|{attempt.id}"
@@ -187,6 +247,37 @@ class Operations:
                 f"or its results were cleared (results_retention)"
             )
         return JobInfo(job_id=job_id, attempts=attempts)
+
+    def throughput(self, *, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
+        """How many results ended in each of the last ``buckets`` buckets of
+        ``bucket_seconds``, by status: ``throughput()`` the last hour by minute,
+        ``throughput(buckets=24, bucket_seconds=3600)`` the last day by hour."""
+        for name, value, most in (
+            ("buckets", buckets, 1440),
+            ("bucket_seconds", bucket_seconds, 86400),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ParameterError(f"{name} must be an integer from 1 to {most}, got {value!r}")
+        current, rows = self.store.count_results_by_time(
+            buckets=buckets, bucket_seconds=bucket_seconds
+        )
+        step = datetime.timedelta(seconds=bucket_seconds)
+        starts = [current - step * back for back in range(buckets - 1, -1, -1)]
+        counts: dict[datetime.datetime, dict[str, int]] = {start: {} for start in starts}
+        for start, status, count in rows:
+            if start in counts:
+                counts[start][status] = count
+        return Throughput(
+            bucket_seconds=bucket_seconds,
+            buckets=[ThroughputBucket(start=start, counts=counts[start]) for start in starts],
+        )
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule entry with its last recorded tick and next firings, as the plugin
+        that schedules them describes it (``jobkit_schedule_entries``; the built-in cron's, as
+        ``jobkit schedule --json`` prints them); empty when no plugin keeps schedules."""
+        answer = self.runtime.pm.hook.jobkit_schedule_entries(runtime=self.runtime)
+        return list(answer or [])
 
     def workers(self) -> list[WorkerStatus]:
         """Every registered worker, stale or not, with what it runs now."""
@@ -370,6 +461,93 @@ class Operations:
             job_id=job_id, done=False, message="it kept moving between stages: try again"
         )
 
+    # Deleting and running now -----------------------------------------------------------------
+
+    def delete(
+        self, job_id: uuid.UUID | str, *, source: str, dry_run: bool = False
+    ) -> ActionReport:
+        """Delete a job for good: every attempt's result, and the request its latest attempt
+        waits in (a pending or scheduled job is deleted before it runs). A job whose attempt is
+        running (or claimed) is left alone: a running attempt is never deleted; cancel it, and
+        delete it once it has ended. Who deleted it (``source``) is logged, since nothing of
+        the job is left to keep it. With ``dry_run``, only say what would go."""
+        job_id = _uuid(job_id)
+        for _ in range(CANCEL_TRIES):
+            job = self.job(job_id)
+            latest = job.latest
+            if latest.state is AttemptState.RUNNING:
+                return _running_report(job_id, latest)
+            if dry_run:
+                count = len(job.attempts)
+                return ActionReport(
+                    job_id=job_id,
+                    done=False,
+                    message=f"would delete {latest.job_name} ({latest.state.value}, "
+                    f"{count} attempt{'s' if count != 1 else ''})",
+                    attempt_id=latest.id,
+                )
+            what, deleted = self.store.delete_job(job_id=job_id)
+            if what == "moved":
+                continue  # an attempt moved between stages while the store looked: look again
+            if what == "running":
+                return _running_report(job_id, self.job(job_id).latest)
+            if not deleted:
+                return ActionReport(
+                    job_id=job_id, done=False, message="nothing to delete: it went meanwhile"
+                )
+            logger.info("job %s (%s) deleted by %s", job_id, latest.job_name, source)
+            notify(
+                self.runtime.pm.hook.jobkit_job_deleted,
+                job_id=job_id,
+                attempt_id=latest.id,
+                source=source,
+            )
+            kept = "its request and results" if latest.state in WAITING else "its results"
+            return ActionReport(
+                job_id=job_id,
+                done=True,
+                message=f"deleted {kept} ({deleted} attempt{'s' if deleted != 1 else ''})",
+                attempt_id=latest.id,
+            )
+        return ActionReport(
+            job_id=job_id, done=False, message="it kept moving between stages: try again"
+        )
+
+    def run_now(self, job_id: uuid.UUID | str, *, source: str) -> ActionReport:
+        """Let a job's scheduled attempt (a delayed enqueue, a retry waiting out its delay) start
+        now, and wake the workers of its queue. Idempotent: a job that is ready already, runs,
+        or ended is left alone, and the report says so (retry a job that ended to run it
+        again)."""
+        job_id = _uuid(job_id)
+        latest = self.job(job_id).latest
+        if latest.state is AttemptState.SCHEDULED:
+            if self.store.run_now(attempt_id=latest.id):
+                logger.info("job %s (%s) made to run now by %s", job_id, latest.job_name, source)
+                notify(
+                    self.runtime.pm.hook.jobkit_job_rescheduled,
+                    job_id=job_id,
+                    attempt_id=latest.id,
+                    source=source,
+                )
+                when = f"{latest.start_at:%Y-%m-%d %H:%M:%S %Z}" if latest.start_at else "later"
+                return ActionReport(
+                    job_id=job_id,
+                    done=True,
+                    message=f"starts now (it was scheduled for {when})",
+                    attempt_id=latest.id,
+                )
+            latest = self.job(job_id).latest  # it became ready, or ran, while we looked
+        if latest.state in WAITING:
+            paused = {pause.queue for pause in self.store.paused_queues()}
+            message = f"it is pending already: a worker of queue {latest.queue} takes it next"
+            if latest.queue in paused:
+                message = f"it is pending already, but its queue {latest.queue} is paused"
+        elif latest.state is AttemptState.RUNNING:
+            message = "it runs already"
+        else:
+            message = f"it ended {latest.state.value.upper()}: retry it to run it again"
+        return ActionReport(job_id=job_id, done=False, message=message, attempt_id=latest.id)
+
     # Queues -----------------------------------------------------------------------------------
 
     def pause_queue(self, queue: str, *, source: str) -> ActionReport:
@@ -395,6 +573,16 @@ class Operations:
 
     def paused_queues(self) -> list[QueuePause]:
         return list(self.store.paused_queues())
+
+
+def _running_report(job_id: uuid.UUID, latest: Attempt) -> ActionReport:
+    return ActionReport(
+        job_id=job_id,
+        done=False,
+        message=f"it runs now ({latest.id}), and a running attempt is never deleted: cancel it "
+        f"first, then delete it once it has ended",
+        attempt_id=latest.id,
+    )
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
@@ -510,6 +698,16 @@ def cancel(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionRepor
     return Operations(get_runtime()).cancel(job_id, source=_source(source))
 
 
+def delete_job(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
+    """Delete a job that does not run, results and all; see ``Operations.delete``."""
+    return Operations(get_runtime()).delete(job_id, source=_source(source))
+
+
+def run_now(job_id: uuid.UUID | str, *, source: str | None = None) -> ActionReport:
+    """Let a job's scheduled attempt start now; see ``Operations.run_now``."""
+    return Operations(get_runtime()).run_now(job_id, source=_source(source))
+
+
 def pause_queue(queue: str, *, source: str | None = None) -> ActionReport:
     """Stop every worker claiming from ``queue`` until ``resume_queue``."""
     return Operations(get_runtime()).pause_queue(queue, source=_source(source))
@@ -518,6 +716,16 @@ def pause_queue(queue: str, *, source: str | None = None) -> ActionReport:
 def resume_queue(queue: str, *, source: str | None = None) -> ActionReport:
     """Let workers claim from ``queue`` again."""
     return Operations(get_runtime()).resume_queue(queue, source=_source(source))
+
+
+def throughput(*, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
+    """Results per time bucket and status; see ``Operations.throughput``."""
+    return Operations(get_runtime()).throughput(buckets=buckets, bucket_seconds=bucket_seconds)
+
+
+def schedules() -> list[dict[str, Any]]:
+    """Every schedule entry, its last tick and next firings; see ``Operations.schedules``."""
+    return Operations(get_runtime()).schedules()
 
 
 def workers() -> list[WorkerStatus]:

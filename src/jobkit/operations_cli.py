@@ -1,5 +1,5 @@
 """The ``jobkit`` commands that operate jobs: ``jobs``, ``show``, ``retry``, ``cancel``,
-``pause``, ``resume`` and ``workers`` (see ``jobkit.operations``).
+``delete``, ``run-now``, ``pause``, ``resume`` and ``workers`` (see ``jobkit.operations``).
 
 Tables for people by default (aligned, relative times, errors cut to their last line), ``--json``
 for scripts. The exit status says what happened: 0 done (or found), 1 nothing matched or nothing
@@ -392,6 +392,50 @@ def cancel_command(job_ids: tuple[str, ...], as_json: bool) -> None:
     show_reports([ops.cancel(job_id, source=source()) for job_id in job_ids], as_json)
 
 
+@click.command("delete")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def delete_command(job_ids: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Delete jobs for good: a job that ended, with every attempt's result; a job that waits,
+    before it runs. A job whose attempt runs is left alone (cancel it first)."""
+    ops = operations()
+    if not dry_run and not yes:
+        preview = [ops.delete(job_id, source=source(), dry_run=True) for job_id in job_ids]
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"deleting {len(job_ids):,} job{'s' if len(job_ids) != 1 else ''} cannot be "
+                "undone: delete with --yes, or see what would go with --dry-run"
+            )
+        for report in preview:
+            click.echo(f"  {report.job_id}: {report.message}")
+        click.confirm(f"delete {len(job_ids):,} jobs for good?", abort=True)
+    reports = [ops.delete(job_id, source=source(), dry_run=dry_run) for job_id in job_ids]
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+        else:
+            for report in reports:
+                click.echo(f"{report.job_id}: {report.message}")
+        if not any(report.message.startswith("would") for report in reports):
+            raise SystemExit(NOTHING)
+        return
+    show_reports(reports, as_json)
+
+
+@click.command("run-now")
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def run_now_command(job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Let scheduled jobs start now (a delayed enqueue, a retry waiting out its delay), and wake
+    the workers of their queues. A job that is ready already, runs or ended is left alone."""
+    ops = operations()
+    show_reports([ops.run_now(job_id, source=source()) for job_id in job_ids], as_json)
+
+
 @click.command("pause")
 @click.argument("queues", nargs=-1, required=True)
 @reports_problems
@@ -450,6 +494,8 @@ COMMANDS = [
     show_command,
     retry_command,
     cancel_command,
+    delete_command,
+    run_now_command,
     pause_command,
     resume_command,
     workers_command,

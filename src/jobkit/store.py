@@ -233,6 +233,28 @@ class Store(Protocol):
         ``("requested", worker_id)``. None when it is neither waiting nor running (it ended, or
         it moved between stages while the store looked: ask again)."""
 
+    def delete_job(self, *, job_id: uuid.UUID) -> tuple[str, int]:
+        """Delete a job that does not run, for an operator: every result of it and the request
+        its latest attempt waits in, if any, in one transaction. ``("deleted", rows)`` with the
+        rows that went (0: no such job, or it went meanwhile). ``("running", 0)`` when its
+        latest attempt is claimed or running: nothing is deleted (a running attempt never is).
+        ``("moved", 0)`` when an attempt of it moved between stages while the store looked (it
+        was claimed, or a rerun of it written): nothing is deleted, ask again."""
+
+    def run_now(self, *, attempt_id: uuid.UUID) -> bool:
+        """Let a waiting attempt that is not ready yet (scheduled) start now, by the database's
+        clock, and wake the workers of its queue as an enqueue does; True if it was scheduled
+        (one that is ready already, runs, ended or does not exist is left alone: False)."""
+
+    def count_results_by_time(
+        self, *, buckets: int, bucket_seconds: int
+    ) -> tuple[datetime.datetime, list[tuple[datetime.datetime, str, int]]]:
+        """How many results ended in each of the last ``buckets`` time buckets of
+        ``bucket_seconds``, by status: the start of the current bucket (by the database clock;
+        buckets start at multiples of their length since 2000-01-01 UTC), and ``(bucket start,
+        status, count)`` rows, oldest first, leaving out buckets and statuses with none. Reads
+        only the results of the window, not the whole history."""
+
     def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
         """The attempts of ``worker_id`` that an operator asked to cancel, with who asked."""
 

@@ -136,6 +136,44 @@ def test_a_retry_of_a_job_that_waits_does_nothing_and_says_so(
     assert f"it has an attempt scheduled already ({job.id})" in done.stdout
 
 
+def test_run_now_starts_a_scheduled_job_at_once_and_delete_takes_jobs_that_do_not_run(
+    workers, run_cli, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    job = Record("tomorrow").run_in_worker(delay=86400)
+    waiting = Record("in an hour").run_in_worker(delay=3600)
+    assert job is not None and waiting is not None
+    worker = start_ready(workers, db, "--max-processes", "1")
+    done = run_cli("run-now", str(job.job_id))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{job.job_id}: starts now (it was scheduled for ")
+    wait_for(lambda: finished(db, [job.job_id]), 10, message="the job made to run now")
+    again = run_cli("run-now", str(job.job_id))
+    assert again.returncode == 1
+    assert "it ended SUCCESSFUL: retry it to run it again" in again.stdout
+    assert worker.stop(10) == 0, worker.output()
+
+    ids = [str(job.job_id), str(waiting.job_id)]
+    unconfirmed = run_cli("delete", *ids)  # no terminal to ask on
+    assert unconfirmed.returncode == 2
+    assert "deleting 2 jobs cannot be undone" in unconfirmed.stderr
+    preview = run_cli("delete", "--dry-run", *ids)
+    assert preview.returncode == 0
+    assert preview.stdout.splitlines() == [
+        f"{job.job_id}: would delete testapp.Record (successful, 1 attempt)",
+        f"{waiting.job_id}: would delete testapp.Record (scheduled, 1 attempt)",
+    ]
+    assert (db.count("results"), db.count("requests")) == (1, 1)
+    deleted = run_cli("delete", "--yes", "--json", *ids)
+    assert deleted.returncode == 0, deleted.stderr
+    assert [(r["job_id"], r["done"]) for r in json.loads(deleted.stdout)] == [
+        (ids[0], True),
+        (ids[1], True),
+    ]
+    assert (db.count("results"), db.count("requests")) == (0, 0)
+    gone = run_cli("delete", "--yes", ids[0])
+    assert gone.returncode == 1 and "no job has the id" in gone.stderr
+
+
 def test_listing_and_showing_jobs_from_the_command_line(
     run_cli, jobkit_runtime, jobkit_settings, ledger_ready, db
 ):

@@ -512,6 +512,10 @@ def test_operators_actions_are_counted(telemetry):
     assert operations.retry(failed.job_id, source="test").done
     waiting = runtime.enqueue(Noop(1), queue="mail", delay=3600)
     assert operations.cancel(waiting.job_id, source="test").done
+    later = runtime.enqueue(Noop(2), queue="mail", delay=3600)
+    assert operations.run_now(later.job_id, source="test").done
+    assert not operations.run_now(later.job_id, source="test").done  # pending: not counted
+    assert operations.delete(later.job_id, source="test").done
     assert operations.pause_queue("mail", source="test").done
     assert not operations.pause_queue("mail", source="test").done  # nothing new: not counted
     assert operations.resume_queue("mail", source="test").done
@@ -523,6 +527,8 @@ def test_operators_actions_are_counted(telemetry):
     assert counted == {
         ("retry", "mail"): 1,
         ("cancel", None): 1,
+        ("run_now", None): 1,
+        ("delete", None): 1,
         ("pause", "mail"): 1,
         ("resume", "mail"): 1,
     }

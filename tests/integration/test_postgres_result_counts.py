@@ -1,6 +1,7 @@
 """The Postgres store's result counts (migrations 6 and 7): exact while workers finish jobs and
 fold the counts at the same time, and from the moment a running fleet migrates."""
 
+import json
 import secrets
 import threading
 import uuid
@@ -147,6 +148,7 @@ def test_the_counts_start_exact_when_a_running_fleet_migrates(fresh_schema, jobk
     writing.wait(10)
     triggers, baseline = runtime().store, runtime().store
     triggers.migrations = triggers.migrations[:6]
+    baseline.migrations = baseline.migrations[:7]
     try:
         assert triggers.migrate() == ["0006_result_counts"]
         finish_some(old, worker_id, 10, 0)  # between the two migrations, for certain
@@ -235,3 +237,28 @@ def test_stats_read_no_result_row(many_results):
     read = {name for _, name in scans(plan_of(many_results, "stats", params))}
     assert not any(name.startswith("results") for name in read), read
     assert "result_counts" in read or "result_counts_pkey" in read
+
+
+def test_an_error_text_search_reads_the_trigram_index(many_results, jobkit_settings):
+    """Migration 8's trigram index serves the listing's substring match: a rare text is found
+    through it, not by reading every result of each status."""
+    from jobkit.builtin.postgres.store import _filter_params
+    from jobkit.records import JobFilter
+
+    schema = sql.Identifier(jobkit_settings.schema)
+    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL(
+                "UPDATE {}.results SET error = 'Traceback ...' || chr(10) || "
+                "'ValueError: failed ' || (ctid::text) WHERE status = 'ERRORED'"
+            ).format(schema)
+        )
+        connection.execute(sql.SQL("ANALYZE {}.results").format(schema))
+    params = _filter_params(JobFilter(error_contains="failed (12,3")) | {
+        "limit": 50,
+        "after_at": None,
+        "after_id": None,
+    }
+    plan = plan_of(many_results, "list_results", params)
+    assert '"Index Name": "results_error_trigrams"' in json.dumps(plan), plan
+    assert not any(node == "Seq Scan" for node, _ in scans(plan)), plan

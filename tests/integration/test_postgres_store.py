@@ -1,6 +1,7 @@
 """The store contract, run against the built-in Postgres store."""
 
 import concurrent.futures
+import contextlib
 import secrets
 import threading
 import uuid
@@ -10,8 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from jobkit.errors import ParameterError
+from jobkit.records import Status
 from jobkit.runtime import Runtime
-from jobkit.testing.store_contract import StoreContract
+from jobkit.testing.store_contract import StoreContract, completion, make_request, wait_for
 
 
 class TestPostgresStore(StoreContract):
@@ -66,3 +69,84 @@ def test_a_rerun_gets_a_time_ordered_id_as_new_jobs_do(jobkit_runtime):
     rerun_id = report.written[process.id]
     assert rerun_id is not None and rerun_id.version == 7
     assert abs((rerun_id.int >> 80) - (before.int >> 80)) < 5000  # the same clock, in ms
+
+
+class Abandoned(Exception):
+    """Rolls back the claim's transaction."""
+
+
+def _waits_on_a_lock(url: str) -> bool:
+    """Whether a delete_job statement waits for a lock."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '-- An operator deletes a job%%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("claim_commits", [True, False])
+def test_a_delete_racing_a_claim_deletes_nothing_of_a_job_that_runs(
+    jobkit_runtime, jobkit_settings, claim_commits
+):
+    """A delete that finds a job waiting while a worker's claim takes it (the claim's
+    transaction holds the request) waits for the claim: committed, the job runs and the delete
+    keeps all of it ("moved", then "running"); rolled back, the delete takes the request."""
+    store = jobkit_runtime.store
+    worker = StoreContract().register(store)
+    (first,) = store.enqueue([make_request(queue="race")], connection=None)
+    (process,) = store.claim(worker_id=worker.id, queues=["race"], limit=1)
+    store.finish(
+        worker_id=worker.id,
+        completions=[completion(process, Status.ERRORED, error="boom", rerun_in=0.0)],
+    )
+    [_, rerun] = store.job_attempts(first.id)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with contextlib.suppress(Abandoned), store.transaction() as claiming:
+            _, claimed = store.finish_and_claim(
+                worker_id=worker.id, completions=[], queues=["race"], limit=1, connection=claiming
+            )
+            assert [p.id for p in claimed] == [rerun.id]
+            deleting = pool.submit(store.delete_job, job_id=first.id)
+            wait_for(lambda: deleting.done() or _waits_on_a_lock(jobkit_settings.database_url))
+            assert not deleting.done(), deleting.result()
+            if not claim_commits:
+                raise Abandoned
+        if claim_commits:
+            assert deleting.result(timeout=10) == ("moved", 0)
+            assert store.delete_job(job_id=first.id) == ("running", 0)
+            assert [a.state.value for a in store.job_attempts(first.id)] == ["errored", "running"]
+        else:
+            assert deleting.result(timeout=10) == ("deleted", 2)
+            assert store.job_attempts(first.id) == []
+
+
+def test_throughput_has_every_bucket_and_a_failure_rate(jobkit_runtime):
+    from jobkit.operations import Operations
+
+    store = jobkit_runtime.store
+    worker = StoreContract().register(store)
+    store.enqueue([make_request() for _ in range(4)], connection=None)
+    processes = store.claim(worker_id=worker.id, queues=["default"], limit=4)
+    store.finish(
+        worker_id=worker.id,
+        completions=[
+            completion(processes[0]),
+            completion(processes[1]),
+            completion(processes[2], Status.ERRORED, error="boom"),
+            completion(processes[3], Status.CANCELLED),
+        ],
+    )
+    operations = Operations(jobkit_runtime)
+    hour = operations.throughput()
+    assert len(hour.buckets) == 60 and hour.bucket_seconds == 60
+    starts = [bucket.start for bucket in hour.buckets]
+    assert starts == sorted(starts) and len(set(starts)) == 60
+    assert (hour.total, hour.failed) == (4, 1)
+    assert hour.failure_rate == 1 / 3  # cancelled is neither a success nor a failure
+    assert hour.buckets[-1].total + hour.buckets[-2].total == 4  # a minute may have turned
+    day = operations.throughput(buckets=24, bucket_seconds=3600)
+    assert len(day.buckets) == 24 and day.total == 4
+    assert [b.failure_rate for b in day.buckets[:-2]] == [None] * 22
+    with pytest.raises(ParameterError):
+        operations.throughput(buckets=0)

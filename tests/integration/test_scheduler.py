@@ -314,3 +314,22 @@ def test_a_key_that_names_no_cmd_entry_is_refused_without_a_retry(jobkit_runtime
     assert result.error_type == "jobkit.errors.ParameterError"
     assert f"none has the key {key!r}" in result.error
     assert result.retry_request_id is None
+
+
+def test_the_operations_describe_each_entry_through_the_hook(scheduling):
+    from jobkit.operations import Operations
+
+    runtime, [entry] = scheduling(
+        {"job": "testapp.jobs.Noop", "schedule": "0 9 * * MON-FRI", "queue": "reports"},
+        timezone="Europe/Berlin",
+    )
+    Scheduler(runtime, [entry]).tick()  # nothing due: no tick recorded
+    [described] = Operations(runtime).schedules()
+    assert described["key"] == entry.key and described["job"] == "testapp.jobs.Noop"
+    assert (described["schedule"], described["timezone"]) == ("0 9 * * MON-FRI", "Europe/Berlin")
+    assert described["queue"] == "reports" and described["last_tick"] is None
+    assert len(described["next"]) == 3
+    assert all(moment.endswith(("+01:00", "+02:00")) for moment in described["next"])
+    assert "T09:00:00" in described["next"][0]
+    runtime.pm.set_blocked("jobkit.builtin.cron")
+    assert Operations(runtime).schedules() == []

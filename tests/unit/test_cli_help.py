@@ -19,6 +19,7 @@ from jobkit.runtime import set_runtime
 COMMANDS = [
     "cancel",
     "clear",
+    "delete",
     "enqueue",
     "jobs",
     "list",
@@ -29,6 +30,7 @@ COMMANDS = [
     "resume",
     "retry",
     "run",
+    "run-now",
     "schedule",
     "show",
     "stats",

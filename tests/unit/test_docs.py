@@ -188,7 +188,7 @@ def test_the_command_reference_lists_every_command_and_every_migration() -> None
     from jobkit.cli import cli
 
     cli_md = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    listed = re.findall(r"^\| \[`(\w+)`\]\(#jobkit-\1\) \|", cli_md, flags=re.MULTILINE)
+    listed = re.findall(r"^\| \[`([\w-]+)`\]\(#jobkit-\1\) \|", cli_md, flags=re.MULTILINE)
     # The core commands, and the built-in scheduler's (it is a plugin's command).
     assert sorted(listed) == sorted({*cli.commands, "schedule"})
     migrations = sorted(

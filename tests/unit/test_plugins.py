@@ -35,6 +35,7 @@ BUILTIN_HOOKS = {
         "jobkit_add_worker_services",
         "jobkit_parse_schedule",
         "jobkit_register_jobs",
+        "jobkit_schedule_entries",
     ],
     "jobkit.builtin.logcontext": ["jobkit_run_job"],
     "jobkit.builtin.otel": [
@@ -43,7 +44,9 @@ BUILTIN_HOOKS = {
         "jobkit_enqueue",
         "jobkit_job_cancelled",
         "jobkit_job_committed",
+        "jobkit_job_deleted",
         "jobkit_job_finished",
+        "jobkit_job_rescheduled",
         "jobkit_job_retried",
         "jobkit_queue_paused",
         "jobkit_queue_resumed",
@@ -58,7 +61,10 @@ BUILTIN_PLACES = {
     "jobkit.builtin.serializers": {"jobkit_serializer": "trylast"},
     "jobkit.builtin.locks": {"jobkit_enqueue_lock": "trylast"},
     "jobkit.builtin.embedded": {"jobkit_database_url": "trylast"},
-    "jobkit.builtin.cron": {"jobkit_parse_schedule": "trylast"},
+    "jobkit.builtin.cron": {
+        "jobkit_parse_schedule": "trylast",
+        "jobkit_schedule_entries": "trylast",
+    },
     "jobkit.builtin.logcontext": {"jobkit_run_job": "wrapper, tryfirst"},
     "jobkit.builtin.otel": {"jobkit_enqueue": "wrapper", "jobkit_run_job": "wrapper"},
 }

@@ -60,9 +60,11 @@ def main() -> None:
         "job": f"/jobs/{some_job}",
         "queues": "/queues",
         "workers": "/workers",
+        "schedules": "/schedules",
     }
     worst = 0.0
-    with TestClient(create_app(runtime, refresh=0)) as client:
+    app = create_app(runtime, refresh=0)
+    with TestClient(app) as client:
         # A new app's first overview counts each queue's failed jobs while the page waits;
         # later ones show those counts and count again in the background (FailedCounts).
         started = time.perf_counter()
@@ -81,6 +83,18 @@ def main() -> None:
             worst = max(worst, median)
             flag = "" if median <= BUDGET_MS else f"  over {BUDGET_MS:.0f} ms"
             print(f"{label:34} {median:8.1f} ms{flag}", flush=True)
+        # The day's chart is made again once a minute, in the background (DayChart); a
+        # process's first overview makes it while it waits, as here.
+        timings = []
+        for _ in range(args.runs):
+            app.state.dashboard.day_chart.chart = None
+            started = time.perf_counter()
+            client.get("/")
+            timings.append((time.perf_counter() - started) * 1000)
+        median = statistics.median(timings)
+        worst = max(worst, median)
+        flag = "" if median <= BUDGET_MS else f"  over {BUDGET_MS:.0f} ms"
+        print(f"{'overview that makes the day chart':34} {median:8.1f} ms{flag}", flush=True)
     print(
         f"{'slowest page':34} {worst:8.1f} ms (budget {BUDGET_MS:.0f} ms, {args.results:,} results)"
     )

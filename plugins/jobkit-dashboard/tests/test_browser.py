@@ -190,6 +190,41 @@ def test_bulk_actions_confirm_how_many(page, runtime, screenshot):
     assert latest_state(runtime, waiting[1]) == AttemptState.PENDING
 
 
+def test_run_now_wakes_a_worker_and_delete_confirms_how_many(
+    page, runtime, start_worker, screenshot
+):
+    later = Succeed(7).run_in_worker(queue="later", delay=86400)
+    assert later is not None
+    start_worker("later", runtime=runtime)
+    page.goto(f"/jobs/{later.job_id}")
+    expect(page.locator("#job-state")).to_have_text("scheduled")
+    page.click("#run-now")
+    expect(page.locator("#flash")).to_contain_text("starts now (it was scheduled for")
+    wait_for(lambda: latest_state(runtime, later.job_id) == AttemptState.SUCCESSFUL, 30)
+    page.reload()
+    expect(page.locator("#run-now")).to_have_count(0)
+
+    page.click("#delete")
+    expect(page.locator("#confirm-question")).to_have_text("Delete the 1 selected job?")
+    expect(page.locator("#for-good")).to_contain_text("this cannot be undone")
+    screenshot("confirm-delete")
+    page.click("#confirm-button")
+    expect(page.locator("#flash")).to_have_text("deleted 1 of 1 job")
+    assert runtime.store.job_attempts(later.job_id) == []
+
+    for message in ("one", "two"):
+        Fail(message).run_in_worker(queue="billing")
+    run_jobs(runtime)
+    page.goto("/jobs?queue=billing")
+    page.click('button[value="delete:matching"]')
+    expect(page.locator("#confirm-question")).to_have_text(
+        "Delete 2 jobs matching this filter, for good?"
+    )
+    page.click("#confirm-button")
+    expect(page.locator("#flash")).to_have_text("deleted 2 of 2 jobs")
+    expect(page.locator("#total")).to_have_text("0 attempts match")
+
+
 @pytest.mark.parametrize("token", ["", "0" * 64])
 def test_a_form_without_or_with_a_wrong_csrf_token_is_refused(page, runtime, token):
     Succeed().run_in_worker(queue="emails")

@@ -4,8 +4,10 @@ address without a token."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import uuid
 
 import attrs
 import pytest
@@ -14,6 +16,7 @@ from jobkit_dashboard import create_app
 from starlette.testclient import TestClient
 
 from conftest import jobkit_command, wait_for
+from jobkit.records import JobFilter, WorkerInfo
 from jobkit.testing import run_jobs
 
 EVIL = "<script>alert(1)</script>"
@@ -48,7 +51,15 @@ def test_the_plugin_loads_from_its_entry_point_with_its_settings(
 def test_every_page_renders_with_security_headers(client, runtime):
     Fail("nope").run_in_worker(queue="mail")
     run_jobs(runtime)
-    for path in ["/", "/jobs", "/jobs?status=failed", "/queues", "/workers", "/plugins"]:
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs?status=failed",
+        "/queues",
+        "/workers",
+        "/schedules",
+        "/plugins",
+    ]:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text)
         assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -222,3 +233,113 @@ def test_cancel_all_matching_takes_each_waiting_job_once(client, runtime):
     states = {job_id: runtime.store.job_attempts(job_id)[-1].state.value for job_id in waiting}
     assert set(states.values()) == {"cancelled"}
     assert runtime.store.job_attempts(other)[-1].state.value == "pending"
+
+
+def test_run_now_and_delete_from_the_job_page(client, runtime):
+    later = Succeed(1).run_in_worker(delay=3600)
+    assert later is not None
+    page = client.get(f"/jobs/{later.job_id}").text
+    assert 'id="run-now"' in page and 'id="delete"' in page
+    ran = client.post(f"/jobs/{later.job_id}/run-now", data={"csrf_token": csrf_of(page)})
+    assert "starts now (it was scheduled for" in ran.text
+    assert runtime.store.job_attempts(later.job_id)[-1].state.value == "pending"
+    again = client.post(f"/jobs/{later.job_id}/run-now", data={"csrf_token": csrf_of(page)})
+    assert "it is pending already" in again.text
+    assert 'id="run-now"' not in again.text  # only a scheduled job has the button
+
+    confirm = client.get(f"/jobs/confirm?do=delete:selected&job_id={later.job_id}")
+    assert "Delete the 1 selected job?" in confirm.text
+    assert "this cannot be undone" in confirm.text
+    deleted = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:selected", "job_id": str(later.job_id), "csrf_token": csrf_of(page)},
+    )
+    assert "deleted 1 of 1 job" in deleted.text
+    assert runtime.store.job_attempts(later.job_id) == []
+    assert client.get(f"/jobs/{later.job_id}").status_code == 404
+
+
+def test_delete_leaves_a_running_job_alone_and_says_so(client, runtime):
+    running = Succeed(2).run_in_worker(queue="busy")
+    done = Fail().run_in_worker(queue="busy")
+    assert running is not None and done is not None
+    worker = runtime.store.register_worker(
+        WorkerInfo(id=uuid.uuid4(), hostname="test", pid=os.getpid(), queues=["busy"])
+    )
+    runtime.store.claim(worker_id=worker.id, queues=["busy"], limit=1)  # the first: running
+    page = client.get(f"/jobs/{running.job_id}").text
+    assert 'id="delete"' not in page
+    ids = [str(running.job_id), str(done.job_id)]
+    confirm = client.get("/jobs/confirm", params={"do": "delete:selected", "job_id": ids})
+    assert "Delete 1 of the 2 selected jobs?" in confirm.text
+    assert "1 of them is left alone: it runs now" in confirm.text
+    deleted = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:selected", "job_id": ids, "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "deleted 1 of 2 jobs; left alone: 1: it runs now (…)" in deleted.text
+    assert [a.state.value for a in runtime.store.job_attempts(running.job_id)] == ["running"]
+    assert runtime.store.job_attempts(done.job_id) == []
+
+
+def test_delete_all_matching_takes_each_job_once_and_counts_jobs(client, runtime):
+    flaky = [Fail(str(n)).run_in_worker(queue="mail", retries=1) for n in range(3)]
+    run_jobs(runtime)  # each Fail: an errored attempt and its retry, so six attempts of three jobs
+    other = Succeed().run_in_worker(queue="other")
+    assert all(job is not None for job in flaky) and other is not None
+    mail = runtime.store.list_attempts(filter=JobFilter(queues=("mail",)), limit=100)
+    assert len(mail) == 6
+    confirm = client.get("/jobs/confirm?do=delete:matching&queue=mail")
+    assert "Delete 3 jobs matching this filter, for good?" in confirm.text
+    done = client.post(
+        "/jobs/bulk",
+        data={"do": "delete:matching", "queue": "mail", "csrf_token": csrf_of(confirm.text)},
+    )
+    assert "deleted 3 of 3 jobs" in done.text
+    assert all(runtime.store.job_attempts(job.job_id) == [] for job in flaky if job)
+    assert runtime.store.job_attempts(other.job_id)[-1].state.value == "pending"
+
+
+def test_the_overview_draws_throughput_and_failure_rate_as_inline_svg(client, runtime):
+    for number in range(3):
+        Succeed(number).run_in_worker()
+    Fail(EVIL).run_in_worker()
+    run_jobs(runtime)
+    html = client.get("/").text
+    hour = re.search(r'<figure class="chart" id="chart-hour">.*?</figure>', html, re.S)
+    day = re.search(r'<figure class="chart" id="chart-day">.*?</figure>', html, re.S)
+    assert hour and day
+    for figure in (hour[0], day[0]):
+        assert re.search(r'class="chart-total">4<.*class="chart-failed">1<', figure, re.S)
+        assert 'class="chart-rate">25.0%<' in figure
+        assert figure.count('class="bar-successful"') == 1  # one bucket holds them all
+        assert figure.count('class="bar-failed"') == 1
+        assert "ended (1 errored, 3 successful), 25.0% failed</title>" in figure
+        assert "<polyline" in figure and "<script" not in figure
+    assert hour[0].count('<g class="bar">') == 60 and day[0].count('<g class="bar">') == 24
+    assert "http" not in hour[0]  # nothing fetched from anywhere
+
+
+def test_the_schedules_page_shows_each_entry_its_ticks_and_a_wrong_one(
+    jobkit_runtime_factory, monkeypatch
+):
+    monkeypatch.delenv("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    entry = {"job": "dashboard.Succeed", "schedule": "*/5 * * * *", "queue": "mail", "key": "k"}
+    runtime = jobkit_runtime_factory(schedule=[entry, ["dashboard.Fail", "@daily"]])
+    with TestClient(create_app(runtime), base_url="http://127.0.0.1") as client:
+        html = client.get("/schedules").text
+    row = re.search(r'<tr data-schedule="k">.*?</tr>', html, re.S)
+    assert row and "dashboard.Succeed" in row[0] and "*/5 * * * *" in row[0]
+    assert "queue=mail" in row[0] and "never" in row[0]
+    assert row[0].count("<br>") == 2  # the next three firings
+    assert html.count("<tr data-schedule=") == 2
+
+    wrong = jobkit_runtime_factory(schedule=[["dashboard.Succeed", "61 * * * *"]])
+    with TestClient(create_app(wrong), base_url="http://127.0.0.1") as client:
+        page = client.get("/schedules")
+    assert page.status_code == 200
+    assert 'class="problem"' in page.text and "schedule setting, entry 1" in page.text
+
+    empty = jobkit_runtime_factory()
+    with TestClient(create_app(empty), base_url="http://127.0.0.1") as client:
+        assert "No schedule entry" in client.get("/schedules").text

@@ -511,6 +511,19 @@ def describe_schedule(settings: Settings) -> list[dict[str, Any]]:
     """What ``jobkit schedule`` shows, as plain data."""
     runtime = Runtime.from_settings(settings)
     runtime.import_jobs()
+    return describe_entries(runtime)
+
+
+@hookimpl(trylast=True)
+def jobkit_schedule_entries(runtime: Runtime) -> list[dict[str, Any]]:
+    if not runtime.job_modules:
+        runtime.import_jobs()  # the job classes' schedule attributes
+    return describe_entries(runtime)
+
+
+def describe_entries(runtime: Runtime) -> list[dict[str, Any]]:
+    """Every schedule entry of ``runtime`` as plain data, with its last tick and next three
+    firings by the database's clock."""
     entries = load_entries(runtime)
     if not entries:
         return []

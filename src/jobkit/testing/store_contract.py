@@ -955,3 +955,101 @@ class StoreContract:
                 r.id for r in store.lock_for_retry([first.id, second.id], connection=later)
             ] == [second.id]
         assert [a.id for a in store.job_attempts(first.id)] == [first.id, rerun.id]
+
+    def test_deleting_takes_a_jobs_results_or_its_waiting_request_never_a_running_attempt(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        retried, running, pending, done = store.enqueue(
+            [make_request(queue="d") for _ in range(4)], connection=None
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["d"], limit=4)
+        store.release(worker_id=worker_id, process_ids=[pending.id])  # back to waiting
+        store.finish(
+            worker_id=worker_id,
+            completions=[
+                completion(claimed[0], Status.ERRORED, error="boom", rerun_in=3600.0),
+                completion(claimed[3]),
+            ],
+        )
+        assert len(store.job_attempts(retried.id)) == 2  # an errored result, a scheduled retry
+        counts = store.stats().queues["d"]
+        assert (counts.successful, counts.errored, counts.scheduled) == (1, 1, 1)
+
+        assert store.delete_job(job_id=retried.id) == ("deleted", 2)
+        assert store.job_attempts(retried.id) == []
+        assert store.delete_job(job_id=running.id) == ("running", 0)
+        assert [a.state for a in store.job_attempts(running.id)] == [AttemptState.RUNNING]
+        assert store.delete_job(job_id=pending.id) == ("deleted", 1)
+        assert store.claim(worker_id=worker_id, queues=["d"], limit=10) == []
+        assert store.delete_job(job_id=done.id) == ("deleted", 1)
+        assert store.delete_job(job_id=done.id) == ("deleted", 0)
+        assert store.delete_job(job_id=uuid.uuid4()) == ("deleted", 0)
+        # The result counts follow the deletions, before and after the store's upkeep.
+        counts = store.stats().queues["d"]
+        assert (counts.successful, counts.errored, counts.scheduled, counts.running) == (
+            0,
+            0,
+            0,
+            1,
+        )
+        store.maintain()
+        counts = store.stats().queues["d"]
+        assert (counts.successful, counts.errored, counts.running) == (0, 0, 1)
+
+    def test_run_now_lets_a_scheduled_attempt_start_and_wakes_its_queue(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        scheduled, pending = store.enqueue(
+            [make_request(queue="soon", delay=3600), make_request(queue="soon")], connection=None
+        )
+        (ready,) = store.claim(worker_id=worker_id, queues=["soon"], limit=10)
+        assert ready.id == pending.id
+        listener = store.listen(queues=["soon"])
+        try:
+            assert store.run_now(attempt_id=scheduled.id)
+            assert select.select([listener], [], [], 5)[0]
+            assert listener.drain() == {"soon"}
+        finally:
+            listener.close()
+        assert not store.run_now(attempt_id=scheduled.id)  # ready already: left alone
+        assert not store.run_now(attempt_id=pending.id)  # running
+        assert not store.run_now(attempt_id=uuid.uuid4())
+        (claimed,) = store.claim(worker_id=worker_id, queues=["soon"], limit=10)
+        assert claimed.id == scheduled.id
+        assert claimed.start_at is not None and claimed.start_at <= store.database_now()
+
+    def test_results_are_counted_by_time_bucket_and_status(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        store.enqueue([make_request(queue="t") for _ in range(6)], connection=None)
+        processes = store.claim(worker_id=worker_id, queues=["t"], limit=6)
+        now = store.database_now()
+        minute = datetime.timedelta(minutes=1)
+        this_minute = now.replace(second=0, microsecond=0)
+        second = datetime.timedelta(seconds=1)
+        ended = [
+            completion(processes[0]),
+            completion(processes[1], Status.ERRORED, error="boom"),
+            completion(processes[2], Status.ERRORED, error="boom"),
+            completion(processes[3]),
+            completion(processes[4], Status.LOST),
+            completion(processes[5], Status.LOST),
+        ]
+        ended[0].ended_at = now
+        ended[1].ended_at = ended[2].ended_at = this_minute - 2 * minute + second
+        ended[3].ended_at = now - datetime.timedelta(hours=2)  # outside the hour
+        ended[4].ended_at = this_minute - 59 * minute  # the first bucket of the hour
+        ended[5].ended_at = this_minute - 59 * minute - second  # just before it
+        store.finish(worker_id=worker_id, completions=ended)
+
+        current, rows = store.count_results_by_time(buckets=60, bucket_seconds=60)
+        assert current == this_minute
+        assert rows == sorted(rows)
+        assert rows == [
+            (this_minute - 59 * minute, "LOST", 1),
+            (this_minute - 2 * minute, "ERRORED", 2),
+            (this_minute, "SUCCESSFUL", 1),
+        ]
+        current, rows = store.count_results_by_time(buckets=24, bucket_seconds=3600)
+        assert current == now.replace(minute=0, second=0, microsecond=0)
+        assert sum(count for _, _, count in rows) == 6  # all within the day

@@ -33,10 +33,11 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from jobkit import JobNotFound, ParameterError, SettingsError, redact_credentials
+from jobkit import JobkitError, JobNotFound, ParameterError, SettingsError, redact_credentials
 from jobkit.operations import MAX_PAGE, ActionReport, Operations, job_filter
 from jobkit.records import FAILED, Attempt, AttemptState, JobFilter, QueueCounts
 from jobkit_dashboard import SECTION, DashboardSettings
+from jobkit_dashboard.charts import Chart, chart
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -343,6 +344,54 @@ class FailedCounts:
                 self.counting = False
 
 
+class DayChart:
+    """The last day's chart, made again in the background once it is ``MAX_AGE`` seconds old
+    (the page meanwhile shows the one before): its hourly buckets change slowly, and counting a
+    day of results costs up to a hundred milliseconds on a big history (the last hour's, a
+    few: it is made for every page). A process's first overview makes it while it waits."""
+
+    MAX_AGE = 60.0
+
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
+        self.lock = threading.Lock()
+        self.chart: Chart | None = None
+        self.made_at = 0.0
+        self.making = False
+
+    def make(self) -> Chart:
+        day = self.dashboard.operations.throughput(buckets=24, bucket_seconds=3600)
+        made = chart("Last day, by hour", day, label_every=3, fmt="%H:%M")
+        with self.lock:
+            self.chart, self.made_at = made, time.monotonic()
+        return made
+
+    def get(self) -> Chart:
+        with self.lock:
+            current = self.chart
+            start = (
+                current is not None
+                and not self.making
+                and time.monotonic() - self.made_at > self.MAX_AGE
+            )
+            if start:
+                self.making = True
+        if current is None:
+            return self.make()
+        if start:
+            threading.Thread(target=self._make_in_background, daemon=True).start()
+        return current
+
+    def _make_in_background(self) -> None:
+        try:
+            self.make()
+        except Exception:
+            logger.exception("the dashboard could not count the last day's results")
+        finally:
+            with self.lock:
+                self.making = False
+
+
 class Dashboard:
     """The pages and actions, over one runtime's operations."""
 
@@ -363,6 +412,7 @@ class Dashboard:
         key = secret or config.secret or secrets.token_hex(32)
         self.secret = key.encode()
         self.failed_counts = FailedCounts(self)
+        self.day_chart = DayChart(self)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("jobkit_dashboard", "templates"),
             autoescape=True,  # everything from the database is escaped, in every template
@@ -487,7 +537,10 @@ class Dashboard:
             queues.setdefault(name, QueueCounts(paused=True))
         failed, as_of = self.failed_counts.get(sorted(queues))
         known = [failed[name] for name in queues if name in failed]
+        hour = self.operations.throughput(buckets=60, bucket_seconds=60)
         return {
+            "hour_chart": chart("Last hour, by minute", hour, label_every=10, fmt="%H:%M"),
+            "day_chart": self.day_chart.get(),
             "figures": figures,
             "queues": sorted(queues.items()),
             "failed": failed,
@@ -565,6 +618,16 @@ class Dashboard:
         found.sort(key=lambda status: (status.stale, status.info.hostname, status.info.pid))
         return self.render(request, "workers.html", page="workers", live=True, workers=found)
 
+    def schedules_context(self) -> dict[str, Any]:
+        try:
+            return {"entries": self.operations.schedules(), "problem": None}
+        except JobkitError as error:  # a wrong entry: the page says which, as the worker would
+            return {"entries": [], "problem": str(error)}
+
+    async def schedules(self, request: Request) -> Response:
+        context = await run_in_threadpool(self.schedules_context)
+        return self.render(request, "schedules.html", page="schedules", live=True, **context)
+
     def plugins_context(self) -> dict[str, Any]:
         from jobkit.plugins import describe_plugins
 
@@ -625,7 +688,7 @@ class Dashboard:
     @staticmethod
     def bulk_choice(choice: str) -> tuple[str, str]:
         action, _, scope = choice.partition(":")
-        if action not in ("retry", "cancel") or scope not in ("selected", "matching"):
+        if action not in ("retry", "cancel", "delete") or scope not in ("selected", "matching"):
             raise Refused(400, f"unknown bulk action {choice!r}")
         return action, scope
 
@@ -639,6 +702,9 @@ class Dashboard:
                 criteria.job_filter(), source="dry run", dry_run=True, limit=BULK_LIMIT + 1
             )
             return min(len(would), BULK_LIMIT), len(would) > BULK_LIMIT
+        if action == "delete":
+            jobs = self.deletable_jobs(criteria.job_filter(), BULK_LIMIT + 1)
+            return min(len(jobs), BULK_LIMIT), len(jobs) > BULK_LIMIT
         live = self.live_filter(criteria.job_filter())
         if live is None:
             return 0, False
@@ -647,15 +713,39 @@ class Dashboard:
 
     def eligible(self, action: str, job_ids: list[str]) -> int:
         """How many of ``job_ids`` the action can take: a retry, jobs that ended; a cancel,
-        jobs that wait or run (the others are left alone, and the confirmation says so)."""
+        jobs that wait or run; a delete, jobs that do not run (the others are left alone, and
+        the confirmation says so)."""
         count = 0
         for job_id in job_ids:
             try:
-                live = self.operations.job(job_id).state in LIVE_STATES
+                state = self.operations.job(job_id).state
             except (JobNotFound, ParameterError):
                 continue
-            count += live if action == "cancel" else not live
+            if action == "delete":
+                count += state is not AttemptState.RUNNING
+            else:
+                live = state in LIVE_STATES
+                count += live if action == "cancel" else not live
         return count
+
+    def deletable_jobs(self, found: JobFilter, limit: int) -> list[Any]:
+        """The jobs (ids, newest first, each once) of up to ``limit`` of the attempts ``found``
+        matches that do not run: a delete of all matching takes these."""
+        states = [state.value for state in AttemptState if state is not AttemptState.RUNNING]
+        wanted = [state for state in found.states if state != "running"] if found.states else []
+        if found.states and not wanted:
+            return []
+        narrowed = attrs.evolve(found, states=tuple(wanted or states))
+        jobs: dict[Any, None] = {}
+        cursor = None
+        while len(jobs) < limit:
+            page = self.operations.jobs(narrowed, limit=200, cursor=cursor, count=False)
+            for attempt in page.attempts:
+                jobs.setdefault(attempt.job_id)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return list(jobs)[:limit]
 
     @staticmethod
     def live_filter(found: JobFilter) -> JobFilter | None:
@@ -684,7 +774,11 @@ class Dashboard:
     ) -> list[Any]:
         operations = self.operations
         if scope == "selected":
-            act = operations.retry if action == "retry" else operations.cancel
+            act = {
+                "retry": operations.retry,
+                "cancel": operations.cancel,
+                "delete": operations.delete,
+            }[action]
             reports = []
             for job_id in job_ids[:BULK_LIMIT]:
                 try:
@@ -694,6 +788,11 @@ class Dashboard:
             return reports
         if action == "retry":
             return operations.retry_failed(criteria.job_filter(), source=source, limit=BULK_LIMIT)
+        if action == "delete":
+            return [
+                operations.delete(job_id, source=source)
+                for job_id in self.deletable_jobs(criteria.job_filter(), BULK_LIMIT)
+            ]
         live = self.live_filter(criteria.job_filter())
         reports, cursor = [], None
         while live is not None and len(reports) < BULK_LIMIT:
@@ -711,7 +810,11 @@ class Dashboard:
         await self.checked_form(request)
         job_id, action = request.path_params["job_id"], request.path_params["action"]
         operations = self.operations
-        act = {"retry": operations.retry, "cancel": operations.cancel}.get(action)
+        act = {
+            "retry": operations.retry,
+            "cancel": operations.cancel,
+            "run-now": operations.run_now,
+        }.get(action)
         if act is None:
             raise Refused(404, f"no action {action!r} on a job")
         try:
@@ -744,7 +847,7 @@ def summary(action: str, reports: Iterable[Any]) -> str:
     """One line on a bulk action: how many it did, and why it left the others alone."""
     reports = list(reports)
     done = sum(1 for report in reports if report.done)
-    verb = "retried" if action == "retry" else "cancelled"
+    verb = {"retry": "retried", "cancel": "cancelled", "delete": "deleted"}[action]
     text = f"{verb} {done} of {len(reports)} job{'s' if len(reports) != 1 else ''}"
     reasons: dict[str, int] = {}
     for report in reports:
@@ -796,6 +899,7 @@ def create_app(
         Route("/queues", guarded(dashboard.queues), name="queues"),
         Route("/queues", guarded(dashboard.queue_action), methods=["POST"], name="queue_action"),
         Route("/workers", guarded(dashboard.workers), name="workers"),
+        Route("/schedules", guarded(dashboard.schedules), name="schedules"),
         Route("/plugins", guarded(dashboard.plugins), name="plugins"),
         Mount("/static", app=static, name="static"),
     ]

@@ -63,6 +63,8 @@ if OpenTelemetry is not None:
     jobkit_job_finished = _builtin.jobkit_job_finished
     jobkit_job_retried = _builtin.jobkit_job_retried
     jobkit_job_cancelled = _builtin.jobkit_job_cancelled
+    jobkit_job_deleted = _builtin.jobkit_job_deleted
+    jobkit_job_rescheduled = _builtin.jobkit_job_rescheduled
     jobkit_queue_paused = _builtin.jobkit_queue_paused
     jobkit_queue_resumed = _builtin.jobkit_queue_resumed
     jobkit_add_worker_services = _builtin.jobkit_add_worker_services

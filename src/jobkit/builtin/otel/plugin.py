@@ -165,6 +165,14 @@ class OpenTelemetry:
         self._operated("cancel", None)
 
     @hookimpl
+    def jobkit_job_deleted(self, job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+        self._operated("delete", None)
+
+    @hookimpl
+    def jobkit_job_rescheduled(self, job_id: uuid.UUID, attempt_id: uuid.UUID, source: str) -> None:
+        self._operated("run_now", None)
+
+    @hookimpl
     def jobkit_queue_paused(self, queue: str, source: str) -> None:
         self._operated("pause", queue)
 

@@ -744,6 +744,40 @@ class PostgresStore:
             ).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def delete_job(self, *, job_id: uuid.UUID) -> tuple[str, int]:
+        with self._connection() as conn, conn.transaction() as transaction:
+            row = conn.execute(self.queries["delete_job"], {"job_id": job_id}).fetchone()
+            assert row is not None
+            running, deleted, moved_to = row
+            if running:
+                return "running", 0
+            # An attempt that moved while the statement ran (claimed, or followed by a
+            # rerun) is seen now, by this statement's fresh snapshot: keep everything.
+            if (
+                moved_to
+                and conn.execute(self.queries["live_attempts"], {"ids": moved_to}).fetchone()
+            ):
+                raise psycopg.Rollback(transaction)
+            return "deleted", deleted
+        return "moved", 0
+
+    def count_results_by_time(
+        self, *, buckets: int, bucket_seconds: int
+    ) -> tuple[datetime.datetime, list[tuple[datetime.datetime, str, int]]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self.queries["count_results_by_time"],
+                {"buckets": buckets, "bucket": bucket_seconds},
+            ).fetchall()
+        return rows[0][0], [
+            (bucket, status, count) for _, bucket, status, count in rows if bucket is not None
+        ]
+
+    def run_now(self, *, attempt_id: uuid.UUID) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["run_now"], {"id": attempt_id}).fetchone()
+        return bool(row and row[0])
+
     def cancel_requests(self, *, worker_id: uuid.UUID) -> dict[uuid.UUID, str]:
         with self._connection() as conn:
             rows = conn.execute(self.queries["cancel_requests"], {"worker_id": worker_id})

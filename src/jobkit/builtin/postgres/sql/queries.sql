@@ -866,3 +866,94 @@ SELECT 'requested', worker_id FROM running WHERE (SELECT count(*) FROM told) >= 
 -- The attempts of a worker an operator asked to cancel, with who asked.
 SELECT id, cancel_source FROM {schema}.processes
 WHERE worker_id = %(worker_id)s AND cancel_requested_at IS NOT NULL;
+
+-- name: delete_job
+-- An operator deletes a job that does not run: every result of it, found from its first attempt
+-- (whose id is the job's) through each result's retry request, by primary key, and the request
+-- its latest attempt waits in, if any. Nothing goes when its latest attempt is claimed or running
+-- (a running attempt is never deleted). Returns whether it runs, how many rows went, and the ids
+-- an attempt of it could have moved to while this statement ran (a claim, a finish that wrote a
+-- rerun, an operator's retry: the caller looks for them again before it commits).
+WITH RECURSIVE chain AS (
+    SELECT r.id, r.retry_request_id, 1 AS depth FROM {schema}.results AS r WHERE r.id = %(job_id)s
+    UNION ALL
+    SELECT r.id, r.retry_request_id, chain.depth + 1
+    FROM {schema}.results AS r
+    JOIN chain ON r.id = chain.retry_request_id
+),
+next AS (
+    SELECT coalesce(
+        (SELECT retry_request_id FROM chain ORDER BY depth DESC LIMIT 1),
+        CASE WHEN NOT EXISTS (SELECT 1 FROM chain) THEN %(job_id)s::uuid END
+    ) AS id
+),
+running AS (
+    SELECT id FROM {schema}.processes WHERE id = (SELECT id FROM next)
+),
+waiting AS (
+    DELETE FROM {schema}.requests
+    WHERE id = (SELECT id FROM next) AND NOT EXISTS (SELECT 1 FROM running)
+    RETURNING id
+),
+ended AS (
+    DELETE FROM {schema}.results
+    WHERE id IN (SELECT id FROM chain) AND NOT EXISTS (SELECT 1 FROM running)
+    RETURNING retry_request_id
+)
+SELECT
+    EXISTS (SELECT 1 FROM running),
+    (SELECT count(*) FROM waiting) + (SELECT count(*) FROM ended),
+    array(
+        SELECT id FROM next WHERE id IS NOT NULL
+        UNION
+        SELECT retry_request_id FROM ended WHERE retry_request_id IS NOT NULL
+    );
+
+-- name: live_attempts
+-- Those of %(ids)s that wait or run now (a fresh look, inside a delete's transaction).
+SELECT id FROM {schema}.requests WHERE id = ANY(%(ids)s::uuid[])
+UNION ALL
+SELECT id FROM {schema}.processes WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: run_now
+-- An operator lets a scheduled attempt start now: its start_at becomes now() (a request that is
+-- ready already keeps its place), and the workers of its queue are woken, as an enqueue wakes
+-- them. True if it was scheduled.
+WITH moved AS (
+    UPDATE {schema}.requests
+    SET start_at = now()
+    WHERE id = %(id)s AND start_at > now()
+    RETURNING queue
+),
+notified AS (
+    SELECT pg_notify({channel}, queue) FROM moved
+)
+SELECT count(*) > 0 FROM moved WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- name: count_results_by_time
+-- Operations API: how many results ended in each of the last %(buckets)s buckets of %(bucket)s
+-- seconds (the current one, up to now, last), by status, with the start of the current bucket by
+-- the database clock (one row of it and NULLs when nothing ended). Buckets start at multiples of
+-- their length since 2000-01-01 UTC. Reads results_ended_at (BRIN), so only the blocks of the
+-- window.
+WITH span AS (
+    SELECT date_bin(
+        make_interval(secs => %(bucket)s::float8), now(), timestamptz '2000-01-01 00:00:00+00'
+    ) AS current_bucket
+)
+SELECT span.current_bucket, counted.bucket, counted.status, counted.count
+FROM span
+LEFT JOIN LATERAL (
+    SELECT
+        date_bin(
+            make_interval(secs => %(bucket)s::float8), ended_at,
+            timestamptz '2000-01-01 00:00:00+00'
+        ) AS bucket,
+        status,
+        count(*) AS count
+    FROM {schema}.results
+    WHERE ended_at >= span.current_bucket
+        - make_interval(secs => %(bucket)s::float8 * (%(buckets)s - 1))
+    GROUP BY 1, 2
+) AS counted ON true
+ORDER BY counted.bucket, counted.status;
