@@ -343,3 +343,16 @@ def test_the_schedules_page_shows_each_entry_its_ticks_and_a_wrong_one(
     empty = jobkit_runtime_factory()
     with TestClient(create_app(empty), base_url="http://127.0.0.1") as client:
         assert "No schedule entry" in client.get("/schedules").text
+
+
+def test_a_job_page_shows_the_trace_id_the_otel_plugin_stored(client, runtime):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    job = Succeed(1)
+    traced = runtime.build_request(job)
+    traced.headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}  # as the OTel plugin
+    [request] = runtime.enqueue_requests([job], [traced], None)
+    page = client.get(f"/jobs/{request.job_id}")
+    assert page.status_code == 200
+    assert f'<code class="trace-id">{trace_id}</code>' in page.text
+    plain = runtime.enqueue(Succeed(2))
+    assert 'class="trace-id"' not in client.get(f"/jobs/{plain.job_id}").text
