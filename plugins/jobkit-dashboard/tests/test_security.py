@@ -356,3 +356,17 @@ def test_a_job_page_shows_the_trace_id_the_otel_plugin_stored(client, runtime):
     assert f'<code class="trace-id">{trace_id}</code>' in page.text
     plain = runtime.enqueue(Succeed(2))
     assert 'class="trace-id"' not in client.get(f"/jobs/{plain.job_id}").text
+
+
+def test_a_first_page_counts_failed_jobs_within_its_budget(runtime, monkeypatch):
+    from jobkit_dashboard.app import FailedCounts
+
+    monkeypatch.setattr(FailedCounts, "SYNC_BUDGET", 0.0)  # time for one queue only
+    for queue in ("alpha", "beta", "gamma"):
+        Fail(queue).run_in_worker(queue=queue)
+    run_jobs(runtime)
+    with TestClient(create_app(runtime)) as client:
+        first = client.get("/").text
+        assert 'id="failed-as-of"' in first  # the other queues: counted in the background
+        assert first.count('class="n failed"') == 3
+        wait_for(lambda: re.search(r'id="total-failed">3<', client.get("/").text))

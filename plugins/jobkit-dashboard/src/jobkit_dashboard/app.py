@@ -289,7 +289,8 @@ class FailedCounts:
     and some 20 ms a queue with a million results. So: while the last count took less than
     ``SYNC_BUDGET``, every page counts afresh; once it took longer, pages show the last counts
     (and how old they are) and a background thread counts again when they are older than
-    ``MAX_AGE`` (River UI's query cacher, GoodJob's async badges). The first page still counts."""
+    ``MAX_AGE`` (River UI's query cacher, GoodJob's async badges). A page that counts stops at
+    ``SYNC_BUDGET`` too, and leaves the queues it did not reach to the background."""
 
     SYNC_BUDGET = 0.05
     """Seconds of counting a page may spend; past it, counts come from the background."""
@@ -304,12 +305,16 @@ class FailedCounts:
         self.cost = 0.0
         self.counting = False
 
-    def count(self, queues: list[str]) -> dict[str, tuple[int, bool]]:
+    def count(self, queues: list[str], budget: float | None = None) -> dict[str, tuple[int, bool]]:
+        """Count ``queues`` in turn, at least the first, stopping once ``budget`` seconds have
+        passed (the queues not reached are left out)."""
         started = time.monotonic()
         counts = {}
         for name in queues:
             page = self.dashboard.operations.jobs(job_filter(status=FAILED, queue=name), limit=1)
             counts[name] = (page.total, page.total_is_estimate)
+            if budget is not None and time.monotonic() - started > budget:
+                break
         with self.lock:
             self.counts, self.counted_at = counts, time.monotonic()
             self.cost = self.counted_at - started
@@ -329,7 +334,12 @@ class FailedCounts:
             if start:
                 self.counting = True
         if fresh:
-            return self.count(queues), None
+            counts = self.count(queues, budget=self.SYNC_BUDGET)
+            if len(counts) == len(queues):
+                return counts, None
+            with self.lock:
+                start, self.counting = not self.counting, True
+            age = 0.0
         if start:
             threading.Thread(target=self._count_in_background, args=(queues,), daemon=True).start()
         return counts or {}, age
