@@ -215,6 +215,8 @@ class RoundTrip:
     limit: int
     started: list[tuple[uuid.UUID, datetime.datetime]]
     future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess], float | None]]
+    asked_again: bool = False
+    """A wake-up came while it was in flight: its claim may have looked before the job did."""
 
 
 class StoppedWhileStarting(Exception):
@@ -528,9 +530,9 @@ class Worker:
                 if self.wakeups.control in woken:
                     self._look_for_cancels()
                 if woken - {self.wakeups.control}:
-                    self._claim_due = True
+                    self._ask_to_claim()
             if self.wakeups.replace_if_deaf():
-                self._claim_due = True
+                self._ask_to_claim()
             finished, crashed = pool.collect(ready)
             self._record(finished, crashed)
 
@@ -631,12 +633,20 @@ class Worker:
         """Every heartbeat interval: LISTEN again if the wake-up connection was lost, and return
         the attempts this worker owns but does not hold (a claim's answer or a release lost)."""
         if not self.stopping and self.wakeups.listen():
-            self._claim_due = True
+            self._ask_to_claim()
         self._look_for_cancels()  # in case a notification was missed
         if self._reconcile_due and self._round_trip is None and not self.stopping:
             # Queued on the database thread, so it runs before any later claim.
             self._reconcile_due = False
             self._database_thread.submit(self._reconcile_now, self._held_ids())
+
+    def _ask_to_claim(self) -> None:
+        """Claim at the next turn: a job may be ready that no claim has seen. A round trip in
+        flight may have looked before it was enqueued, so its empty answer must not cancel
+        this (the wake-up would be lost, and the job wait for the next poll)."""
+        self._claim_due = True
+        if self._round_trip is not None:
+            self._round_trip.asked_again = True
 
     def _start_round_trip(
         self, limit: int, started: list[tuple[uuid.UUID, datetime.datetime]]
@@ -716,7 +726,7 @@ class Worker:
         self._marked_started.update(id_ for id_, _ in round_trip.started if id_ in running)
         self._announce(round_trip.completions, report)
         if round_trip.limit:
-            self._claim_due = len(claimed) == round_trip.limit
+            self._claim_due = len(claimed) == round_trip.limit or round_trip.asked_again
             self._claimed_nothing = not claimed
             if not self._claim_due:
                 wait = self.options.poll_interval
