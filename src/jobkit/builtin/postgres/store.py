@@ -725,11 +725,48 @@ class PostgresStore:
         found: list[Attempt] = []
         with self._connection() as conn:
             for branch in branches:
+                if branch.startswith("list_results") and params["error"] is not None:
+                    found += self._search_results(conn, branch, params)
+                    continue
                 # Not prepared: a plan made for one filter's NULLs would serve another badly.
                 with conn.cursor(row_factory=_attempt_row) as cursor:
                     found += cursor.execute(self.queries[branch], params, prepare=False).fetchall()
         found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
         return found[:limit]
+
+    SEARCH_WINDOW = 2000
+    """How many of each status's newest results an error-text search reads before it turns to
+    the trigram index for that status."""
+
+    def _search_results(
+        self, conn: psycopg.Connection[Any], branch: str, params: dict[str, Any]
+    ) -> list[Attempt]:
+        """An error-text search of the results: the newest ``SEARCH_WINDOW`` of each status
+        (``search_recent_results``), then, for each status whose window was full and may hide
+        a match newer than the page's last, the rest of it along the trigram index."""
+        probe = self.queries[branch.replace("list_results", "search_recent_results")]
+        windows = conn.execute(
+            probe, params | {"window": self.SEARCH_WINDOW}, prepare=False
+        ).fetchall()
+        ids = [match for *_, matches in windows for match in matches]
+        with conn.cursor(row_factory=_attempt_row) as cursor:
+            found = cursor.execute(self.queries["results_by_ids"], {"ids": ids}).fetchall()
+        found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
+        limit = params["limit"]
+        last = (found[limit - 1].at, found[limit - 1].id) if len(found) >= limit else None
+        for status, final, queue, scanned, oldest_at, oldest_id, _ in windows:
+            if scanned < self.SEARCH_WINDOW or (last is not None and (oldest_at, oldest_id) < last):
+                continue  # read whole, or what it did not read is older than the page
+            rest = params | {
+                "statuses": [status],
+                "finals": [final],
+                "queues": None if queue is None else [queue],
+                "after_at": oldest_at,
+                "after_id": oldest_id,
+            }
+            with conn.cursor(row_factory=_attempt_row) as cursor:
+                found += cursor.execute(self.queries[branch], rest, prepare=False).fetchall()
+        return found
 
     def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
         with self._connection() as conn, conn.cursor(row_factory=_attempt_row) as cursor:

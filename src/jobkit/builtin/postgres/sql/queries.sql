@@ -721,6 +721,79 @@ CROSS JOIN LATERAL (
 ORDER BY page.at DESC, page.id DESC
 LIMIT %(limit)s;
 
+-- name: search_recent_results
+-- Operations API, an error-text search's first look: in each wanted status, the newest
+-- %(window)s results the other filters keep (along results_by_status, as list_results reads),
+-- which of them hold the text (at most %(limit)s), how many were read and the oldest. A text
+-- that many errors hold is found here in a few milliseconds, where the trigram index would read
+-- every match; the store searches the rest of a status only when its window may hide a match
+-- the page needs.
+SELECT wanted.status, wanted.final, NULL::text AS queue, probe.*
+FROM unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        count(*) AS scanned,
+        (array_agg(ended_at ORDER BY ended_at, id))[1] AS oldest_at,
+        (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
+        coalesce(
+            (array_agg(id ORDER BY ended_at DESC, id DESC)
+                FILTER (WHERE error ILIKE %(error)s))[1:%(limit)s],
+            '{{}}'
+        ) AS matches
+    FROM (
+        SELECT id, ended_at, error FROM {schema}.results
+        WHERE status = wanted.status
+          AND (NOT wanted.final OR retry_request_id IS NULL)
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+        ORDER BY ended_at DESC, id DESC
+        LIMIT %(window)s
+    ) AS recent
+) AS probe;
+
+-- name: search_recent_results_in_queues
+-- search_recent_results for some queues: each (queue, status) read on its own along
+-- results_by_queue_status.
+SELECT wanted.status, wanted.final, q.queue, probe.*
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        count(*) AS scanned,
+        (array_agg(ended_at ORDER BY ended_at, id))[1] AS oldest_at,
+        (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
+        coalesce(
+            (array_agg(id ORDER BY ended_at DESC, id DESC)
+                FILTER (WHERE error ILIKE %(error)s))[1:%(limit)s],
+            '{{}}'
+        ) AS matches
+    FROM (
+        SELECT id, ended_at, error FROM {schema}.results
+        WHERE queue = q.queue AND status = wanted.status
+          AND (NOT wanted.final OR retry_request_id IS NULL)
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+        ORDER BY ended_at DESC, id DESC
+        LIMIT %(window)s
+    ) AS recent
+) AS probe;
+
+-- name: results_by_ids
+-- Operations API: the results of some attempts, by primary key, as the listings show them.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+    error_type, retry_request_id
+FROM {schema}.results
+WHERE id = ANY(%(ids)s::uuid[]);
+
 -- name: count_attempts
 -- Operations API: how many attempts a listing's filter matches, up to %(cap)s in each table
 -- (NULL: no cap, for the planner's estimate).
