@@ -95,7 +95,7 @@ class Settings:
     """Pool children per worker (``--max-processes``); unset: the CPUs available."""
     worker_max_jobs_per_process: int | None = None
     """Jobs a child runs before it is replaced (``--max-jobs-per-process``); unset: no limit."""
-    worker_max_pending_per_process: int = 10
+    worker_max_pending_per_process: int = 1000
     """Jobs claimed ahead per child (``--max-pending-per-process``)."""
     worker_stats_every: float = 60
     """Seconds between stats log lines (``--stats-every``); 0 turns them off."""

@@ -332,8 +332,8 @@ class Worker:
                 service.start()
             config_file = self.runtime.settings.config_file
             logger.info(
-                "worker %s started: queues %s, %d processes, %d pending per process; jobs in "
-                "%s%s; %s",
+                "worker %s started: queues %s, %d processes, up to %d claimed ahead per process; "
+                "jobs in %s%s; %s",
                 self.id,
                 ",".join(self.options.queues),
                 self.options.max_processes,
@@ -482,6 +482,7 @@ class Worker:
             if self.heartbeat.lease_lost.is_set():
                 self._recover_lease()
             self._enforce_time_limits(now)
+            self._give_back_backlog()
             children_done = self.stopping and not pool.alive and self._round_trip is None
             # Results the database would not take are retried until the grace period (plus a
             # last backoff) is over; then the final write tries once more before exiting.
@@ -535,11 +536,26 @@ class Worker:
                 self._ask_to_claim()
             finished, crashed = pool.collect(ready)
             self._record(finished, crashed)
+            pool.feed()
 
             now = time.monotonic()
             if now >= next_maintenance:
                 self._maintain()
                 next_maintenance = now + settings.heartbeat_interval
+
+    def _give_back_backlog(self) -> None:
+        """Return the attempts claimed ahead that no child took: all of them once the worker
+        is stopping, and all of them when no child has taken one for a while (each runs a job
+        longer than the prefetch horizon), so idle peers run them."""
+        assert self.pool is not None
+        unstarted = self.pool.take_backlog(stale_only=not self.stopping)
+        if unstarted and not self.stopping:
+            logger.info(
+                "every pool child is busy with a long job: %d jobs claimed ahead go back to the "
+                "queue for other workers",
+                len(unstarted),
+            )
+        self._release([process.id for process in unstarted])
 
     def _time_limits(self) -> list[float]:
         """When the loop must next wake to end a job: its timeout, the shutdown grace, or the
@@ -559,7 +575,11 @@ class Worker:
             for child in self.pool.children
         ):
             deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
-        for deadline in (self.pool.next_kill_deadline(), self.pool.next_respawn()):
+        for deadline in (
+            self.pool.next_kill_deadline(),
+            self.pool.next_respawn(),
+            self.pool.backlog_deadline(),
+        ):
             if deadline is not None:
                 deadlines.append(deadline)
         return deadlines
@@ -895,6 +915,7 @@ class Worker:
         """The attempts this worker holds: in its children, or finished and not yet written."""
         assert self.pool is not None
         held = {process.id for child in self.pool.children for process in child.assigned}
+        held |= {process.id for process in self.pool.backlog}
         return held | {completion.process.id for completion in self._pending}
 
     def _reconcile_now(self, known: set[uuid.UUID]) -> None:
