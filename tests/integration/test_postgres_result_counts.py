@@ -260,7 +260,7 @@ def test_an_error_text_search_reads_the_trigram_index(many_results, jobkit_setti
         "after_id": None,
     }
     plan = plan_of(many_results, "list_results", params)
-    assert '"Index Name": "results_error_trigrams"' in json.dumps(plan), plan
+    assert '"Index Name": "results_error_trigrams_of_errors"' in json.dumps(plan), plan
     assert not any(node == "Seq Scan" for node, _ in scans(plan)), plan
 
 

@@ -744,7 +744,7 @@ class PostgresStore:
         """An error-text search of the results: the newest ``SEARCH_WINDOW`` of each status
         (``search_recent_results``), then, for each status whose window was full and may hide
         a match newer than the page's last, the rest of it along the trigram index."""
-        probe = self.queries[branch.replace("list_results", "search_recent_results")]
+        probe = self.queries[_SEARCH_PROBES[branch]]
         windows = conn.execute(
             probe, params | {"window": self.SEARCH_WINDOW}, prepare=False
         ).fetchall()
@@ -1094,6 +1094,12 @@ def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:
     return lambda values: WorkerInfo(**dict(zip(names, values, strict=True)))
 
 
+_SEARCH_PROBES = {
+    "list_results": "search_recent_results",
+    "list_results_in_queues": "search_recent_results_in_queues",
+}
+"""The first look of an error-text search, for each listing of results (``_search_results``)."""
+
 _STATE_STATUSES = {
     state: state.upper() for state in ("successful", "errored", "deferred", "lost", "cancelled")
 }
@@ -1106,7 +1112,7 @@ def _filter_params(filter: JobFilter) -> dict[str, Any]:
     states = set(filter.states) or {state.value for state in AttemptState}
     every = [status for state, status in _STATE_STATUSES.items() if state in states]
     final = [s for s in _FAILED_STATUSES if FAILED in states and s not in every]
-    error = filter.error_contains
+    error = filter.error_contains or None  # every result holds the empty text
     return {
         "pending": AttemptState.PENDING in states,
         "scheduled": AttemptState.SCHEDULED in states,

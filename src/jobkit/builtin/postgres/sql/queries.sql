@@ -685,7 +685,7 @@ CROSS JOIN LATERAL (
       AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
       AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
       AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
       AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
     ORDER BY ended_at DESC, id DESC
     LIMIT %(limit)s
@@ -713,7 +713,7 @@ CROSS JOIN LATERAL (
       AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
       AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
       AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
       AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
     ORDER BY ended_at DESC, id DESC
     LIMIT %(limit)s
@@ -737,7 +737,7 @@ CROSS JOIN LATERAL (
         (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
         coalesce(
             (array_agg(id ORDER BY ended_at DESC, id DESC)
-                FILTER (WHERE error ILIKE %(error)s))[1:%(limit)s],
+                FILTER (WHERE error <> '' AND error ILIKE %(error)s))[1:%(limit)s],
             '{{}}'
         ) AS matches
     FROM (
@@ -767,7 +767,7 @@ CROSS JOIN LATERAL (
         (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
         coalesce(
             (array_agg(id ORDER BY ended_at DESC, id DESC)
-                FILTER (WHERE error ILIKE %(error)s))[1:%(limit)s],
+                FILTER (WHERE error <> '' AND error ILIKE %(error)s))[1:%(limit)s],
             '{{}}'
         ) AS matches
     FROM (
@@ -826,7 +826,7 @@ SELECT
           AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
           AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
           AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-          AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+          AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
         LIMIT %(cap)s) AS d);
 
 -- name: job_attempts
