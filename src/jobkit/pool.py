@@ -299,9 +299,12 @@ class WorkerPool:
         self._start_failures = 0
         self._respawn_at = 0.0
 
-    def start(self, timeout: float = 60) -> None:
-        """Start every child and wait until each has imported the jobs and plugins."""
+    def spawn(self) -> None:
+        """Start every child; each imports the jobs and plugins while the worker goes on."""
         self.children = [self._spawn() for _ in range(self.size)]
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        """Wait until every child has imported the jobs and plugins."""
         deadline = time.monotonic() + timeout
         for child in self.children:
             self._await_ready(child, deadline)

@@ -296,6 +296,16 @@ class Worker:
         try:
             self.runtime.import_jobs()
             self.runtime.middleware_chain()
+            # The children import the jobs and plugins (a few hundred milliseconds) while this
+            # process checks the tables and registers.
+            self.pool = WorkerPool(
+                self.runtime.settings,
+                size=self.options.max_processes,
+                max_pending=self.options.max_pending_per_process,
+                max_jobs_per_child=self.options.max_jobs_per_process,
+                log_level=logging.getLogger().getEffectiveLevel(),
+            )
+            self.pool.spawn()
             self._until_reachable("checking jobkit's tables", self.store.check_schema)
             self.services = [
                 service
@@ -306,22 +316,18 @@ class Worker:
             ]
             self.info = self._until_reachable("registering this worker", self.heartbeat.register)
         except StoppedWhileStarting:
+            self._abandon_pool()
             self._restore(previous_handlers)
             logger.info("worker %s stopped before the database answered", self.id)
             return 0
         except BaseException:
+            self._abandon_pool()
             self._restore(previous_handlers)
             raise
+        assert self.pool is not None
         try:
             self._claim_due = self.wakeups.listen() or self._claim_due
-            self.pool = WorkerPool(
-                self.runtime.settings,
-                size=self.options.max_processes,
-                max_pending=self.options.max_pending_per_process,
-                max_jobs_per_child=self.options.max_jobs_per_process,
-                log_level=logging.getLogger().getEffectiveLevel(),
-            )
-            self.pool.start()
+            self.pool.wait_until_ready()
             if self.stopping:  # a signal arrived while the worker was starting
                 self.pool.stop()
             self.heartbeat.renewed = self.pool.renew_lease
@@ -350,6 +356,12 @@ class Worker:
         notify(self.runtime.pm.hook.jobkit_worker_stopped, worker=self.info)
         logger.info("worker %s stopped", self.id)
         return 0
+
+    def _abandon_pool(self) -> None:
+        """Kill the children of a worker that stopped or failed before its loop began."""
+        if self.pool is not None:
+            self.pool.kill_all()
+            self.pool = None
 
     def _until_reachable(self, what: str, call: Callable[[], T]) -> T:
         """``call()``, tried again with a growing backoff while the database cannot be reached
