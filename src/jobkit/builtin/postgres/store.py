@@ -904,9 +904,35 @@ class PostgresStore:
             rows = conn.execute(self.queries["last_ticks"], {"keys": list(keys)}).fetchall()
         return dict(rows)
 
+    VACUUM_DEAD_ROWS = 1000
+    """Dead rows a queue table may hold, beyond a fifth of its live ones, before a worker
+    vacuums it (when autovacuum does not)."""
+
     def maintain(self) -> None:
         with self._connection() as conn:
             conn.execute(self.queries["fold_result_counts"], {"schema": self.schema})
+            self._vacuum_queue_tables(conn)
+
+    def _vacuum_queue_tables(self, conn: psycopg.Connection[Any]) -> None:
+        """VACUUM the queue tables autovacuum leaves alone once they hold many dead rows, one
+        worker at a time. A role that does not own them gets PostgreSQL's warning and nothing
+        is vacuumed (the operator's autovacuum, or VACUUM, must do it)."""
+        params = {"schema": self.schema, "dead_rows": self.VACUUM_DEAD_ROWS}
+        tables = [row[0] for row in conn.execute(self.queries["queue_tables_to_vacuum"], params)]
+        if not tables:
+            return
+        locked = conn.execute(self.queries["try_vacuum_lock"], params).fetchone()
+        if not locked or not locked[0]:
+            return
+        try:
+            for table in tables:
+                conn.execute(
+                    sql.SQL("VACUUM {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                )
+        finally:
+            conn.execute(self.queries["vacuum_unlock"], params)
 
     def clear_results(self, *, older_than: float) -> int:
         deleted = 0
