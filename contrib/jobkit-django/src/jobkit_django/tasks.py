@@ -78,7 +78,9 @@ class TaskJob(Job):
                 )
             except BaseException as error:
                 text = "".join(traceback.format_exception(error))
-                result.errors.append(TaskError(_class_path(type(error)), text))
+                result.errors.append(
+                    TaskError(exception_class_path=_class_path(type(error)), traceback=text)
+                )
                 _finish(result, TaskResultStatus.FAILED)
                 task_finished.send(sender=type(backend), task_result=result)
                 raise
@@ -172,7 +174,10 @@ class JobkitBackend(BaseTaskBackend):
             kwargs=parameters.get("kwargs", {}),
             backend=self.alias,
             errors=[
-                TaskError(_builtin_path(attempt.error_type), attempt.error)
+                TaskError(
+                    exception_class_path=_builtin_path(attempt.error_type),
+                    traceback=attempt.error,
+                )
                 for attempt in info.attempts
                 if attempt.state.value in FAILED
             ],
