@@ -3,15 +3,22 @@ queues read through jobkit's operations API, with filters, search and actions.""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 from django.test import Client
 
 import jobkit
+from conftest import PROJECT, wait_for
 from jobkit.testing import run_jobs
 
 RESULTS = "/admin/jobkit_django/jobresult/"
 REQUESTS = "/admin/jobkit_django/jobrequest/"
 QUEUES = "/admin/jobkit_django/queue/"
+PROCESSES = "/admin/jobkit_django/jobprocess/"
 
 
 @pytest.fixture
@@ -101,3 +108,33 @@ def test_a_user_without_permission_cannot_see_or_act(admin_client):
         assert not jobkit.queue_depths(["emails"])["emails"].paused
     finally:
         viewer.delete()
+
+
+def test_a_running_attempt_is_listed_and_cancelled_by_its_worker(
+    admin_client, project_environ, tmp_path
+):
+    from shop.jobs import Sleep
+
+    request = Sleep(120).run_in_worker()
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "jobkit", "worker"],
+        cwd=PROJECT,
+        env=project_environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: jobkit.job(request.job_id).latest.state.value == "running")
+        assert str(request.job_id) in admin_client.get(PROCESSES).content.decode()
+
+        admin_client.post(PROCESSES, {"action": "cancel", "job": [str(request.job_id)]})
+
+        wait_for(lambda: jobkit.job(request.job_id).latest.state.value == "cancelled")
+        assert (
+            "cancelled by an operator (django admin ops)" in jobkit.job(request.job_id).latest.error
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)

@@ -103,3 +103,15 @@ def test_django_on_psycopg2_is_a_clear_error(django_project, monkeypatch):
     monkeypatch.setattr(psycopg_any, "is_psycopg3", False)
     with pytest.raises(SettingsError, match="with psycopg2, but jobkit enqueues on Django's"):
         database_alias()
+
+
+def test_manage_py_check_reports_bad_jobkit_settings(project_environ, django_project):
+    assert manage(project_environ, "check").returncode == 0
+    done = manage({**project_environ, "TESTPROJECT_JOBKIT_DATABASE": "nope"}, "check")
+    assert done.returncode == 1
+    assert "(jobkit_django.E001) settings.JOBKIT['database'] is 'nope'" in done.stderr
+
+
+def test_the_migrations_match_the_models(project_environ, django_project):
+    done = manage(project_environ, "makemigrations", "--check", "--dry-run", "jobkit_django")
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -92,3 +92,15 @@ def test_a_view_enqueues_in_its_transaction(jobs):
     assert seen_by_another_connection(job_id)
     assert list(Order.objects.values_list("customer", flat=True)) == ["ada"]
     assert get_runtime().queue_depths(["default"])["default"].pending == 1
+
+
+def test_in_async_code_the_job_goes_on_jobkits_own_connection(jobs):
+    import asyncio
+
+    from shop.jobs import ConfirmOrder
+
+    async def enqueue():
+        return ConfirmOrder(8).run_in_worker()
+
+    request = asyncio.run(enqueue())
+    assert seen_by_another_connection(request.job_id)

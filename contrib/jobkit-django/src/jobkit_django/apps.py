@@ -18,6 +18,7 @@ class JobkitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from jobkit_django import checks  # noqa: F401 - registers the system check
         from jobkit_django.conf import discovered_names
 
         autodiscover_modules(*discovered_names())

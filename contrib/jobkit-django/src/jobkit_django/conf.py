@@ -20,15 +20,18 @@ NOT_LIBPQ_OPTIONS = frozenset(
 
 
 def django_in_use(environ: Mapping[str, str]) -> bool:
-    """Whether this process runs with Django's settings: ``DJANGO_SETTINGS_MODULE`` is set, or
-    ``settings.configure()`` was called."""
-    if environ.get("DJANGO_SETTINGS_MODULE"):
-        return True
-    if "django.conf" not in sys.modules:
+    """Whether this process runs a Django project that has ``jobkit_django`` in its
+    ``INSTALLED_APPS`` (its settings named by ``DJANGO_SETTINGS_MODULE``, or configured)."""
+    if not environ.get("DJANGO_SETTINGS_MODULE") and "django.conf" not in sys.modules:
         return False
     from django.conf import settings
 
-    return settings.configured
+    if not environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+        return False
+    return any(
+        app == "jobkit_django" or app.startswith("jobkit_django.")
+        for app in settings.INSTALLED_APPS
+    )
 
 
 def settings_source(environ: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:

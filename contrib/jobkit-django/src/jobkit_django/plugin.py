@@ -3,11 +3,13 @@ with Django's settings, and enqueues on Django's connection so they join its tra
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
-from jobkit import hookimpl
-from jobkit_django.conf import database_alias, django_in_use, ensure_django_setup
+from jobkit import JobMiddleware, hookimpl
+from jobkit.runtime import get_runtime
+from jobkit_django.conf import database_alias, database_url, django_in_use, ensure_django_setup
 
 
 @hookimpl
@@ -21,15 +23,49 @@ def jobkit_configure_runtime(runtime: Any) -> None:
 @hookimpl
 def jobkit_connection() -> Any:
     """Django's connection to jobkit's database: inside ``transaction.atomic()`` the enqueue
-    joins that transaction; outside, Django's connection autocommits it."""
-    if not django_in_use(os.environ):
+    joins that transaction; outside, Django's connection autocommits it.
+
+    None (jobkit's own connection) where Django's cannot be used: before the apps are ready,
+    in async code (Django's connections are sync-only, and no ``atomic()`` is open there), and
+    when the process's jobkit runtime is on another database (a test's own runtime)."""
+    if not django_in_use(os.environ) or _in_event_loop():
         return None
     from django.apps import apps
 
-    if not apps.ready or not apps.is_installed("jobkit_django"):
+    if not apps.ready:
         return None
     from django.db import connections
 
-    connection = connections[database_alias()]
+    alias = database_alias()
+    if get_runtime().settings.database_url != database_url(alias):
+        return None
+    connection = connections[alias]
     connection.ensure_connection()
     return connection.connection
+
+
+class CloseOldConnections(JobMiddleware):
+    """Django's request cycle closes connections past ``CONN_MAX_AGE`` or broken; a pool
+    child runs jobs for hours, so it does the same around every job."""
+
+    def process_job(self, job: Any) -> Any:
+        from django.db import close_old_connections
+
+        close_old_connections()
+        try:
+            return self.run_job(job)
+        finally:
+            close_old_connections()
+
+
+@hookimpl
+def jobkit_add_middleware(settings: Any) -> list[type] | None:
+    return [CloseOldConnections] if django_in_use(os.environ) else None
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -13,15 +13,14 @@ import traceback
 import uuid
 from typing import Any, ClassVar
 
-from django.db import close_old_connections
 from django.utils import timezone
 
 import jobkit
 from jobkit import Job, JobNotFound, ParameterError, register_job
 
 try:  # Django 6
-    from django.tasks import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.exceptions import TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
@@ -67,28 +66,24 @@ class TaskJob(Job):
             errors=[],
             worker_ids=[str(process.worker_id)] * (process.retry_attempt + 1),
         )
-        close_old_connections()
+        task_started.send(sender=type(backend), task_result=result)
         try:
-            task_started.send(sender=type(backend), task_result=result)
-            try:
-                context = [TaskContext(task_result=result)] if task.takes_context else []
-                value = normalize_json(task.call(*context, *self.args, **self.kwargs))
-                _return_values(backend.database).update_or_create(
-                    job_id=process.job_id, defaults={"return_value": value}
-                )
-            except BaseException as error:
-                text = "".join(traceback.format_exception(error))
-                result.errors.append(
-                    TaskError(exception_class_path=_class_path(type(error)), traceback=text)
-                )
-                _finish(result, TaskResultStatus.FAILED)
-                task_finished.send(sender=type(backend), task_result=result)
-                raise
-            object.__setattr__(result, "_return_value", value)
-            _finish(result, TaskResultStatus.SUCCESSFUL)
+            context = [TaskContext(task_result=result)] if task.takes_context else []
+            value = normalize_json(task.call(*context, *self.args, **self.kwargs))
+            _return_values(backend.database).update_or_create(
+                job_id=process.job_id, defaults={"return_value": value}
+            )
+        except BaseException as error:
+            text = "".join(traceback.format_exception(error))
+            result.errors.append(
+                TaskError(exception_class_path=_class_path(type(error)), traceback=text)
+            )
+            _finish(result, TaskResultStatus.FAILED)
             task_finished.send(sender=type(backend), task_result=result)
-        finally:
-            close_old_connections()
+            raise
+        object.__setattr__(result, "_return_value", value)
+        _finish(result, TaskResultStatus.SUCCESSFUL)
+        task_finished.send(sender=type(backend), task_result=result)
 
 
 class JobkitBackend(BaseTaskBackend):

@@ -24,3 +24,16 @@ class ChargeCard(Job):
 
     def run(self):
         raise RuntimeError(f"card declined for order {self.order_id}")
+
+
+@register_job
+class Sleep(Job):
+    """Runs until it is cancelled: a job for the running attempts page."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def run(self):
+        import time
+
+        time.sleep(self.seconds)
