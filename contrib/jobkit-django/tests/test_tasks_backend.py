@@ -6,6 +6,7 @@ and enqueue inside a transaction."""
 from __future__ import annotations
 
 import datetime
+import uuid
 
 import pytest
 from jobkit_django.tasks import (
@@ -151,3 +152,20 @@ def test_django_validation_is_kept(tasks):
         tasks.add.using(queue_name="reports")
     with pytest.raises(Invalid, match="priority must be a whole number"):
         tasks.add.using(priority=101)
+
+
+def test_workers_delete_return_values_past_results_retention(tasks, run_worker):
+    from django.utils import timezone
+    from jobkit_django.models import TaskReturnValue
+
+    recent = tasks.add.enqueue(1, 1)
+    run_worker()
+    old = TaskReturnValue.objects.create(job_id=uuid.uuid4(), return_value=1)
+    month_ago = timezone.now() - datetime.timedelta(days=30)
+    TaskReturnValue.objects.filter(job_id=old.job_id).update(created_at=month_ago)
+
+    tasks.add.enqueue(2, 2)
+    run_worker()
+
+    assert not TaskReturnValue.objects.filter(job_id=old.job_id).exists()
+    assert tasks.add.get_result(recent.id).return_value == 2

@@ -4,11 +4,13 @@ with Django's settings, and enqueues on Django's connection so they join its tra
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 from typing import Any
 
 from jobkit import JobMiddleware, hookimpl
 from jobkit.runtime import get_runtime
+from jobkit.services import PeriodicService
 from jobkit_django.conf import database_alias, database_url, django_in_use, ensure_django_setup
 
 
@@ -69,3 +71,35 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class ReturnValuesRetention(PeriodicService):
+    """Deletes the tasks' return values older than the ``results_retention`` setting, as the
+    worker deletes jobkit's own results (every worker does it; the deletes are idempotent)."""
+
+    name = "django task return values retention"
+
+    def __init__(self, retention: float, every: float = 3600):
+        super().__init__(every, at_start=True)
+        self.retention = retention
+
+    def tick(self) -> None:
+        from django.db import connections
+        from django.utils import timezone
+
+        from jobkit_django.models import TaskReturnValue
+
+        alias = database_alias()
+        cutoff = timezone.now() - datetime.timedelta(seconds=self.retention)
+        try:
+            TaskReturnValue.objects.using(alias).filter(created_at__lt=cutoff).delete()
+        finally:
+            connections[alias].close()
+
+
+@hookimpl
+def jobkit_add_worker_services(runtime: Any, worker_id: Any) -> list[Any] | None:
+    retention = runtime.settings.results_retention
+    if not django_in_use(os.environ) or not retention:
+        return None
+    return [ReturnValuesRetention(retention)]
