@@ -72,6 +72,8 @@ def test_manage_py_jobkit_passes_every_command_and_flag(project_environ, django_
     helped = manage(project_environ, "jobkit", "--help")
     assert helped.returncode == 0, helped.stderr
     assert "Usage: manage.py jobkit" in helped.stdout and "worker" in helped.stdout
+    listed = manage(project_environ, "jobkit", "--settings", "testproject.settings", "list")
+    assert listed.returncode == 0 and "shop.jobs.ConfirmOrder" in listed.stdout, listed.stderr
     bad = manage(project_environ, "jobkit", "worker", "--max-processes", "0")
     assert bad.returncode == 2 and "must be greater than 0" in bad.stderr
 

@@ -81,7 +81,7 @@ class OperationsAdmin(admin.ModelAdmin):
             "title": self.opts.verbose_name_plural.capitalize(),
             "page": page,
             "states": self.filter_states(),
-            "queues": sorted(jobkit.queue_depths()),
+            "queues": known_queues(),
             "current": request.GET,
             "actions_offered": self.actions_offered,
             "can_act": self.has_change_permission(request),
@@ -192,7 +192,7 @@ class QueueAdmin(admin.ModelAdmin):
             except JobkitError as error:
                 self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
-        names = sorted({*get_runtime().settings.worker_queues, *jobkit.queue_depths()})
+        names = known_queues()
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -201,6 +201,12 @@ class QueueAdmin(admin.ModelAdmin):
             "can_act": self.has_change_permission(request),
         }
         return TemplateResponse(request, "admin/jobkit_django/queues.html", context)
+
+
+def known_queues() -> list[str]:
+    """The queues workers claim from by default, and every queue that has a job waiting or
+    running."""
+    return sorted({*get_runtime().settings.worker_queues, *jobkit.queue_depths()})
 
 
 def _is_uuid(text: str) -> bool:

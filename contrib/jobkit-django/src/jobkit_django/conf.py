@@ -11,8 +11,6 @@ from typing import Any
 from jobkit import SettingsError
 
 SOURCE = "settings.JOBKIT"
-DJANGO_ONLY_KEYS = ("database",)
-"""Keys of ``settings.JOBKIT`` that are jobkit-django's own, not jobkit settings."""
 NOT_LIBPQ_OPTIONS = frozenset(
     {"pool", "server_side_binding", "isolation_level", "assume_role", "cursor_factory", "context"}
 )

@@ -10,6 +10,23 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
+DJANGO_OPTIONS = ("--settings", "--pythonpath")
+"""Options ``manage.py`` applies itself, before any command runs."""
+
+
+def without_django_options(arguments: list[str]) -> list[str]:
+    """``arguments`` without ``--settings``/``--pythonpath`` (and their values), which Django
+    has applied already and jobkit's command line would refuse."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument in DJANGO_OPTIONS:
+            skip = True
+        elif not argument.startswith(tuple(f"{option}=" for option in DJANGO_OPTIONS)):
+            kept.append(argument)
+    return kept
+
 
 class Command(BaseCommand):
     help = "Run a jobkit command (worker, jobs, retry, ...) with this project's settings."
@@ -22,5 +39,5 @@ class Command(BaseCommand):
         project = str(Path(argv[0]).resolve().parent)
         paths = [project, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        sys.argv = [f"{Path(argv[0]).name} {argv[1]}", *argv[2:]]
+        sys.argv = [f"{Path(argv[0]).name} {argv[1]}", *without_django_options(argv[2:])]
         runpy.run_module("jobkit", run_name="__main__", alter_sys=False)
