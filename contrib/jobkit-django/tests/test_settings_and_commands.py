@@ -32,7 +32,7 @@ def test_jobkit_settings_come_from_settings_jobkit_and_databases(django_project)
     assert settings.worker_queues == ["default", "emails"]
     assert settings.heartbeat_timeout == 5
     assert f"/{connection.settings_dict['NAME']}" in settings.database_url
-    assert "shop.jobs" in settings.imports and "shop.tasks" in settings.imports
+    assert settings.imports == ["shop.jobs", "shop.tasks", "billing.jobs"]
 
 
 def test_manage_py_jobkit_worker_runs_jobs_with_django_set_up(project_environ, jobs):
@@ -59,7 +59,8 @@ def test_plain_jobkit_with_django_settings_module_is_the_same(project_environ, j
 
     listed = jobkit_command(project_environ, "list")
     assert listed.returncode == 0, listed.stderr
-    assert "shop.jobs.ConfirmOrder" in listed.stdout and "shop.tasks.add" in listed.stdout
+    for name in ("shop.jobs.ConfirmOrder", "shop.tasks.add", "billing.jobs.SendInvoice"):
+        assert name in listed.stdout
     stats = jobkit_command(project_environ, "stats", "--json")
     assert json.loads(stats.stdout)["queues"]["emails"]["pending"] == 1
     done = jobkit_command(project_environ, "worker", "--burst", "--queue", "emails")
@@ -87,6 +88,24 @@ def test_manage_py_jobkit_passes_every_command_and_flag(project_environ, django_
 )
 def test_a_database_alias_jobkit_cannot_use_is_a_clear_error(project_environ, alias, message):
     done = manage({**project_environ, "TESTPROJECT_JOBKIT_DATABASE": alias}, "jobkit", "stats")
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("jobkit", "message"),
+    [
+        (
+            {"heartbeat_timeout": "soon"},
+            "setting heartbeat_timeout (from settings.JOBKIT) must be a number, got 'soon'",
+        ),
+        ({"worker_queue": ["a"]}, "unknown setting 'worker_queue' in settings.JOBKIT; known"),
+        ({"database_url": "postgresql://x/y"}, "settings.JOBKIT sets database_url, but with"),
+        ({"otel": {"sdk": "none"}}, "settings.JOBKIT sets 'otel' to a table"),
+    ],
+)
+def test_a_bad_settings_jobkit_value_is_a_clear_error(project_environ, jobkit, message):
+    done = manage({**project_environ, "TESTPROJECT_JOBKIT": json.dumps(jobkit)}, "jobkit", "stats")
     assert done.returncode == 1
     assert message in done.stderr
 

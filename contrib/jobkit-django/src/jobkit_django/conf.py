@@ -149,7 +149,8 @@ def discovered_names() -> tuple[str, ...]:
 
 
 def discovered_modules() -> list[str]:
-    """The modules workers import: the ``discovered_names`` of every installed app."""
+    """The modules workers import: the ``discovered_names`` of every installed app (but this
+    one, whose ``tasks`` is the backend)."""
     from django.apps import apps
     from django.utils.module_loading import module_has_submodule
 
@@ -160,5 +161,5 @@ def discovered_modules() -> list[str]:
         f"{app.name}.{name}"
         for app in apps.get_app_configs()
         for name in names
-        if module_has_submodule(app.module, name)
+        if app.name != "jobkit_django" and module_has_submodule(app.module, name)
     ]

@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "django_tasks",
     "jobkit_django",
     "shop",
+    "billing",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -63,6 +64,7 @@ JOBKIT = {
     "worker_poll_interval": 0.5,
     "worker_stats_every": 0,
     "worker_max_processes": 1,
+    **json.loads(os.environ.get("TESTPROJECT_JOBKIT", "{}")),
 }
 
 TASKS = {
