@@ -136,3 +136,14 @@ def test_manage_py_check_reports_bad_jobkit_settings(project_environ, django_pro
 def test_the_migrations_match_the_models(project_environ, django_project):
     done = manage(project_environ, "makemigrations", "--check", "--dry-run", "jobkit_django")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_schedule_in_settings_jobkit_reaches_the_scheduler(project_environ, django_project):
+    entry = {"job": "billing.jobs.SendInvoice", "schedule": "@daily", "kwargs": {"invoice_id": 1}}
+    environ = {**project_environ, "TESTPROJECT_JOBKIT": json.dumps({"schedule": [entry]})}
+
+    done = manage(environ, "jobkit", "schedule", "--json")
+
+    assert done.returncode == 0, done.stderr
+    [described] = json.loads(done.stdout)
+    assert (described["job"], described["schedule"]) == ("billing.jobs.SendInvoice", "@daily")
