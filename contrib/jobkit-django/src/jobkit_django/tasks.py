@@ -31,9 +31,16 @@ except ImportError:  # Django 5.2 and the django-tasks backport
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json
 
-FINISHED = {"successful": TaskResultStatus.SUCCESSFUL}
 FAILED = ("errored", "lost", "cancelled")
-RUNNING = ("running",)
+STATUS = {
+    "pending": TaskResultStatus.READY,
+    "scheduled": TaskResultStatus.READY,
+    "deferred": TaskResultStatus.READY,
+    "running": TaskResultStatus.RUNNING,
+    "successful": TaskResultStatus.SUCCESSFUL,
+    **dict.fromkeys(FAILED, TaskResultStatus.FAILED),
+}
+"""A task's status from its job's latest attempt's state (``django.tasks`` has four)."""
 
 
 class TaskJob(Job):
@@ -147,15 +154,8 @@ class JobkitBackend(BaseTaskBackend):
                 f"{result_id} is a job of {latest.job_name}, not a task known to this process"
             )
         parameters = json.loads(latest.parameters)
-        state = latest.state.value
-        if state in FINISHED:
-            status = FINISHED[state]
-        elif state in FAILED:
-            status = TaskResultStatus.FAILED
-        elif state in RUNNING:
-            status = TaskResultStatus.RUNNING
-        else:
-            status = TaskResultStatus.READY
+        status = STATUS[latest.state.value]
+        finished = status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
         started = [attempt.started_at for attempt in info.attempts if attempt.started_at]
         result = TaskResult(
             task=job_class.task.using(backend=self.alias),
@@ -163,7 +163,7 @@ class JobkitBackend(BaseTaskBackend):
             status=status,
             enqueued_at=first.created_at,
             started_at=started[0] if started else None,
-            finished_at=latest.ended_at if state in FINISHED or state in FAILED else None,
+            finished_at=latest.ended_at if finished else None,
             last_attempted_at=started[-1] if started else None,
             args=parameters.get("args", []),
             kwargs=parameters.get("kwargs", {}),
