@@ -66,9 +66,7 @@ def project_environ(jobkit_database_url: str) -> Iterator[dict[str, str]]:
             )
 
 
-def manage(
-    environ: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess:
+def manage(environ: dict[str, str], *args: str, timeout: float = 120) -> Completed:
     """``python manage.py ARGS`` in the test project, its output captured."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -81,13 +79,13 @@ def manage(
 
 
 def jobkit_command(
-    environ: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    """The plain ``jobkit`` command, run from the project's directory."""
+    environ: dict[str, str], *args: str, cwd: Path = PROJECT, timeout: float = 120
+) -> Completed:
+    """The plain ``jobkit`` command, run from the project's directory (or ``cwd``)."""
     script = Path(sys.executable).with_name("jobkit")
     return subprocess.run(
         [str(script), *args],
-        cwd=PROJECT,
+        cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,

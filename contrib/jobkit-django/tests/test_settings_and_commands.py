@@ -117,6 +117,15 @@ def test_jobkit_database_url_beside_django_is_a_clear_error(project_environ):
     assert "JOBKIT_DATABASE_URL is set, but with jobkit_django" in done.stderr
 
 
+def test_jobkit_outside_the_project_says_how_to_find_it(project_environ, tmp_path):
+    done = jobkit_command({**project_environ, "PYTHONPATH": ""}, "stats", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "DJANGO_SETTINGS_MODULE is 'testproject.settings', which cannot be imported" in (
+        done.stderr
+    )
+    assert "run jobkit from the directory of manage.py" in done.stderr
+
+
 def test_django_on_psycopg2_is_a_clear_error(django_project, monkeypatch):
     from django.db.backends.postgresql import psycopg_any
     from jobkit_django.conf import database_alias

@@ -26,10 +26,15 @@ def django_in_use(environ: Mapping[str, str]) -> bool:
 
     if not environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
         return False
-    return any(
-        app == "jobkit_django" or app.startswith("jobkit_django.")
-        for app in settings.INSTALLED_APPS
-    )
+    try:
+        installed = settings.INSTALLED_APPS
+    except ImportError as error:
+        raise SettingsError(
+            f"DJANGO_SETTINGS_MODULE is {environ.get('DJANGO_SETTINGS_MODULE')!r}, which cannot "
+            f"be imported ({error}): run jobkit from the directory of manage.py, or put the "
+            f"project's directory on PYTHONPATH (or unset DJANGO_SETTINGS_MODULE)"
+        ) from error
+    return any(app == "jobkit_django" or app.startswith("jobkit_django.") for app in installed)
 
 
 def settings_source(environ: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
