@@ -291,11 +291,11 @@ def load_settings(
     values = {name: _structure(name, fields[name].type, item) for name, item in raw.items()}
     settings = Settings(**values, config_file=str(config_file) if config_file else None)
     if settings.heartbeat_timeout <= settings.heartbeat_interval:
-        source = raw.get("heartbeat_timeout", raw.get("heartbeat_interval"))
+        given = raw.get("heartbeat_timeout", raw.get("heartbeat_interval"))
         raise SettingsError(
             f"setting heartbeat_timeout ({settings.heartbeat_timeout}) must be greater than "
             f"heartbeat_interval ({settings.heartbeat_interval})"
-            + (f"; check {source.source}" if source else "")
+            + (f"; check {given.source}" if given else "")
         )
     return settings
 

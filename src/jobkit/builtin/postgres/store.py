@@ -904,9 +904,8 @@ class PostgresStore:
             rows = conn.execute(self.queries["last_ticks"], {"keys": list(keys)}).fetchall()
         return dict(rows)
 
-    VACUUM_DEAD_ROWS = 1000
-    """Dead rows a queue table may hold, beyond a fifth of its live ones, before a worker
-    vacuums it (when autovacuum does not)."""
+    VACUUM_DEAD_ROWS = 10_000
+    """Dead rows a queue table may hold before a worker vacuums it."""
 
     def maintain(self) -> None:
         with self._connection() as conn:
@@ -914,9 +913,9 @@ class PostgresStore:
             self._vacuum_queue_tables(conn)
 
     def _vacuum_queue_tables(self, conn: psycopg.Connection[Any]) -> None:
-        """VACUUM the queue tables autovacuum leaves alone once they hold many dead rows, one
-        worker at a time. A role that does not own them gets PostgreSQL's warning and nothing
-        is vacuumed (the operator's autovacuum, or VACUUM, must do it)."""
+        """VACUUM the queue tables that hold many dead rows (``queue_tables_to_vacuum``), one
+        worker at a time, skipping a table autovacuum is busy with. A role that does not own
+        them gets PostgreSQL's warning and nothing is vacuumed (autovacuum must do it)."""
         params = {"schema": self.schema, "dead_rows": self.VACUUM_DEAD_ROWS}
         tables = [row[0] for row in conn.execute(self.queries["queue_tables_to_vacuum"], params)]
         if not tables:
@@ -927,7 +926,7 @@ class PostgresStore:
         try:
             for table in tables:
                 conn.execute(
-                    sql.SQL("VACUUM {}.{}").format(
+                    sql.SQL("VACUUM (SKIP_LOCKED) {}.{}").format(
                         sql.Identifier(self.schema), sql.Identifier(table)
                     )
                 )
