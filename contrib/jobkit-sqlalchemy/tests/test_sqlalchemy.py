@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,15 @@ from sa_jobs import Keyed, Order, SendReceipt
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from jobkit import Stage, Status, UnknownJobError, enqueue_many, get_result, job_state
+from jobkit import (
+    Stage,
+    Status,
+    UnknownJobError,
+    enqueue_many,
+    get_result,
+    hookimpl,
+    job_state,
+)
 from jobkit.testing import settings_environ
 
 HERE = Path(__file__).resolve().parent
@@ -136,6 +145,43 @@ def test_a_scoped_session_enqueues_in_its_current_session(runtime, engine):
         assert stored(request)
     finally:
         session.remove()
+
+
+class CommitRecorder:
+    def __init__(self):
+        self.committed = []
+        self.event = threading.Event()
+
+    @hookimpl
+    def jobkit_job_committed(self, requests):
+        self.committed.extend(request.id for request in requests)
+        self.event.set()
+
+
+def test_committed_events_follow_the_session_commit(runtime, engine):
+    """What the OpenTelemetry plugin counts as sent: the session's commit, never its rollback."""
+    recorder = CommitRecorder()
+    runtime.pm.register(recorder)
+    try:
+        with Session(engine) as session:
+            dropped = SendReceipt(14).run_in_worker(connection=session)
+            session.rollback()
+            kept = SendReceipt(15).run_in_worker(connection=session)
+            session.commit()
+        assert recorder.event.wait(timeout=30)
+    finally:
+        runtime.pm.unregister(recorder)
+    assert recorder.committed == [kept.id]
+    assert dropped.id not in recorder.committed
+
+
+def test_a_process_that_never_imported_sqlalchemy_does_not_import_it():
+    code = (
+        "import sys, jobkit_sqlalchemy\n"
+        "assert jobkit_sqlalchemy.jobkit_driver_connection(connection=object()) is None\n"
+        "assert 'sqlalchemy' not in sys.modules, 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 # What is refused ---------------------------------------------------------------------------------

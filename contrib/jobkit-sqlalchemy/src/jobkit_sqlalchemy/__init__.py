@@ -29,10 +29,9 @@ def jobkit_driver_connection(connection: Any) -> Any:
     if "sqlalchemy" not in sys.modules:
         return None
     from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
     from sqlalchemy.orm import Session, scoped_session
 
-    if isinstance(connection, AsyncSession | AsyncConnection | async_scoped_session):
+    if "sqlalchemy.ext.asyncio" in sys.modules and _is_async(connection):
         raise UnsupportedConnection(
             f"jobkit-sqlalchemy: connection= got an {type(connection).__name__}; jobkit enqueues "
             f"synchronously, and async sessions wait for jobkit's async jobs: enqueue with a sync "
@@ -48,6 +47,12 @@ def jobkit_driver_connection(connection: Any) -> Any:
             connection.begin()  # as its next execute() would: so its commit() commits the job
         return _psycopg_connection(connection)
     return None
+
+
+def _is_async(connection: Any) -> bool:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+
+    return isinstance(connection, AsyncSession | AsyncConnection | async_scoped_session)
 
 
 def _session_connection(session: Any) -> Any:
