@@ -32,7 +32,7 @@ def test_the_check_follows_a_real_worker_through_its_life(
     )
 
     worker = start_worker("--max-processes", "1")
-    wait_until(lambda: check(run_cli)[0] == 0, message="the check passes once the worker runs")
+    wait_until(lambda: check(run_cli)[0] == 0, 60, message="the check passes once the worker runs")
     code, output = check(run_cli)
     found = OK.match(output)
     assert found and output.count("\n") == 1, output
