@@ -52,6 +52,13 @@ shutdown (``JobCancelled``); end it now for its timeout (``JobTimeout``)."""
 PREFETCH_HORIZON = 0.05
 """Seconds of work a pool child is given ahead, by the recent average run time: a job claimed
 ahead starts within about this long, so jobs that idle peers could run now are not held back."""
+PIPE_DEPTH = 16
+"""Attempts a pool child holds at most (the one it runs included): the rest of what the worker
+claimed ahead waits in the main process's backlog, for whichever child is free first, so one
+slow attempt holds up only the few queued behind it in its child."""
+BACKLOG_STALE = 2 * PREFETCH_HORIZON
+"""Seconds the backlog may go without a child taking from it before the worker gives it back to
+the queue (every child is busy with an attempt longer than the horizon): idle peers take it."""
 IDLE_RESET = 1.0
 """Seconds without a job in flight after which the pool forgets the average run time, and
 claims one job per child again until it learns the next one."""
@@ -283,14 +290,21 @@ class WorkerPool:
         a child starts a job only within ``MAIN_STALE`` of it (see ``StartGate``)."""
         self.average_run: float | None = None
         """Seconds the recent attempts ran (a moving average); None until one has ended."""
+        self.backlog: collections.deque[JobProcess] = collections.deque()
+        """Attempts claimed ahead that no child holds yet, in claim order."""
+        self._backlog_taken = time.monotonic()
+        """When a child last took from the backlog (or it last became non-empty)."""
         self._last_busy = time.monotonic()
         self._numbers = iter(range(1, 1_000_000_000))
         self._start_failures = 0
         self._respawn_at = 0.0
 
-    def start(self, timeout: float = 60) -> None:
-        """Start every child and wait until each has imported the jobs and plugins."""
+    def spawn(self) -> None:
+        """Start every child; each imports the jobs and plugins while the worker goes on."""
         self.children = [self._spawn() for _ in range(self.size)]
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        """Wait until every child has imported the jobs and plugins."""
         deadline = time.monotonic() + timeout
         for child in self.children:
             self._await_ready(child, deadline)
@@ -327,9 +341,10 @@ class WorkerPool:
     # Work ------------------------------------------------------------------------------------
 
     def depth(self, now: float) -> int:
-        """How many attempts a child holds at most (the one it runs included): as many as it
-        runs in ``PREFETCH_HORIZON`` at the recent average, between 1 and ``max_pending``;
-        1 while the average is unknown, so fresh workers share slow jobs with their peers."""
+        """How many attempts the worker claims ahead per child (the one it runs included): as
+        many as a child runs in ``PREFETCH_HORIZON`` at the recent average, between 1 and
+        ``max_pending``; 1 while the average is unknown, so fresh workers share slow jobs with
+        their peers."""
         if self.in_flight:
             self._last_busy = now
         elif now - self._last_busy > IDLE_RESET:
@@ -339,32 +354,60 @@ class WorkerPool:
         return max(1, min(self.max_pending, int(PREFETCH_HORIZON / max(self.average_run, 1e-6))))
 
     def free_slots(self) -> int:
+        """How many attempts to claim now: each child's share of ``depth`` it has room for,
+        less what waits in the backlog."""
         now = time.monotonic()
         depth = self.depth(now)
-        return sum(child.room(depth, now) for child in self.children)
+        return max(0, sum(child.room(depth, now) for child in self.children) - len(self.backlog))
 
     @property
     def in_flight(self) -> int:
-        return sum(len(child.assigned) for child in self.children)
+        return sum(len(child.assigned) for child in self.children) + len(self.backlog)
 
     def dispatch(self, processes: Iterable[JobProcess]) -> list[JobProcess]:
-        """Hand claimed attempts to the least loaded ready children, one message per child;
-        return the ones no child could take (every child died while they were claimed)."""
-        batches: dict[Child, list[JobProcess]] = {}
-        ready = [child for child in self.children if child.ready]
+        """Take claimed attempts into the backlog and hand children what they have room for;
+        return them all instead when no child is ready (every child died while they were
+        claimed)."""
+        processes = list(processes)
+        if not any(child.ready for child in self.children):
+            return processes
+        if processes and not self.backlog:
+            self._backlog_taken = time.monotonic()
+        self.backlog.extend(processes)
+        self.feed()
+        return []
+
+    def feed(self) -> None:
+        """Give each ready child attempts from the backlog, least loaded first, once it holds
+        half its ``PIPE_DEPTH`` or less (one message for several attempts)."""
+        if not self.backlog:
+            return
         now = time.monotonic()
-        depth = self.depth(now)
-        room = {child: child.room(depth, now) for child in ready}
-        undelivered = []
-        for process in processes:
-            if not ready:
-                undelivered.append(process)
+        pipe = min(PIPE_DEPTH, self.depth(now))
+        for child in sorted(self.children, key=lambda c: len(c.assigned)):
+            if not self.backlog:
+                break
+            if len(child.assigned) > pipe // 2:
                 continue
-            child = max(ready, key=lambda c: room[c] - len(batches.get(c, ())))
-            batches.setdefault(child, []).append(process)
-        for child, batch in batches.items():
-            child.send(batch)
-        return undelivered
+            room = child.room(pipe, now)
+            if room:
+                child.send([self.backlog.popleft() for _ in range(min(room, len(self.backlog)))])
+                self._backlog_taken = now
+
+    def backlog_deadline(self) -> float | None:
+        """When the backlog goes stale if no child takes from it (None when it is empty)."""
+        return self._backlog_taken + BACKLOG_STALE if self.backlog else None
+
+    def take_backlog(self, *, stale_only: bool = False) -> list[JobProcess]:
+        """Empty the backlog and return its attempts (never started: they go back to the
+        queue); with ``stale_only``, only once no child has taken from it for
+        ``BACKLOG_STALE`` seconds."""
+        deadline = self.backlog_deadline()
+        if deadline is None or (stale_only and time.monotonic() < deadline):
+            return []
+        taken = list(self.backlog)
+        self.backlog.clear()
+        return taken
 
     def running(self) -> Iterator[tuple[Child, JobProcess, float]]:
         """Each child running an attempt, with the attempt and its monotonic start time."""
@@ -521,7 +564,9 @@ class WorkerPool:
 
     def renew(self) -> None:
         """Replace every child once it has finished its running attempt, dropping the attempts
-        it holds but has not started (the worker lost them; they come back as unstarted)."""
+        it holds but has not started (the worker lost them; they come back as unstarted), and
+        the backlog (lost too)."""
+        self.backlog.clear()
         for child in self.children:
             child.ask_to_stop()
 

@@ -1,5 +1,5 @@
-"""Settings: one attrs class, read from defaults < a config file < ``JOBKIT_*`` environment
-variables < command-line flags, and checked at start-up.
+"""Settings: one attrs class, read from defaults < a config file < settings sources (a framework's
+configuration) < ``JOBKIT_*`` environment variables < command-line flags, and checked at start-up.
 
 The config file is the one ``JOBKIT_CONFIG`` (or ``jobkit --config``) names, or else the nearest
 ``jobkit.toml``, or ``pyproject.toml`` with a ``[tool.jobkit]`` table, found walking up from the
@@ -11,6 +11,7 @@ fails naming the setting, where it came from and what was expected.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
@@ -41,6 +42,10 @@ NON_SETTING_ENV = {
     "JOBKIT_TEST_DATABASE_URL",
     "JOBKIT_TRACE_PLUGINS",
 }
+SETTINGS_SOURCES_GROUP = "jobkit.settings_sources"
+"""The entry-point group of settings sources: callables that take the environment and return
+``(where, {setting: value})`` or None, read between the config file and the environment (e.g.
+``jobkit-django`` reads ``settings.JOBKIT`` when ``DJANGO_SETTINGS_MODULE`` is set)."""
 PLAIN_ENV_PREFIXES = ("JOBS_", "PLAIN_JOBS_")
 """How plain.jobs' settings are named in an environment (``JOBS_HEARTBEAT_TIMEOUT``, and with
 plain's prefix for settings read from the environment, ``PLAIN_JOBS_HEARTBEAT_TIMEOUT``): jobkit
@@ -95,7 +100,7 @@ class Settings:
     """Pool children per worker (``--max-processes``); unset: the CPUs available."""
     worker_max_jobs_per_process: int | None = None
     """Jobs a child runs before it is replaced (``--max-jobs-per-process``); unset: no limit."""
-    worker_max_pending_per_process: int = 10
+    worker_max_pending_per_process: int = 1000
     """Jobs claimed ahead per child (``--max-pending-per-process``)."""
     worker_stats_every: float = 60
     """Seconds between stats log lines (``--stats-every``); 0 turns them off."""
@@ -254,6 +259,19 @@ def load_settings(
                 f"unknown setting {key!r} in {config_file}; known settings: {', '.join(fields)}"
             )
         raw[key] = _Value(value, str(config_file))
+    for source, values in settings_sources(environ):
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                raise SettingsError(
+                    f"{source} sets {key!r} to a table, as for a plugin's settings section; "
+                    f"sections are read only from the config file ([tool.jobkit.{key}]) and "
+                    f"JOBKIT_{key.upper()}_* variables"
+                )
+            if key not in fields:
+                raise SettingsError(
+                    f"unknown setting {key!r} in {source}; known settings: {', '.join(fields)}"
+                )
+            raw[key] = _Value(value, source)
     if config_file is not None:
         for name in PROJECT_PATHS:
             item = raw.get(name, _Value(fields[name].default, "the default"))
@@ -280,6 +298,28 @@ def load_settings(
             + (f"; check {source.source}" if source else "")
         )
     return settings
+
+
+def settings_sources(environ: Mapping[str, str]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The answers of the installed settings sources (``SETTINGS_SOURCES_GROUP``), by entry-point
+    name; none when ``JOBKIT_DISABLE_PLUGIN_AUTOLOAD`` is set, as for plugins. A source that
+    fails is a ``SettingsError`` naming it."""
+    if environ.get("JOBKIT_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+        return []
+    answers = []
+    entry_points = importlib.metadata.entry_points(group=SETTINGS_SOURCES_GROUP)
+    for entry_point in sorted(entry_points, key=lambda ep: ep.name):
+        try:
+            answer = entry_point.load()(environ)
+        except SettingsError:
+            raise
+        except Exception as error:
+            raise SettingsError(
+                f"settings source {entry_point.name!r} ({entry_point.value}) failed: {error!r}"
+            ) from error
+        if answer is not None:
+            answers.append(answer)
+    return answers
 
 
 def flag(value: Any, name: str) -> _Value:

@@ -296,6 +296,16 @@ class Worker:
         try:
             self.runtime.import_jobs()
             self.runtime.middleware_chain()
+            # The children import the jobs and plugins (a few hundred milliseconds) while this
+            # process checks the tables and registers.
+            self.pool = WorkerPool(
+                self.runtime.settings,
+                size=self.options.max_processes,
+                max_pending=self.options.max_pending_per_process,
+                max_jobs_per_child=self.options.max_jobs_per_process,
+                log_level=logging.getLogger().getEffectiveLevel(),
+            )
+            self.pool.spawn()
             self._until_reachable("checking jobkit's tables", self.store.check_schema)
             self.services = [
                 service
@@ -306,22 +316,18 @@ class Worker:
             ]
             self.info = self._until_reachable("registering this worker", self.heartbeat.register)
         except StoppedWhileStarting:
+            self._abandon_pool()
             self._restore(previous_handlers)
             logger.info("worker %s stopped before the database answered", self.id)
             return 0
         except BaseException:
+            self._abandon_pool()
             self._restore(previous_handlers)
             raise
+        assert self.pool is not None
         try:
             self._claim_due = self.wakeups.listen() or self._claim_due
-            self.pool = WorkerPool(
-                self.runtime.settings,
-                size=self.options.max_processes,
-                max_pending=self.options.max_pending_per_process,
-                max_jobs_per_child=self.options.max_jobs_per_process,
-                log_level=logging.getLogger().getEffectiveLevel(),
-            )
-            self.pool.start()
+            self.pool.wait_until_ready()
             if self.stopping:  # a signal arrived while the worker was starting
                 self.pool.stop()
             self.heartbeat.renewed = self.pool.renew_lease
@@ -332,8 +338,8 @@ class Worker:
                 service.start()
             config_file = self.runtime.settings.config_file
             logger.info(
-                "worker %s started: queues %s, %d processes, %d pending per process; jobs in "
-                "%s%s; %s",
+                "worker %s started: queues %s, %d processes, up to %d claimed ahead per process; "
+                "jobs in %s%s; %s",
                 self.id,
                 ",".join(self.options.queues),
                 self.options.max_processes,
@@ -350,6 +356,12 @@ class Worker:
         notify(self.runtime.pm.hook.jobkit_worker_stopped, worker=self.info)
         logger.info("worker %s stopped", self.id)
         return 0
+
+    def _abandon_pool(self) -> None:
+        """Kill the children of a worker that stopped or failed before its loop began."""
+        if self.pool is not None:
+            self.pool.kill_all()
+            self.pool = None
 
     def _until_reachable(self, what: str, call: Callable[[], T]) -> T:
         """``call()``, tried again with a growing backoff while the database cannot be reached
@@ -482,6 +494,7 @@ class Worker:
             if self.heartbeat.lease_lost.is_set():
                 self._recover_lease()
             self._enforce_time_limits(now)
+            self._give_back_backlog()
             children_done = self.stopping and not pool.alive and self._round_trip is None
             # Results the database would not take are retried until the grace period (plus a
             # last backoff) is over; then the final write tries once more before exiting.
@@ -535,11 +548,26 @@ class Worker:
                 self._ask_to_claim()
             finished, crashed = pool.collect(ready)
             self._record(finished, crashed)
+            pool.feed()
 
             now = time.monotonic()
             if now >= next_maintenance:
                 self._maintain()
                 next_maintenance = now + settings.heartbeat_interval
+
+    def _give_back_backlog(self) -> None:
+        """Return the attempts claimed ahead that no child took: all of them once the worker
+        is stopping, and all of them when no child has taken one for a while (each runs a job
+        longer than the prefetch horizon), so idle peers run them."""
+        assert self.pool is not None
+        unstarted = self.pool.take_backlog(stale_only=not self.stopping)
+        if unstarted and not self.stopping:
+            logger.info(
+                "every pool child is busy with a long job: %d jobs claimed ahead go back to the "
+                "queue for other workers",
+                len(unstarted),
+            )
+        self._release([process.id for process in unstarted])
 
     def _time_limits(self) -> list[float]:
         """When the loop must next wake to end a job: its timeout, the shutdown grace, or the
@@ -559,7 +587,11 @@ class Worker:
             for child in self.pool.children
         ):
             deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
-        for deadline in (self.pool.next_kill_deadline(), self.pool.next_respawn()):
+        for deadline in (
+            self.pool.next_kill_deadline(),
+            self.pool.next_respawn(),
+            self.pool.backlog_deadline(),
+        ):
             if deadline is not None:
                 deadlines.append(deadline)
         return deadlines
@@ -895,6 +927,7 @@ class Worker:
         """The attempts this worker holds: in its children, or finished and not yet written."""
         assert self.pool is not None
         held = {process.id for child in self.pool.children for process in child.assigned}
+        held |= {process.id for process in self.pool.backlog}
         return held | {completion.process.id for completion in self._pending}
 
     def _reconcile_now(self, known: set[uuid.UUID]) -> None:

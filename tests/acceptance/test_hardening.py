@@ -16,6 +16,7 @@ import pytest
 from faults import check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, runs, start_ready
 
+from jobkit.pool import PIPE_DEPTH
 from testapp.hardening_jobs import (
     BacksOffForever,
     CleansUp,
@@ -27,7 +28,7 @@ from testapp.hardening_jobs import (
     SlowToReconcile,
     SurrogateError,
 )
-from testapp.jobs import Record, ledger
+from testapp.jobs import Noop, Record, ledger
 
 pytestmark = pytest.mark.acceptance
 
@@ -264,6 +265,37 @@ def test_idle_workers_share_slow_jobs_instead_of_one_hoarding_them(
     # 12 jobs of 3 s on 6 children: two rounds, 6 s; one worker holding them all takes 18 s.
     assert makespan <= 7, f"makespan {makespan:.1f} s; jobs per worker {per_worker}"
     check_invariants(db, jobkit_settings, jobs)
+
+
+def test_a_worker_gives_back_what_it_claimed_ahead_when_a_slow_job_holds_its_child(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    """Fast jobs teach a worker to claim far ahead; when a slow one then holds its only child,
+    what it claimed behind the slow one waits in its backlog, not in the child, and goes back
+    to the queue for an idle peer (only the few in the child's pipe wait for the slow one)."""
+    first = start_ready(workers, db, "--max-processes", "1", "--max-pending-per-process", "1000")
+    slow = Record("slow", seconds=4)
+    requests = jobkit_runtime.enqueue_many(
+        [*(Noop() for _ in range(300)), slow, *(Noop() for _ in range(200))]
+    )
+    behind = [request.job_id for request in requests[301:]]
+    jobs = [request.job_id for request in requests]
+    second = start_ready(workers, db, "--max-processes", "1")
+    wait_for(lambda: finished(db, jobs), 40, message="every job")
+    for worker in (first, second):
+        assert worker.stop(15) == 0, worker.output()
+
+    waited_for_slow = db.value(
+        "SELECT count(*) FROM {schema}.results WHERE job_id = ANY(%s) AND ended_at > "
+        "(SELECT ended_at FROM {schema}.results WHERE job_id = %s)",
+        [behind, requests[300].job_id],
+    )
+    assert waited_for_slow < PIPE_DEPTH, f"{waited_for_slow} jobs waited behind the slow one"
+    assert "jobs claimed ahead go back to the queue for other workers" in first.output()
+    ran_behind = db.value(
+        "SELECT count(DISTINCT worker_id) FROM {schema}.results WHERE job_id = ANY(%s)", [behind]
+    )
+    assert ran_behind == 2, "the idle peer ran some of the jobs given back"
 
 
 def test_on_aborted_returns_before_the_retry_of_a_lost_job_starts(

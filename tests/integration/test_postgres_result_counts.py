@@ -260,5 +260,52 @@ def test_an_error_text_search_reads_the_trigram_index(many_results, jobkit_setti
         "after_id": None,
     }
     plan = plan_of(many_results, "list_results", params)
-    assert '"Index Name": "results_error_trigrams"' in json.dumps(plan), plan
+    assert '"Index Name": "results_error_trigrams_of_errors"' in json.dumps(plan), plan
     assert not any(node == "Seq Scan" for node, _ in scans(plan)), plan
+
+
+@pytest.mark.parametrize("window", [3, 700])
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        {"error_contains": "ValueError"},  # held by every errored result
+        {"error_contains": "failed 1"},  # by one in nine
+        {"error_contains": "failed 123."},  # by one in a thousand
+        {"error_contains": "nowhere"},
+        {"error_contains": "ValueError", "states": ("failed",)},
+        {"error_contains": "failed 1", "queues": ("q1", "q6")},
+    ],
+)
+def test_an_error_text_search_finds_what_reading_everything_finds(
+    many_results, jobkit_settings, monkeypatch, window, filter_
+):
+    """The search reads each status's newest results first, then the rest of those whose
+    window may hide a match (PostgresStore._search_results): pages, and the page after, are
+    those of a search that reads every result at once."""
+    from jobkit.builtin.postgres.store import PostgresStore
+    from jobkit.records import JobFilter
+
+    schema = sql.Identifier(jobkit_settings.schema)
+    with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL(
+                "UPDATE {}.results SET error = 'Traceback ...' || chr(10) || "
+                "'ValueError: failed ' || abs(hashtext(id::text)) % 1000 || '.' "
+                "WHERE status IN ('ERRORED', 'LOST')"
+            ).format(schema)
+        )
+    store = many_results.store
+    job_filter = JobFilter(**filter_)
+
+    def two_pages() -> list[list[uuid.UUID]]:
+        first = store.list_attempts(filter=job_filter, limit=40)
+        after = (first[-1].at, first[-1].id) if first else None
+        second = store.list_attempts(filter=job_filter, limit=40, after=after) if after else []
+        return [[attempt.id for attempt in page] for page in (first, second)]
+
+    monkeypatch.setattr(PostgresStore, "SEARCH_WINDOW", 10**9)  # reads everything at once
+    expected = two_pages()
+    monkeypatch.setattr(PostgresStore, "SEARCH_WINDOW", window)
+    assert two_pages() == expected
+    if filter_["error_contains"] != "nowhere":
+        assert expected[0], "the search should find something"

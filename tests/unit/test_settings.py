@@ -4,6 +4,7 @@ message of every value that is refused (it names the setting, its source and wha
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import attrs
@@ -915,3 +916,69 @@ def test_an_unreadable_config_file_is_refused_naming_it(tmp_path, monkeypatch):
 
     with raises_exactly(f"cannot read {path}: Permission denied"):
         load_settings(environ={}, cwd=tmp_path)
+
+
+# Settings sources (a framework's configuration) -------------------------------------------------
+
+
+@pytest.fixture
+def install_source(tmp_path, monkeypatch):
+    """``install_source(body)`` installs a distribution whose ``jobkit.settings_sources`` entry
+    point is ``settings_source(environ)`` with ``body``, found by importlib.metadata on
+    ``sys.path`` as an installed one is."""
+
+    def install(body: str) -> None:
+        site = tmp_path / "site"
+        info = site / "framework_source-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: framework-source\n")
+        (info / "entry_points.txt").write_text(
+            "[jobkit.settings_sources]\nframework = framework_source:settings_source\n"
+        )
+        (site / "framework_source.py").write_text(f"def settings_source(environ):\n{body}")
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.delitem(sys.modules, "framework_source", raising=False)
+
+    yield install
+    sys.modules.pop("framework_source", None)
+
+
+def test_a_settings_source_sits_between_the_file_and_the_environment(tmp_path, install_source):
+    install_source(
+        "    if 'FRAMEWORK' not in environ:\n        return None\n"
+        "    return 'framework.JOBKIT', {'schema': 'from_source', 'results_retention': 5,"
+        " 'imports': ['app.jobs']}\n"
+    )
+    write(tmp_path, "jobkit.toml", 'schema = "from_file"\nresults_retention = 60\n')
+
+    assert load_settings(environ={}, cwd=tmp_path).schema == "from_file"
+    settings = load_settings(
+        {"imports": flag(["flag.jobs"], "--imports")},
+        environ={"FRAMEWORK": "1", "JOBKIT_RESULTS_RETENTION": "7"},
+        cwd=tmp_path,
+    )
+    assert (settings.schema, settings.results_retention) == ("from_source", 7)
+    assert settings.imports == ["flag.jobs"]
+
+
+def test_a_settings_source_is_checked_like_the_file_and_named(tmp_path, install_source):
+    install_source("    return 'framework.JOBKIT', environ['VALUES']\n")
+
+    with raises_exactly("setting schema (from framework.JOBKIT) must be a string, got 5"):
+        load_settings(environ={"VALUES": {"schema": 5}}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match=r"^unknown setting 'shema' in framework\.JOBKIT; "):
+        load_settings(environ={"VALUES": {"shema": "x"}}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match=r"sets 'otel' to a table.*\[tool.jobkit.otel\]"):
+        load_settings(environ={"VALUES": {"otel": {"sdk": "none"}}}, cwd=tmp_path)
+
+
+def test_a_failing_settings_source_is_named_and_autoload_off_skips_it(tmp_path, install_source):
+    install_source("    raise RuntimeError('no framework here')\n")
+
+    with raises_exactly(
+        "settings source 'framework' (framework_source:settings_source) failed: "
+        "RuntimeError('no framework here')"
+    ):
+        load_settings(environ={}, cwd=tmp_path)
+    settings = load_settings(environ={"JOBKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}, cwd=tmp_path)
+    assert settings == Settings()

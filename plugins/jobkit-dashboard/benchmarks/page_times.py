@@ -57,6 +57,7 @@ def main() -> None:
         ),
         "jobs of one name, 2h": "/jobs?name=app.jobs.Job7&since=2h",
         "jobs whose error holds text": "/jobs?error=failed+12345",
+        "jobs whose error holds common text": "/jobs?error=ValueError",
         "job": f"/jobs/{some_job}",
         "queues": "/queues",
         "workers": "/workers",
@@ -65,8 +66,8 @@ def main() -> None:
     worst = 0.0
     app = create_app(runtime, refresh=0)
     with TestClient(app) as client:
-        # A new app's first overview counts each queue's failed jobs while the page waits;
-        # later ones show those counts and count again in the background (FailedCounts).
+        # The app starts counting each queue's failed jobs and making the day's chart when it
+        # starts (its lifespan); a first overview right after waits for neither.
         started = time.perf_counter()
         client.get("/")
         first = (time.perf_counter() - started) * 1000
@@ -83,18 +84,14 @@ def main() -> None:
             worst = max(worst, median)
             flag = "" if median <= BUDGET_MS else f"  over {BUDGET_MS:.0f} ms"
             print(f"{label:34} {median:8.1f} ms{flag}", flush=True)
-        # The day's chart is made again once a minute, in the background (DayChart); a
-        # process's first overview makes it while it waits, as here.
+        # The day's chart is made again once a minute, in the background (DayChart): how long
+        # that takes, though no page waits for it.
         timings = []
         for _ in range(args.runs):
-            app.state.dashboard.day_chart.chart = None
             started = time.perf_counter()
-            client.get("/")
+            app.state.dashboard.day_chart.make()
             timings.append((time.perf_counter() - started) * 1000)
-        median = statistics.median(timings)
-        worst = max(worst, median)
-        flag = "" if median <= BUDGET_MS else f"  over {BUDGET_MS:.0f} ms"
-        print(f"{'overview that makes the day chart':34} {median:8.1f} ms{flag}", flush=True)
+        print(f"{'the day chart (background)':34} {statistics.median(timings):8.1f} ms", flush=True)
     print(
         f"{'slowest page':34} {worst:8.1f} ms (budget {BUDGET_MS:.0f} ms, {args.results:,} results)"
     )

@@ -13,6 +13,8 @@ import attrs
 import pytest
 from dashboard_jobs import Fail, Succeed
 from jobkit_dashboard import create_app
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from conftest import jobkit_command, wait_for
@@ -200,15 +202,14 @@ def test_failed_counts_move_to_the_background_when_counting_is_slow(runtime, mon
     monkeypatch.setattr(FailedCounts, "MAX_AGE", 0.0)
     Fail("one").run_in_worker(queue="mail")
     run_jobs(runtime)
-    with TestClient(create_app(runtime)) as client:
-        first = client.get("/").text  # counted while the page waited
-        assert 'id="failed-as-of"' not in first
+    with TestClient(create_app(runtime)) as client:  # the app counts when it starts
+        counts = client.app.state.dashboard.failed_counts
+        wait_for(lambda: counts.counts is not None and not counts.counting, message="warm-up")
+        first = client.get("/").text  # the counts made at the start, and their age
+        assert 'id="failed-as-of"' in first
         assert re.search(r'id="total-failed">1<', first)
         Fail("two").run_in_worker(queue="mail")
         run_jobs(runtime)
-        later = client.get("/").text  # the last counts, and their age
-        assert 'id="failed-as-of"' in later
-        assert re.search(r'id="total-failed">1<', later)
         wait_for(lambda: re.search(r'id="total-failed">2<', client.get("/").text))
 
 
@@ -305,6 +306,7 @@ def test_the_overview_draws_throughput_and_failure_rate_as_inline_svg(client, ru
         Succeed(number).run_in_worker()
     Fail(EVIL).run_in_worker()
     run_jobs(runtime)
+    client.app.state.dashboard.day_chart.make()  # the app made one when it started, with no jobs
     html = client.get("/").text
     hour = re.search(r'<figure class="chart" id="chart-hour">.*?</figure>', html, re.S)
     day = re.search(r'<figure class="chart" id="chart-day">.*?</figure>', html, re.S)
@@ -318,6 +320,26 @@ def test_the_overview_draws_throughput_and_failure_rate_as_inline_svg(client, ru
         assert "<polyline" in figure and "<script" not in figure
     assert hour[0].count('<g class="bar">') == 60 and day[0].count('<g class="bar">') == 24
     assert "http" not in hour[0]  # nothing fetched from anywhere
+
+
+def test_the_app_makes_the_day_chart_when_it_starts_and_no_page_waits_for_it(runtime):
+    Succeed().run_in_worker()
+    run_jobs(runtime)
+    started = create_app(runtime)
+    with TestClient(started, base_url="http://127.0.0.1"):  # runs the app's lifespan
+        wait_for(lambda: started.state.dashboard.day_chart.chart, message="the day's chart")
+        assert started.state.dashboard.day_chart.chart.total == 1
+
+    # Mounted in another app, it gets no lifespan: the first overview starts the chart and says
+    # so, a later one shows it.
+    mounted = create_app(runtime)
+    outer = Starlette(routes=[Mount("/jobs", app=mounted)])
+    with TestClient(outer, base_url="http://127.0.0.1") as client:
+        first = client.get("/jobs/").text
+        assert "Last day, by hour: being made; it shows on the next refresh." in first
+        wait_for(lambda: 'id="chart-day"><figcaption>Last day' not in client.get("/jobs/").text)
+        later = re.search(r'id="chart-day">.*?</figure>', client.get("/jobs/").text, re.S)
+        assert later and 'class="chart-total">1<' in later[0]
 
 
 def test_the_schedules_page_shows_each_entry_its_ticks_and_a_wrong_one(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -21,7 +22,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -322,9 +323,11 @@ class FailedCounts:
 
     def get(self, queues: list[str]) -> tuple[dict[str, tuple[int, bool]], float | None]:
         """The counts of ``queues``, and their age in seconds when they are not fresh (a queue
-        missing from them is still being counted)."""
+        missing from them is still being counted). While the app's first count runs, none."""
         with self.lock:
             counts, cost, age = self.counts, self.cost, time.monotonic() - self.counted_at
+            if counts is None and self.counting:
+                return {}, 0.0
             fresh = counts is None or cost < self.SYNC_BUDGET
             start = (
                 not fresh
@@ -337,12 +340,18 @@ class FailedCounts:
             counts = self.count(queues, budget=self.SYNC_BUDGET)
             if len(counts) == len(queues):
                 return counts, None
-            with self.lock:
-                start, self.counting = not self.counting, True
-            age = 0.0
+            self.start(queues)
+            return counts, 0.0
         if start:
             threading.Thread(target=self._count_in_background, args=(queues,), daemon=True).start()
         return counts or {}, age
+
+    def start(self, queues: list[str]) -> None:
+        """Count ``queues`` in a background thread, unless one counts already."""
+        with self.lock:
+            start, self.counting = not self.counting, True
+        if start:
+            threading.Thread(target=self._count_in_background, args=(queues,), daemon=True).start()
 
     def _count_in_background(self, queues: list[str]) -> None:
         try:
@@ -358,7 +367,8 @@ class DayChart:
     """The last day's chart, made again in the background once it is ``MAX_AGE`` seconds old
     (the page meanwhile shows the one before): its hourly buckets change slowly, and counting a
     day of results costs up to a hundred milliseconds on a big history (the last hour's, a
-    few: it is made for every page). A process's first overview makes it while it waits."""
+    few: it is made for every page). Nothing waits for it: the app starts making it when it
+    starts (``warm_up``), and until the first one is made the overview says it is being made."""
 
     MAX_AGE = 60.0
 
@@ -376,18 +386,16 @@ class DayChart:
             self.chart, self.made_at = made, time.monotonic()
         return made
 
-    def get(self) -> Chart:
+    def get(self) -> Chart | None:
+        """The last chart made (None before the first), starting a new one in the background
+        when it is missing or old."""
         with self.lock:
             current = self.chart
-            start = (
-                current is not None
-                and not self.making
-                and time.monotonic() - self.made_at > self.MAX_AGE
+            start = not self.making and (
+                current is None or time.monotonic() - self.made_at > self.MAX_AGE
             )
             if start:
                 self.making = True
-        if current is None:
-            return self.make()
         if start:
             threading.Thread(target=self._make_in_background, daemon=True).start()
         return current
@@ -462,6 +470,18 @@ class Dashboard:
     @property
     def operations(self) -> Operations:
         return Operations(self.runtime)
+
+    def warm_up(self) -> None:
+        """Start making what the overview shows from the background (the day's chart, each
+        queue's failed count) when the app starts, so its first overview finds them made."""
+        try:
+            runtime = self.runtime
+            figures = runtime.store.stats(heartbeat_timeout=runtime.settings.heartbeat_timeout)
+        except Exception:  # no settings or no database yet: the first page shows the error
+            logger.warning("the dashboard could not warm up its overview", exc_info=True)
+            return
+        self.day_chart.get()
+        self.failed_counts.start(sorted(figures.queues))
 
     # Rendering --------------------------------------------------------------------------------
 
@@ -555,7 +575,9 @@ class Dashboard:
             "queues": sorted(queues.items()),
             "failed": failed,
             "failed_as_of": as_of,
-            "failed_total": sum(count for count, _ in known),
+            "failed_total": (
+                sum(count for count, _ in known) if len(known) == len(queues) else None
+            ),
             "failed_estimate": any(estimate for _, estimate in known),
             "paused": paused,
         }
@@ -913,7 +935,15 @@ def create_app(
         Route("/plugins", guarded(dashboard.plugins), name="plugins"),
         Mount("/static", app=static, name="static"),
     ]
-    app = Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Not run when the app is mounted inside another (Starlette does not pass lifespan on):
+        # then the first overview starts the same work.
+        await run_in_threadpool(dashboard.warm_up)
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dashboard = dashboard
     app.add_middleware(Guard, token=dashboard.token)
     return app

@@ -725,11 +725,48 @@ class PostgresStore:
         found: list[Attempt] = []
         with self._connection() as conn:
             for branch in branches:
+                if branch.startswith("list_results") and params["error"] is not None:
+                    found += self._search_results(conn, branch, params)
+                    continue
                 # Not prepared: a plan made for one filter's NULLs would serve another badly.
                 with conn.cursor(row_factory=_attempt_row) as cursor:
                     found += cursor.execute(self.queries[branch], params, prepare=False).fetchall()
         found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
         return found[:limit]
+
+    SEARCH_WINDOW = 2000
+    """How many of each status's newest results an error-text search reads before it turns to
+    the trigram index for that status."""
+
+    def _search_results(
+        self, conn: psycopg.Connection[Any], branch: str, params: dict[str, Any]
+    ) -> list[Attempt]:
+        """An error-text search of the results: the newest ``SEARCH_WINDOW`` of each status
+        (``search_recent_results``), then, for each status whose window was full and may hide
+        a match newer than the page's last, the rest of it along the trigram index."""
+        probe = self.queries[_SEARCH_PROBES[branch]]
+        windows = conn.execute(
+            probe, params | {"window": self.SEARCH_WINDOW}, prepare=False
+        ).fetchall()
+        ids = [match for *_, matches in windows for match in matches]
+        with conn.cursor(row_factory=_attempt_row) as cursor:
+            found = cursor.execute(self.queries["results_by_ids"], {"ids": ids}).fetchall()
+        found.sort(key=lambda attempt: (attempt.at, attempt.id), reverse=True)
+        limit = params["limit"]
+        last = (found[limit - 1].at, found[limit - 1].id) if len(found) >= limit else None
+        for status, final, queue, scanned, oldest_at, oldest_id, _ in windows:
+            if scanned < self.SEARCH_WINDOW or (last is not None and (oldest_at, oldest_id) < last):
+                continue  # read whole, or what it did not read is older than the page
+            rest = params | {
+                "statuses": [status],
+                "finals": [final],
+                "queues": None if queue is None else [queue],
+                "after_at": oldest_at,
+                "after_id": oldest_id,
+            }
+            with conn.cursor(row_factory=_attempt_row) as cursor:
+                found += cursor.execute(self.queries[branch], rest, prepare=False).fetchall()
+        return found
 
     def job_attempts(self, job_id: uuid.UUID) -> list[Attempt]:
         with self._connection() as conn, conn.cursor(row_factory=_attempt_row) as cursor:
@@ -867,9 +904,35 @@ class PostgresStore:
             rows = conn.execute(self.queries["last_ticks"], {"keys": list(keys)}).fetchall()
         return dict(rows)
 
+    VACUUM_DEAD_ROWS = 1000
+    """Dead rows a queue table may hold, beyond a fifth of its live ones, before a worker
+    vacuums it (when autovacuum does not)."""
+
     def maintain(self) -> None:
         with self._connection() as conn:
             conn.execute(self.queries["fold_result_counts"], {"schema": self.schema})
+            self._vacuum_queue_tables(conn)
+
+    def _vacuum_queue_tables(self, conn: psycopg.Connection[Any]) -> None:
+        """VACUUM the queue tables autovacuum leaves alone once they hold many dead rows, one
+        worker at a time. A role that does not own them gets PostgreSQL's warning and nothing
+        is vacuumed (the operator's autovacuum, or VACUUM, must do it)."""
+        params = {"schema": self.schema, "dead_rows": self.VACUUM_DEAD_ROWS}
+        tables = [row[0] for row in conn.execute(self.queries["queue_tables_to_vacuum"], params)]
+        if not tables:
+            return
+        locked = conn.execute(self.queries["try_vacuum_lock"], params).fetchone()
+        if not locked or not locked[0]:
+            return
+        try:
+            for table in tables:
+                conn.execute(
+                    sql.SQL("VACUUM {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                )
+        finally:
+            conn.execute(self.queries["vacuum_unlock"], params)
 
     def clear_results(self, *, older_than: float) -> int:
         deleted = 0
@@ -1057,6 +1120,12 @@ def _worker_row(cursor: Any) -> Callable[[Sequence[Any]], WorkerInfo]:
     return lambda values: WorkerInfo(**dict(zip(names, values, strict=True)))
 
 
+_SEARCH_PROBES = {
+    "list_results": "search_recent_results",
+    "list_results_in_queues": "search_recent_results_in_queues",
+}
+"""The first look of an error-text search, for each listing of results (``_search_results``)."""
+
 _STATE_STATUSES = {
     state: state.upper() for state in ("successful", "errored", "deferred", "lost", "cancelled")
 }
@@ -1069,7 +1138,7 @@ def _filter_params(filter: JobFilter) -> dict[str, Any]:
     states = set(filter.states) or {state.value for state in AttemptState}
     every = [status for state, status in _STATE_STATUSES.items() if state in states]
     final = [s for s in _FAILED_STATUSES if FAILED in states and s not in every]
-    error = filter.error_contains
+    error = filter.error_contains or None  # every result holds the empty text
     return {
         "pending": AttemptState.PENDING in states,
         "scheduled": AttemptState.SCHEDULED in states,

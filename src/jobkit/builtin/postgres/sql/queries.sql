@@ -561,6 +561,29 @@ GROUP BY queue, status
 ORDER BY queue, status
 ON CONFLICT (queue, status) DO UPDATE SET count = c.count + excluded.count;
 
+-- name: queue_tables_to_vacuum
+-- The queue tables that autovacuum does not look after (off on the server, or for the table)
+-- and that hold more dead rows than autovacuum's own rule would let them (its defaults, 0.2 of
+-- the live rows, plus %(dead_rows)s): every job leaves a dead row in requests and in processes,
+-- and without VACUUM their heaps and indexes grow with every job ever run, and the claim reads
+-- past the dead entries at the head of its index. Workers VACUUM these (Store.maintain).
+SELECT s.relname
+FROM pg_stat_user_tables AS s
+JOIN pg_class AS c ON c.oid = s.relid
+WHERE s.schemaname = %(schema)s
+  AND s.relname IN ('requests', 'processes', 'result_count_changes')
+  AND s.n_dead_tup > %(dead_rows)s + 0.2 * s.n_live_tup
+  AND (current_setting('autovacuum') = 'off'
+       OR coalesce(c.reloptions, '{{}}') @> ARRAY['autovacuum_enabled=false']);
+
+-- name: try_vacuum_lock
+-- One worker vacuums a schema's queue tables at a time: a session-level advisory lock, since
+-- VACUUM runs outside a transaction.
+SELECT pg_try_advisory_lock(hashtextextended('jobkit vacuum ' || %(schema)s, 0));
+
+-- name: vacuum_unlock
+SELECT pg_advisory_unlock(hashtextextended('jobkit vacuum ' || %(schema)s, 0));
+
 -- name: clear_results
 -- Delete results that ended before the retention window, a batch at a time.
 WITH expired AS (
@@ -685,7 +708,7 @@ CROSS JOIN LATERAL (
       AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
       AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
       AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
       AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
     ORDER BY ended_at DESC, id DESC
     LIMIT %(limit)s
@@ -713,13 +736,86 @@ CROSS JOIN LATERAL (
       AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
       AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
       AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-      AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+      AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
       AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
     ORDER BY ended_at DESC, id DESC
     LIMIT %(limit)s
 ) AS page
 ORDER BY page.at DESC, page.id DESC
 LIMIT %(limit)s;
+
+-- name: search_recent_results
+-- Operations API, an error-text search's first look: in each wanted status, the newest
+-- %(window)s results the other filters keep (along results_by_status, as list_results reads),
+-- which of them hold the text (at most %(limit)s), how many were read and the oldest. A text
+-- that many errors hold is found here in a few milliseconds, where the trigram index would read
+-- every match; the store searches the rest of a status only when its window may hide a match
+-- the page needs.
+SELECT wanted.status, wanted.final, NULL::text AS queue, probe.*
+FROM unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        count(*) AS scanned,
+        (array_agg(ended_at ORDER BY ended_at, id))[1] AS oldest_at,
+        (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
+        coalesce(
+            (array_agg(id ORDER BY ended_at DESC, id DESC)
+                FILTER (WHERE error <> '' AND error ILIKE %(error)s))[1:%(limit)s],
+            '{{}}'
+        ) AS matches
+    FROM (
+        SELECT id, ended_at, error FROM {schema}.results
+        WHERE status = wanted.status
+          AND (NOT wanted.final OR retry_request_id IS NULL)
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+        ORDER BY ended_at DESC, id DESC
+        LIMIT %(window)s
+    ) AS recent
+) AS probe;
+
+-- name: search_recent_results_in_queues
+-- search_recent_results for some queues: each (queue, status) read on its own along
+-- results_by_queue_status.
+SELECT wanted.status, wanted.final, q.queue, probe.*
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN unnest(%(statuses)s::text[], %(finals)s::boolean[]) AS wanted(status, final)
+CROSS JOIN LATERAL (
+    SELECT
+        count(*) AS scanned,
+        (array_agg(ended_at ORDER BY ended_at, id))[1] AS oldest_at,
+        (array_agg(id ORDER BY ended_at, id))[1] AS oldest_id,
+        coalesce(
+            (array_agg(id ORDER BY ended_at DESC, id DESC)
+                FILTER (WHERE error <> '' AND error ILIKE %(error)s))[1:%(limit)s],
+            '{{}}'
+        ) AS matches
+    FROM (
+        SELECT id, ended_at, error FROM {schema}.results
+        WHERE queue = q.queue AND status = wanted.status
+          AND (NOT wanted.final OR retry_request_id IS NULL)
+          AND (%(names)s::text[] IS NULL OR job_name = ANY(%(names)s))
+          AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
+          AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
+          AND (%(after_at)s::timestamptz IS NULL OR (ended_at, id) < (%(after_at)s, %(after_id)s::uuid))
+        ORDER BY ended_at DESC, id DESC
+        LIMIT %(window)s
+    ) AS recent
+) AS probe;
+
+-- name: results_by_ids
+-- Operations API: the results of some attempts, by primary key, as the listings show them.
+SELECT
+    id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
+    concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
+    lower(status) AS state, ended_at AS at, worker_id, started_at, ended_at, error,
+    error_type, retry_request_id
+FROM {schema}.results
+WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: count_attempts
 -- Operations API: how many attempts a listing's filter matches, up to %(cap)s in each table
@@ -753,7 +849,7 @@ SELECT
           AND (%(key)s::text IS NULL OR concurrency_key = %(key)s)
           AND (%(since)s::timestamptz IS NULL OR ended_at >= %(since)s)
           AND (%(until)s::timestamptz IS NULL OR ended_at < %(until)s)
-          AND (%(error)s::text IS NULL OR error ILIKE %(error)s)
+          AND (%(error)s::text IS NULL OR (error <> '' AND error ILIKE %(error)s))
         LIMIT %(cap)s) AS d);
 
 -- name: job_attempts

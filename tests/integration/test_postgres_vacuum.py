@@ -1,0 +1,77 @@
+"""Workers VACUUM the queue tables themselves when autovacuum does not (Store.maintain): every
+job leaves a dead row in requests and in processes, and a server with autovacuum off (or a table
+with it off) would otherwise grow them with every job ever run."""
+
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from jobkit.records import Status
+from jobkit.testing.store_contract import completion, make_request, wait_for
+
+
+def dead_rows(settings, table: str) -> tuple[int, object]:
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute(
+            "SELECT n_dead_tup, last_vacuum FROM pg_stat_user_tables "
+            "WHERE schemaname = %s AND relname = %s",
+            [settings.schema, table],
+        ).fetchone()
+    return row
+
+
+def autovacuum(settings, table: str, enabled: bool) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = {})").format(
+                sql.Identifier(settings.schema), sql.Identifier(table), sql.SQL(str(enabled))
+            )
+        )
+
+
+def run_jobs_through(store, count: int) -> None:
+    """Enqueue, claim and finish ``count`` jobs: a dead row each in requests and processes."""
+    worker_id = uuid.uuid4()
+    store.enqueue([make_request(queue="vacuum") for _ in range(count)], connection=None)
+    processes = store.claim(worker_id=worker_id, queues=["vacuum"], limit=count)
+    store.finish(
+        worker_id=worker_id,
+        completions=[completion(process, Status.SUCCESSFUL) for process in processes],
+    )
+
+
+def test_a_worker_vacuums_the_queue_tables_autovacuum_leaves_alone(jobkit_runtime, jobkit_settings):
+    store = jobkit_runtime.store
+    for table in ("requests", "processes"):
+        autovacuum(jobkit_settings, table, False)
+    try:
+        run_jobs_through(store, store.VACUUM_DEAD_ROWS + 500)
+        for table in ("requests", "processes"):
+            # A backend reports its statistics within a second when busy, ten when idle.
+            wait_for(
+                lambda t=table: dead_rows(jobkit_settings, t)[0] > store.VACUUM_DEAD_ROWS,
+                timeout=30,
+            )
+        store.maintain()
+        for table in ("requests", "processes"):
+            dead, last_vacuum = dead_rows(jobkit_settings, table)
+            assert last_vacuum is not None, f"{table} was not vacuumed"
+            assert dead == 0, f"{table} still has {dead} dead rows"
+    finally:
+        for table in ("requests", "processes"):
+            autovacuum(jobkit_settings, table, True)
+
+
+def test_a_few_dead_rows_are_left_to_the_next_round(jobkit_runtime, jobkit_settings):
+    store = jobkit_runtime.store
+    autovacuum(jobkit_settings, "processes", False)
+    try:
+        vacuumed_before = dead_rows(jobkit_settings, "processes")[1]
+        run_jobs_through(store, 50)
+        wait_for(lambda: dead_rows(jobkit_settings, "processes")[0] >= 50, timeout=30)
+        store.maintain()
+        assert dead_rows(jobkit_settings, "processes")[1] == vacuumed_before
+    finally:
+        autovacuum(jobkit_settings, "processes", True)
