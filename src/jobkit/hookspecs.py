@@ -85,6 +85,29 @@ def jobkit_connection() -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def jobkit_driver_connection(connection: Any) -> Any:
+    """Return the store's connection underneath ``connection``, an object of a library this
+    plugin adapts (an ORM session, a framework's connection wrapper), so that
+    ``run_in_worker(connection=session)`` enqueues inside that object's transaction; None when
+    this plugin does not know the object.
+
+    An answer must be the connection the object's transaction runs on (for the built-in store,
+    a psycopg 3 connection), with that transaction begun as the library would begin it, so the
+    library's commit or rollback decides the job. Raise an error that says how to fix it for
+    an object of the library that cannot be adapted (another driver, no database bound).
+
+    :param connection: what the app passed as ``connection=``, or what ``jobkit_connection``
+        answered.
+
+    Kind: provider (firstresult). Built-in: none; an object no plugin answers for goes to the
+    store as it is.
+    Called: in the producer, once per ``run_in_worker()`` / ``enqueue_many()`` that has a
+    connection.
+    Added: 0.1
+    """
+
+
 # Serializers ------------------------------------------------------------------------------------
 
 

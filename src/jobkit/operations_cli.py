@@ -15,14 +15,15 @@ import json
 import re
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from jobkit.errors import JobkitError, ParameterError
 from jobkit.operations import ActionReport, JobNotFound, Operations, job_filter
-from jobkit.records import Attempt, JobInfo
+from jobkit.records import Attempt, JobInfo, WorkerInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -456,9 +457,37 @@ def resume_command(queues: tuple[str, ...]) -> None:
 
 @click.command("workers")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 if a worker of this host (or --host, --worker-id) has a fresh heartbeat, 1 if "
+    "none does, with a one-line reason: a liveness probe.",
+)
+@click.option("--host", help="With --check: the host whose workers count [default: this one].")
+@click.option("--worker-id", help="With --check: only this worker counts.")
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --check: seconds a heartbeat stays fresh [default: the heartbeat_timeout "
+    "setting, after which peers rescue the worker's jobs].",
+)
 @reports_problems
-def workers_command(as_json: bool) -> None:
+def workers_command(
+    as_json: bool,
+    check: bool,
+    host: str | None,
+    worker_id: str | None,
+    max_age: float | None,
+) -> None:
     """The registered workers, live or stale, and what each runs."""
+    if check:
+        if as_json:
+            raise click.UsageError("--check prints one line; leave out --json")
+        check_heartbeat(host=host, worker_id=worker_id, max_age=max_age)
+        return
+    for name, value in (("--host", host), ("--worker-id", worker_id), ("--max-age", max_age)):
+        if value is not None:
+            raise click.UsageError(f"{name} goes with --check")
     statuses = operations().workers()
     if as_json:
         click.echo(json.dumps([status.as_dict() for status in statuses], indent=2))
@@ -487,6 +516,59 @@ def workers_command(as_json: bool) -> None:
         click.echo("no worker is registered")
     if not statuses:
         raise SystemExit(NOTHING)
+
+
+def check_heartbeat(*, host: str | None, worker_id: str | None, max_age: float | None) -> None:
+    """``workers --check``: one line, and exit 0 when a chosen worker's heartbeat is at most
+    ``max_age`` seconds old by the database's clock (as peers judge it), 1 otherwise. The
+    heartbeat beats on a thread of its own, so this says the worker process lives and reaches
+    the database, not that its jobs make progress."""
+    if host is not None and worker_id is not None:
+        raise click.UsageError("--host and --worker-id choose workers two ways; give one")
+    wanted = parse_worker_id(worker_id) if worker_id is not None else None
+    host = socket.gethostname() if host is None and wanted is None else host
+    ops = operations()
+    max_age = ops.runtime.settings.heartbeat_timeout if max_age is None else max_age
+    chosen = [
+        info
+        for info in ops.store.workers()
+        if (wanted is None or info.id == wanted) and (host is None or info.hostname == host)
+    ]
+    which = f"worker {wanted}" if wanted is not None else f"host {host}"
+    if not chosen:
+        fail_check(f"no worker of {which} is registered (not started yet, or stopped)")
+    stale = ops.store.dead_workers(heartbeat_timeout=max_age)
+    now = ops.store.database_now()
+    live = [info for info in chosen if info.id not in stale]
+    if live:
+        best = max(live, key=lambda info: info.last_heartbeat_at or now)
+        click.echo(f"ok: worker {best.id} (pid {best.pid}, host {best.hostname}) {beat(best, now)}")
+        return
+    latest = max(chosen, key=lambda info: info.last_heartbeat_at or now)
+    fail_check(
+        f"no fresh heartbeat from {which}: worker {latest.id} (pid {latest.pid}) "
+        f"{beat(latest, now)}, more than --max-age {max_age:g} s"
+    )
+
+
+def parse_worker_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as error:
+        raise click.BadParameter(
+            f"{text!r} is not a worker id (a UUID)", param_hint="--worker-id"
+        ) from error
+
+
+def beat(info: WorkerInfo, now: datetime.datetime) -> str:
+    if info.last_heartbeat_at is None:
+        return "has not beaten yet"
+    return f"beat {(now - info.last_heartbeat_at).total_seconds():.1f} s ago"
+
+
+def fail_check(reason: str) -> NoReturn:
+    click.echo(f"unhealthy: {reason}", err=True)
+    raise SystemExit(NOTHING)
 
 
 COMMANDS = [

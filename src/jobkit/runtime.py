@@ -270,6 +270,9 @@ class Runtime:
             return []
         if connection is None:
             connection = self.pm.hook.jobkit_connection()
+        if connection is not None:
+            driver = self.pm.hook.jobkit_driver_connection(connection=connection)
+            connection = connection if driver is None else driver
         stored = self.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=connection)
         for request in stored:
             if request is not None:

@@ -1,5 +1,6 @@
 """The hooks against the real database: jobkit_enqueue and jobkit_run_job wrappers, the job
-events, jobkit_connection for transactional enqueue, and jobkit_register_jobs."""
+events, jobkit_connection and jobkit_driver_connection for transactional enqueue, and
+jobkit_register_jobs."""
 
 from __future__ import annotations
 
@@ -296,6 +297,54 @@ def test_connection_plugin_answering_none_leaves_the_store_its_own(jobkit_runtim
     request = Noop().run_in_worker()
     assert request is not None
     assert pending_ids(jobkit_runtime.settings) == [request.id]
+
+
+# jobkit_driver_connection ------------------------------------------------------------------------
+
+
+class Session:
+    """Stands for an ORM session: it holds a psycopg connection but is not one."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+
+class SessionAdapter:
+    @hookimpl
+    def jobkit_driver_connection(self, connection):
+        return connection.connection if isinstance(connection, Session) else None
+
+
+def test_driver_connection_plugin_lets_run_in_worker_take_a_session(
+    jobkit_runtime, register_plugin
+):
+    settings = jobkit_runtime.settings
+    register_plugin(SessionAdapter())
+    with psycopg.connect(settings.database_url) as connection:
+        session = Session(connection)
+        committed = Noop(1).run_in_worker(connection=session)
+        assert enqueue_many([Noop(2)], connection=session) != [None]
+        assert pending_ids(settings) == []
+        connection.commit()
+        assert len(pending_ids(settings)) == 2
+
+        Noop(3).run_in_worker(connection=session, concurrency_key="k")
+        connection.rollback()
+    assert pending_ids(settings)[0] == committed.id
+    assert len(pending_ids(settings)) == 2
+
+
+def test_driver_connection_plugin_adapts_what_jobkit_connection_answers(
+    jobkit_runtime, register_plugin
+):
+    settings = jobkit_runtime.settings
+    register_plugin(SessionAdapter())
+    with psycopg.connect(settings.database_url) as connection:
+        register_plugin(CurrentConnection(Session(connection)))
+        request = Noop().run_in_worker()
+        assert pending_ids(settings) == []
+        connection.commit()
+    assert pending_ids(settings) == [request.id]
 
 
 # jobkit_register_jobs ----------------------------------------------------------------------------
