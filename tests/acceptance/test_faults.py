@@ -362,8 +362,10 @@ def test_a_job_that_ignores_sigterm_is_killed_at_its_timeout(
     assert (first, second) == (0, 1)
     assert first_pid != second_pid
     assert not alive(first_pid) and not alive(second_pid)
-    # SIGTERM at 2 s was ignored; SIGKILL followed after the 1 s grace, and the retry ran.
-    assert 3 <= (second_at - first_at).total_seconds() <= 8
+    # SIGTERM at 2 s was ignored; SIGKILL followed after the 1 s grace, and the retry ran. The
+    # clock starts when the child starts the job, a moment before the job writes its ledger row
+    # (one insert: tens of milliseconds on a loaded machine), hence the slack below 3 s.
+    assert 2.9 <= (second_at - first_at).total_seconds() <= 8
     assert "ran longer than its timeout of 2 s" in worker.output()
     assert worker.poll() is None
     jobs |= enqueue(jobkit_runtime, [Record(f"later-{n}") for n in range(3)])
