@@ -214,7 +214,7 @@ class RoundTrip:
     completions: list[Completion]
     limit: int
     started: list[tuple[uuid.UUID, datetime.datetime]]
-    future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess], float | None]]
+    future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess]]]
     asked_again: bool = False
     """A wake-up came while it was in flight: its claim may have looked before the job did."""
 
@@ -260,6 +260,8 @@ class Worker:
         # Attempts of this worker an operator cancelled (and who), and the lookup in flight.
         self._cancels: dict[uuid.UUID, str] = {}
         self._cancel_lookup: concurrent.futures.Future[dict[uuid.UUID, str]] | None = None
+        # How long until the next scheduled job, asked after a claim came up short (and when).
+        self._next_start_lookup: tuple[float, concurrent.futures.Future[float | None]] | None = None
         self._done_lock = threading.Lock()
         self._failures = 0
         self._backoff_until = 0.0
@@ -489,6 +491,7 @@ class Worker:
             now = time.monotonic()
             if self._round_trip is not None and self._round_trip.future.done():
                 self._complete_round_trip()
+            self._learn_next_start()
             if not self._failures:
                 pool.answer()  # the children may start jobs: their starts will be marked
             if self.heartbeat.lease_lost.is_set():
@@ -722,26 +725,45 @@ class Worker:
         completions: list[Completion],
         limit: int,
         started: list[tuple[uuid.UUID, datetime.datetime]],
-    ) -> tuple[FinishReport, list[JobProcess], float | None]:
-        """On the database thread: write results, mark started attempts, claim, and when the
-        claim came up short, learn how long until the next scheduled job."""
-        report, claimed = self.runtime.finish_and_claim(
+    ) -> tuple[FinishReport, list[JobProcess]]:
+        """On the database thread: write results, mark started attempts, claim."""
+        return self.runtime.finish_and_claim(
             worker_id=self.id,
             completions=completions,
             queues=self.options.queues,
             limit=limit,
             started=started,
         )
-        next_start = None
-        if limit and len(claimed) < limit:
-            next_start = self.store.seconds_until_next_start(queues=self.options.queues)
-        return report, claimed, next_start
+
+    def _look_for_next_start(self) -> None:
+        """Ask, on the database thread, how long until the next scheduled job of the worker's
+        queues, so it is claimed when due rather than at the next poll. Asked after a claim came
+        up short, once its jobs have gone to the children: they need not wait for the answer."""
+        if self._next_start_lookup is not None:
+            return
+        lookup = self._database_thread.submit(
+            self.store.seconds_until_next_start, queues=self.options.queues
+        )
+        lookup.add_done_callback(lambda _: self.wake())
+        self._next_start_lookup = (time.monotonic(), lookup)
+
+    def _learn_next_start(self) -> None:
+        if self._next_start_lookup is None or not self._next_start_lookup[1].done():
+            return
+        (asked, lookup), self._next_start_lookup = self._next_start_lookup, None
+        try:
+            seconds = lookup.result()
+        except StoreError as error:  # the next poll claims it, a little later
+            logger.debug("could not learn when the next scheduled job starts: %s", error)
+            return
+        if seconds is not None:
+            self._next_poll = min(self._next_poll, asked + seconds)
 
     def _complete_round_trip(self) -> None:
         assert self._round_trip is not None and self.pool is not None
         round_trip, self._round_trip = self._round_trip, None
         try:
-            report, claimed, next_start = round_trip.future.result()
+            report, claimed = round_trip.future.result()
         except Exception as error:
             # A claim (or a deferral's transaction of its own) may have committed.
             self._reconcile_due = self._reconcile_due or bool(round_trip.limit)
@@ -760,13 +782,11 @@ class Worker:
         if round_trip.limit:
             self._claim_due = len(claimed) == round_trip.limit or round_trip.asked_again
             self._claimed_nothing = not claimed
-            if not self._claim_due:
-                wait = self.options.poll_interval
-                self._next_poll = time.monotonic() + (
-                    wait if next_start is None else min(wait, next_start)
-                )
             undelivered = claimed if self.stopping else self.pool.dispatch(claimed)
             self._release([process.id for process in undelivered])
+            if not self._claim_due:
+                self._next_poll = time.monotonic() + self.options.poll_interval
+                self._look_for_next_start()
         if any(report.written.values()):
             # A retry or deferral was enqueued, after this round trip's claim looked: it may be
             # ready now, so look again (before --burst ends).
