@@ -80,7 +80,7 @@ def _waits_on_a_lock(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '-- An operator deletes a job%%'"
+            "AND query LIKE '-- jobkit: delete_job%%'"
         ).fetchone()
     return bool(row and row[0])
 

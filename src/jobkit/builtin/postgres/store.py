@@ -243,7 +243,7 @@ class PostgresListener:
     def __init__(
         self,
         url: str,
-        listen_statement: sql.Composed,
+        listen_statement: sql.SQL,
         queues: Sequence[str],
         send_probe: Callable[[str], None],
     ):
@@ -350,8 +350,12 @@ class PostgresStore:
             "channel": sql.Literal(self.channel),
             "channel_identifier": sql.Identifier(self.channel),
         }
+        # Each query rendered once and compacted: executed as one SQL object (not a Composed
+        # joined again at every call), and but for finish_and_claim (6.8 KB as written, 4.3 KB
+        # compacted) under the 4 KB up to which psycopg caches its conversion of a query.
         self.queries = {
-            name: sql.SQL(text).format(**replacements) for name, text in load_queries().items()
+            name: sql.SQL(_compact(name, sql.SQL(text).format(**replacements).as_string()))
+            for name, text in load_queries().items()
         }
         self.migrations = [
             (migration, [sql.SQL(part).format(**replacements) for part in migration.statements()])
@@ -1079,7 +1083,18 @@ def _outcomes_json(completions: Sequence[Completion]) -> str:
     )
 
 
-def _with_values(query: sql.Composed, values: dict[str, Any]) -> str:
+def _compact(name: str, text: str) -> str:
+    """The query ``name`` as it is sent: its lines without indentation, without the lines that
+    hold only a comment (the server would parse and skip them at every execution), after one
+    comment that names it, so it can be told apart in ``pg_stat_activity`` and the server's
+    logs (``-- jobkit: finish_and_claim``)."""
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(
+        [f"-- jobkit: {name}", *(line for line in lines if line and not line.startswith("--"))]
+    )
+
+
+def _with_values(query: sql.Composable, values: dict[str, Any]) -> str:
     """The text of ``query`` with its ``%(name)s`` placeholders replaced by ``values`` as SQL
     literals, composed without a connection (a literal ``%`` in a query is ``%%`` for psycopg
     as for Python's ``%`` operator, so the two read placeholders alike)."""
