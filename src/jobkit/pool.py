@@ -378,21 +378,29 @@ class WorkerPool:
         return []
 
     def feed(self) -> None:
-        """Give each ready child attempts from the backlog, least loaded first, once it holds
-        half its ``PIPE_DEPTH`` or less (one message for several attempts)."""
+        """Give the ready children that hold half their ``PIPE_DEPTH`` or less attempts from the
+        backlog, one at a time to the least loaded, so a few attempts are shared between idle
+        children rather than all given to the first; one message per child."""
         if not self.backlog:
             return
         now = time.monotonic()
         pipe = min(PIPE_DEPTH, self.depth(now))
-        for child in sorted(self.children, key=lambda c: len(c.assigned)):
-            if not self.backlog:
-                break
-            if len(child.assigned) > pipe // 2:
-                continue
-            room = child.room(pipe, now)
-            if room:
-                child.send([self.backlog.popleft() for _ in range(min(room, len(self.backlog)))])
-                self._backlog_taken = now
+        room = {
+            child: child.room(pipe, now)
+            for child in self.children
+            if len(child.assigned) <= pipe // 2
+        }
+        batches: dict[Child, list[JobProcess]] = {}
+        takers = [child for child, free in room.items() if free]
+        while self.backlog and takers:
+            child = min(takers, key=lambda c: len(c.assigned) + len(batches.get(c, ())))
+            batches.setdefault(child, []).append(self.backlog.popleft())
+            room[child] -= 1
+            if not room[child]:
+                takers.remove(child)
+        for child, batch in batches.items():
+            child.send(batch)
+            self._backlog_taken = now
 
     def backlog_deadline(self) -> float | None:
         """When the backlog goes stale if no child takes from it (None when it is empty)."""
