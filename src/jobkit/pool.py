@@ -485,6 +485,7 @@ class WorkerPool:
                     error_type,
                     rerun_in,
                     rerun_uses_retry,
+                    output,
                     started,
                     ended,
                 ) = message
@@ -506,6 +507,7 @@ class WorkerPool:
                     error_type=error_type,
                     rerun_in=rerun_in,
                     rerun_uses_retry=rerun_uses_retry,
+                    output=output,
                 )
                 stopped = child.stop_reason if process is child.stopped_attempt else None
                 finished.append(Finished(process, outcome, started, ended, stopped))
@@ -734,6 +736,7 @@ def child_main(
                 outcome.error_type,
                 outcome.rerun_in,
                 outcome.rerun_uses_retry,
+                outcome.output,
                 wall_start,
                 time.time(),
             )

@@ -148,3 +148,23 @@ class Typed(Job):
     def run(self) -> None:
         assert isinstance(self.when, datetime.datetime) and self.when.tzinfo is not None
         record(self, f"{self.when.isoformat()}|{self.amount}", "typed")
+
+
+@register_job
+class Returns(Job):
+    """Returns what it is told to: ``kind`` names a value (``big`` is ``size`` characters of
+    text, ``object`` one the serializer refuses, ``value`` the ``value`` given)."""
+
+    def __init__(self, kind: str, value: object = None, size: int = 0):
+        self.kind = kind
+        self.value = value
+        self.size = size
+
+    def run(self) -> object:
+        if self.kind == "big":
+            return "x" * self.size
+        if self.kind == "object":
+            return object()
+        if self.kind == "when":
+            return {"at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)}
+        return self.value
