@@ -307,7 +307,9 @@ def describe_job(job: JobInfo) -> str:
             lines.extend(f"    {line}" for line in attempt.error.rstrip().splitlines())
         if attempt.output_json is not None:
             # As stored: JSON, with the serializer's tags for datetimes and the like.
-            pretty = json.dumps(json.loads(attempt.output_json), indent=2, ensure_ascii=False)
+            pretty = json.dumps(
+                json.loads(attempt.output_json), indent=2, ensure_ascii=False, sort_keys=True
+            )
             first_line, *rest = pretty.splitlines()
             lines.append(f"  output   {first_line}")
             lines.extend(f"    {line}" for line in rest)
