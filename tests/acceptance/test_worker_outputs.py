@@ -69,3 +69,15 @@ def test_a_burst_worker_stores_what_its_jobs_return(start_worker, jobkit_runtime
     assert as_json["attempts"][0]["output"] == {
         "at": {"__jobkit__": "datetime", "value": "2026-01-02T03:04:05+00:00"}
     }
+
+
+def test_jobkit_run_prints_the_output_and_fails_on_one_it_cannot_store(run_cli):
+    shown = run_cli("run", "testapp.jobs.Returns", "--args", '["value", {"b": [1], "a": "x"}]')
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == (
+        'testapp.jobs.Returns SUCCESSFUL\n{\n  "b": [\n    1\n  ],\n  "a": "x"\n}\n'
+    )
+    refused = run_cli("run", "testapp.jobs.Returns", "--args", '["object"]')
+    assert refused.returncode == 1
+    assert "Returns.run() returned a value of type object" in refused.stderr
+    assert "testapp.jobs.Returns ERRORED (jobkit.errors.OutputError)" in refused.stderr
