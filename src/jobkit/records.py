@@ -145,8 +145,9 @@ class JobResult(JobRequest):
     ended_at: datetime.datetime | None = None
     retry_request_id: uuid.UUID | None = None
     output_json: str | None = None
-    """The JSON text the serializer made of what a SUCCESSFUL attempt's ``run()`` returned;
-    None when it returned None (and for every other status)."""
+    """The JSON text the serializer made of what a SUCCESSFUL attempt's ``run()`` returned, or
+    as the store gives it back (the same JSON value, not always the same text: ``jsonb`` orders
+    keys its own way); None when it returned None (and for every other status)."""
 
     @property
     def output(self) -> Any:
