@@ -11,6 +11,9 @@ dates, times, UUIDs, Decimals and tuples in a tagged form that needs no annotati
 
 A dict that has a ``"__jobkit__"`` key of its own is stored as ``{"__jobkit__": "dict", "value":
 {...}}``. Anything else is refused at enqueue with a ``ParameterError`` that says how to fix it.
+
+What ``run()`` returns (the job's output) is stored in the same tagged form, with no annotation
+(``dumps_output``), and refused with an ``OutputError``.
 """
 
 from __future__ import annotations
