@@ -432,6 +432,8 @@ def run(
         click.echo(outcome.error, err=True)
         raise click.ClickException(f"{name} ERRORED ({outcome.error_type})")
     click.echo(f"{name} {outcome.status.value}")
+    if outcome.output is not None:
+        click.echo(json.dumps(json.loads(outcome.output), indent=2, ensure_ascii=False))
 
 
 @cli.command()

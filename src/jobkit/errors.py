@@ -27,6 +27,12 @@ class ParameterTypeError(ParameterError, TypeError):
     ``TypeError``, so code that caught the ``TypeError`` jobkit raised before still does."""
 
 
+class OutputError(JobkitError):
+    """What a job's ``run()`` returned cannot be stored: the serializer refuses it, or its JSON
+    is longer than the ``output_max_length`` setting. The attempt is recorded ERRORED with this
+    error and not retried (running it again cannot change the return value's type)."""
+
+
 class UnknownJobError(JobkitError):
     """A job no one can find: a name that no registered class answers to, a class registered
     under a name no worker knows (defined in the script being run), or an attempt id that no

@@ -227,7 +227,8 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
     :param process: the attempt being run.
 
     Kind: action (firstresult, wrappable). Built-in: the kernel (the middleware chain, then
-    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED), ``trylast``;
+    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED, a value returned
+    becomes the SUCCESSFUL outcome's ``output``, the serializer's JSON of it), ``trylast``;
     ``jobkit.builtin.logcontext`` wraps it (``tryfirst``) to put the job's id, name and retry
     attempt on every log record made during the run.
     Called: in a worker pool child, once per attempt.
@@ -242,7 +243,8 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
 def jobkit_add_middleware(settings: Settings) -> Sequence[type] | None:
     """Return middleware classes to run around every job, like the ``middleware`` setting's:
     each is built with the next step (``cls(run_job)``) and its ``process_job(job)`` calls
-    ``self.run_job(job)``, or does not, to skip the job. Subclass ``jobkit.JobMiddleware``.
+    ``self.run_job(job)``, or does not, to skip the job; it returns what that returned (the
+    job's output). Subclass ``jobkit.JobMiddleware``.
 
     Order, outermost first: the classes of the plugin pluggy calls first (the order ``jobkit
     plugins --hook jobkit_add_middleware`` lists), each answer's in its order; then the

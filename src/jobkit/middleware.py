@@ -23,7 +23,8 @@ RunJob = Callable[[Job], Any]
 
 
 class JobMiddleware:
-    """Base class for middleware: override ``process_job`` and call ``self.run_job(job)``."""
+    """Base class for middleware: override ``process_job``, call ``self.run_job(job)`` and
+    return what it returned (the job's output, stored with its result)."""
 
     def __init__(self, run_job: RunJob):
         self.run_job = run_job

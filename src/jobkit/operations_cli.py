@@ -261,7 +261,8 @@ def jobs_command(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_problems
 def show_command(job_id: str, as_json: bool) -> None:
-    """Show a job: its parameters, and every attempt with its times, worker and error."""
+    """Show a job: its parameters, and every attempt with its times, worker, error and
+    output."""
     job = operations().job(job_id)
     if as_json:
         click.echo(json.dumps(job.as_dict(), indent=2))
@@ -305,6 +306,14 @@ def describe_job(job: JobInfo) -> str:
         if attempt.error:
             lines.append(f"  error    {attempt.error_type}")
             lines.extend(f"    {line}" for line in attempt.error.rstrip().splitlines())
+        if attempt.output_json is not None:
+            # As stored: JSON, with the serializer's tags for datetimes and the like.
+            pretty = json.dumps(
+                json.loads(attempt.output_json), indent=2, ensure_ascii=False, sort_keys=True
+            )
+            first_line, *rest = pretty.splitlines()
+            lines.append(f"  output   {first_line}")
+            lines.extend(f"    {line}" for line in rest)
     return "\n".join(lines)
 
 

@@ -493,6 +493,7 @@ class WorkerPool:
                     error_type,
                     rerun_in,
                     rerun_uses_retry,
+                    output,
                     started,
                     ended,
                 ) = message
@@ -514,6 +515,7 @@ class WorkerPool:
                     error_type=error_type,
                     rerun_in=rerun_in,
                     rerun_uses_retry=rerun_uses_retry,
+                    output=output,
                 )
                 stopped = child.stop_reason if process is child.stopped_attempt else None
                 finished.append(Finished(process, outcome, started, ended, stopped))
@@ -742,6 +744,7 @@ def child_main(
                 outcome.error_type,
                 outcome.rerun_in,
                 outcome.rerun_uses_retry,
+                outcome.output,
                 wall_start,
                 time.time(),
             )

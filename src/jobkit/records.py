@@ -57,6 +57,14 @@ def new_attempt_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def _read_output(text: str | None) -> Any:
+    if text is None:
+        return None
+    from jobkit.runtime import get_runtime
+
+    return get_runtime().serializer.loads_output(text)
+
+
 @attrs.define(kw_only=True)
 class JobRequest:
     """A job waiting to be claimed.
@@ -136,6 +144,16 @@ class JobResult(JobRequest):
     started_at: datetime.datetime | None = None
     ended_at: datetime.datetime | None = None
     retry_request_id: uuid.UUID | None = None
+    output_json: str | None = None
+    """The JSON text the serializer made of what a SUCCESSFUL attempt's ``run()`` returned, or
+    as the store gives it back (the same JSON value, not always the same text: ``jsonb`` orders
+    keys its own way); None when it returned None (and for every other status)."""
+
+    @property
+    def output(self) -> Any:
+        """What ``run()`` returned, read back by this process's serializer; None when it
+        returned None."""
+        return _read_output(self.output_json)
 
     @classmethod
     def from_completion(
@@ -154,6 +172,7 @@ class JobResult(JobRequest):
             started_at=completion.started_at,
             ended_at=completion.ended_at,
             retry_request_id=retry_request_id,
+            output_json=outcome.output,
         )
 
     @property
@@ -197,14 +216,26 @@ class Attempt(JobRequest):
     error_type: str = ""
     retry_request_id: uuid.UUID | None = None
     cancel_requested_at: datetime.datetime | None = None
+    output_json: str | None = None
+    """A successful attempt's output as stored (see ``JobResult.output_json``). Only
+    ``jobkit.job()`` reads it; listings leave it None, so a page stays small."""
+
+    @property
+    def output(self) -> Any:
+        """What ``run()`` returned, read back by this process's serializer (None: nothing)."""
+        return _read_output(self.output_json)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON: ids and times as text, ``parameters`` parsed."""
-        data = attrs.asdict(self, filter=lambda field, _: field.name != "delay")
+        """Plain data for JSON: ids and times as text, ``parameters`` and ``output`` parsed
+        (the output as stored: JSON, with the serializer's tags)."""
+        data = attrs.asdict(
+            self, filter=lambda field, _: field.name not in ("delay", "output_json")
+        )
         for name, value in data.items():
             if isinstance(value, uuid.UUID | datetime.datetime):
                 data[name] = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
         data["parameters"] = json.loads(self.parameters)
+        data["output"] = None if self.output_json is None else json.loads(self.output_json)
         data["state"] = self.state.value
         return data
 
@@ -329,6 +360,9 @@ class Outcome:
     rerun_in: float | None = None
     rerun_uses_retry: bool = True
     hold_rerun: float | None = None
+    output: str | None = None
+    """The JSON text the serializer made of what ``run()`` returned (SUCCESSFUL only); None
+    when it returned None."""
 
 
 @attrs.define(kw_only=True)

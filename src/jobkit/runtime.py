@@ -29,6 +29,7 @@ import pluggy
 from jobkit.errors import (
     DeferJob,
     JobkitError,
+    OutputError,
     ParameterError,
     ParameterTypeError,
     PluginError,
@@ -800,12 +801,41 @@ class Runtime:
         text is bounded already, so wrappers see what will be stored.)"""
         run_chain = self.middleware_chain()
         try:
-            run_chain(job)
+            value = run_chain(job)
         except DeferJob as deferral:
             return _deferred(deferral, process)
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
             return self.bounded(_errored(error, process, job=job))
-        return Outcome(status=Status.SUCCESSFUL)
+        if value is None:
+            return Outcome(status=Status.SUCCESSFUL)
+        return self.output_outcome(job, value)
+
+    def output_outcome(self, job: Job, value: Any) -> Outcome:
+        """SUCCESSFUL with ``value`` (what ``run()`` returned, not None) as the serializer's
+        JSON; ERRORED with an ``OutputError``, not retried, when the serializer refuses it or
+        its JSON is longer than ``output_max_length`` bytes. Never cut: cut JSON is no JSON."""
+        job_class = type(job)
+        try:
+            text = self.serializer.dumps_output(job_class, value)
+        except OutputError as error:
+            return self.bounded(_failed(error, str(error)))
+        except Exception as error:  # a converter hook's failure, a RecursionError from a cycle
+            problem = OutputError(
+                f"{job_class.__qualname__}.run() returned a value of type "
+                f"{type(value).__qualname__} that the serializer failed to store: {error!r}"
+            )
+            return self.bounded(_failed(problem, str(problem)))
+        limit = self.settings.output_max_length
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            problem = OutputError(
+                f"{job_class.__qualname__}.run() returned a value of type "
+                f"{type(value).__qualname__} whose JSON is {size:,} bytes, more than the "
+                f"output_max_length setting allows ({limit:,}); store big data elsewhere (a "
+                f"file, a table) and return where it is, or raise output_max_length"
+            )
+            return _failed(problem, str(problem))
+        return Outcome(status=Status.SUCCESSFUL, output=text)
 
 
 class _Withdrawn(Exception):

@@ -1,4 +1,5 @@
-"""The Serializer protocol: how a job's ``__init__`` arguments become JSON text and back.
+"""The Serializer protocol: how a job's ``__init__`` arguments, and what its ``run()``
+returns, become JSON text and back.
 
 The built-in ``jobkit.builtin.serializers`` answers the ``jobkit_serializer`` hook with a cattrs
 converter that other plugins extend through ``jobkit_configure_converter``. Parameters are always
@@ -30,3 +31,15 @@ class Serializer(Protocol):
 
         Raises ``ParameterError`` when the text no longer fits ``job_class.__init__``.
         """
+
+    def dumps_output(self, job_class: type, value: Any) -> str:
+        """The JSON text for ``value``, what ``job_class.run()`` returned (never None: the
+        runtime stores nothing for None without asking). Called in the pool child.
+
+        Raises ``OutputError`` naming the job and the value's type when it cannot be stored.
+        """
+
+    def loads_output(self, text: str) -> Any:
+        """The value back from the text ``dumps_output`` made (as the store gives it back: the
+        same JSON value, not always the same text). Called wherever a result's ``output`` is
+        read, so it cannot depend on the job class being importable there."""

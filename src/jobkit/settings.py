@@ -86,6 +86,9 @@ class Settings:
     error_max_length: int = 65536
     """Characters of an attempt's error (its traceback) kept in its result; a longer one keeps
     its head and its tail and says how much was cut."""
+    output_max_length: int = 65536
+    """Bytes of JSON a job's output (what ``run()`` returns) may take in its result; a longer
+    one makes the attempt ERRORED (``OutputError``), never a cut, invalid JSON."""
     heartbeat_interval: float = 60
     """Seconds between a worker's heartbeats."""
     heartbeat_timeout: float = 300
@@ -212,6 +215,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "schema": _identifier,
     "results_retention": _not_negative,
     "error_max_length": _at_least(1000),
+    "output_max_length": _at_least(1),
     "heartbeat_interval": _positive,
     "heartbeat_timeout": _positive,
     "shutdown_timeout": _not_negative,

@@ -61,8 +61,9 @@ worker dies, its peers record it LOST instead of running it again as if it never
 ABORTED_WAIT = 10.0
 """Seconds a stopping worker waits for ``on_aborted`` calls still running."""
 ROUND_TRIP_TEXT = 4_000_000
-"""Characters of error text one round trip carries at most (each is bounded by the
-``error_max_length`` setting); the results beyond wait for the next round trip."""
+"""Characters of error and output text one round trip carries at most (each is bounded by the
+``error_max_length`` and ``output_max_length`` settings); the results beyond wait for the next
+round trip."""
 LOGGED_ERROR = 300
 """Characters of an error's last line a failed attempt's log line shows."""
 
@@ -695,11 +696,14 @@ class Worker:
 
     def _take_pending(self) -> list[Completion]:
         """The pending outcomes one round trip may carry: in order, up to ``ROUND_TRIP_TEXT``
-        characters of error text (at least one outcome); an outcome to be written alone (after
-        a round trip that failed with it) goes alone."""
+        characters of error and output text (at least one outcome); an outcome to be written
+        alone (after a round trip that failed with it) goes alone."""
         size = 0
         for taken, completion in enumerate(self._pending):
-            size += len(completion.outcome.error)
+            outcome = completion.outcome
+            size += len(outcome.error)
+            if outcome.output is not None:
+                size += len(outcome.output)
             if completion.process.id in self._alone:
                 taken = max(taken, 1)  # alone, or the outcomes before it without it
                 break

@@ -31,6 +31,7 @@ JOB_NAMES = [
     "testapp.jobs.Defer",
     "testapp.jobs.Fail",
     "testapp.jobs.Noop",
+    "testapp.jobs.Returns",
     "testapp.jobs.Typed",
 ]
 BUILTINS = {

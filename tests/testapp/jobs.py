@@ -148,3 +148,37 @@ class Typed(Job):
     def run(self) -> None:
         assert isinstance(self.when, datetime.datetime) and self.when.tzinfo is not None
         record(self, f"{self.when.isoformat()}|{self.amount}", "typed")
+
+
+UNSTORABLE_OUTPUTS = {
+    "object": object,
+    "set": lambda: {"tags": {1, 2}},
+    "nan": lambda: [1, float("nan")],
+    "int key": lambda: {1: "a"},
+    "NUL": lambda: {"text": "a\x00b"},
+    "surrogate": lambda: "\udce9",
+}
+"""Outputs no serializer stores, by name: no parameter could carry them to the job."""
+
+
+@register_job
+class Returns(Job):
+    """Returns what it is told to: ``value``; or, by ``kind``, ``size`` characters of text
+    (``big``), a dict holding a datetime (``when``), one of ``UNSTORABLE_OUTPUTS``, or
+    ``value`` after failing its first attempt (``fail-once``)."""
+
+    def __init__(self, kind: str, value: object = None, size: int = 0):
+        self.kind = kind
+        self.value = value
+        self.size = size
+
+    def run(self) -> object:
+        if self.kind == "big":
+            return "x" * self.size
+        if self.kind == "when":
+            return {"at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)}
+        if self.kind == "fail-once" and self.job_process and self.job_process.retry_attempt == 0:
+            raise ValueError("the first attempt fails")
+        if self.kind in UNSTORABLE_OUTPUTS:
+            return UNSTORABLE_OUTPUTS[self.kind]()
+        return self.value

@@ -15,7 +15,7 @@ import pytest
 
 import jobkit.builtin.serializers
 import jobkit.hookspecs
-from jobkit.errors import ParameterError
+from jobkit.errors import OutputError, ParameterError
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.serializer import Serializer
@@ -858,3 +858,48 @@ def test_loads_refuses_values_that_cannot_be_read(serializer, job_class, text, e
 def test_loads_of_a_type_without_hooks_says_so(serializer):
     with pytest.raises(ParameterError, match=r"no structure hook for .*Unknown"):
         serializer.loads(UnknownJob, '{"args":[{}],"kwargs":{}}')
+
+
+# Outputs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": [1, 2.5, None, True]}, '{"a":[1,2.5,null,true]}'),
+        ("é \U0001f600", '"\\u00e9 \\ud83d\\ude00"'),
+        (
+            [datetime.date(2026, 1, 31), decimal.Decimal("19.90"), ("x", 1)],
+            '[{"__jobkit__":"date","value":"2026-01-31"},'
+            '{"__jobkit__":"decimal","value":"19.90"},'
+            '{"__jobkit__":"tuple","value":["x",1]}]',
+        ),
+        ({"__jobkit__": 1}, '{"__jobkit__":"dict","value":{"__jobkit__":1}}'),
+    ],
+)
+def test_an_output_is_stored_in_the_tagged_form_and_read_back(serializer, value, text):
+    assert serializer.dumps_output(Job, value) == text
+    assert serializer.loads_output(text) == value
+    assert serializer.loads_output(json.dumps(json.loads(text), indent=1)) == value
+
+
+@dataclasses.dataclass
+class Report:
+    rows: int
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Report(3), "a value of type test_serializers.Report, which jobkit cannot store"),
+        ({"when": {1, 2}}, "a value of type set at output['when']"),
+        (float("inf"), "returned inf, which JSON cannot hold"),
+        ([{"k": "\x00"}], r"the NUL character (\x00) at output[0]['k']"),
+    ],
+)
+def test_an_output_that_cannot_be_stored_is_an_output_error(serializer, value, expected):
+    with pytest.raises(OutputError) as excinfo:
+        serializer.dumps_output(Job, value)
+    message = str(excinfo.value)
+    assert message.startswith("Job.run() returned ")
+    assert expected in message

@@ -17,6 +17,17 @@ class Succeed(Job):
         pass
 
 
+@register_job(name="dashboard.Report")
+class Report(Job):
+    """Returns ``output``, the job's output."""
+
+    def __init__(self, output: object = None):
+        self.output = output
+
+    def run(self) -> object:
+        return self.output
+
+
 @register_job(name="dashboard.Fail")
 class Fail(Job):
     """Fails every time, with the given message in its traceback."""

@@ -11,7 +11,7 @@ import uuid
 
 import attrs
 import pytest
-from dashboard_jobs import Fail, Succeed
+from dashboard_jobs import Fail, Report, Succeed
 from jobkit_dashboard import create_app
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -392,3 +392,13 @@ def test_a_first_page_counts_failed_jobs_within_its_budget(runtime, monkeypatch)
         assert 'id="failed-as-of"' in first  # the other queues: counted in the background
         assert first.count('class="n failed"') == 3
         wait_for(lambda: re.search(r'id="total-failed">3<', client.get("/").text))
+
+
+def test_a_job_page_shows_its_output_as_escaped_pretty_json(client, runtime):
+    request = runtime.enqueue(Report({"sent": 3, "note": "<script>alert(1)</script>"}))
+    plain = runtime.enqueue(Report(None))
+    run_jobs(runtime)
+    page = client.get(f"/jobs/{request.job_id}").text
+    assert '<pre class="output">{\n  &#34;note&#34;: &#34;&lt;script&gt;' in page
+    assert "&#34;sent&#34;: 3\n}</pre>" in page
+    assert 'class="output"' not in client.get(f"/jobs/{plain.job_id}").text

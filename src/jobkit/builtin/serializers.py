@@ -11,6 +11,9 @@ dates, times, UUIDs, Decimals and tuples in a tagged form that needs no annotati
 
 A dict that has a ``"__jobkit__"`` key of its own is stored as ``{"__jobkit__": "dict", "value":
 {...}}``. Anything else is refused at enqueue with a ``ParameterError`` that says how to fix it.
+
+What ``run()`` returns (the job's output) is stored in the same tagged form, with no annotation
+(``dumps_output``), and refused with an ``OutputError``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import cattrs
 import cattrs.preconf.json
 import pluggy
 
-from jobkit.errors import ParameterError
+from jobkit.errors import OutputError, ParameterError
 from jobkit.hookspecs import hookimpl
 from jobkit.settings import Settings
 
@@ -97,6 +100,26 @@ class JsonSerializer:
             for name, data in stored_kwargs.items()
         }
         return args, kwargs
+
+    def dumps_output(self, job_class: type, value: Any) -> str:
+        """``value`` in the tagged form of an unannotated parameter: a job's output is read
+        back where its class may not be importable (``jobkit show``, a dashboard), so no
+        annotation may be needed to read it."""
+        data = _encode_free(value)
+        try:
+            text = _encode_json(data)
+        except (TypeError, ValueError):
+            raise _output_error(job_class, data) from None
+        # As in dumps: only an escape can hide a string PostgreSQL refuses (an emoji is a
+        # valid surrogate pair).
+        if "\\u0000" in text or "\\ud" in text:
+            found = _find_unstorable_text(data, "output")
+            if found is not None:
+                raise _output_text_error(job_class, *found)
+        return text
+
+    def loads_output(self, text: str) -> Any:
+        return _decode_free(_decode_json(text))
 
     def _inspect(self, job_class: type) -> _Signature:
         signature = _Signature.of(job_class, self.converter)
@@ -663,6 +686,44 @@ def _unstorable_error(
             f"(jobkit_configure_converter, see docs/serialization.md)"
         )
     return ParameterError(f"{signature.job_name} parameters cannot be stored as JSON: {error}")
+
+
+_OUTPUT_HOLDS = (
+    "An output holds JSON values (None, bool, int, finite float, str, lists, dicts with str "
+    "keys) and datetime, date, time, UUID, Decimal and tuple values"
+)
+
+
+def _output_error(job_class: type, data: Any) -> OutputError:
+    """The OutputError for the part of an output ``json`` refused, found by walking it."""
+    subject = f"{job_class.__qualname__}.run() returned"
+    found = _find_unstorable(data, "output")
+    if found is None:
+        return OutputError(f"{subject} a value jobkit cannot store as JSON. {_OUTPUT_HOLDS}")
+    path, value, reason = found
+    where = "" if path == "output" else f" at {path}"
+    if isinstance(value, float):
+        what = f"{value!r}{where}, which JSON cannot hold"
+    else:
+        what = reason + where if reason else f"a value of type {_name(type(value))}{where}"
+        what += ", which jobkit cannot store as its output"
+    return OutputError(
+        f"{subject} {what}. {_OUTPUT_HOLDS}: return those (an id, or dataclasses.asdict() of "
+        f"an object, say), or None to store nothing (docs/serialization.md#job-outputs)"
+    )
+
+
+def _output_text_error(job_class: type, path: str, text: str) -> OutputError:
+    where = "" if path == "output" else f" at {path}"
+    problem = (
+        "the NUL character (\\x00)"
+        if "\x00" in text
+        else "text that is not valid Unicode (a surrogate)"
+    )
+    return OutputError(
+        f"{job_class.__qualname__}.run() returned {problem}{where}, which PostgreSQL cannot "
+        f"store in JSON; encode it (base64, say) before returning it"
+    )
 
 
 def _check_storable_text(

@@ -12,6 +12,7 @@ The built-in Postgres store runs this suite in jobkit's own tests.
 from __future__ import annotations
 
 import datetime
+import json
 import select
 import threading
 import time
@@ -342,6 +343,60 @@ class StoreContract:
             request.created_at,
         )
         assert after.id == later.id  # the released job kept its place in line
+
+    # Outputs ---------------------------------------------------------------------------------
+
+    def test_a_successful_result_keeps_its_output(self, store: Store, worker_id: uuid.UUID) -> None:
+        # The JSON value comes back, not always its text (the built-in store keeps jsonb).
+        output = '{"rows":[1,2.5,"caf\\u00e9 \\ud83d\\ude00",null,true],"zeta":{"a":{}}}'
+        store.enqueue([make_request(), make_request()], connection=None)
+        with_output, without = store.claim(worker_id=worker_id, queues=["default"], limit=2)
+        report, _ = store.finish_and_claim(
+            worker_id=worker_id,
+            completions=[completion(with_output, output=output), completion(without)],
+            queues=["default"],
+            limit=1,
+        )
+        assert set(report.written) == {with_output.id, without.id}
+
+        result = store.get_result(with_output.id)
+        assert result is not None and result.output_json is not None
+        assert json.loads(result.output_json) == json.loads(output)
+        state = store.job_state(with_output.id)
+        assert state is not None and state.result is not None
+        assert json.loads(state.result.output_json or "null") == json.loads(output)
+        (attempt,) = store.job_attempts(with_output.id)
+        assert json.loads(attempt.output_json or "null") == json.loads(output)
+
+        nothing = store.get_result(without.id)
+        assert nothing is not None and nothing.output_json is None
+        assert store.job_attempts(without.id)[0].output_json is None
+
+    @pytest.mark.parametrize("output", ['"text"', "0", "[]", "false", '{"a":"x"}'])
+    def test_every_json_value_is_an_output(
+        self, store: Store, worker_id: uuid.UUID, output: str
+    ) -> None:
+        store.enqueue([make_request()], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(worker_id=worker_id, completions=[completion(process, output=output)])
+        result = store.get_result(process.id)
+        assert result is not None and result.output_json is not None
+        assert json.loads(result.output_json) == json.loads(output)
+
+    def test_an_output_is_read_from_the_job_s_last_result(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (request,) = store.enqueue([make_request(retries=1)], connection=None)
+        (first,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(
+            worker_id=worker_id, completions=[completion(first, Status.ERRORED, rerun_in=0.0)]
+        )
+        (second,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+        store.finish(worker_id=worker_id, completions=[completion(second, output="[42]")])
+        result = store.get_result(request.id)
+        assert result is not None
+        assert (result.id, json.loads(result.output_json or "null")) == (second.id, [42])
+        assert [a.output_json is None for a in store.job_attempts(request.id)] == [True, False]
 
     # Reading and housekeeping -----------------------------------------------------------------
 

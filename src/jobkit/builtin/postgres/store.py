@@ -1077,6 +1077,7 @@ def _outcomes_json(completions: Sequence[Completion]) -> str:
                 c.outcome.rerun_in,
                 c.outcome.rerun_uses_retry,
                 c.outcome.hold_rerun,
+                c.outcome.output,
             ]
             for c in completions
         ]

@@ -114,7 +114,8 @@ WHERE queue = ANY(%(queues)s::text[]) AND start_at > now();
 --   longer owns (rescued by another worker) is not in "done" and gets no second result.
 --   %(outcomes)s is one jsonb array of [id, status, error, error_type, started_at, ended_at
 --   (epoch seconds, database clock), rerun_in (seconds or null), rerun_uses_retry, hold_rerun
---   (seconds or null: the rerun waits that long at most, for on_aborted, unless released)].
+--   (seconds or null: the rerun waits that long at most, for on_aborted, unless released),
+--   output (the JSON text of what run() returned, as a string; null when it returned None)].
 --   Claim: each queue's head is read in index order (priority, start, enqueue order) with its
 --   own LIMIT, so a claim reads a few index entries however many requests wait; the heads are
 --   merged. SKIP LOCKED lets concurrent claims pass each other; a row is moved by only one.
@@ -133,7 +134,7 @@ outcome AS (
         (o->>0)::uuid AS id, o->>1 AS status, o->>2 AS error, o->>3 AS error_type,
         to_timestamp((o->>4)::float8) AS ran_from, to_timestamp((o->>5)::float8) AS ran_to,
         (o->>6)::float8 AS rerun_in, (o->>7)::boolean AS rerun_uses_retry,
-        (o->>8)::float8 AS hold_rerun
+        (o->>8)::float8 AS hold_rerun, (o->>9)::jsonb AS output
     FROM jsonb_array_elements(%(outcomes)s::jsonb) AS o
 ),
 done AS (
@@ -141,7 +142,7 @@ done AS (
     USING outcome AS o
     WHERE p.id = o.id AND p.worker_id = %(worker_id)s
     RETURNING p.*, o.status, o.error, o.error_type, o.ran_from, o.ran_to, o.rerun_in,
-        o.rerun_uses_retry, o.hold_rerun
+        o.rerun_uses_retry, o.hold_rerun, o.output
 ),
 rerun AS (
     -- A job a fault interrupted (LOST, CANCELLED) goes back to its place in line: its start
@@ -185,13 +186,13 @@ finished AS (
     INSERT INTO {schema}.results (
         id, job_id, job_name, parameters, queue, priority, retries, retry_attempt,
         concurrency_key, headers, source, retry_of, start_at, created_at, timeout, worker_id,
-        status, error, error_type, started_at, ended_at, retry_request_id
+        status, error, error_type, started_at, ended_at, retry_request_id, output
     )
     SELECT
         d.id, d.job_id, d.job_name, d.parameters, d.queue, d.priority, d.retries,
         d.retry_attempt, d.concurrency_key, d.headers, d.source, d.retry_of, d.start_at,
         d.created_at, d.timeout, d.worker_id, d.status, d.error, d.error_type,
-        coalesce(d.ran_from, d.started_at), d.ran_to, rerun.id
+        coalesce(d.ran_from, d.started_at), d.ran_to, rerun.id, d.output
     FROM done AS d
     LEFT JOIN rerun ON rerun.retry_of = d.id
     RETURNING id, retry_request_id
@@ -471,26 +472,28 @@ next_attempt AS (
 SELECT
     stage, id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
-    worker_id, claimed_at, started_at, status, error, error_type, ended_at, retry_request_id
+    worker_id, claimed_at, started_at, status, error, error_type, ended_at, retry_request_id,
+    output::text AS output_json
 FROM (
     SELECT
         'processing' AS stage, 1 AS rank, p.id, job_id, job_name, parameters, queue, priority,
         retries, retry_attempt, concurrency_key, headers, source, retry_of, start_at,
         created_at, timeout, worker_id, claimed_at, started_at, NULL AS status, NULL AS error,
-        NULL AS error_type, NULL::timestamptz AS ended_at, NULL::uuid AS retry_request_id
+        NULL AS error_type, NULL::timestamptz AS ended_at, NULL::uuid AS retry_request_id,
+        NULL::jsonb AS output
     FROM {schema}.processes AS p JOIN next_attempt AS n ON p.id = n.id
     UNION ALL
     SELECT
         'requested', 2, q.id, job_id, job_name, parameters, queue, priority, retries,
         retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
-        timeout, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        timeout, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM {schema}.requests AS q JOIN next_attempt AS n ON q.id = n.id
     UNION ALL
     SELECT
         'finished', 3, r.id, job_id, job_name, parameters, queue, priority, retries,
         retry_attempt, concurrency_key, headers, source, retry_of, start_at, created_at,
         timeout, worker_id, NULL, started_at, status, error, error_type, ended_at,
-        r.retry_request_id
+        r.retry_request_id, output
     FROM {schema}.results AS r JOIN last_result AS l ON r.id = l.id
 ) AS found
 ORDER BY rank
@@ -872,14 +875,14 @@ SELECT
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
     lower(status) AS state, ended_at AS at, worker_id, NULL::timestamptz AS claimed_at,
     started_at, ended_at, error, error_type, retry_request_id,
-    NULL::timestamptz AS cancel_requested_at, depth
+    NULL::timestamptz AS cancel_requested_at, output::text AS output_json, depth
 FROM chain
 UNION ALL
 SELECT
     id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout, 'running',
     coalesce(started_at, claimed_at), worker_id, claimed_at, started_at, NULL, '', '', NULL,
-    cancel_requested_at, 1000000
+    cancel_requested_at, NULL, 1000000
 FROM {schema}.processes
 WHERE id = (SELECT id FROM next)
 UNION ALL
@@ -887,7 +890,7 @@ SELECT
     id, job_id, job_name, parameters::text, queue, priority, retries, retry_attempt,
     concurrency_key, headers::text, source, retry_of, start_at, created_at, timeout,
     CASE WHEN start_at <= now() THEN 'pending' ELSE 'scheduled' END, created_at, NULL, NULL,
-    NULL, NULL, '', '', NULL, NULL, 1000000
+    NULL, NULL, '', '', NULL, NULL, NULL, 1000000
 FROM {schema}.requests
 WHERE id = (SELECT id FROM next)
 ORDER BY depth;
