@@ -11,6 +11,7 @@ import pytest
 
 from jobkit.pool import BACKLOG_STALE, PIPE_DEPTH, WorkerPool
 from jobkit.records import JobProcess
+from jobkit.testing.store_contract import wait_for
 
 
 @pytest.fixture
@@ -41,11 +42,12 @@ def test_idle_children_share_a_few_claimed_jobs(pool):
 
 def test_what_the_children_cannot_hold_waits_in_the_backlog_and_goes_stale(pool):
     jobs = claimed(2 * PIPE_DEPTH + 8)
+    dispatched_at = time.monotonic()
     assert pool.dispatch(jobs) == []
     assert [len(child.assigned) for child in pool.children] == [PIPE_DEPTH, PIPE_DEPTH]
     assert list(pool.backlog) == jobs[-8:]
     assert pool.in_flight == len(jobs)
     assert pool.take_backlog(stale_only=True) == []  # children may still take from it
-    time.sleep(BACKLOG_STALE + 0.05)
-    assert pool.take_backlog(stale_only=True) == jobs[-8:]
+    assert wait_for(lambda: pool.take_backlog(stale_only=True)) == jobs[-8:]
+    assert time.monotonic() - dispatched_at >= BACKLOG_STALE
     assert not pool.backlog
