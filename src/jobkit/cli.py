@@ -240,6 +240,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="Jobs claimed ahead per child (default 10).",
 )
 @click.option(
+    "--async-concurrency",
+    type=int,
+    callback=_positive,
+    help="Async jobs (async def run) a child runs at once (default 100).",
+)
+@click.option(
     "--stats-every", type=float, help="Seconds between stats log lines; 0 turns them off."
 )
 @click.option(
@@ -267,6 +273,7 @@ def worker(
     max_processes: int | None,
     max_jobs_per_process: int | None,
     max_pending_per_process: int | None,
+    async_concurrency: int | None,
     stats_every: float | None,
     shutdown_timeout: float | None,
     scheduler: bool | None,
@@ -295,6 +302,7 @@ def worker(
         worker_max_processes=flag(max_processes, "--max-processes"),
         worker_max_jobs_per_process=flag(max_jobs_per_process, "--max-jobs-per-process"),
         worker_max_pending_per_process=flag(max_pending_per_process, "--max-pending-per-process"),
+        worker_async_concurrency=flag(async_concurrency, "--async-concurrency"),
         worker_stats_every=flag(stats_every, "--stats-every"),
         shutdown_timeout=flag(shutdown_timeout, "--shutdown-timeout"),
         worker_scheduler=flag(scheduler, "--scheduler/--no-scheduler"),

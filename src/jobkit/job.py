@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -176,3 +177,9 @@ class Job:
         parts = [repr(arg) for arg in self._init_args]
         parts += [f"{key}={value!r}" for key, value in self._init_kwargs.items()]
         return f"{type(self).__qualname__}({', '.join(parts)})"
+
+
+def is_async_job(job_class: type[Job]) -> bool:
+    """Whether ``job_class.run`` is ``async def``: its attempts run on a pool child's event
+    loop, many at once (see docs/async.md)."""
+    return inspect.iscoroutinefunction(job_class.run)

@@ -4,12 +4,19 @@ middleware (``jobkit_add_middleware``), then the ``middleware`` setting's.
 Middleware follows the seed systems: a class built with the next step (``run_job``) whose
 ``process_job(job)`` calls ``self.run_job(job)`` — or does not, to skip the job, or calls it twice,
 which a pluggy wrapper cannot do. The first in the chain is the outermost.
+
+An ``async def run()`` job runs through the async chain: the same classes, each built with the
+awaitable next step, and their ``async def aprocess_job(job)`` awaited. A middleware says it can
+wrap async jobs by defining ``aprocess_job`` as ``async def``; one that does not is refused when
+the async chain is built, naming it (its ``process_job`` would run before the job's coroutine
+is even awaited, so what it measures or catches would be wrong).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pluggy
@@ -20,11 +27,14 @@ from jobkit.plugins import contributions
 from jobkit.settings import Settings
 
 RunJob = Callable[[Job], Any]
+AsyncRunJob = Callable[[Job], Awaitable[Any]]
 
 
 class JobMiddleware:
     """Base class for middleware: override ``process_job``, call ``self.run_job(job)`` and
-    return what it returned (the job's output, stored with its result)."""
+    return what it returned (the job's output, stored with its result). To run around async
+    jobs too, also define ``async def aprocess_job(self, job)``, which awaits
+    ``self.run_job(job)`` (in the async chain, ``run_job`` is the awaitable next step)."""
 
     def __init__(self, run_job: RunJob):
         self.run_job = run_job
@@ -37,12 +47,39 @@ def _run(job: Job) -> Any:
     return job.run()
 
 
+async def _arun(job: Job) -> Any:
+    run: Callable[[], Awaitable[Any]] = job.run  # type: ignore[assignment] # async def run
+    return await run()
+
+
 def build_chain(paths: Sequence[str], contributed: Sequence[type] = ()) -> RunJob:
-    """The callable that runs a job through the plugins' middleware (``contributed``, from
-    ``plugin_middleware``), then every middleware in ``paths``, then ``run()``."""
+    """The callable that runs a (sync) job through the plugins' middleware (``contributed``,
+    from ``plugin_middleware``), then every middleware in ``paths``, then ``run()``."""
     run_job: RunJob = _run
     for middleware in reversed([*contributed, *map(import_middleware, paths)]):
         run_job = middleware(run_job).process_job
+    return run_job
+
+
+def build_async_chain(paths: Sequence[str], contributed: Sequence[type] = ()) -> AsyncRunJob:
+    """The coroutine function that runs an async job through the same middleware as
+    ``build_chain`` (their ``aprocess_job``), then awaits ``run()``. Raises ``PluginError``
+    naming each middleware without an ``async def aprocess_job``."""
+    classes = [*contributed, *map(import_middleware, paths)]
+    sync_only = [
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in classes
+        if not inspect.iscoroutinefunction(getattr(cls, "aprocess_job", None))
+    ]
+    if sync_only:
+        raise PluginError(
+            f"middleware {', '.join(sync_only)} cannot run around async jobs (`async def "
+            f"run`): it has no `async def aprocess_job(self, job)`; add one that awaits "
+            f"self.run_job(job) (see docs/async.md)"
+        )
+    run_job: AsyncRunJob = _arun
+    for middleware in reversed(classes):
+        run_job = middleware(run_job).aprocess_job
     return run_job
 
 

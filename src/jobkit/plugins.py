@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -209,6 +210,58 @@ def notify(hook: pluggy.HookCaller, **kwargs: Any) -> None:
             impl.function(*[kwargs[name] for name in impl.argnames])
         except Exception:
             logger.exception("plugin %r failed in %s", impl.plugin_name, hook.name)
+
+
+# Actions around awaited work -------------------------------------------------------------------
+
+
+async def call_awaiting(hook: pluggy.HookCaller, **kwargs: Any) -> Any:
+    """Call a firstresult action hook as pluggy does, but await an implementation's answer when
+    it is awaitable, between its wrappers' halves: each wrapper runs up to its ``yield``, the
+    answer is awaited, and the wrappers get it (or its exception) back, innermost first. All of
+    it runs in the calling task, so a wrapper's context variables (log context, the current
+    span) hold for the awaited work and for it alone. Old-style ``hookwrapper=True`` wrappers
+    get a ``pluggy.Result`` as from pluggy."""
+    teardowns: list[tuple[Any, Any]] = []
+    result: Any = None
+    exception: BaseException | None = None
+    try:
+        for impl in reversed(hook.get_hookimpls()):
+            args = [kwargs[name] for name in impl.argnames]
+            if impl.wrapper or impl.hookwrapper:
+                wrapper = cast(Generator[None, Any, Any], impl.function(*args))
+                next(wrapper)
+                teardowns.append((impl, wrapper))
+                continue
+            answer = impl.function(*args)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer is not None:
+                result = answer
+                break
+    except BaseException as error:
+        exception = error
+    for impl, wrapper in reversed(teardowns):
+        if impl.hookwrapper:
+            outcome = pluggy.Result(result, exception)
+            with contextlib.suppress(StopIteration):
+                wrapper.send(outcome)
+            exception = outcome.exception
+            result = None if exception is not None else outcome.get_result()
+            continue
+        try:
+            if exception is not None:
+                wrapper.throw(exception)
+            else:
+                wrapper.send(result)
+            raise PluginError(f"plugin {impl.plugin_name!r}: its {hook.name} wrapper yielded twice")
+        except StopIteration as stop:
+            result, exception = stop.value, None
+        except BaseException as error:
+            result, exception = None, error
+    if exception is not None:
+        raise exception
+    return result
 
 
 # Contributions ----------------------------------------------------------------------------------

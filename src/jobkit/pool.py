@@ -1,11 +1,15 @@
 """The worker's pool of child processes that run jobs.
 
 Each child has its own pipe: the main process sends it batches of claimed attempts, and the child
-sends back one outcome per attempt as soon as it ends. A shared counter says how many attempts the
-child has started, so when a child dies the main process knows exactly which attempt was running
-and which were never started (they go back to the queue unchanged). When the main process stops a
-child on purpose (a job past its timeout, the end of a shutdown's grace period) it records why, so
-the running attempt is recorded for what happened to it rather than as LOST.
+sends back one outcome per attempt as soon as it ends. A child starts attempts in the order it
+was given them: a sync job alone, async jobs (``async def run``) many at once on its event loop
+(see ``async_runner``). A shared counter says how many attempts the child has started, so when a
+child dies the main process knows exactly which attempts were running and which were never
+started (they go back to the queue unchanged); each attempt is given a slot of a shared array
+where the child writes when it started it. When the main process stops an attempt on purpose (a
+job past its timeout, the end of a shutdown's grace period) it records why, so the attempt is
+recorded for what happened to it rather than as LOST: a sync attempt by ending its child, an
+async one by cancelling its task (and ending the child only if the task ignores that).
 
 Children are started with ``spawn`` and rebuild their runtime from the worker's resolved settings.
 On Linux they also die with the main process, so a killed worker leaves no job running behind it.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import itertools
 import logging
 import math
 import multiprocessing
@@ -27,7 +32,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -77,7 +83,11 @@ ALIVE = ("alive?",)
 """A child's question to the main process, which answers by renewing ``main_beat``."""
 KILL_GRACE = 1.0
 """Seconds a run has to end after ``JobTimeout`` or ``JobCancelled`` was raised in it (on SIGTERM)
-before its child is killed (SIGKILL)."""
+before its child is killed (SIGKILL); and that an async attempt's task has to end after it was
+cancelled before its child is ended as for a sync attempt (its other async attempts are LOST)."""
+ASYNC_SHARE_WEIGHT = 0.3
+"""Weight of each newly claimed attempt in the share of async attempts the worker expects in its
+next claim (an exponential moving average)."""
 
 
 class StopReason(enum.Enum):
@@ -95,6 +105,16 @@ _ASKED = {
     StopReason.OPERATOR: ASKED_BY_OPERATOR,
 }
 """The ``stopping`` flag that tells a child why its running attempt is being ended."""
+
+
+def why_ended(reason: StopReason, attempt: JobProcess) -> str:
+    """The message of the ``JobTimeout`` or ``JobCancelled`` raised in a sync attempt the main
+    process ends (of the ``CancelledError`` in an async one)."""
+    if reason is StopReason.TIMEOUT:
+        return f"the run passed its timeout of {attempt.timeout:g} s"
+    if reason is StopReason.OPERATOR:
+        return "an operator cancelled this job"
+    return "the worker is stopping and its shutdown grace period ran out"
 
 
 @contextlib.contextmanager
@@ -153,12 +173,11 @@ class Finished:
 
 @attrs.define
 class Crashed:
-    """What a dead child left: the attempt it was running (and, when the main process ended it
-    on purpose, why), and the ones it never started."""
+    """What a dead child left: the attempts it was running (each with why the main process
+    ended it, when it did), and the ones it never started."""
 
     exitcode: int | None
-    running: JobProcess | None
-    reason: StopReason | None
+    running: list[tuple[JobProcess, StopReason | None]]
     unstarted: list[JobProcess]
 
 
@@ -175,9 +194,11 @@ class Child:
     ):
         self.number = number
         self.quota = quota
+        self.async_concurrency = settings.worker_async_concurrency
+        capacity = PIPE_DEPTH + self.async_concurrency
         self.connection, child_end = _CONTEXT.Pipe(duplex=True)
         self.started = _CONTEXT.RawValue("q", 0)
-        self.started_at = _CONTEXT.RawValue("d", 0.0)
+        self.started_at = _CONTEXT.RawArray("d", capacity)
         self.stopping = _CONTEXT.RawValue("b", 0)
         self.process = _CONTEXT.Process(
             target=child_main,
@@ -199,68 +220,138 @@ class Child:
             self.process.start()
         child_end.close()
         self.assigned: collections.deque[JobProcess] = collections.deque()
+        """The attempts the child holds, in the order it was given them (and starts them)."""
+        self.asynchronous: set[uuid.UUID] = set()
+        """The ids of the held attempts that are async."""
+        self._slots: dict[uuid.UUID, int] = {}
+        self._free_slots = list(range(capacity))
+        self._unsent: list[tuple[int, JobProcess]] = []
         self.reported = 0
         self.dispatched = 0
         self.ready = False
-        self.stop_reason: StopReason | None = None
-        self.stopped_attempt: JobProcess | None = None
+        self.stop_reasons: dict[uuid.UUID, StopReason] = {}
+        """Why the main process is ending held attempts, by id."""
+        self.cancelled_at: dict[uuid.UUID, float] = {}
+        """When the async attempts being ended were cancelled (monotonic), by id."""
         self.terminated_at: float | None = None
+        """When the main process asked the child itself to end (SIGTERM)."""
 
     @property
     def sentinel(self) -> int:
         return self.process.sentinel
 
-    def room(self, depth: int, now: float) -> int:
-        """How many more attempts this child may be given now: up to ``depth`` held in all,
-        and none while the attempt it runs has run longer than ``PREFETCH_HORIZON`` (a job
+    def room(self, depth: int, now: float, asynchronous: bool = False) -> int:
+        """How many more sync (or async) attempts this child may be given now: up to ``depth``
+        held in all, or ``async_concurrency + depth - 1`` while it holds only async attempts
+        (they run at once); no sync one while it holds an async one, which it would wait for;
+        and none while a sync attempt it runs has run longer than ``PREFETCH_HORIZON`` (a job
         queued behind it would wait that long)."""
         if not self.ready or self.stopping.value or self.terminated_at is not None:
             return 0
-        running = self.running()
-        if running is not None and now - running[1] > PREFETCH_HORIZON:
-            return 0
-        room = depth - len(self.assigned)
+        for process, since in self.running():
+            if process.id not in self.asynchronous and now - since > PREFETCH_HORIZON:
+                return 0
+        if not asynchronous:
+            limit = 0 if self.asynchronous else depth
+        elif len(self.asynchronous) == len(self.assigned):
+            limit = self.async_concurrency + depth - 1
+        else:
+            limit = depth
+        room = limit - len(self.assigned)
         if self.quota is not None:
             room = min(room, self.quota - self.dispatched)
         return max(0, room)
 
-    def send(self, processes: list[JobProcess]) -> None:
-        self.assigned.extend(processes)
-        self.dispatched += len(processes)
+    def hold(self, process: JobProcess, asynchronous: bool) -> None:
+        """Give the child ``process`` (sent with the others held since, by ``send``)."""
+        slot = self._free_slots.pop()
+        self._slots[process.id] = slot
+        if asynchronous:
+            self.asynchronous.add(process.id)
+        self.assigned.append(process)
+        self.dispatched += 1
+        self._unsent.append((slot, process))
+
+    def send(self) -> None:
+        """Send the child the attempts held since the last ``send``, in one message."""
+        batch, self._unsent = self._unsent, []
         try:
-            self.connection.send(processes)
+            self.connection.send(batch)
         except (BrokenPipeError, ConnectionResetError, OSError):
             logger.warning("pool child %s is gone; its attempts are recovered", self.number)
 
-    def running(self) -> tuple[JobProcess, float] | None:
-        """The attempt running now and its monotonic start time, or None when idle."""
-        if self.started.value > self.reported and self.assigned:
-            return self.assigned[0], self.started_at.value
-        return None
+    def release(self, process: JobProcess) -> StopReason | None:
+        """Forget ``process``, which ended; return why the main process ended it, if it did."""
+        self.assigned.remove(process)
+        self._free_slots.append(self._slots.pop(process.id))
+        self.asynchronous.discard(process.id)
+        self.cancelled_at.pop(process.id, None)
+        return self.stop_reasons.pop(process.id, None)
+
+    def running(self) -> list[tuple[JobProcess, float]]:
+        """The attempts running now, each with its monotonic start time: the child starts them
+        in order, so they are the first ``started - reported`` it holds."""
+        count = self.started.value - self.reported
+        return [
+            (process, self.started_at[self._slots[process.id]])
+            for process in itertools.islice(self.assigned, count)
+        ]
+
+    def ending(self, process: JobProcess) -> bool:
+        """Whether the main process is ending ``process`` already (or the whole child)."""
+        return process.id in self.stop_reasons or self.terminated_at is not None
 
     def ask_to_stop(self) -> None:
-        """Exit after the attempt running now; attempts not started come back as unstarted."""
+        """Exit after the attempts running now; attempts not started come back as unstarted."""
         self.stopping.value = max(self.stopping.value, ASKED_TO_STOP)
         with contextlib.suppress(OSError):
             self.connection.send(None)
 
     def terminate(self, reason: StopReason, attempt: JobProcess) -> None:
-        """End ``attempt``, the one running now: SIGTERM, which raises ``JobTimeout`` or
-        ``JobCancelled`` inside it, then SIGKILL after ``KILL_GRACE``; the child exits after it.
-        (If the child moved on to another attempt meanwhile, that one is recorded LOST.)"""
-        if self.terminated_at is not None:
+        """End ``attempt``, a running one. An async attempt: cancel its task (its ``finally``
+        blocks run), and end the child if the task has not ended after ``KILL_GRACE``. A sync
+        one: SIGTERM, which raises ``JobTimeout`` or ``JobCancelled`` inside it, then SIGKILL
+        after ``KILL_GRACE``; the child exits after it. (If the child moved on to another
+        attempt meanwhile, that one is recorded LOST.)"""
+        if self.ending(attempt):
             return
-        self.stop_reason = reason
-        self.stopped_attempt = attempt
+        self.stop_reasons[attempt.id] = reason
+        if attempt.id in self.asynchronous:
+            self.cancelled_at[attempt.id] = time.monotonic()
+            with contextlib.suppress(OSError):
+                self.connection.send(("cancel", attempt.id, why_ended(reason, attempt)))
+            return
+        self._end(reason)
+
+    def _end(self, reason: StopReason) -> None:
         self.terminated_at = time.monotonic()
         self.stopping.value = _ASKED[reason]
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
 
     def kill_if_overdue(self, now: float) -> None:
-        if self.terminated_at is not None and now - self.terminated_at >= KILL_GRACE:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        if self.terminated_at is not None:
+            if now - self.terminated_at >= KILL_GRACE:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+            return
+        for attempt_id, cancelled in self.cancelled_at.items():
+            if now - cancelled >= KILL_GRACE:
+                logger.warning(
+                    "pool child %s: async attempt %s did not end within %g s of its task's "
+                    "cancellation; ending the child (its other async attempts are LOST)",
+                    self.number,
+                    attempt_id,
+                    KILL_GRACE,
+                )
+                self._end(self.stop_reasons[attempt_id])
+                return
+
+    def deadlines(self) -> list[float]:
+        """When ``kill_if_overdue`` has something to do."""
+        if self.terminated_at is not None:
+            return [self.terminated_at + KILL_GRACE]
+        return [cancelled + KILL_GRACE for cancelled in self.cancelled_at.values()]
 
 
 class WorkerPool:
@@ -273,9 +364,12 @@ class WorkerPool:
         size: int,
         max_pending: int,
         max_jobs_per_child: int | None,
+        is_async: Callable[[str], bool],
         log_level: int = logging.INFO,
     ):
         self.settings = settings
+        self.is_async = is_async
+        """Whether a job name's attempts are async (``Runtime.is_async``)."""
         self.size = size
         self.max_pending = max_pending
         self.max_jobs_per_child = max_jobs_per_child
@@ -290,6 +384,8 @@ class WorkerPool:
         a child starts a job only within ``MAIN_STALE`` of it (see ``StartGate``)."""
         self.average_run: float | None = None
         """Seconds the recent attempts ran (a moving average); None until one has ended."""
+        self.async_share = 0.0
+        """The share of async attempts in what the worker claimed lately (a moving average)."""
         self.backlog: collections.deque[JobProcess] = collections.deque()
         """Attempts claimed ahead that no child holds yet, in claim order."""
         self._backlog_taken = time.monotonic()
@@ -354,11 +450,20 @@ class WorkerPool:
         return max(1, min(self.max_pending, int(PREFETCH_HORIZON / max(self.average_run, 1e-6))))
 
     def free_slots(self) -> int:
-        """How many attempts to claim now: each child's share of ``depth`` it has room for,
-        less what waits in the backlog."""
+        """How many attempts to claim now: each child's share of ``depth`` it has room for (of
+        async attempts and of sync ones, mixed in the share claimed lately), less what waits in
+        the backlog."""
         now = time.monotonic()
         depth = self.depth(now)
-        return max(0, sum(child.room(depth, now) for child in self.children) - len(self.backlog))
+        share = self.async_share
+        room = sum(
+            round(
+                share * child.room(depth, now, asynchronous=True)
+                + (1 - share) * child.room(depth, now)
+            )
+            for child in self.children
+        )
+        return max(0, room - len(self.backlog))
 
     @property
     def in_flight(self) -> int:
@@ -373,33 +478,49 @@ class WorkerPool:
             return processes
         if processes and not self.backlog:
             self._backlog_taken = time.monotonic()
+        for process in processes:
+            asynchronous = float(self.is_async(process.job_name))
+            self.async_share += ASYNC_SHARE_WEIGHT * (asynchronous - self.async_share)
         self.backlog.extend(processes)
         self.feed()
         return []
 
     def feed(self) -> None:
-        """Give the ready children that hold half their ``PIPE_DEPTH`` or less attempts from the
-        backlog, one at a time to the least loaded, so a few attempts are shared between idle
-        children rather than all given to the first; one message per child."""
+        """Give the ready children that hold half their ``PIPE_DEPTH`` or less sync attempts
+        from the backlog, each to the least loaded child with room for it (see
+        ``Child.room``), so a few attempts are shared between idle children rather than all
+        given to the first; one message per child. An attempt no child has room for stays in
+        the backlog, and those behind it may go ahead."""
         if not self.backlog:
             return
         now = time.monotonic()
         pipe = min(PIPE_DEPTH, self.depth(now))
-        room = {
-            child: child.room(pipe, now)
+        takers = [
+            child
             for child in self.children
-            if len(child.assigned) <= pipe // 2
-        }
-        batches: dict[Child, list[JobProcess]] = {}
-        takers = [child for child, free in room.items() if free]
+            if len(child.assigned) - len(child.asynchronous) <= pipe // 2
+        ]
+        given: set[Child] = set()
+        kept: collections.deque[JobProcess] = collections.deque()
         while self.backlog and takers:
-            child = min(takers, key=lambda c: len(c.assigned) + len(batches.get(c, ())))
-            batches.setdefault(child, []).append(self.backlog.popleft())
-            room[child] -= 1
-            if not room[child]:
-                takers.remove(child)
-        for child, batch in batches.items():
-            child.send(batch)
+            process = self.backlog.popleft()
+            asynchronous = self.is_async(process.job_name)
+            fits = [child for child in takers if child.room(pipe, now, asynchronous)]
+            if not fits:
+                kept.append(process)
+                takers = [
+                    child
+                    for child in takers
+                    if child.room(pipe, now) or child.room(pipe, now, asynchronous=True)
+                ]
+                continue
+            child = min(fits, key=lambda c: len(c.assigned))
+            child.hold(process, asynchronous)
+            given.add(child)
+        kept.extend(self.backlog)
+        self.backlog = kept
+        for child in given:
+            child.send()
             self._backlog_taken = now
 
     def backlog_deadline(self) -> float | None:
@@ -418,11 +539,10 @@ class WorkerPool:
         return taken
 
     def running(self) -> Iterator[tuple[Child, JobProcess, float]]:
-        """Each child running an attempt, with the attempt and its monotonic start time."""
+        """Each attempt running in a child, with the child and its monotonic start time."""
         for child in self.children:
-            now_running = child.running()
-            if now_running is not None:
-                yield child, *now_running
+            for process, since in child.running():
+                yield child, process, since
 
     def waitables(self) -> list[Any]:
         objects: list[Any] = []
@@ -497,7 +617,8 @@ class WorkerPool:
                     started,
                     ended,
                 ) = message
-                if not child.assigned or child.assigned[0].id != attempt_id:
+                process = next((p for p in child.assigned if p.id == attempt_id), None)
+                if process is None:
                     # Only a process that is not the pool child (a job's fork that went on
                     # running jobkit's loop) could send this; the child itself exits such forks.
                     logger.error(
@@ -507,7 +628,8 @@ class WorkerPool:
                         attempt_id,
                     )
                     continue
-                process = child.assigned.popleft()
+                asynchronous = process.id in child.asynchronous
+                stopped = child.release(process)
                 child.reported += 1
                 outcome = Outcome(
                     status=Status(status),
@@ -517,9 +639,9 @@ class WorkerPool:
                     rerun_uses_retry=rerun_uses_retry,
                     output=output,
                 )
-                stopped = child.stop_reason if process is child.stopped_attempt else None
                 finished.append(Finished(process, outcome, started, ended, stopped))
-                self._learn(ended - started)
+                if not asynchronous:  # an async run does not hold its child
+                    self._learn(ended - started)
         except (EOFError, ConnectionResetError, OSError):
             pass
 
@@ -546,12 +668,10 @@ class WorkerPool:
                     child.process.exitcode,
                 )
             return None
-        started_unreported = child.started.value - child.reported
-        running = child.assigned.popleft() if started_unreported > 0 else None
-        reason = child.stop_reason if running is child.stopped_attempt else None
-        unstarted = list(child.assigned)
+        running = [(process, child.stop_reasons.get(process.id)) for process, _ in child.running()]
+        unstarted = list(itertools.islice(child.assigned, len(running), None))
         child.assigned.clear()
-        return Crashed(child.process.exitcode, running, reason, unstarted)
+        return Crashed(child.process.exitcode, running, unstarted)
 
     def kill_overdue(self) -> None:
         """SIGKILL children that were asked to terminate and are still alive after the grace."""
@@ -560,8 +680,7 @@ class WorkerPool:
             child.kill_if_overdue(now)
 
     def next_kill_deadline(self) -> float | None:
-        deadlines = [c.terminated_at + KILL_GRACE for c in self.children if c.terminated_at]
-        return min(deadlines, default=None)
+        return min((when for child in self.children for when in child.deadlines()), default=None)
 
     # Stopping --------------------------------------------------------------------------------
 
@@ -581,7 +700,7 @@ class WorkerPool:
             child.ask_to_stop()
 
     def terminate_running(self, reason: StopReason) -> list[JobProcess]:
-        """End every running attempt now (SIGTERM, then SIGKILL); return those attempts."""
+        """End every running attempt now (see ``Child.terminate``); return those attempts."""
         ended = []
         for child, process, _ in list(self.running()):
             child.terminate(reason, process)
@@ -634,11 +753,9 @@ class _Interrupter:
             return
         if self.attempt is not None and not self.interrupted:
             self.interrupted = True
-            if asked == ASKED_TO_TIME_OUT:
-                raise JobTimeout(f"the run passed its timeout of {self.attempt.timeout:g} s")
-            if asked == ASKED_BY_OPERATOR:
-                raise JobCancelled("an operator cancelled this job")
-            raise JobCancelled("the worker is stopping and its shutdown grace period ran out")
+            reason = next(reason for reason, value in _ASKED.items() if value == asked)
+            error = JobTimeout if reason is StopReason.TIMEOUT else JobCancelled
+            raise error(why_ended(reason, self.attempt))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -671,11 +788,15 @@ def child_main(
     """A pool child: build the runtime, then run attempts until told to stop.
 
     A reader thread keeps the pipe drained so the main process never blocks sending work to a
-    child busy with a long job. Signals are the main process's business: the child ignores
-    SIGINT (Ctrl-C reaches the whole process group) and any SIGTERM the worker did not ask for,
-    and the main process stops it explicitly. ``safe_path`` is the worker's own
-    ``PYTHONSAFEPATH``, put back for the jobs (the child booted with it set: see
-    ``safe_path_for_children``).
+    child busy with a long job, and passes on the main process's requests to cancel an async
+    attempt. Signals are the main process's business: the child ignores SIGINT (Ctrl-C reaches
+    the whole process group) and any SIGTERM the worker did not ask for, and the main process
+    stops it explicitly. ``safe_path`` is the worker's own ``PYTHONSAFEPATH``, put back for the
+    jobs (the child booted with it set: see ``safe_path_for_children``).
+
+    Attempts start in the order they came: a sync one once no async one is in flight, and runs
+    here; an async one once the loop has room (``worker_async_concurrency``), and runs on the
+    ``AsyncRunner``'s loop. When asked to stop, the child waits for the async attempts in flight.
     """
     die_with_parent()
     restore_safe_path(safe_path)
@@ -683,6 +804,7 @@ def child_main(
     interrupter = _Interrupter(stopping)
     signal.signal(signal.SIGTERM, interrupter)
     configure_logging(log_level, settings.log_format)
+    from jobkit.async_runner import AsyncRunner
     from jobkit.runtime import Runtime, set_runtime
 
     try:
@@ -695,48 +817,15 @@ def child_main(
         return
     connection.send(("ready",))
 
-    inbox: collections.deque[JobProcess | None] = collections.deque()
-    arrived = threading.Condition()
+    sending = threading.Lock()
 
-    def read() -> None:
-        while True:
-            try:
-                batch = connection.recv()
-            except (EOFError, OSError):
-                batch = None
-            with arrived:
-                if batch is None:
-                    inbox.append(None)
-                else:
-                    inbox.extend(batch)
-                arrived.notify()
-            if batch is None:
-                return
+    def send(message: Any) -> None:
+        with sending:
+            connection.send(message)
 
-    threading.Thread(target=read, name="jobkit-child-reader", daemon=True).start()
-    start_gate = StartGate(connection, stopping, *gate)
-    pool_child = os.getpid()
-    os.register_at_fork(after_in_child=_forked_by_a_job)
-    done = 0
-    while quota is None or done < quota:
-        with arrived:
-            while not inbox:
-                arrived.wait()
-            process = inbox.popleft()
-        if process is None or stopping.value:
-            break
-        if not start_gate.open():
-            break
-        started_at.value = time.monotonic()
-        started.value += 1
-        wall_start = time.time()
-        outcome = interrupter.run(runtime, process)
-        if os.getpid() != pool_child:
-            # A job forked and its copy returned from run() without exiting: it must not go on
-            # as a second pool child (sending outcomes, running the jobs queued here).
-            os._exit(0)
+    def report(process: JobProcess, outcome: Outcome, wall_start: float, wall_end: float) -> None:
         # Plain values pickle far faster than the record; the main process rebuilds it.
-        connection.send(
+        send(
             (
                 process.id,
                 outcome.status.value,
@@ -746,10 +835,63 @@ def child_main(
                 outcome.rerun_uses_retry,
                 outcome.output,
                 wall_start,
-                time.time(),
+                wall_end,
             )
         )
+
+    runner = AsyncRunner(runtime, settings.worker_async_concurrency, report)
+    inbox: collections.deque[tuple[int, JobProcess] | None] = collections.deque()
+    arrived = threading.Condition()
+
+    def read() -> None:
+        while True:
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                message = ()
+            if isinstance(message, tuple) and message:
+                runner.cancel(*message[1:])  # ("cancel", attempt id, why)
+                continue
+            with arrived:
+                inbox.extend(message or [None])
+                arrived.notify()
+            if message == ():
+                return
+
+    threading.Thread(target=read, name="jobkit-child-reader", daemon=True).start()
+    start_gate = StartGate(send, stopping, *gate)
+    pool_child = os.getpid()
+    os.register_at_fork(after_in_child=_forked_by_a_job)
+    done = 0
+    while quota is None or done < quota:
+        with arrived:
+            while not inbox:
+                arrived.wait()
+            given = inbox.popleft()
+        if given is None or stopping.value:
+            break
+        slot, process = given
+        asynchronous = runtime.is_async(process.job_name)
+        if asynchronous:
+            runner.wait_for_room()
+        else:
+            runner.wait_until_idle()
+        if not start_gate.open():
+            break
+        started_at[slot] = time.monotonic()
+        started.value += 1
         done += 1
+        if asynchronous:
+            runner.start(process)
+            continue
+        wall_start = time.time()
+        outcome = interrupter.run(runtime, process)
+        if os.getpid() != pool_child:
+            # A job forked and its copy returned from run() without exiting: it must not go on
+            # as a second pool child (sending outcomes, running the jobs queued here).
+            os._exit(0)
+        report(process, outcome, wall_start, time.time())
+    runner.close()
     runtime.close()
 
 
@@ -761,8 +903,8 @@ class StartGate:
     or one cut from the database, could not, and a rescue would return the job to the queue as
     if it had never run). The child asks the main process when its last answer is stale."""
 
-    def __init__(self, connection: Any, stopping: Any, lease: Any, main_beat: Any):
-        self.connection = connection
+    def __init__(self, send: Callable[[Any], None], stopping: Any, lease: Any, main_beat: Any):
+        self.send = send
         self.stopping = stopping
         self.lease = lease
         self.main_beat = main_beat
@@ -791,7 +933,7 @@ class StartGate:
                 said_why = True
             if not answered and now - asked > MAIN_STALE:
                 with contextlib.suppress(OSError):
-                    self.connection.send(ALIVE)
+                    self.send(ALIVE)
                 asked = now
             time.sleep(pause)
             pause = min(pause * 2, GATE_POLL)

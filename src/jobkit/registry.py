@@ -44,12 +44,11 @@ class JobRegistry:
 
         if not (isinstance(job_class, type) and issubclass(job_class, Job)):
             raise JobkitError(f"register_job expects a Job subclass, got {job_class!r}")
-        run = job_class.run
-        if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+        if inspect.isasyncgenfunction(job_class.run):
             raise JobkitError(
-                f"{_qualified(job_class)}.run is `async def`, which jobkit does not run yet (its "
-                f"coroutine would never be awaited): define `def run(self)`, and call "
-                f"asyncio.run(...) inside it to await"
+                f"{_qualified(job_class)}.run is an async generator (`async def` with `yield`), "
+                f"which jobkit cannot run: define `async def run(self)` without `yield`, and "
+                f"return the output instead"
             )
         renamed = {
             old: new

@@ -7,6 +7,7 @@ its pool children build theirs from the settings they are given. The kernel's ow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import datetime
@@ -19,7 +20,7 @@ import threading
 import traceback
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,15 @@ from jobkit.errors import (
     UnknownJobError,
 )
 from jobkit.hookspecs import hookimpl
-from jobkit.job import Delay, Job
-from jobkit.middleware import RunJob, build_chain, plugin_middleware
-from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
+from jobkit.job import Delay, Job, is_async_job
+from jobkit.middleware import (
+    AsyncRunJob,
+    RunJob,
+    build_async_chain,
+    build_chain,
+    plugin_middleware,
+)
+from jobkit.plugins import CORE_PLUGIN, call_awaiting, create_plugin_manager, notify
 from jobkit.records import (
     Completion,
     FinishReport,
@@ -105,6 +112,7 @@ class Runtime:
         self._store: Store | None = None
         self._serializer: Serializer | None = None
         self._run_chain: RunJob | None = None
+        self._async_run_chain: AsyncRunJob | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -479,9 +487,41 @@ class Runtime:
         ERRORED without a retry: running again cannot fix them. Anything else, a
         ``BaseException`` included, is ERRORED with its traceback and retried by the job's policy,
         so no job can take its pool child down with it. The error text is bounded by the
-        ``error_max_length`` setting.
+        ``error_max_length`` setting. An async job (``async def run``) runs to its end on an
+        event loop of its own (a pool child runs them many at once, with ``arun_attempt``).
         """
-        return self.bounded(self._run_attempt(process))
+        job = self._rebuild_attempt(process)
+        if isinstance(job, Outcome):
+            return self.bounded(job)
+        if is_async_job(type(job)):
+            return asyncio.run(self._arun_rebuilt(job, process))
+        try:
+            outcome = self.pm.hook.jobkit_run_job(job=job, process=process)
+        except BaseException as error:
+            logger.exception("a jobkit_run_job wrapper failed for %r", job)
+            outcome = _errored(error, process, retry_delay=0.0)
+        return self.bounded(_answered(outcome))
+
+    async def arun_attempt(self, process: JobProcess) -> Outcome:
+        """``run_attempt`` for an async job, in the calling task: ``jobkit_run_job``'s wrappers
+        run in it around the awaited run (see ``call_awaiting``), so their context (log
+        context, spans) is this attempt's alone among the tasks of the loop."""
+        job = self._rebuild_attempt(process)
+        if isinstance(job, Outcome):
+            return self.bounded(job)
+        return await self._arun_rebuilt(job, process)
+
+    async def _arun_rebuilt(self, job: Job, process: JobProcess) -> Outcome:
+        try:
+            outcome = await call_awaiting(self.pm.hook.jobkit_run_job, job=job, process=process)
+        except BaseException as error:
+            logger.exception("a jobkit_run_job wrapper failed for %r", job)
+            outcome = _errored(error, process, retry_delay=0.0)
+        return self.bounded(_answered(outcome))
+
+    def is_async(self, job_name: str) -> bool:
+        """Whether the job registered as ``job_name`` is async (False for an unknown name)."""
+        return job_name in self.registry and is_async_job(self.registry.get(job_name))
 
     def bounded(self, outcome: Outcome) -> Outcome:
         """``outcome`` with its error text cut to ``error_max_length`` characters and made
@@ -490,7 +530,9 @@ class Runtime:
         error = storable_error(outcome.error, self.settings.error_max_length)
         return outcome if error is outcome.error else attrs.evolve(outcome, error=error)
 
-    def _run_attempt(self, process: JobProcess) -> Outcome:
+    def _rebuild_attempt(self, process: JobProcess) -> Job | Outcome:
+        """The job of ``process``, rebuilt, with ``jobkit_job_started`` sent; or the ERRORED
+        outcome of why it could not be."""
         try:
             job_class = self.registry.get(process.job_name)
         except UnknownJobError as error:
@@ -518,15 +560,7 @@ class Runtime:
             return _errored(error, process, retry_delay=0.0)
         job.job_process = process
         notify(self.pm.hook.jobkit_job_started, job=job, process=process)
-        try:
-            outcome = self.pm.hook.jobkit_run_job(job=job, process=process)
-        except BaseException as error:
-            logger.exception("a jobkit_run_job wrapper failed for %r", job)
-            return _errored(error, process, retry_delay=0.0)
-        if outcome is None:
-            unanswered = PluginError("no plugin answered jobkit_run_job (is jobkit.core blocked?)")
-            return _failed(unanswered, str(unanswered))
-        return outcome
+        return job
 
     def rebuild_job(self, request: JobRequest) -> Job:
         """The job instance of a stored request, process or result."""
@@ -796,16 +830,45 @@ class Runtime:
             )
         return self._run_chain
 
-    def run_job(self, job: Job, process: JobProcess) -> Outcome:
+    def async_middleware_chain(self) -> AsyncRunJob:
+        """``middleware_chain`` for async jobs (the middleware's ``aprocess_job``); also raises
+        ``PluginError`` naming a middleware that cannot wrap async jobs."""
+        if self._async_run_chain is None:
+            self._async_run_chain = build_async_chain(
+                self.settings.middleware, plugin_middleware(self.pm, self.settings)
+            )
+        return self._async_run_chain
+
+    def run_job(self, job: Job, process: JobProcess) -> Outcome | Coroutine[Any, Any, Outcome]:
         """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``. (Its error
-        text is bounded already, so wrappers see what will be stored.)"""
+        text is bounded already, so wrappers see what will be stored.) For an async job, the
+        coroutine that does it, which ``call_awaiting`` awaits between the hook's wrappers."""
+        if is_async_job(type(job)):
+            return self._arun_job(job, process)
         run_chain = self.middleware_chain()
         try:
             value = run_chain(job)
-        except DeferJob as deferral:
-            return _deferred(deferral, process)
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
-            return self.bounded(_errored(error, process, job=job))
+            return self._raised(error, job, process)
+        return self._returned(job, value)
+
+    async def _arun_job(self, job: Job, process: JobProcess) -> Outcome:
+        try:
+            run_chain = self.async_middleware_chain()
+        except (PluginError, SettingsError) as error:
+            return self.bounded(_failed(error, str(error)))
+        try:
+            value = await run_chain(job)
+        except BaseException as error:  # CancelledError too: the worker ended it (see pool)
+            return self._raised(error, job, process)
+        return self._returned(job, value)
+
+    def _raised(self, error: BaseException, job: Job, process: JobProcess) -> Outcome:
+        if isinstance(error, DeferJob):
+            return _deferred(error, process)
+        return self.bounded(_errored(error, process, job=job))
+
+    def _returned(self, job: Job, value: Any) -> Outcome:
         if value is None:
             return Outcome(status=Status.SUCCESSFUL)
         return self.output_outcome(job, value)
@@ -855,7 +918,9 @@ class CorePlugin:
         return self.runtime.enqueue_now(jobs, requests, connection)
 
     @hookimpl(trylast=True)
-    def jobkit_run_job(self, job: Job, process: JobProcess) -> Outcome:
+    def jobkit_run_job(
+        self, job: Job, process: JobProcess
+    ) -> Outcome | Coroutine[Any, Any, Outcome]:
         return self.runtime.run_job(job, process)
 
 
@@ -921,6 +986,14 @@ def storable_error(text: str, limit: int) -> str:
     kept = limit - len(note(len(text)))  # the longest the note can be
     head = kept // 2
     return text[:head] + note(len(text) - kept) + text[len(text) - (kept - head) :]
+
+
+def _answered(outcome: Outcome | None) -> Outcome:
+    """What ``jobkit_run_job`` answered, or the error of no plugin answering it."""
+    if outcome is None:
+        unanswered = PluginError("no plugin answered jobkit_run_job (is jobkit.core blocked?)")
+        return _failed(unanswered, str(unanswered))
+    return outcome
 
 
 def _failed(error: BaseException, message: str) -> Outcome:

@@ -105,6 +105,8 @@ class Settings:
     """Jobs a child runs before it is replaced (``--max-jobs-per-process``); unset: no limit."""
     worker_max_pending_per_process: int = 1000
     """Jobs claimed ahead per child (``--max-pending-per-process``)."""
+    worker_async_concurrency: int = 100
+    """Async jobs (``async def run``) a child runs at once (``--async-concurrency``)."""
     worker_stats_every: float = 60
     """Seconds between stats log lines (``--stats-every``); 0 turns them off."""
     worker_poll_interval: float = 2.0
@@ -223,6 +225,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "worker_max_processes": _positive,
     "worker_max_jobs_per_process": _positive,
     "worker_max_pending_per_process": _positive,
+    "worker_async_concurrency": _positive,
     "worker_stats_every": _not_negative,
     "worker_poll_interval": _positive,
     "timezone": _time_zone,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import itertools
 import logging
 import math
 import os
@@ -299,6 +300,8 @@ class Worker:
         try:
             self.runtime.import_jobs()
             self.runtime.middleware_chain()
+            if any(self.runtime.is_async(name) for name in self.runtime.registry):
+                self.runtime.async_middleware_chain()
             # The children import the jobs and plugins (a few hundred milliseconds) while this
             # process checks the tables and registers.
             self.pool = WorkerPool(
@@ -306,6 +309,7 @@ class Worker:
                 size=self.options.max_processes,
                 max_pending=self.options.max_pending_per_process,
                 max_jobs_per_child=self.options.max_jobs_per_process,
+                is_async=self.runtime.is_async,
                 log_level=logging.getLogger().getEffectiveLevel(),
             )
             self.pool.spawn()
@@ -580,15 +584,16 @@ class Worker:
         deadlines = [
             since + process.timeout
             for child, process, since in self.pool.running()
-            if process.timeout is not None and child.terminated_at is None
+            if process.timeout is not None and not child.ending(process)
         ]
         if self.stopping and not self._cancelling:
             deadlines.append(self._shutdown_deadline)
         # A child given work starts it within moments, telling no one: look again shortly, so
         # the start reaches the database within START_MARK_DELAY.
         if self._round_trip is None and any(
-            child.assigned and child.assigned[0].id not in self._marked_started
+            process.id not in self._marked_started
             for child in self.pool.children
+            for process in itertools.islice(child.assigned, len(child.running()) + 1)
         ):
             deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
         for deadline in (
@@ -619,7 +624,7 @@ class Worker:
             except StoreError as error:
                 logger.warning("could not read cancel requests (%s); trying again soon", error)
         for child, process, since in self.pool.running():
-            if process.id in self._cancels and child.terminated_at is None:
+            if process.id in self._cancels and not child.ending(process):
                 logger.warning(
                     "%s %s: an operator cancelled it (%s): ending it",
                     shown(process.job_name),
@@ -628,7 +633,7 @@ class Worker:
                 )
                 child.terminate(StopReason.OPERATOR, process)
             timeout = process.timeout
-            if timeout is not None and child.terminated_at is None and now - since >= timeout:
+            if timeout is not None and not child.ending(process) and now - since >= timeout:
                 logger.warning(
                     "%s %s (attempt %d of %d) ran longer than its timeout of %g s: ending it",
                     shown(process.job_name),
@@ -874,17 +879,16 @@ class Worker:
             self._cancels.pop(item.process.id, None)
         for dead in crashed:
             self._recover(dead)
-            if dead.running is not None:
-                self._marked_started.discard(dead.running.id)
-                self._cancels.pop(dead.running.id, None)
+            for process, _ in dead.running:
+                self._marked_started.discard(process.id)
+                self._cancels.pop(process.id, None)
 
     def _recover(self, dead: Crashed) -> None:
-        """Record the attempt a child was running when it exited, for what ended it, and put
+        """Record the attempts a child was running when it exited, for what ended each, and put
         the attempts it never started back in the queue."""
-        if dead.running is not None:
-            process = dead.running
-            if dead.reason is not None:
-                outcome = self._stopped_outcome(process, dead.reason)
+        for process, reason in dead.running:
+            if reason is not None:
+                outcome = self._stopped_outcome(process, reason)
             else:
                 why = f"the pool child running the job died ({describe_exit(dead.exitcode)})"
                 logger.warning(

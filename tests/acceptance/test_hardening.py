@@ -17,6 +17,7 @@ from faults import check_invariants, ledger_starts, wait_for
 from test_faults import enqueue, finished, history, runs, start_ready
 
 from jobkit.pool import PIPE_DEPTH
+from testapp.async_jobs import Nap
 from testapp.hardening_jobs import (
     BacksOffForever,
     CleansUp,
@@ -101,11 +102,14 @@ def test_parameters_too_deep_to_read_are_errored_once_without_killing_the_child(
     check_invariants(db, jobkit_settings, jobs, final_status={job_id: "ERRORED"})
 
 
-def test_an_async_run_is_refused_when_the_worker_imports_it(run_cli):
+def test_an_async_run_is_awaited_by_the_worker_that_imports_it(run_cli, jobkit_runtime):
+    request = Nap("awaited", 0.01).run_in_worker()
+    assert request is not None
     done = run_cli("worker", "--burst", env={"JOBKIT_IMPORTS": "testapp.async_jobs"})
-    assert done.returncode != 0
-    assert "testapp.async_jobs" in done.stderr
-    assert "async def" in done.stderr and "asyncio.run" in done.stderr
+    assert done.returncode == 0, done.stderr
+    result = jobkit_runtime.get_result(request.id)
+    assert result is not None and result.status.value == "SUCCESSFUL", done.stderr
+    assert result.output == "awaited"
 
 
 def test_a_run_past_its_timeout_gets_job_timeout_and_its_finally_runs(

@@ -16,7 +16,13 @@ from jobkit.testing.store_contract import wait_for
 
 @pytest.fixture
 def pool(jobkit_runtime):
-    pool = WorkerPool(jobkit_runtime.settings, size=2, max_pending=1000, max_jobs_per_child=None)
+    pool = WorkerPool(
+        jobkit_runtime.settings,
+        size=2,
+        max_pending=1000,
+        max_jobs_per_child=None,
+        is_async=jobkit_runtime.is_async,
+    )
     pool.spawn()
     try:
         pool.wait_until_ready()

@@ -8,7 +8,7 @@ import pytest
 
 import jobkit.registry
 from jobkit.errors import JobkitError, UnknownJobError
-from jobkit.job import Job
+from jobkit.job import Job, is_async_job
 from jobkit.registry import JobRegistry, register_job
 
 
@@ -115,13 +115,19 @@ class AsyncGeneratorRun(Job):
         yield
 
 
-@pytest.mark.parametrize("job_class", [AsyncRun, AsyncGeneratorRun])
-def test_an_async_run_is_refused_with_what_to_write_instead(registry, job_class):
-    with pytest.raises(JobkitError) as raised:
-        registry.register(job_class)
+def test_an_async_run_is_registered_as_an_async_job(registry):
+    registry.register(AsyncRun, "async")
 
-    assert str(raised.value).startswith(f"{qualified(job_class)}.run is `async def`")
-    assert "asyncio.run" in str(raised.value)
+    assert registry.get("async") is AsyncRun
+    assert is_async_job(AsyncRun) and not is_async_job(SendEmail)
+
+
+def test_an_async_generator_run_is_refused_with_what_to_write_instead(registry):
+    with pytest.raises(JobkitError) as raised:
+        registry.register(AsyncGeneratorRun)
+
+    assert str(raised.value).startswith(f"{qualified(AsyncGeneratorRun)}.run is an async generator")
+    assert "`async def run(self)` without `yield`" in str(raised.value)
     assert registry.items() == []
 
 
