@@ -1,4 +1,8 @@
-"""The job the benchmarks run: it does nothing, so what is measured is jobkit."""
+"""The jobs the benchmarks run: a no-op, so what is measured is jobkit; and jobs that wait, sync
+and async, for ``async_jobs.py``."""
+
+import asyncio
+import time
 
 from jobkit import Job, register_job
 
@@ -10,3 +14,27 @@ class Noop(Job):
 
     def run(self) -> None:
         pass
+
+
+@register_job(name="bench.Nap")
+class Nap(Job):
+    """Sleeps ``seconds`` (a sync job: it holds its pool child)."""
+
+    def __init__(self, number: int, seconds: float):
+        self.number = number
+        self.seconds = seconds
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+
+
+@register_job(name="bench.AsyncNap")
+class AsyncNap(Job):
+    """Awaits ``asyncio.sleep(seconds)`` (an async job: its child runs many at once)."""
+
+    def __init__(self, number: int, seconds: float):
+        self.number = number
+        self.seconds = seconds
+
+    async def run(self) -> None:
+        await asyncio.sleep(self.seconds)

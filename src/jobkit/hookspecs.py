@@ -222,13 +222,21 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
     timing. A wrapper cannot skip or repeat the job; middleware can (``jobkit_add_middleware``,
     or the ``middleware`` setting).
 
+    For an async job (``async def run``) the kernel's answer is a coroutine, which the pool child
+    awaits between the wrappers' halves, in the job's own task: a wrapper runs up to its
+    ``yield`` before the job starts and on after it ended, and the context variables it sets are
+    the job's alone among the tasks of the loop. Wrappers need no change for async jobs, but run
+    on the event loop, so must not block. An implementation that answers instead of the kernel
+    may return an awaitable for async jobs too. (``docs/async.md``)
+
     :param job: the job instance, rebuilt from the stored parameters, with ``job.job_process``
         set.
     :param process: the attempt being run.
 
     Kind: action (firstresult, wrappable). Built-in: the kernel (the middleware chain, then
-    ``job.run()``; exceptions become ERRORED, ``DeferJob`` becomes DEFERRED, a value returned
-    becomes the SUCCESSFUL outcome's ``output``, the serializer's JSON of it), ``trylast``;
+    ``job.run()``, awaited for an async job; exceptions become ERRORED, ``DeferJob`` becomes
+    DEFERRED, a value returned becomes the SUCCESSFUL outcome's ``output``, the serializer's JSON
+    of it), ``trylast``;
     ``jobkit.builtin.logcontext`` wraps it (``tryfirst``) to put the job's id, name and retry
     attempt on every log record made during the run.
     Called: in a worker pool child, once per attempt.
@@ -249,7 +257,10 @@ def jobkit_add_middleware(settings: Settings) -> Sequence[type] | None:
     Order, outermost first: the classes of the plugin pluggy calls first (the order ``jobkit
     plugins --hook jobkit_add_middleware`` lists), each answer's in its order; then the
     ``middleware`` setting's; then ``job.run()``. The chain runs inside the kernel's
-    ``jobkit_run_job``, so that hook's wrappers (spans, log context) surround all of it.
+    ``jobkit_run_job``, so that hook's wrappers (spans, log context) surround all of it. Around
+    async jobs the chain calls each class's ``async def aprocess_job(job)``, which awaits
+    ``self.run_job(job)``; a worker that imports an async job refuses at start-up a middleware
+    without one.
 
     :param settings: the resolved settings, for a plugin's own section.
 

@@ -219,8 +219,9 @@ class Child:
         with _main_module_hidden(), _stop_signals_ignored_by_children(), safe_path_for_children():
             self.process.start()
         child_end.close()
-        self.assigned: collections.deque[JobProcess] = collections.deque()
-        """The attempts the child holds, in the order it was given them (and starts them)."""
+        self.assigned: dict[uuid.UUID, JobProcess] = {}
+        """The attempts the child holds, by id, in the order it was given them (and starts
+        them)."""
         self.asynchronous: set[uuid.UUID] = set()
         """The ids of the held attempts that are async."""
         self._slots: dict[uuid.UUID, int] = {}
@@ -248,7 +249,7 @@ class Child:
         queued behind it would wait that long)."""
         if not self.ready or self.stopping.value or self.terminated_at is not None:
             return 0
-        for process, since in self.running():
+        for process, since in self.running(limit=1):  # a sync attempt runs alone
             if process.id not in self.asynchronous and now - since > PREFETCH_HORIZON:
                 return 0
         if not asynchronous:
@@ -268,7 +269,7 @@ class Child:
         self._slots[process.id] = slot
         if asynchronous:
             self.asynchronous.add(process.id)
-        self.assigned.append(process)
+        self.assigned[process.id] = process
         self.dispatched += 1
         self._unsent.append((slot, process))
 
@@ -282,19 +283,22 @@ class Child:
 
     def release(self, process: JobProcess) -> StopReason | None:
         """Forget ``process``, which ended; return why the main process ended it, if it did."""
-        self.assigned.remove(process)
+        del self.assigned[process.id]
         self._free_slots.append(self._slots.pop(process.id))
         self.asynchronous.discard(process.id)
         self.cancelled_at.pop(process.id, None)
         return self.stop_reasons.pop(process.id, None)
 
-    def running(self) -> list[tuple[JobProcess, float]]:
-        """The attempts running now, each with its monotonic start time: the child starts them
-        in order, so they are the first ``started - reported`` it holds."""
+    def running(self, limit: int | None = None) -> list[tuple[JobProcess, float]]:
+        """The attempts running now (the first ``limit`` of them), each with its monotonic start
+        time: the child starts them in order, so they are the first ``started - reported`` it
+        holds."""
         count = self.started.value - self.reported
+        if limit is not None:
+            count = min(count, limit)
         return [
             (process, self.started_at[self._slots[process.id]])
-            for process in itertools.islice(self.assigned, count)
+            for process in itertools.islice(self.assigned.values(), count)
         ]
 
     def ending(self, process: JobProcess) -> bool:
@@ -617,7 +621,7 @@ class WorkerPool:
                     started,
                     ended,
                 ) = message
-                process = next((p for p in child.assigned if p.id == attempt_id), None)
+                process = child.assigned.get(attempt_id)
                 if process is None:
                     # Only a process that is not the pool child (a job's fork that went on
                     # running jobkit's loop) could send this; the child itself exits such forks.
@@ -669,7 +673,7 @@ class WorkerPool:
                 )
             return None
         running = [(process, child.stop_reasons.get(process.id)) for process, _ in child.running()]
-        unstarted = list(itertools.islice(child.assigned, len(running), None))
+        unstarted = list(itertools.islice(child.assigned.values(), len(running), None))
         child.assigned.clear()
         return Crashed(child.process.exitcode, running, unstarted)
 

@@ -593,7 +593,7 @@ class Worker:
         if self._round_trip is None and any(
             process.id not in self._marked_started
             for child in self.pool.children
-            for process in itertools.islice(child.assigned, len(child.running()) + 1)
+            for process in itertools.islice(child.assigned.values(), len(child.running()) + 1)
         ):
             deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
         for deadline in (
@@ -954,7 +954,7 @@ class Worker:
     def _held_ids(self) -> set[uuid.UUID]:
         """The attempts this worker holds: in its children, or finished and not yet written."""
         assert self.pool is not None
-        held = {process.id for child in self.pool.children for process in child.assigned}
+        held = {attempt_id for child in self.pool.children for attempt_id in child.assigned}
         held |= {process.id for process in self.pool.backlog}
         return held | {completion.process.id for completion in self._pending}
 

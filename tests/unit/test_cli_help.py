@@ -104,6 +104,14 @@ def test_help_of_each_command(invoke, command):
             "Error: Invalid value for '--max-pending-per-process': must be greater than 0, got -1",
         ),
         (
+            ["worker", "--async-concurrency", "0"],
+            "Error: Invalid value for '--async-concurrency': must be greater than 0, got 0",
+        ),
+        (
+            ["worker", "--async-concurrency", "many"],
+            "Error: Invalid value for '--async-concurrency': 'many' is not a valid integer.",
+        ),
+        (
             ["worker", "--max-processes", "two"],
             "Error: Invalid value for '--max-processes': 'two' is not a valid integer.",
         ),

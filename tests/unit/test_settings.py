@@ -340,6 +340,7 @@ def test_the_embedded_fallback_can_be_turned_off(tmp_path, text, expected):
         ("JOBKIT_WORKER_MAX_PROCESSES", "  ", "worker_max_processes", None),
         ("JOBKIT_WORKER_MAX_PROCESSES", " 4 ", "worker_max_processes", 4),
         ("JOBKIT_WORKER_MAX_JOBS_PER_PROCESS", "1000", "worker_max_jobs_per_process", 1000),
+        ("JOBKIT_WORKER_ASYNC_CONCURRENCY", " 500 ", "worker_async_concurrency", 500),
         ("JOBKIT_RESULTS_RETENTION", "0", "results_retention", 0),
         ("JOBKIT_HEARTBEAT_INTERVAL", "2.5", "heartbeat_interval", 2.5),
         ("JOBKIT_WORKER_STATS_EVERY", "0", "worker_stats_every", 0.0),
@@ -403,6 +404,18 @@ def test_numbers_from_the_environment_have_the_setting_type(tmp_path):
             "-1",
             "setting worker_max_pending_per_process (from JOBKIT_WORKER_MAX_PENDING_PER_PROCESS) "
             f"must be {POSITIVE}, got -1",
+        ),
+        (
+            "JOBKIT_WORKER_ASYNC_CONCURRENCY",
+            "0",
+            "setting worker_async_concurrency (from JOBKIT_WORKER_ASYNC_CONCURRENCY) must be "
+            f"{POSITIVE}, got 0",
+        ),
+        (
+            "JOBKIT_WORKER_ASYNC_CONCURRENCY",
+            "many",
+            "setting worker_async_concurrency (from JOBKIT_WORKER_ASYNC_CONCURRENCY) must be an "
+            "integer, got 'many'",
         ),
         (
             "JOBKIT_WORKER_MAX_PENDING_PER_PROCESS",
@@ -578,6 +591,11 @@ def test_bad_values_in_pyproject_name_that_file(tmp_path):
             {"worker_max_pending_per_process": flag(-1, "--max-pending-per-process")},
             "setting worker_max_pending_per_process (from --max-pending-per-process) must be "
             f"{POSITIVE}, got -1",
+        ),
+        (
+            {"worker_async_concurrency": flag(0, "--async-concurrency")},
+            "setting worker_async_concurrency (from --async-concurrency) must be "
+            f"{POSITIVE}, got 0",
         ),
         (
             {"worker_stats_every": flag(True, "--stats-every")},
