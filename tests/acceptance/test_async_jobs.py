@@ -183,3 +183,21 @@ def test_concurrent_async_jobs_log_with_their_own_context(workers, jobkit_runtim
             assert re.search(
                 rf"\[job=testapp\.Meet id={request.job_id} attempt=1\]: {key} ", line
             ), line
+
+
+def test_a_worker_that_imports_async_jobs_refuses_middleware_that_cannot_wrap_them(
+    run_cli, jobkit_runtime, db
+):
+    Nap("waits", 0).run_in_worker()
+    sync_only = "unitplugins.middleware.Outer"
+
+    refused = run_cli("worker", "--burst", env={**ASYNC_JOBS, "JOBKIT_MIDDLEWARE": sync_only})
+    assert refused.returncode == 1
+    assert f"middleware {sync_only} cannot run around async jobs" in refused.stderr
+    assert "async def aprocess_job(self, job)" in refused.stderr
+    assert db.count("requests") == 1
+
+    both = "unitplugins.middleware.PassThrough"
+    done = run_cli("worker", "--burst", env={**ASYNC_JOBS, "JOBKIT_MIDDLEWARE": both})
+    assert done.returncode == 0, done.stderr
+    assert db.count("results", "status = 'SUCCESSFUL'") == 1

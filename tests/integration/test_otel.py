@@ -1,12 +1,14 @@
 """The OpenTelemetry plugin, with the SDK's in-memory exporter and reader injected (never the
 global providers): spans, links, status, metrics and gauges, on the real store."""
 
+import asyncio
 import json
 import threading
 import uuid
 
 import psycopg
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +45,24 @@ class DeferOnce(Job):
         DeferOnce.runs[self.key] = DeferOnce.runs.get(self.key, 0) + 1
         if DeferOnce.runs[self.key] == 1:
             raise DeferJob(delay=0)
+
+
+@register_job(name="test_otel.SeesItsSpan")
+class SeesItsSpan(Job):
+    """Waits (awaiting) until both jobs of its kind run, then notes the current span's id."""
+
+    arrived: set[str] = set()
+    seen: dict[str, int] = {}
+
+    def __init__(self, key: str):
+        self.key = key
+
+    async def run(self) -> None:
+        SeesItsSpan.arrived.add(self.key)
+        async with asyncio.timeout(10):
+            while len(SeesItsSpan.arrived) < 2:
+                await asyncio.sleep(0.005)
+        SeesItsSpan.seen[self.key] = trace.get_current_span().get_span_context().span_id
 
 
 class Telemetry:
@@ -502,6 +522,26 @@ def test_concurrent_enqueues_each_get_their_own_span(telemetry):
     assert len(spans) == 80
     assert len({span.context.span_id for span in spans}) == 80
     assert all(span.parent is None for span in spans)
+
+
+def test_concurrent_async_jobs_each_run_in_their_own_span(telemetry):
+    runtime = telemetry.runtime
+    requests = {key: runtime.enqueue(SeesItsSpan(key)) for key in ("a", "b")}
+    processes = claim_and_start(runtime.store, register(runtime.store))
+
+    async def both() -> list:
+        return await asyncio.gather(*(runtime.arun_attempt(process) for process in processes))
+
+    outcomes = asyncio.run(both())
+
+    assert [outcome.status for outcome in outcomes] == [Status.SUCCESSFUL] * 2
+    spans = {
+        span.attributes["messaging.message.id"]: span
+        for span in telemetry.finished("process default")
+    }
+    for key, request in requests.items():
+        assert SeesItsSpan.seen[key] == spans[str(request.job_id)].context.span_id
+    assert SeesItsSpan.seen["a"] != SeesItsSpan.seen["b"]
 
 
 def test_operators_actions_are_counted(telemetry):

@@ -4,6 +4,7 @@ middleware class."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 import uuid
@@ -12,7 +13,7 @@ import pytest
 
 from jobkit.errors import PluginError, SettingsError
 from jobkit.job import Job
-from jobkit.middleware import build_chain, import_middleware
+from jobkit.middleware import build_async_chain, build_chain, import_middleware
 from jobkit.plugins import describe_plugins
 from jobkit.records import JobProcess, Status
 from jobkit.registry import JobRegistry
@@ -36,6 +37,42 @@ class Logged(Job):
         if self.fail:
             raise RuntimeError("the job failed")
         return "ran"
+
+
+class AsyncLogged(Job):
+    """An async job that writes to its own log."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    async def run(self) -> str:
+        await asyncio.sleep(0)
+        self.log.append("run")
+        return "ran"
+
+
+ASYNC_OUTER = "unitplugins.middleware.AsyncOuter"
+
+
+def test_the_async_chain_awaits_each_middleware_s_aprocess_job_then_run():
+    job = AsyncLogged()
+
+    result = asyncio.run(build_async_chain([ASYNC_OUTER, "unitplugins.middleware.AsyncSkip"])(job))
+    assert (result, job.log) == ("skipped", ["async outer before", "skipped", "async outer after"])
+
+    job = AsyncLogged()
+    assert asyncio.run(build_async_chain([ASYNC_OUTER])(job)) == "ran"
+    assert job.log == ["async outer before", "run", "async outer after"]
+
+
+def test_middleware_without_an_async_aprocess_job_cannot_wrap_async_jobs():
+    message = (
+        "middleware unitplugins.middleware.Outer, unitplugins.middleware.NotSubclassed cannot "
+        "run around async jobs (`async def run`): it has no `async def aprocess_job(self, job)`; "
+        "add one that awaits self.run_job(job) (see docs/async.md)"
+    )
+    with pytest.raises(PluginError, match=f"^{re.escape(message)}$"):
+        build_async_chain([OUTER, ASYNC_OUTER, "unitplugins.middleware.NotSubclassed"])
 
 
 def test_without_middleware_the_chain_is_run():

@@ -86,3 +86,34 @@ class Metrics(JobMiddleware):
         result = self.run_job(job)
         job.log.append("metrics after")
         return result
+
+
+class AsyncOuter(JobMiddleware):
+    """Wraps sync jobs and async ones (``aprocess_job``)."""
+
+    def process_job(self, job):
+        job.log.append("outer before")
+        result = self.run_job(job)
+        job.log.append("outer after")
+        return result
+
+    async def aprocess_job(self, job):
+        job.log.append("async outer before")
+        result = await self.run_job(job)
+        job.log.append("async outer after")
+        return result
+
+
+class AsyncSkip(JobMiddleware):
+    """Decides not to run an async job at all."""
+
+    async def aprocess_job(self, job):
+        job.log.append("skipped")
+        return "skipped"
+
+
+class PassThrough(JobMiddleware):
+    """Runs every job, sync or async, as it is."""
+
+    async def aprocess_job(self, job):
+        return await self.run_job(job)
