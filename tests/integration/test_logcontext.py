@@ -11,6 +11,7 @@ import pytest
 from jobkit import Status
 from jobkit.builtin import logcontext
 from jobkit.testing import run_jobs
+from testapp.async_jobs import Meet
 from testapp.log_jobs import LogLine
 
 
@@ -72,3 +73,15 @@ def test_blocked_the_jobs_run_and_their_lines_carry_nothing(jobkit_runtime_facto
     assert len(lines) == 2
     for line in lines:
         assert not any(hasattr(line, name) for name in logcontext.FIELDS)
+
+
+def test_run_jobs_awaits_an_async_job_inline_with_its_log_context(jobkit_runtime, caplog):
+    request = Meet("alone", party=1).run_in_worker()
+    assert request is not None
+
+    (result,) = run_jobs(jobkit_runtime)
+
+    assert result.status is Status.SUCCESSFUL
+    lines = [r for r in caplog.records if r.name == "testapp.async_jobs"]
+    assert [line.getMessage() for line in lines] == ["alone arrives", "alone leaves"]
+    assert {line.jobkit_job_id for line in lines} == {str(request.job_id)}
