@@ -6,7 +6,9 @@ created to last result written), with the worker already running and idle when t
   - 10,000 async jobs, at the default ``--async-concurrency`` (100 per child) and at 500;
   - the same jobs as sync ones: a sync job holds its child for its 100 ms, so 10,000 would take
     over eight minutes on two children; ``--sync-jobs`` (default 200) are drained and the time
-    for 10,000 is extrapolated from their rate (reported as such).
+    for 10,000 is extrapolated from their rate (reported as such);
+  - and, for scale, the drain rate of 10,000 no-op sync jobs by the same worker: the floor that
+    jobkit's own bookkeeping (claims, results) sets on this machine at this moment.
 
     python benchmarks/async_jobs.py                    # JOBKIT_DATABASE_URL, else embedded
     python benchmarks/async_jobs.py --runs 3 --record  # also write benchmarks/results/*.json
@@ -24,6 +26,7 @@ sys.path.insert(0, str(HERE))
 from bench_jobs import AsyncNap, Nap  # noqa: E402
 from throughput import (  # noqa: E402
     SCHEMA,
+    drain,
     machine_baseline,
     median,
     print_line,
@@ -65,7 +68,9 @@ def main() -> None:
         flags = CHILDREN + (
             [] if concurrency is None else ["--async-concurrency", str(concurrency)]
         )
-        seconds = median(args.runs, lambda flags=flags: drain(runtime, AsyncNap, args.jobs, flags))
+        seconds = median(
+            args.runs, lambda flags=flags: drain_waiting(runtime, AsyncNap, args.jobs, flags)
+        )
         figures[f"{label}_s"] = seconds
         figures[f"{label}_per_s"] = args.jobs / seconds
         print_line(
@@ -73,7 +78,7 @@ def main() -> None:
             f"{seconds:.2f} s ({args.jobs / seconds:,.0f} jobs/s)",
         )
 
-    seconds = median(args.runs, lambda: drain(runtime, Nap, args.sync_jobs, CHILDREN))
+    seconds = median(args.runs, lambda: drain_waiting(runtime, Nap, args.sync_jobs, CHILDREN))
     rate = args.sync_jobs / seconds
     figures["sync_s"] = seconds
     figures["sync_per_s"] = rate
@@ -82,12 +87,15 @@ def main() -> None:
         f"{args.sync_jobs:,} sync jobs, {' '.join(CHILDREN)}",
         f"{seconds:.2f} s ({rate:,.1f} jobs/s; {args.jobs:,} would take {args.jobs / rate:,.0f} s)",
     )
+    floor = median(args.runs, lambda: drain(runtime, args.jobs, CHILDREN))
+    figures["noop_floor_per_s"] = floor
+    print_line(f"{args.jobs:,} no-op sync jobs, {' '.join(CHILDREN)}", f"{floor:,.0f} jobs/s")
     runtime.close()
     if args.record:
         record(machine, figures, args, name="async-jobs")
 
 
-def drain(runtime: Runtime, job_class: type[Job], count: int, flags: list[str]) -> float:
+def drain_waiting(runtime: Runtime, job_class: type[Job], count: int, flags: list[str]) -> float:
     """Seconds from the first request's creation to the last result, by the database's clock."""
     reset(runtime)
     with worker(runtime, flags):

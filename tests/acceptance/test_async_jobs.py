@@ -201,3 +201,25 @@ def test_a_worker_that_imports_async_jobs_refuses_middleware_that_cannot_wrap_th
     done = run_cli("worker", "--burst", env={**ASYNC_JOBS, "JOBKIT_MIDDLEWARE": both})
     assert done.returncode == 0, done.stderr
     assert db.count("results", "status = 'SUCCESSFUL'") == 1
+
+
+def test_an_operator_cancel_ends_only_that_async_job(
+    workers, run_cli, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    runaway = AsyncCleansUp("runaway", seconds=60).run_in_worker(retries=3)
+    beside = AsyncCleansUp("beside", seconds=3).run_in_worker()
+    assert runaway is not None and beside is not None
+    worker = start_ready(workers, db, "--max-processes", "1", env=ASYNC_JOBS)
+    wait_for(lambda: len(started_keys(jobkit_settings)) == 2, 20, message="two starts")
+
+    done = run_cli("cancel", str(runaway.job_id))
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: finished(db, [runaway.job_id, beside.job_id]), 20, message="both results")
+    assert worker.stop(10) == 0, worker.output()
+
+    assert history(db, runaway.job_id) == [(0, "CANCELLED", "CancelledByOperator", False)]
+    assert history(db, beside.job_id) == [(0, "SUCCESSFUL", "", False)]
+    error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [runaway.job_id])
+    assert "CancelledError: an operator cancelled this job" in error
+    ends = {key for key, phase, _, _ in ledger(jobkit_settings) if phase == "end"}
+    assert ends == {"runaway", "beside"}
