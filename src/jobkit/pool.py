@@ -289,11 +289,16 @@ class Child:
         self.cancelled_at.pop(process.id, None)
         return self.stop_reasons.pop(process.id, None)
 
+    @property
+    def running_count(self) -> int:
+        """How many attempts the child runs now: it started them and has not reported them."""
+        return self.started.value - self.reported
+
     def running(self, limit: int | None = None) -> list[tuple[JobProcess, float]]:
         """The attempts running now (the first ``limit`` of them), each with its monotonic start
-        time: the child starts them in order, so they are the first ``started - reported`` it
+        time: the child starts them in order, so they are the first ``running_count`` it
         holds."""
-        count = self.started.value - self.reported
+        count = self.running_count
         if limit is not None:
             count = min(count, limit)
         return [

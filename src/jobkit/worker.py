@@ -589,11 +589,12 @@ class Worker:
         if self.stopping and not self._cancelling:
             deadlines.append(self._shutdown_deadline)
         # A child given work starts it within moments, telling no one: look again shortly, so
-        # the start reaches the database within START_MARK_DELAY.
+        # the start reaches the database within START_MARK_DELAY (the attempts it runs, or the
+        # first it holds when it runs none).
         if self._round_trip is None and any(
             process.id not in self._marked_started
             for child in self.pool.children
-            for process in itertools.islice(child.assigned.values(), len(child.running()) + 1)
+            for process in itertools.islice(child.assigned.values(), max(1, child.running_count))
         ):
             deadlines.append(max(time.monotonic() + START_MARK_DELAY, self._backoff_until))
         for deadline in (
