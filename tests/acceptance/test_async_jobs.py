@@ -21,7 +21,7 @@ from testapp.async_jobs import (
     Meet,
     Nap,
 )
-from testapp.jobs import ledger
+from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
 
@@ -223,3 +223,31 @@ def test_an_operator_cancel_ends_only_that_async_job(
     assert "CancelledError: an operator cancelled this job" in error
     ends = {key for key, phase, _, _ in ledger(jobkit_settings) if phase == "end"}
     assert ends == {"runaway", "beside"}
+
+
+def test_a_sync_job_runs_alone_between_the_async_jobs_of_its_child(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    before = [AsyncCleansUp(f"before-{n}", seconds=0.3) for n in range(3)]
+    after = [AsyncCleansUp(f"after-{n}", seconds=0.3) for n in range(3)]
+    jobs = enqueue(jobkit_runtime, before)
+    jobs |= enqueue(jobkit_runtime, [Record("sync", seconds=0.3)])
+    jobs |= enqueue(jobkit_runtime, after)
+    worker = workers.start("--burst", "--max-processes", "1", env=ASYNC_JOBS)
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    check_invariants(db, jobkit_settings, jobs)
+    runs = {
+        key: (start, end)
+        for key, start, end in db.query(
+            "SELECT key, min(at) FILTER (WHERE phase = 'start'), "
+            "max(at) FILTER (WHERE phase = 'end') FROM {schema}.ledger GROUP BY key"
+        )
+    }
+    sync_start, sync_end = runs.pop("sync")
+    for key, (start, end) in runs.items():
+        assert end <= sync_start or start >= sync_end, (key, runs, sync_start, sync_end)
+    # The async jobs on either side of it ran at once.
+    assert max(runs[f"before-{n}"][0] for n in range(3)) < min(
+        runs[f"before-{n}"][1] for n in range(3)
+    )
