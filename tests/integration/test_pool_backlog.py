@@ -7,11 +7,14 @@ import datetime
 import time
 import uuid
 
+import attrs
 import pytest
 
 from jobkit.pool import BACKLOG_STALE, PIPE_DEPTH, WorkerPool
 from jobkit.records import JobProcess
+from jobkit.registry import registry
 from jobkit.testing.store_contract import wait_for
+from testapp.async_jobs import Nap
 
 
 @pytest.fixture
@@ -32,10 +35,28 @@ def pool(jobkit_runtime):
         pool.kill_all()
 
 
-def claimed(count: int) -> list[JobProcess]:
+@pytest.fixture
+def async_pool(jobkit_runtime):
+    """Two children that run up to 4 async jobs at once, with no run time learned yet."""
+    pool = WorkerPool(
+        attrs.evolve(jobkit_runtime.settings, worker_async_concurrency=4),
+        size=2,
+        max_pending=1000,
+        max_jobs_per_child=None,
+        is_async=jobkit_runtime.is_async,
+    )
+    pool.spawn()
+    try:
+        pool.wait_until_ready()
+        yield pool
+    finally:
+        pool.kill_all()
+
+
+def claimed(count: int, job_name: str = "testapp.Noop") -> list[JobProcess]:
     now = datetime.datetime.now(datetime.UTC)
     return [
-        JobProcess(job_name="testapp.Noop", parameters="{}", worker_id=uuid.uuid4(), claimed_at=now)
+        JobProcess(job_name=job_name, parameters="{}", worker_id=uuid.uuid4(), claimed_at=now)
         for _ in range(count)
     ]
 
@@ -57,3 +78,20 @@ def test_what_the_children_cannot_hold_waits_in_the_backlog_and_goes_stale(pool)
     assert wait_for(lambda: pool.take_backlog(stale_only=True)) == jobs[-8:]
     assert time.monotonic() - dispatched_at >= BACKLOG_STALE
     assert not pool.backlog
+
+
+def test_async_jobs_fill_each_child_to_its_concurrency_and_no_sync_job_waits_behind_them(
+    async_pool,
+):
+    assert async_pool.free_slots() == 2  # one per child, until it knows what it claims
+    nap = registry.name_of(Nap)
+    naps = claimed(10, nap)
+    assert async_pool.dispatch(naps) == []
+    assert [len(child.assigned) for child in async_pool.children] == [4, 4]
+    assert list(async_pool.backlog) == naps[8:]
+    assert async_pool.free_slots() == 0  # the backlog is all the room there is
+
+    sync = claimed(1)
+    assert async_pool.dispatch(sync) == []
+    assert [len(child.assigned) for child in async_pool.children] == [4, 4]
+    assert list(async_pool.backlog) == naps[8:] + sync
