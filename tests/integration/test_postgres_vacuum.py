@@ -9,7 +9,8 @@ import psycopg
 from psycopg import sql
 
 from jobkit.records import Status
-from jobkit.testing.store_contract import completion, make_request, wait_for
+from jobkit.testing import wait_for
+from jobkit.testing.store_contract import completion, make_request
 
 
 def dead_rows(settings, table: str) -> tuple[int, object]:
