@@ -16,6 +16,7 @@ from test_faults import enqueue, finished, history, start_ready
 from testapp.async_jobs import (
     AsyncCleansUp,
     AsyncFlaky,
+    AsyncLifecycle,
     BlocksTheLoop,
     IgnoresCancel,
     Meet,
@@ -251,3 +252,30 @@ def test_a_sync_job_runs_alone_between_the_async_jobs_of_its_child(
     assert max(runs[f"before-{n}"][0] for n in range(3)) < min(
         runs[f"before-{n}"][1] for n in range(3)
     )
+
+
+def test_an_async_job_s_lifecycle_hooks_run_around_its_awaited_run(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready
+):
+    AsyncLifecycle("fails", fail_in="run").run_in_worker()
+    AsyncLifecycle("fine", returns="done").run_in_worker()
+    worker = workers.start(
+        "--burst",
+        "--max-processes",
+        "1",
+        env=ASYNC_JOBS,
+        allowed_tracebacks=[r"RuntimeError: run failed"],
+    )
+    assert worker.wait_for_exit(30) == 0, worker.output()
+
+    phases: dict[str, list[str]] = {}
+    for key, phase, _, _ in ledger(jobkit_settings):
+        phases.setdefault(key, []).append(phase)
+    assert phases["fails"] == [
+        "enqueued",
+        "before",
+        "run",
+        "failure RuntimeError: run failed",
+        "after",
+    ]
+    assert phases["fine"] == ["enqueued", "before", "run", "after"]

@@ -9,7 +9,7 @@ import logging
 import time
 
 from jobkit import DeferJob, Job, register_job
-from testapp.jobs import record
+from testapp.jobs import Lifecycle, record
 
 logger = logging.getLogger("testapp.async_jobs")
 
@@ -109,3 +109,12 @@ class Meet(Job):
             while len(_arrived) < self.party:
                 await asyncio.sleep(0.01)
         logger.info("%s leaves", self.key)
+
+
+@register_job(name="testapp.AsyncLifecycle")
+class AsyncLifecycle(Lifecycle):
+    """``testapp.Lifecycle`` with an ``async def run()``."""
+
+    async def run(self) -> object:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return Lifecycle.run(self)
