@@ -45,6 +45,7 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
     Outcome,
     Page,
     QueueDepth,
@@ -57,12 +58,15 @@ from jobkit.registry import register_job
 from jobkit.runtime import enqueue_many, get_result, job_state, queue_depths
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
+from jobkit.workflows import Chain, Group, Workflow
 
 __all__ = [
     "ActionReport",
     "Attempt",
     "AttemptState",
+    "Chain",
     "DeferJob",
+    "Group",
     "Job",
     "JobCancelled",
     "JobFilter",
@@ -76,6 +80,7 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JobkitError",
+    "MemberResult",
     "Outcome",
     "OutputError",
     "Page",
@@ -95,6 +100,7 @@ __all__ = [
     "Throughput",
     "UnknownJobError",
     "WorkerStatus",
+    "Workflow",
     "cancel",
     "delete_job",
     "enqueue_many",

@@ -181,6 +181,54 @@ class JobResult(JobRequest):
         return self.retry_attempt >= self.retries
 
 
+WORKFLOW_HEADER = "jobkit-workflow"
+"""The request header naming the workflow a job is a member of: its final result counts there."""
+INPUTS_HEADER = "jobkit-inputs"
+"""The request header naming the workflow whose members' final results a callback receives."""
+HELD_UNTIL = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
+"""The start time of a workflow's callback until the store releases it (sets it to now)."""
+
+
+@attrs.define(kw_only=True)
+class WorkflowLink:
+    """One fan-in of a workflow as a store keeps it: jobs whose final results, once each has one,
+    release a callback request enqueued held (``start_at`` at ``HELD_UNTIL``). A group is one
+    link; a chain of n jobs is n - 1 links, each job the callback of the link before it."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    """The workflow as its caller knows it (a group's own id, a chain's first link's)."""
+    name: str
+    members: list[JobRequest]
+    callback: JobRequest | None
+    callback_on_failure: bool
+    """Whether the callback is released when a member's final result is not SUCCESSFUL."""
+
+
+@attrs.define(kw_only=True)
+class MemberResult:
+    """A workflow member as its callback receives it: its final result so far."""
+
+    job_id: uuid.UUID
+    job_name: str
+    position: int
+    """Its place in the order the workflow was given its jobs (from 0)."""
+    status: Status | None
+    """Its final attempt's status; None while it has none."""
+    output_json: str | None = None
+    ended_at: datetime.datetime | None = None
+
+    @property
+    def output(self) -> Any:
+        """What its ``run()`` returned, read back by this process's serializer (None: nothing)."""
+        return _read_output(self.output_json)
+
+    @property
+    def failed(self) -> bool:
+        """True when it ended other than SUCCESSFUL (ERRORED, LOST or CANCELLED)."""
+        return self.status is not None and self.status is not Status.SUCCESSFUL
+
+
 class AttemptState(enum.StrEnum):
     """Where an attempt is, as the operations API lists it: waiting (``pending``: ready now;
     ``scheduled``: later), claimed by a worker (``running``), or ended with a status."""

@@ -27,9 +27,11 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
     QueuePause,
     Stats,
     WorkerInfo,
+    WorkflowLink,
 )
 
 
@@ -69,6 +71,20 @@ class Store(Protocol):
 
         Returns the stored requests, with ``start_at`` and ``created_at`` from the database.
         """
+
+    def create_workflows(self, links: Sequence[WorkflowLink], *, connection: Any) -> None:
+        """Record workflow links inside ``connection``'s transaction, the one that enqueues
+        their members and held callbacks. From then on, in the transaction that writes a
+        member's final result (a result no attempt follows, whoever writes it: a worker, a
+        rescue, an operator's cancel), the store records it on the member and, when every member
+        of the link has one (and none failed, unless ``callback_on_failure``), releases the
+        callback (``start_at`` now, its queue woken): once per link, ever, however many
+        transactions end members at the same moment. A member an operator retries after it
+        failed counts again when its new attempt ends."""
+
+    def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
+        """The members of the workflow link ``workflow_id`` in order, with their final results
+        so far; empty for a link the store does not know."""
 
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any

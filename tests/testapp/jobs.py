@@ -182,3 +182,46 @@ class Returns(Job):
         if self.kind in UNSTORABLE_OUTPUTS:
             return UNSTORABLE_OUTPUTS[self.kind]()
         return self.value
+
+
+@register_job
+class Square(Job):
+    """Returns ``n`` squared (a workflow member); with a ``key``, writes a ledger row first and
+    sleeps ``seconds``."""
+
+    def __init__(self, n: int, key: str = "", seconds: float = 0.0):
+        self.n = n
+        self.key = key
+        self.seconds = seconds
+
+    def run(self) -> int:
+        if self.key:
+            record(self, self.key, "member")
+            time.sleep(self.seconds)
+        return self.n * self.n
+
+
+@register_job
+class Collect(Job):
+    """A workflow callback: writes a ledger row under ``key`` and returns what it received, as
+    ``[status, output]`` pairs in order."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> list[list[object]]:
+        inputs = self.workflow_inputs()
+        record(self, self.key, "callback")
+        return [[None if m.status is None else m.status.value, m.output] for m in inputs]
+
+
+@register_job
+class Increment(Job):
+    """A chain link: returns the previous link's output plus one (``start`` plus one first)."""
+
+    def __init__(self, start: int = 0):
+        self.start = start
+
+    def run(self) -> int:
+        inputs = self.workflow_inputs()
+        return (inputs[0].output if inputs else self.start) + 1

@@ -35,12 +35,14 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
     QueueCounts,
     QueuePause,
     Stage,
     Stats,
     Status,
     WorkerInfo,
+    WorkflowLink,
 )
 from jobkit.redaction import redact_credentials
 
@@ -519,6 +521,25 @@ class PostgresStore:
         for request in requests:
             _, request.start_at, request.created_at = stored[request.id]
         return list(requests)
+
+    def create_workflows(self, links: Sequence[WorkflowLink], *, connection: Any) -> None:
+        rows = [
+            [
+                str(link.id),
+                str(link.root_id),
+                _storable_text(link.name),
+                str(link.callback.id) if link.callback else None,
+                link.callback_on_failure,
+                [[str(member.job_id), member.job_name] for member in link.members],
+            ]
+            for link in links
+        ]
+        with self._connection(connection) as conn:
+            conn.execute(self.queries["create_workflows"], {"workflows": json.dumps(rows)})
+
+    def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
+        with self._connection() as conn, conn.cursor(row_factory=_member_row) as cursor:
+            return cursor.execute(self.queries["workflow_members"], {"id": workflow_id}).fetchall()
 
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
@@ -1180,6 +1201,21 @@ def _estimated_rows(plan: dict[str, Any]) -> int:
     if plan.get("Relation Name") in ("requests", "processes", "results"):
         return int(plan.get("Plan Rows", 0))
     return sum(_estimated_rows(child) for child in plan.get("Plans", ()))
+
+
+def _member_row(cursor: Any) -> Callable[[Sequence[Any]], MemberResult]:
+    def make(values: Sequence[Any]) -> MemberResult:
+        job_id, job_name, position, status, output_json, ended_at = values
+        return MemberResult(
+            job_id=job_id,
+            job_name=job_name,
+            position=position,
+            status=None if status is None else Status(status),
+            output_json=output_json,
+            ended_at=ended_at,
+        )
+
+    return make
 
 
 def _attempt_row(cursor: Any) -> Callable[[Sequence[Any]], Attempt]:

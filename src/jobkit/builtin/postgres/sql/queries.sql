@@ -1054,3 +1054,30 @@ LEFT JOIN LATERAL (
     GROUP BY 1, 2
 ) AS counted ON true
 ORDER BY counted.bucket, counted.status;
+
+-- name: create_workflows
+-- Insert workflows and their members, in the transaction that enqueues the members and the held
+-- callbacks. %(workflows)s is a jsonb array of [id, root_id, name, callback_id (or null),
+-- callback_on_failure, members: [[job_id, job_name], ...] in order]. A member's row refers to
+-- its workflow's, checked at the end of the statement.
+WITH flows AS (
+    INSERT INTO {schema}.workflows (
+        id, root_id, name, unfinished, callback_id, callback_on_failure
+    )
+    SELECT
+        (w->>0)::uuid, (w->>1)::uuid, w->>2, jsonb_array_length(w->5), (w->>3)::uuid,
+        (w->>4)::boolean
+    FROM jsonb_array_elements(%(workflows)s::jsonb) AS w
+)
+INSERT INTO {schema}.workflow_members (workflow_id, position, job_id, job_name)
+SELECT (w->>0)::uuid, m.position - 1, (m.member->>0)::uuid, m.member->>1
+FROM jsonb_array_elements(%(workflows)s::jsonb) AS w
+CROSS JOIN LATERAL jsonb_array_elements(w->5) WITH ORDINALITY AS m(member, position);
+
+-- name: workflow_members
+-- The members of one workflow, in order, with their final results so far (what its callback
+-- receives).
+SELECT job_id, job_name, position, status, output::text AS output_json, ended_at
+FROM {schema}.workflow_members
+WHERE workflow_id = %(id)s
+ORDER BY position;
