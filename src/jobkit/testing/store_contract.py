@@ -23,6 +23,9 @@ import pytest
 
 from jobkit.errors import LeaseLost
 from jobkit.records import (
+    HELD_UNTIL,
+    INPUTS_HEADER,
+    WORKFLOW_HEADER,
     AttemptState,
     Completion,
     JobFilter,
@@ -33,6 +36,7 @@ from jobkit.records import (
     Stage,
     Status,
     WorkerInfo,
+    WorkflowLink,
 )
 from jobkit.store import Store
 
@@ -1108,3 +1112,132 @@ class StoreContract:
         current, rows = store.count_results_by_time(buckets=24, bucket_seconds=3600)
         assert current == now.replace(minute=0, second=0, microsecond=0)
         assert sum(count for _, _, count in rows) == 6  # all within the day
+
+    # Workflows -------------------------------------------------------------------------------
+
+    def enqueue_link(
+        self, store: Store, members: int = 2, *, callback_on_failure: bool = True, **fields: Any
+    ) -> WorkflowLink:
+        """A workflow link of ``members`` requests in queue "wf" and its held callback,
+        recorded and enqueued in one transaction."""
+        link_id = uuid.uuid4()
+        requests = [
+            make_request(queue="wf", headers={WORKFLOW_HEADER: str(link_id)}, **fields)
+            for _ in range(members)
+        ]
+        callback = make_request(
+            queue="wf", headers={INPUTS_HEADER: str(link_id)}, start_at=HELD_UNTIL
+        )
+        link = WorkflowLink(
+            id=link_id,
+            root_id=link_id,
+            name="contract",
+            members=requests,
+            callback=callback,
+            callback_on_failure=callback_on_failure,
+        )
+        with store.transaction() as connection:
+            store.create_workflows([link], connection=connection)
+            store.enqueue([*requests, callback], connection=connection)
+        return link
+
+    def test_a_workflows_callback_is_released_when_its_last_member_ends(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store)
+        assert link.callback is not None
+        first, second = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(first, output='{"n": 1}')])
+        assert store.claim(worker_id=worker_id, queues=["wf"], limit=10) == []  # held
+        members = store.workflow_members(link.id)
+        assert [(m.job_id, m.position, m.status) for m in members] == [
+            (first.job_id, 0, Status.SUCCESSFUL),
+            (second.job_id, 1, None),
+        ]
+        assert json.loads(members[0].output_json or "null") == {"n": 1}
+
+        store.finish(worker_id=worker_id, completions=[completion(second, Status.ERRORED)])
+
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert (callback.id, callback.headers) == (link.callback.id, link.callback.headers)
+        statuses = [(m.status, m.failed) for m in store.workflow_members(link.id)]
+        assert statuses == [(Status.SUCCESSFUL, False), (Status.ERRORED, True)]
+
+    def test_a_workflow_member_with_a_rerun_has_not_ended(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store, 1, retries=1)
+        (process,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(
+            worker_id=worker_id,
+            completions=[completion(process, Status.LOST, rerun_in=0.0)],  # a rescue's, say
+        )
+        (retry,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert retry.job_id == process.job_id
+        assert store.workflow_members(link.id)[0].status is None
+        store.finish(worker_id=worker_id, completions=[completion(retry)])
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+
+    def test_a_failed_member_holds_a_callback_that_waits_for_success_until_it_is_retried(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store, 1, callback_on_failure=False)
+        (process,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(process, Status.LOST)])
+        assert store.claim(worker_id=worker_id, queues=["wf"], limit=10) == []
+        assert store.workflow_members(link.id)[0].status is Status.LOST
+
+        with store.transaction() as connection:  # an operator's retry
+            (failed,) = store.lock_for_retry([process.id], connection=connection)
+            (rerun,) = store.enqueue(
+                [make_request(queue="wf", job_id=failed.job_id, headers=failed.headers)],
+                connection=connection,
+            )
+            store.link_reruns([(failed.id, rerun.id)], connection=connection)
+        (again,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(again)])
+
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert store.workflow_members(link.id)[0].status is Status.SUCCESSFUL
+
+    def test_a_cancelled_waiting_member_has_ended(self, store: Store, worker_id: uuid.UUID) -> None:
+        link = self.enqueue_link(store, 1)
+        (member,) = link.members
+        assert store.cancel_attempt(attempt_id=member.id, source="ops", why="no") == (
+            "cancelled",
+            None,
+        )
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert store.workflow_members(link.id)[0].status is Status.CANCELLED
+
+    def test_two_transactions_ending_the_last_two_members_at_once_release_the_callback(
+        self, store: Store
+    ) -> None:
+        link = self.enqueue_link(store, 2)
+        one, other = self.register(store, ("wf",)), self.register(store, ("wf",))
+        (first,) = store.claim(worker_id=one.id, queues=["wf"], limit=1)
+        (second,) = store.claim(worker_id=other.id, queues=["wf"], limit=1)
+        finished = threading.Event()
+
+        def finish_second() -> None:
+            store.finish(worker_id=other.id, completions=[completion(second)])
+            finished.set()
+
+        with store.transaction() as connection:
+            store.finish(worker_id=one.id, completions=[completion(first)], connection=connection)
+            racer = threading.Thread(target=finish_second)
+            racer.start()
+            # The second finish waits for the first's transaction (it ends the other member
+            # of the same workflow) rather than miss it.
+            assert not finished.wait(0.3)
+        racer.join(timeout=10)
+        assert finished.is_set()
+        (callback,) = store.claim(worker_id=one.id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert [m.status for m in store.workflow_members(link.id)] == [Status.SUCCESSFUL] * 2
+
+    def test_workflow_members_of_an_unknown_link_are_none(self, store: Store) -> None:
+        assert store.workflow_members(uuid.uuid4()) == []
