@@ -55,14 +55,20 @@ class Group:
         self.name = name
 
     def run_in_worker(
-        self, *, queue: str | None = None, priority: int | None = None, connection: Any = None
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        connection: Any = None,
     ) -> Workflow:
         """Enqueue the members and the held callback in one transaction (the caller's, with
-        ``connection``); ``queue`` and ``priority``, when given, are every job's."""
+        ``connection``); ``queue``, ``priority`` and ``retries``, when given, are every job's
+        (else each job's ``default_*``)."""
         from jobkit.runtime import get_runtime
 
         runtime = get_runtime()
-        options = {"queue": queue, "priority": priority}
+        options = {"queue": queue, "priority": priority, "retries": retries}
         link_id = new_attempt_id()
         members = [_member(runtime, job, link_id, options) for job in self.jobs]
         callback = None
@@ -95,14 +101,20 @@ class Chain:
         self.name = name
 
     def run_in_worker(
-        self, *, queue: str | None = None, priority: int | None = None, connection: Any = None
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        connection: Any = None,
     ) -> Workflow:
         """Enqueue the first job and the others held, in one transaction (the caller's, with
-        ``connection``); ``queue`` and ``priority``, when given, are every job's."""
+        ``connection``); ``queue``, ``priority`` and ``retries``, when given, are every job's
+        (else each job's ``default_*``)."""
         from jobkit.runtime import get_runtime
 
         runtime = get_runtime()
-        options = {"queue": queue, "priority": priority}
+        options = {"queue": queue, "priority": priority, "retries": retries}
         link_ids = [new_attempt_id() for _ in self.jobs[1:]]
         first = _member(runtime, self.jobs[0], link_ids[0], options)
         requests = [first]

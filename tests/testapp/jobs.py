@@ -186,8 +186,8 @@ class Returns(Job):
 
 @register_job
 class Square(Job):
-    """Returns ``n`` squared (a workflow member); with a ``key``, writes a ledger row first and
-    sleeps ``seconds``."""
+    """Returns ``n`` squared (a workflow member); with a ``key``, writes a 'start' row to the
+    ledger first and sleeps ``seconds``."""
 
     def __init__(self, n: int, key: str = "", seconds: float = 0.0):
         self.n = n
@@ -196,22 +196,22 @@ class Square(Job):
 
     def run(self) -> int:
         if self.key:
-            record(self, self.key, "member")
+            record(self, self.key, "start")
             time.sleep(self.seconds)
         return self.n * self.n
 
 
 @register_job
 class Collect(Job):
-    """A workflow callback: writes a ledger row under ``key`` and returns what it received, as
-    ``[status, output]`` pairs in order."""
+    """A workflow callback: writes a 'start' row to the ledger under ``key`` and returns what it
+    received, as ``[status, output]`` pairs in order."""
 
     def __init__(self, key: str):
         self.key = key
 
     def run(self) -> list[list[object]]:
+        record(self, self.key, "start")
         inputs = self.workflow_inputs()
-        record(self, self.key, "callback")
         return [[None if m.status is None else m.status.value, m.output] for m in inputs]
 
 
