@@ -329,11 +329,12 @@ class Store(Protocol):
 
     def clear_results(self, *, older_than: float) -> int:
         """Delete results that ended more than ``older_than`` seconds ago; return how many.
-        Schedule ticks that old go too, except each key's latest."""
+        Schedule ticks that old go too, except each key's latest, and the workflow links that
+        ended that long ago (every member ended, the callback, if any, released)."""
 
     def purge(self) -> int:
-        """Delete every request, process, result and schedule tick; return how many rows
-        went."""
+        """Delete every request, process, result, schedule tick and workflow; return how many
+        rows of jobs and ticks went."""
 
     # Schema -------------------------------------------------------------------------------
 

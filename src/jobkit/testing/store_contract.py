@@ -1241,3 +1241,19 @@ class StoreContract:
 
     def test_workflow_members_of_an_unknown_link_are_none(self, store: Store) -> None:
         assert store.workflow_members(uuid.uuid4()) == []
+
+    def test_clearing_results_clears_the_workflows_that_ended_before_them(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ended, waiting = self.enqueue_link(store, 1), self.enqueue_link(store, 1)
+        process = next(
+            p
+            for p in store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+            if p.id == ended.members[0].id
+        )
+        store.finish(worker_id=worker_id, completions=[completion(process)])
+        store.clear_results(older_than=3600)
+        assert len(store.workflow_members(ended.id)) == 1
+        store.clear_results(older_than=0)
+        assert store.workflow_members(ended.id) == []
+        assert len(store.workflow_members(waiting.id)) == 1  # its member has not ended

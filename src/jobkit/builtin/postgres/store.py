@@ -962,6 +962,7 @@ class PostgresStore:
         deleted = 0
         with self._connection() as conn:
             conn.execute(self.queries["clear_ticks"], {"older_than": float(older_than)})
+            conn.execute(self.queries["clear_workflows"], {"older_than": float(older_than)})
             while True:
                 cursor = conn.execute(
                     self.queries["clear_results"],

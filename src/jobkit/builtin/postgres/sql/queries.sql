@@ -594,6 +594,19 @@ WITH expired AS (
 )
 DELETE FROM {schema}.results AS r USING expired WHERE r.id = expired.id;
 
+-- name: clear_workflows
+-- Delete the workflows that ended before the retention window (every member ended, and the
+-- callback, if any, released before it; members go with them). A chain stopped at a failure is
+-- kept: retrying the failed job resumes it.
+DELETE FROM {schema}.workflows AS w
+WHERE w.unfinished = 0
+    AND coalesce(
+        w.released_at,
+        CASE WHEN w.callback_id IS NULL THEN (
+            SELECT max(m.ended_at) FROM {schema}.workflow_members AS m WHERE m.workflow_id = w.id
+        ) END
+    ) < now() - make_interval(secs => %(older_than)s);
+
 -- name: clear_ticks
 -- Delete schedule ticks older than the retention window, except each entry's latest (which
 -- catch_up = "latest" compares the current tick with).
@@ -602,8 +615,10 @@ WHERE t.fire_at < now() - make_interval(secs => %(older_than)s)
     AND t.fire_at < (SELECT max(fire_at) FROM {schema}.schedule_ticks WHERE key = t.key);
 
 -- name: purge
--- Delete every request, process, result and schedule tick.
+-- Delete every request, process, result and schedule tick (and workflow, which the count leaves
+-- out: its jobs are counted).
 WITH
+    workflows AS (DELETE FROM {schema}.workflows),
     requests AS (DELETE FROM {schema}.requests RETURNING 1),
     processes AS (DELETE FROM {schema}.processes RETURNING 1),
     results AS (DELETE FROM {schema}.results RETURNING 1),

@@ -1,0 +1,115 @@
+"""What workflows cost the jobs outside them, and what a workflow's fan-in costs.
+
+The finish path of a plain job is unchanged by workflows but for the trigger on ``results``
+(migration 0012), whose WHEN passes over a result without the workflow header. This drains
+10,000 no-op jobs with one ``jobkit worker`` (``throughput.py``'s drain, default flags) with the
+trigger enabled and disabled, alternated in one run; and, with it enabled, the same 10,000 jobs
+enqueued as 1,000 groups of 9 members and a callback, each member's final result counted and each
+callback released by the trigger.
+
+    python benchmarks/workflow_overhead.py                # JOBKIT_DATABASE_URL, else embedded
+    python benchmarks/workflow_overhead.py --record       # also write benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_jobs import Noop  # noqa: E402
+from throughput import (  # noqa: E402
+    SCHEMA,
+    drain,
+    machine_baseline,
+    print_line,
+    query_one,
+    record,
+    reset,
+    wait_until,
+    worker,
+)
+
+from jobkit import Group  # noqa: E402
+from jobkit.runtime import Runtime, set_runtime  # noqa: E402
+from jobkit.settings import load_settings  # noqa: E402
+
+GROUP_SIZE = 9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each measure")
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
+    args = parser.parse_args()
+    args.runs = args.rounds
+
+    runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}))
+    runtime.store.migrate()
+    set_runtime(runtime)
+    assert runtime.settings.database_url is not None
+    machine = machine_baseline(runtime.settings.database_url)
+    print_line("machine", machine)
+
+    rounds: dict[str, list[float]] = {"trigger_disabled": [], "trigger_enabled": [], "groups": []}
+    for _ in range(args.rounds):
+        for enabled in (False, True):
+            set_trigger(runtime, enabled=enabled)
+            label = "trigger_enabled" if enabled else "trigger_disabled"
+            rounds[label].append(drain(runtime, args.jobs, []))
+            print_line(f"drain, plain jobs, {label.replace('_', ' ')}", f"{rounds[label][-1]:,.0f}")
+        rounds["groups"].append(drain_groups(runtime, args.jobs))
+        print_line("drain, groups of 9 and a callback", f"{rounds['groups'][-1]:,.0f}")
+    set_trigger(runtime, enabled=True)
+    runtime.close()
+
+    figures: dict[str, object] = {f"{name}_per_s": values for name, values in rounds.items()}
+    figures |= {
+        f"{name}_median_per_s": statistics.median(values) for name, values in rounds.items()
+    }
+    if args.record:
+        record(machine, figures, args, name="workflow-overhead")
+
+
+def set_trigger(runtime: Runtime, *, enabled: bool) -> None:
+    statement = "ENABLE" if enabled else "DISABLE"
+    with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("ALTER TABLE {}.results {} TRIGGER workflow_member_ended").format(
+                sql.Identifier(SCHEMA), sql.SQL(statement)
+            )
+        )
+
+
+def drain_groups(runtime: Runtime, count: int) -> float:
+    """Jobs per second, first start to last result written, of ``count`` jobs enqueued as
+    groups of ``GROUP_SIZE`` members and a callback (in one transaction, whose time of enqueue
+    is left out: every request of it has the transaction's start as its ``created_at``)."""
+    reset(runtime)
+    groups = count // (GROUP_SIZE + 1)
+    with worker(runtime, []):
+        with psycopg.connect(runtime.settings.database_url) as connection:
+            for number in range(groups):
+                members = [Noop(number * GROUP_SIZE + n) for n in range(GROUP_SIZE)]
+                Group(members, then=Noop(-number)).run_in_worker(connection=connection)
+        total = groups * (GROUP_SIZE + 1)
+        wait_until(lambda: runtime.store.stats().total.successful >= total, timeout=300)
+        seconds = query_one(
+            runtime,
+            "SELECT extract(epoch FROM max(ended_at) - min(started_at)) FROM {}.results",
+        )
+    return total / seconds
+
+
+if __name__ == "__main__":
+    main()
