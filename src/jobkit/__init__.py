@@ -28,6 +28,7 @@ from jobkit.operations import (
     job,
     jobs,
     pause_queue,
+    pipelines,
     resume_queue,
     retry,
     retry_failed,
@@ -48,6 +49,7 @@ from jobkit.records import (
     MemberResult,
     Outcome,
     Page,
+    PipelineState,
     QueueDepth,
     QueuePause,
     Stage,
@@ -58,7 +60,7 @@ from jobkit.registry import register_job
 from jobkit.runtime import enqueue_many, get_result, job_state, queue_depths
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
-from jobkit.workflows import Chain, Group, Workflow
+from jobkit.workflows import Chain, Group, Pipeline, Workflow
 
 __all__ = [
     "ActionReport",
@@ -85,6 +87,8 @@ __all__ = [
     "OutputError",
     "Page",
     "ParameterError",
+    "Pipeline",
+    "PipelineState",
     "PluginError",
     "QueueDepth",
     "QueuePause",
@@ -110,6 +114,7 @@ __all__ = [
     "job_state",
     "jobs",
     "pause_queue",
+    "pipelines",
     "queue_depths",
     "redact_credentials",
     "register_job",

@@ -32,6 +32,7 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     Page,
+    PipelineState,
     QueuePause,
     WorkerInfo,
 )
@@ -246,7 +247,19 @@ class Operations:
                 f"no job has the id {job_id}: it was never enqueued, its enqueue rolled back, "
                 f"or its results were cleared (results_retention)"
             )
-        return JobInfo(job_id=job_id, attempts=attempts)
+        return JobInfo(job_id=job_id, attempts=attempts, pipeline=self.store.pipeline(job_id))
+
+    def pipelines(self, *, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
+        """The pipelines whose workspace contains ``workspace`` (``{"user_id": 42}``: every
+        key with that value), the most recently updated first, found through an index."""
+        if not isinstance(workspace, dict):
+            raise ParameterError(
+                f"workspace must be a dict such as {{'user_id': 42}}, got {workspace!r}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ParameterError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        text = self.runtime.serializer.dumps_output(dict, workspace)
+        return self.store.find_pipelines(workspace_json=text, limit=limit)
 
     def throughput(self, *, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
         """How many results ended in each of the last ``buckets`` buckets of
@@ -666,6 +679,11 @@ def jobs(
 def job(job_id: uuid.UUID | str) -> JobInfo:
     """The job with every attempt it has had; ``JobNotFound`` if there is none."""
     return Operations(get_runtime()).job(job_id)
+
+
+def pipelines(*, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
+    """The pipelines whose workspace contains ``workspace``; see ``Operations.pipelines``."""
+    return Operations(get_runtime()).pipelines(workspace=workspace, limit=limit)
 
 
 def retry(

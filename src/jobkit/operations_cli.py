@@ -283,6 +283,10 @@ def describe_job(job: JobInfo) -> str:
         f" by {first.source}",
         f"parameters {json.dumps(json.loads(first.parameters))}",
     ]
+    if job.pipeline is not None:
+        step = job.pipeline.step
+        lines.append(f"step       {'ended' if step is None else step + ' (the step it runs next)'}")
+        lines.append(f"workspace  {json.dumps(json.loads(job.pipeline.workspace_json))}")
     for number, attempt in enumerate(job.attempts, 1):
         lines.append("")
         lines.append(f"attempt {number}: {attempt.state.value}  ({attempt.id})")

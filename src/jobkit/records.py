@@ -185,6 +185,8 @@ WORKFLOW_HEADER = "jobkit-workflow"
 """The request header naming the workflow a job is a member of: its final result counts there."""
 INPUTS_HEADER = "jobkit-inputs"
 """The request header naming the workflow whose members' final results a callback receives."""
+PIPELINE_HEADER = "jobkit-pipeline"
+"""The request header of a pipeline's attempts: each step's result saves its workspace."""
 HELD_UNTIL = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
 """The start time of a workflow's callback until the store releases it (sets it to now)."""
 
@@ -227,6 +229,36 @@ class MemberResult:
     def failed(self) -> bool:
         """True when it ended other than SUCCESSFUL (ERRORED, LOST or CANCELLED)."""
         return self.status is not None and self.status is not Status.SUCCESSFUL
+
+
+@attrs.define(kw_only=True)
+class PipelineState:
+    """A pipeline as its store keeps it: the step it runs next (None once it ended) and its
+    workspace as saved after its last step that ended."""
+
+    job_id: uuid.UUID
+    job_name: str
+    step: str | None
+    workspace_json: str
+    """The serializer's JSON of the workspace (a dict)."""
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+
+    @property
+    def workspace(self) -> dict[str, Any]:
+        """The workspace, read back by this process's serializer."""
+        return dict(_read_output(self.workspace_json))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the id and times as text, the workspace as stored."""
+        return {
+            "job_id": str(self.job_id),
+            "job_name": self.job_name,
+            "step": self.step,
+            "workspace": json.loads(self.workspace_json),
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
+            "updated_at": None if self.updated_at is None else self.updated_at.isoformat(),
+        }
 
 
 class AttemptState(enum.StrEnum):
@@ -322,6 +354,8 @@ class JobInfo:
 
     job_id: uuid.UUID
     attempts: list[Attempt]
+    pipeline: PipelineState | None = None
+    """For a pipeline: the step it runs next and its workspace, as saved."""
 
     @property
     def latest(self) -> Attempt:
@@ -342,6 +376,7 @@ class JobInfo:
             "job_name": self.job_name,
             "state": self.state.value,
             "attempts": [attempt.as_dict() for attempt in self.attempts],
+            "pipeline": None if self.pipeline is None else self.pipeline.as_dict(),
         }
 
 
@@ -409,8 +444,8 @@ class Outcome:
     rerun_uses_retry: bool = True
     hold_rerun: float | None = None
     output: str | None = None
-    """The JSON text the serializer made of what ``run()`` returned (SUCCESSFUL only); None
-    when it returned None."""
+    """The JSON text the serializer made of what ``run()`` returned (SUCCESSFUL), or of a
+    ``DeferJob``'s ``output`` (DEFERRED); None when there was none."""
 
 
 @attrs.define(kw_only=True)

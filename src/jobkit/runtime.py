@@ -52,6 +52,7 @@ from jobkit.records import (
     JobState,
     MemberResult,
     Outcome,
+    PipelineState,
     QueueCounts,
     QueueDepth,
     Status,
@@ -314,6 +315,19 @@ class Runtime:
                     f"enqueued"
                 )
         return [request for request in stored if request is not None]
+
+    def enqueue_pipeline(
+        self, job: Job, request: JobRequest, pipeline: PipelineState, connection: Any
+    ) -> JobRequest | None:
+        """Enqueue a pipeline's first attempt and record ``pipeline`` (its first step and
+        workspace) in one transaction (the caller's, with ``connection``); None, and nothing
+        recorded, when it was declined."""
+        with self.store.transaction(self._callers_connection(connection)) as conn:
+            (stored,) = self.enqueue_requests([job], [request], conn)
+            if stored is not None:
+                pipeline.job_id = stored.job_id
+                self.store.create_pipeline(pipeline, connection=conn)
+        return stored
 
     def workflow_inputs(self, process: JobProcess | None) -> list[MemberResult]:
         """What the callback running as ``process`` receives: the members of the workflow link
@@ -841,7 +855,11 @@ class Runtime:
         try:
             value = run_chain(job)
         except DeferJob as deferral:
-            return _deferred(deferral, process)
+            outcome = _deferred(deferral, process)
+            if deferral.output is None or outcome.status is not Status.DEFERRED:
+                return outcome
+            stored = self.output_outcome(job, deferral.output)
+            return attrs.evolve(outcome, output=stored.output) if stored.output else stored
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
             return self.bounded(_errored(error, process, job=job))
         if value is None:

@@ -28,6 +28,7 @@ from jobkit.records import (
     JobResult,
     JobState,
     MemberResult,
+    PipelineState,
     QueuePause,
     Stats,
     WorkerInfo,
@@ -85,6 +86,20 @@ class Store(Protocol):
     def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
         """The members of the workflow link ``workflow_id`` in order, with their final results
         so far; empty for a link the store does not know."""
+
+    def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
+        """Record a pipeline (its first step and initial workspace) inside ``connection``'s
+        transaction, the one that enqueues its first attempt. From then on, the transaction that
+        writes a SUCCESSFUL or DEFERRED result of an attempt carrying ``PIPELINE_HEADER`` with
+        an output ``{"step": ..., "workspace": ...}`` saves that step and workspace on it."""
+
+    def pipeline(self, job_id: uuid.UUID) -> PipelineState | None:
+        """The pipeline whose job is ``job_id``, as last saved; None for any other job."""
+
+    def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
+        """Up to ``limit`` pipelines whose workspace contains the JSON object ``workspace_json``
+        (each of its keys with that value, nested objects alike), the most recently updated
+        first, read through an index rather than every pipeline."""
 
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any
@@ -330,11 +345,12 @@ class Store(Protocol):
     def clear_results(self, *, older_than: float) -> int:
         """Delete results that ended more than ``older_than`` seconds ago; return how many.
         Schedule ticks that old go too, except each key's latest, and the workflow links that
-        ended that long ago (every member ended, the callback, if any, released)."""
+        ended that long ago (every member ended, the callback, if any, released), and the
+        pipelines that ended that long ago."""
 
     def purge(self) -> int:
-        """Delete every request, process, result, schedule tick and workflow; return how many
-        rows of jobs and ticks went."""
+        """Delete every request, process, result, schedule tick, workflow and pipeline; return
+        how many rows of jobs and ticks went."""
 
     # Schema -------------------------------------------------------------------------------
 

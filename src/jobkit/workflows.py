@@ -1,5 +1,6 @@
 """Workflows: a group of jobs whose callback receives their outputs once all have ended (fan-out
-and fan-in), and chains where each job receives the previous one's output.
+and fan-in), chains where each job receives the previous one's output, and pipelines whose steps
+share a workspace (django-db-queue's).
 
 Both are enqueued in one transaction with ``run_in_worker()``, as a job is. The callback is
 enqueued held, and the store releases it in the transaction that writes the last member's final
@@ -10,17 +11,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
-from jobkit.errors import ParameterError, ParameterTypeError
+from jobkit.errors import DeferJob, ParameterError, ParameterTypeError
 from jobkit.job import Job
 from jobkit.records import (
     HELD_UNTIL,
     INPUTS_HEADER,
+    PIPELINE_HEADER,
     WORKFLOW_HEADER,
     JobRequest,
+    PipelineState,
     WorkflowLink,
     new_attempt_id,
 )
@@ -138,6 +141,99 @@ class Chain:
         return Workflow(
             id=link_ids[0],
             requests=runtime.enqueue_workflow(links, self.jobs, requests, connection),
+        )
+
+
+class _End:
+    def __repr__(self) -> str:
+        return "Pipeline.END"
+
+
+class Pipeline(Job):
+    """A job that runs its ``steps`` (names of its methods) in order, one attempt each, sharing
+    ``self.workspace``, a dict (django-db-queue's pipeline). The workspace given at enqueue is
+    the first step's; each step edits it, and it is saved with the step's result, in one
+    transaction. A step that fails is retried (the job's ``retries``, shared by its steps) from
+    that step, with the workspace as the step before it saved it. A step returns None to go on
+    to the next one, the name of another step to go there, or ``Pipeline.END`` to end now.
+    ``jobkit.pipeline(job_id)`` and ``jobkit show`` tell the step it runs next and its
+    workspace; ``jobkit.pipelines(workspace={...})`` finds pipelines by workspace content."""
+
+    steps: ClassVar[Sequence[str]] = ()
+    END: ClassVar[Any] = _End()
+
+    def __init__(self, workspace: dict[str, Any] | None = None):
+        if workspace is not None and not isinstance(workspace, dict):
+            raise ParameterTypeError(
+                f"{type(self).__qualname__}: workspace must be a dict, got {workspace!r}"
+            )
+        self.workspace: dict[str, Any] = dict(workspace or {})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        steps = cls.steps
+        if isinstance(steps, str) or not steps:
+            raise TypeError(
+                f"{cls.__qualname__}.steps must name its steps in order, e.g. "
+                f'steps = ("fetch", "parse"), got {steps!r}'
+            )
+        for step in steps:
+            if not isinstance(step, str) or not callable(getattr(cls, step, None)):
+                raise TypeError(
+                    f"{cls.__qualname__}.steps names {step!r}, which is not a method of it"
+                )
+
+    def run_in_worker(self, *, connection: Any = None, **options: Any) -> JobRequest | None:  # type: ignore[override]
+        """Enqueue the pipeline, as ``Job.run_in_worker`` does (the same options), and record
+        its first step and workspace in the same transaction."""
+        from jobkit.runtime import get_runtime
+
+        runtime = get_runtime()
+        request = runtime.build_request(self, source=_source(), **options)
+        request.headers[PIPELINE_HEADER] = "1"
+        pipeline = PipelineState(
+            job_id=request.job_id,
+            job_name=request.job_name,
+            step=type(self).steps[0],
+            workspace_json=runtime.serializer.dumps_output(type(self), self.workspace),
+        )
+        return runtime.enqueue_pipeline(self, request, pipeline, connection)
+
+    def run(self) -> dict[str, Any]:
+        """Run the step the pipeline is at, then save the workspace and the step that comes
+        next (a DEFERRED result that runs it at once), or end (the SUCCESSFUL result)."""
+        from jobkit.runtime import get_runtime
+
+        process = self.job_process
+        pipeline = None
+        if process is not None and PIPELINE_HEADER in process.headers:
+            pipeline = get_runtime().store.pipeline(process.job_id)
+        if pipeline is None:
+            raise ParameterError(
+                f"{type(self).__qualname__} is a Pipeline with no saved step and workspace: "
+                f"enqueue it with its own run_in_worker(), which records them (enqueue_many "
+                f"does not)"
+            )
+        self.workspace = pipeline.workspace
+        step = pipeline.step
+        following = None if step is None else self._following(step, getattr(self, step)())
+        output = {"step": following, "workspace": self.workspace}
+        if following is None:
+            return output
+        raise DeferJob(output=output)
+
+    def _following(self, step: str, chosen: Any) -> str | None:
+        steps = list(type(self).steps)
+        if chosen is None:
+            index = steps.index(step) + 1
+            return steps[index] if index < len(steps) else None
+        if chosen is Pipeline.END:
+            return None
+        if isinstance(chosen, str) and chosen in steps:
+            return chosen
+        raise ParameterError(
+            f"{type(self).__qualname__}.{step}() returned {chosen!r}: a step returns None (on to "
+            f"the next step), the name of a step ({', '.join(steps)}) or Pipeline.END"
         )
 
 

@@ -10,7 +10,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from jobkit import DeferJob, Job, register_job
+from jobkit import DeferJob, Job, Pipeline, register_job
 from jobkit.runtime import get_runtime
 from jobkit.settings import Settings
 
@@ -225,3 +225,34 @@ class Increment(Job):
     def run(self) -> int:
         inputs = self.workflow_inputs()
         return (inputs[0].output if inputs else self.start) + 1
+
+
+@register_job
+class ImportCats(Pipeline):
+    """django-db-queue's example as a pipeline: each step writes a ledger row under the
+    workspace's ``key``; ``fail_in`` names a step whose first run raises (retries apply), and
+    ``jump`` makes the first step go straight to the last (``"end"``: end at once)."""
+
+    steps = ("fetch", "parse", "store")
+
+    def default_retries(self) -> int:
+        return 1
+
+    def fetch(self) -> str | None:
+        self._step("fetch")
+        self.workspace["cats"] = ["tom", "felix"]
+        jump = self.workspace.get("jump")
+        return Pipeline.END if jump == "end" else jump
+
+    def parse(self) -> None:
+        self._step("parse")
+        self.workspace["count"] = len(self.workspace["cats"])
+
+    def store(self) -> None:
+        self._step("store")
+        self.workspace["stored"] = True
+
+    def _step(self, name: str) -> None:
+        runs = record(self, f"{self.workspace['key']}-{name}", "start")
+        if self.workspace.get("fail_in") == name and runs == 1:
+            raise RuntimeError(f"{name} failed once")

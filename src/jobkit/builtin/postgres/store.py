@@ -36,6 +36,7 @@ from jobkit.records import (
     JobResult,
     JobState,
     MemberResult,
+    PipelineState,
     QueueCounts,
     QueuePause,
     Stage,
@@ -541,6 +542,25 @@ class PostgresStore:
         with self._connection() as conn, conn.cursor(row_factory=_member_row) as cursor:
             return cursor.execute(self.queries["workflow_members"], {"id": workflow_id}).fetchall()
 
+    def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
+        params = {
+            "job_id": pipeline.job_id,
+            "job_name": pipeline.job_name,
+            "step": pipeline.step,
+            "workspace": pipeline.workspace_json,
+        }
+        with self._connection(connection) as conn:
+            conn.execute(self.queries["create_pipeline"], params)
+
+    def pipeline(self, job_id: uuid.UUID) -> PipelineState | None:
+        with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:
+            return cursor.execute(self.queries["pipeline"], {"job_id": job_id}).fetchone()
+
+    def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
+        params = {"workspace": workspace_json, "limit": limit}
+        with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:
+            return cursor.execute(self.queries["find_pipelines"], params).fetchall()
+
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
     ) -> tuple[list[JobRequest], list[JobProcess]]:
@@ -963,6 +983,7 @@ class PostgresStore:
         with self._connection() as conn:
             conn.execute(self.queries["clear_ticks"], {"older_than": float(older_than)})
             conn.execute(self.queries["clear_workflows"], {"older_than": float(older_than)})
+            conn.execute(self.queries["clear_pipelines"], {"older_than": float(older_than)})
             while True:
                 cursor = conn.execute(
                     self.queries["clear_results"],
@@ -1202,6 +1223,11 @@ def _estimated_rows(plan: dict[str, Any]) -> int:
     if plan.get("Relation Name") in ("requests", "processes", "results"):
         return int(plan.get("Plan Rows", 0))
     return sum(_estimated_rows(child) for child in plan.get("Plans", ()))
+
+
+def _pipeline_row(cursor: Any) -> Callable[[Sequence[Any]], PipelineState]:
+    names = [column.name for column in cursor.description]
+    return lambda values: PipelineState(**dict(zip(names, values, strict=True)))
 
 
 def _member_row(cursor: Any) -> Callable[[Sequence[Any]], MemberResult]:

@@ -607,6 +607,11 @@ WHERE w.unfinished = 0
         ) END
     ) < now() - make_interval(secs => %(older_than)s);
 
+-- name: clear_pipelines
+-- Delete the pipelines that ended before the retention window.
+DELETE FROM {schema}.pipelines
+WHERE step IS NULL AND updated_at < now() - make_interval(secs => %(older_than)s);
+
 -- name: clear_ticks
 -- Delete schedule ticks older than the retention window, except each entry's latest (which
 -- catch_up = "latest" compares the current tick with).
@@ -615,10 +620,11 @@ WHERE t.fire_at < now() - make_interval(secs => %(older_than)s)
     AND t.fire_at < (SELECT max(fire_at) FROM {schema}.schedule_ticks WHERE key = t.key);
 
 -- name: purge
--- Delete every request, process, result and schedule tick (and workflow, which the count leaves
--- out: its jobs are counted).
+-- Delete every request, process, result and schedule tick (and workflow and pipeline, which the
+-- count leaves out: their jobs are counted).
 WITH
     workflows AS (DELETE FROM {schema}.workflows),
+    pipelines AS (DELETE FROM {schema}.pipelines),
     requests AS (DELETE FROM {schema}.requests RETURNING 1),
     processes AS (DELETE FROM {schema}.processes RETURNING 1),
     results AS (DELETE FROM {schema}.results RETURNING 1),
@@ -1096,3 +1102,23 @@ SELECT job_id, job_name, position, status, output::text AS output_json, ended_at
 FROM {schema}.workflow_members
 WHERE workflow_id = %(id)s
 ORDER BY position;
+
+-- name: create_pipeline
+-- Record a pipeline in the transaction that enqueues it: its first step and initial workspace.
+INSERT INTO {schema}.pipelines (job_id, job_name, step, workspace)
+VALUES (%(job_id)s, %(job_name)s, %(step)s, %(workspace)s::jsonb);
+
+-- name: pipeline
+-- One pipeline's step and workspace, as saved after its last step that ended.
+SELECT job_id, job_name, step, workspace::text AS workspace_json, created_at, updated_at
+FROM {schema}.pipelines
+WHERE job_id = %(job_id)s;
+
+-- name: find_pipelines
+-- Pipelines whose workspace contains %(workspace)s (jsonb @>, along pipelines_workspace), the
+-- most recently updated first.
+SELECT job_id, job_name, step, workspace::text AS workspace_json, created_at, updated_at
+FROM {schema}.pipelines
+WHERE workspace @> %(workspace)s::jsonb
+ORDER BY updated_at DESC, job_id
+LIMIT %(limit)s;

@@ -1,6 +1,6 @@
--- Workflows: groups of jobs whose final results release a callback job (fan-out and fan-in), and
--- chains built of them. New tables and a trigger only, so a running fleet takes it: workers that
--- predate it never enqueue workflow members, and their results pass the trigger's WHEN at once.
+-- Workflows: groups of jobs whose final results release a callback job (fan-out and fan-in),
+-- chains built of them, and pipelines. New tables and triggers only, so a running fleet takes it:
+-- workers that predate it enqueue no workflow, and their results pass the triggers' WHEN at once.
 
 CREATE TABLE {schema}.workflows (
     id uuid PRIMARY KEY,
@@ -92,3 +92,37 @@ FOR EACH ROW
 WHEN (NEW.headers ? 'jobkit-workflow' AND NEW.retry_request_id IS NULL
       AND NEW.status <> 'DEFERRED')
 EXECUTE FUNCTION {schema}.workflow_member_ended();
+
+-- Pipelines (django-db-queue's): a job that runs its steps in order, one attempt per step,
+-- sharing a workspace. Its row holds the step to run next (NULL once it ended) and the workspace
+-- as saved after the last step that ended, found by content through the GIN index (`@>`).
+CREATE TABLE {schema}.pipelines (
+    job_id uuid PRIMARY KEY,
+    job_name text NOT NULL,
+    step text,
+    workspace jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pipelines_workspace ON {schema}.pipelines USING gin (workspace jsonb_path_ops);
+
+-- A pipeline step's result (DEFERRED: the next step follows; SUCCESSFUL: the pipeline ended)
+-- carries {{"step": the next step or null, "workspace": ...}} as its output: saved on the
+-- pipeline's row in the transaction that writes the result, so the step that runs next, or the
+-- retry of one that failed, reads the workspace as it was saved.
+CREATE FUNCTION {schema}.pipeline_step_ended() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {schema}.pipelines
+    SET step = NEW.output->>'step', workspace = NEW.output->'workspace', updated_at = now()
+    WHERE job_id = NEW.job_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER pipeline_step_ended
+AFTER INSERT ON {schema}.results
+FOR EACH ROW
+WHEN (NEW.headers ? 'jobkit-pipeline' AND NEW.output IS NOT NULL
+      AND NEW.status IN ('SUCCESSFUL', 'DEFERRED'))
+EXECUTE FUNCTION {schema}.pipeline_step_ended();
