@@ -25,6 +25,7 @@ from jobkit.errors import LeaseLost
 from jobkit.records import (
     HELD_UNTIL,
     INPUTS_HEADER,
+    PIPELINE_HEADER,
     WORKFLOW_HEADER,
     AttemptState,
     Completion,
@@ -32,6 +33,7 @@ from jobkit.records import (
     JobProcess,
     JobRequest,
     Outcome,
+    PipelineState,
     QueueCounts,
     Stage,
     Status,
@@ -1257,3 +1259,68 @@ class StoreContract:
         store.clear_results(older_than=0)
         assert store.workflow_members(ended.id) == []
         assert len(store.workflow_members(waiting.id)) == 1  # its member has not ended
+
+    # Pipelines -------------------------------------------------------------------------------
+
+    def enqueue_pipeline(self, store: Store, workspace: dict[str, Any]) -> JobRequest:
+        request = make_request(queue="pipe", retries=1, headers={PIPELINE_HEADER: "1"})
+        pipeline = PipelineState(
+            job_id=request.job_id,
+            job_name=request.job_name,
+            step="first",
+            workspace_json=json.dumps(workspace),
+        )
+        with store.transaction() as connection:
+            store.enqueue([request], connection=connection)
+            store.create_pipeline(pipeline, connection=connection)
+        return request
+
+    def test_a_pipeline_saves_its_workspace_with_each_steps_result(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        request = self.enqueue_pipeline(store, {"user_id": 42})
+        saved = store.pipeline(request.job_id)
+        assert saved is not None
+        assert (saved.job_name, saved.step, json.loads(saved.workspace_json)) == (
+            "contract.Job",
+            "first",
+            {"user_id": 42},
+        )
+
+        def step(status: Status, output: object, **outcome: Any) -> None:
+            (process,) = store.claim(worker_id=worker_id, queues=["pipe"], limit=1)
+            text = None if output is None else json.dumps(output)
+            store.finish(
+                worker_id=worker_id,
+                completions=[completion(process, status, output=text, **outcome)],
+            )
+
+        def saved_state() -> tuple[str | None, object]:
+            state = store.pipeline(request.job_id)
+            assert state is not None
+            return state.step, json.loads(state.workspace_json)
+
+        second = {"step": "second", "workspace": {"user_id": 42, "n": 1}}
+        step(Status.DEFERRED, second, rerun_in=0.0, rerun_uses_retry=False)
+        assert saved_state() == ("second", {"user_id": 42, "n": 1})
+        # A failure, and a deferral of its own (no output), leave the saved step as it was.
+        step(Status.ERRORED, None, rerun_in=0.0)
+        step(Status.DEFERRED, None, rerun_in=0.0, rerun_uses_retry=False)
+        assert saved_state() == ("second", {"user_id": 42, "n": 1})
+        step(Status.SUCCESSFUL, {"step": None, "workspace": {"user_id": 42, "n": 2}})
+        assert saved_state() == (None, {"user_id": 42, "n": 2})
+
+    def test_pipelines_are_found_by_workspace_content(self, store: Store) -> None:
+        mine = self.enqueue_pipeline(store, {"user_id": 42, "team": {"id": 7, "name": "a"}})
+        other = self.enqueue_pipeline(store, {"user_id": 43, "team": {"id": 7}})
+
+        def found(workspace: dict[str, Any], limit: int = 10) -> list[uuid.UUID]:
+            pipelines = store.find_pipelines(workspace_json=json.dumps(workspace), limit=limit)
+            return [pipeline.job_id for pipeline in pipelines]
+
+        assert found({"user_id": 42}) == [mine.job_id]
+        assert sorted(found({"team": {"id": 7}})) == sorted([mine.job_id, other.job_id])
+        assert len(found({"team": {"id": 7}}, limit=1)) == 1
+        assert found({"user_id": "42"}) == []
+        assert found({}) != []
+        assert store.pipeline(uuid.uuid4()) is None
