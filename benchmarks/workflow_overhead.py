@@ -1,11 +1,11 @@
 """What workflows cost the jobs outside them, and what a workflow's fan-in costs.
 
-The finish path of a plain job is unchanged by workflows but for the trigger on ``results``
-(migration 0012), whose WHEN passes over a result without the workflow header. This drains
-10,000 no-op jobs with one ``jobkit worker`` (``throughput.py``'s drain, default flags) with the
-trigger enabled and disabled, alternated in one run; and, with it enabled, the same 10,000 jobs
-enqueued as 1,000 groups of 9 members and a callback, each member's final result counted and each
-callback released by the trigger.
+The finish path of a plain job is unchanged by workflows but for the two triggers on ``results``
+(migration 0012), whose WHEN passes over a result without the workflow or pipeline header. This
+drains 10,000 no-op jobs with one ``jobkit worker`` (``throughput.py``'s drain, default flags) with
+the triggers enabled and disabled, alternated in one run; and, with them enabled, the same 10,000
+jobs enqueued as 1,000 groups of 9 members and a callback, each member's final result counted and
+each callback released by the trigger.
 
     python benchmarks/workflow_overhead.py                # JOBKIT_DATABASE_URL, else embedded
     python benchmarks/workflow_overhead.py --record       # also write benchmarks/results/*.json
@@ -67,7 +67,8 @@ def main() -> None:
             set_trigger(runtime, enabled=enabled)
             label = "trigger_enabled" if enabled else "trigger_disabled"
             rounds[label].append(drain(runtime, args.jobs, []))
-            print_line(f"drain, plain jobs, {label.replace('_', ' ')}", f"{rounds[label][-1]:,.0f}")
+            shown = label.replace("_", " ").replace("trigger", "triggers")
+            print_line(f"drain, plain jobs, {shown}", f"{rounds[label][-1]:,.0f}")
         rounds["groups"].append(drain_groups(runtime, args.jobs))
         print_line("drain, groups of 9 and a callback", f"{rounds['groups'][-1]:,.0f}")
     set_trigger(runtime, enabled=True)
@@ -81,14 +82,18 @@ def main() -> None:
         record(machine, figures, args, name="workflow-overhead")
 
 
+TRIGGERS = ("workflow_member_ended", "pipeline_step_ended")
+
+
 def set_trigger(runtime: Runtime, *, enabled: bool) -> None:
     statement = "ENABLE" if enabled else "DISABLE"
     with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("ALTER TABLE {}.results {} TRIGGER workflow_member_ended").format(
-                sql.Identifier(SCHEMA), sql.SQL(statement)
+        for trigger in TRIGGERS:
+            connection.execute(
+                sql.SQL("ALTER TABLE {}.results {} TRIGGER {}").format(
+                    sql.Identifier(SCHEMA), sql.SQL(statement), sql.Identifier(trigger)
+                )
             )
-        )
 
 
 def drain_groups(runtime: Runtime, count: int) -> float:
