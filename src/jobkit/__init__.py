@@ -24,6 +24,7 @@ from jobkit.operations import (
     Throughput,
     WorkerStatus,
     cancel,
+    cancel_workflow,
     delete_job,
     job,
     jobs,
@@ -36,6 +37,7 @@ from jobkit.operations import (
     schedules,
     throughput,
     workers,
+    workflow,
 )
 from jobkit.records import (
     Attempt,
@@ -54,6 +56,7 @@ from jobkit.records import (
     QueuePause,
     Stage,
     Status,
+    WorkflowState,
 )
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
@@ -105,7 +108,9 @@ __all__ = [
     "UnknownJobError",
     "WorkerStatus",
     "Workflow",
+    "WorkflowState",
     "cancel",
+    "cancel_workflow",
     "delete_job",
     "enqueue_many",
     "get_result",
@@ -125,4 +130,5 @@ __all__ = [
     "schedules",
     "throughput",
     "workers",
+    "workflow",
 ]

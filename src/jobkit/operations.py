@@ -35,6 +35,7 @@ from jobkit.records import (
     PipelineState,
     QueuePause,
     WorkerInfo,
+    WorkflowState,
 )
 from jobkit.runtime import caller_location, get_runtime, parse_delay
 
@@ -247,7 +248,38 @@ class Operations:
                 f"no job has the id {job_id}: it was never enqueued, its enqueue rolled back, "
                 f"or its results were cleared (results_retention)"
             )
-        return JobInfo(job_id=job_id, attempts=attempts, pipeline=self.store.pipeline(job_id))
+        return JobInfo(
+            job_id=job_id,
+            attempts=attempts,
+            pipeline=self.store.pipeline(job_id),
+            workflow_id=self.store.workflow_of_job(job_id),
+        )
+
+    def workflow(self, workflow_id: uuid.UUID | str) -> list[WorkflowState]:
+        """The workflow's links in order (a group has one, a chain of n jobs n - 1), each with
+        its members' final results so far and its callback; ``JobNotFound`` when there is
+        none."""
+        workflow_id = _uuid(workflow_id)
+        links = self.store.workflow(workflow_id)
+        if not links:
+            raise JobNotFound(
+                f"no workflow has the id {workflow_id}: it was never enqueued, its enqueue "
+                f"rolled back, or it was cleared with its results (results_retention)"
+            )
+        return links
+
+    def cancel_workflow(self, workflow_id: uuid.UUID | str, *, source: str) -> list[ActionReport]:
+        """Cancel every job of the workflow that waits: its held callbacks first (last link
+        first), so no member's end releases one meanwhile, then its waiting members. Running
+        members run on; nothing follows them. A report for each job cancelled."""
+        links = self.workflow(workflow_id)
+        callbacks = [link.callback_id for link in reversed(links) if link.callback_id]
+        members = [m.job_id for link in links for m in link.members if m.status is None]
+        reports = []
+        for job_id in dict.fromkeys([*callbacks, *members]):
+            if self.job(job_id).latest.state in WAITING:
+                reports.append(self.cancel(job_id, source=source))
+        return reports
 
     def pipelines(self, *, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
         """The pipelines whose workspace contains ``workspace`` (``{"user_id": 42}``: every
@@ -679,6 +711,18 @@ def jobs(
 def job(job_id: uuid.UUID | str) -> JobInfo:
     """The job with every attempt it has had; ``JobNotFound`` if there is none."""
     return Operations(get_runtime()).job(job_id)
+
+
+def workflow(workflow_id: uuid.UUID | str) -> list[WorkflowState]:
+    """The workflow's links, members and callbacks; see ``Operations.workflow``."""
+    return Operations(get_runtime()).workflow(workflow_id)
+
+
+def cancel_workflow(
+    workflow_id: uuid.UUID | str, *, source: str | None = None
+) -> list[ActionReport]:
+    """Cancel every waiting job of the workflow; see ``Operations.cancel_workflow``."""
+    return Operations(get_runtime()).cancel_workflow(workflow_id, source=_source(source))
 
 
 def pipelines(*, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:

@@ -232,6 +232,54 @@ class MemberResult:
 
 
 @attrs.define(kw_only=True)
+class WorkflowState:
+    """One link of a workflow as its store keeps it (a group is one link; a chain of n jobs
+    n - 1, in order): its members with their final results so far, and its callback."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    name: str
+    created_at: datetime.datetime
+    unfinished: int
+    """Members without a final result yet."""
+    failed: int
+    """Members whose final result is not SUCCESSFUL."""
+    callback_id: uuid.UUID | None
+    """The callback's first attempt id (its job id); None for a group without one."""
+    callback_on_failure: bool
+    released_at: datetime.datetime | None
+    """When the callback was released to run (None: it is held, or there is none)."""
+    members: list[MemberResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: ids and times as text, outputs as stored."""
+        return {
+            "id": str(self.id),
+            "root_id": str(self.root_id),
+            "name": self.name,
+            "created_at": self.created_at.isoformat(),
+            "unfinished": self.unfinished,
+            "failed": self.failed,
+            "callback_id": None if self.callback_id is None else str(self.callback_id),
+            "callback_on_failure": self.callback_on_failure,
+            "released_at": None if self.released_at is None else self.released_at.isoformat(),
+            "members": [
+                {
+                    "job_id": str(member.job_id),
+                    "job_name": member.job_name,
+                    "position": member.position,
+                    "status": None if member.status is None else member.status.value,
+                    "output": None
+                    if member.output_json is None
+                    else json.loads(member.output_json),
+                    "ended_at": None if member.ended_at is None else member.ended_at.isoformat(),
+                }
+                for member in self.members
+            ],
+        }
+
+
+@attrs.define(kw_only=True)
 class PipelineState:
     """A pipeline as its store keeps it: the step it runs next (None once it ended) and its
     workspace as saved after its last step that ended."""
@@ -356,6 +404,8 @@ class JobInfo:
     attempts: list[Attempt]
     pipeline: PipelineState | None = None
     """For a pipeline: the step it runs next and its workspace, as saved."""
+    workflow_id: uuid.UUID | None = None
+    """The workflow it is a member or the callback of (``jobkit.workflow``); None: none."""
 
     @property
     def latest(self) -> Attempt:
@@ -377,6 +427,7 @@ class JobInfo:
             "state": self.state.value,
             "attempts": [attempt.as_dict() for attempt in self.attempts],
             "pipeline": None if self.pipeline is None else self.pipeline.as_dict(),
+            "workflow_id": None if self.workflow_id is None else str(self.workflow_id),
         }
 
 

@@ -33,6 +33,7 @@ from jobkit.records import (
     Stats,
     WorkerInfo,
     WorkflowLink,
+    WorkflowState,
 )
 
 
@@ -86,6 +87,13 @@ class Store(Protocol):
     def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
         """The members of the workflow link ``workflow_id`` in order, with their final results
         so far; empty for a link the store does not know."""
+
+    def workflow(self, root_id: uuid.UUID) -> list[WorkflowState]:
+        """The links of the workflow ``root_id`` in order, each with its members; empty for a
+        workflow the store does not know (or has cleared)."""
+
+    def workflow_of_job(self, job_id: uuid.UUID) -> uuid.UUID | None:
+        """The root id of the workflow whose member or callback the job ``job_id`` is."""
 
     def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
         """Record a pipeline (its first step and initial workspace) inside ``connection``'s

@@ -1243,6 +1243,28 @@ class StoreContract:
 
     def test_workflow_members_of_an_unknown_link_are_none(self, store: Store) -> None:
         assert store.workflow_members(uuid.uuid4()) == []
+        assert store.workflow(uuid.uuid4()) == []
+        assert store.workflow_of_job(uuid.uuid4()) is None
+
+    def test_a_workflow_is_told_link_by_link(self, store: Store, worker_id: uuid.UUID) -> None:
+        link = self.enqueue_link(store, 2)
+        assert link.callback is not None
+        (state,) = store.workflow(link.id)
+        assert (state.id, state.root_id, state.name) == (link.id, link.id, "contract")
+        assert (state.unfinished, state.failed, state.released_at) == (2, 0, None)
+        assert (state.callback_id, state.callback_on_failure) == (link.callback.id, True)
+        assert [m.job_id for m in state.members] == [m.job_id for m in link.members]
+        for job_id in [*(m.job_id for m in link.members), link.callback.job_id]:
+            assert store.workflow_of_job(job_id) == link.id
+
+        processes = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(
+            worker_id=worker_id,
+            completions=[completion(processes[0]), completion(processes[1], Status.LOST)],
+        )
+        (state,) = store.workflow(link.id)
+        assert (state.unfinished, state.failed) == (0, 1)
+        assert state.released_at is not None
 
     def test_clearing_results_clears_the_workflows_that_ended_before_them(
         self, store: Store, worker_id: uuid.UUID

@@ -44,6 +44,7 @@ from jobkit.records import (
     Status,
     WorkerInfo,
     WorkflowLink,
+    WorkflowState,
 )
 from jobkit.redaction import redact_credentials
 
@@ -541,6 +542,34 @@ class PostgresStore:
     def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
         with self._connection() as conn, conn.cursor(row_factory=_member_row) as cursor:
             return cursor.execute(self.queries["workflow_members"], {"id": workflow_id}).fetchall()
+
+    def workflow(self, root_id: uuid.UUID) -> list[WorkflowState]:
+        links: dict[uuid.UUID, WorkflowState] = {}
+        with self._connection() as conn:
+            cursor = conn.execute(self.queries["workflow_links"], {"root_id": root_id})
+            for row in cursor:
+                link_id, root, _, name, created, unfinished, failed, callback, on_failure = row[:9]
+                link = links.get(link_id)
+                if link is None:
+                    link = links[link_id] = WorkflowState(
+                        id=link_id,
+                        root_id=root,
+                        name=name,
+                        created_at=created,
+                        unfinished=unfinished,
+                        failed=failed,
+                        callback_id=callback,
+                        callback_on_failure=on_failure,
+                        released_at=row[9],
+                        members=[],
+                    )
+                link.members.append(_member_row(cursor)(row[10:]))
+        return list(links.values())
+
+    def workflow_of_job(self, job_id: uuid.UUID) -> uuid.UUID | None:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["workflow_of_job"], {"job_id": job_id}).fetchone()
+        return None if row is None else row[0]
 
     def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
         params = {

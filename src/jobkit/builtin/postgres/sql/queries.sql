@@ -1079,16 +1079,16 @@ ORDER BY counted.bucket, counted.status;
 -- name: create_workflows
 -- Insert workflows and their members, in the transaction that enqueues the members and the held
 -- callbacks. %(workflows)s is a jsonb array of [id, root_id, name, callback_id (or null),
--- callback_on_failure, members: [[job_id, job_name], ...] in order]. A member's row refers to
--- its workflow's, checked at the end of the statement.
+-- callback_on_failure, members: [[job_id, job_name], ...] in order], the links of a root in
+-- their order. A member's row refers to its workflow's, checked at the end of the statement.
 WITH flows AS (
     INSERT INTO {schema}.workflows (
-        id, root_id, name, unfinished, callback_id, callback_on_failure
+        id, root_id, position, name, unfinished, callback_id, callback_on_failure
     )
     SELECT
-        (w->>0)::uuid, (w->>1)::uuid, w->>2, jsonb_array_length(w->5), (w->>3)::uuid,
-        (w->>4)::boolean
-    FROM jsonb_array_elements(%(workflows)s::jsonb) AS w
+        (w->>0)::uuid, (w->>1)::uuid, (e.position - 1)::integer, w->>2,
+        jsonb_array_length(w->5), (w->>3)::uuid, (w->>4)::boolean
+    FROM jsonb_array_elements(%(workflows)s::jsonb) WITH ORDINALITY AS e(w, position)
 )
 INSERT INTO {schema}.workflow_members (workflow_id, position, job_id, job_name)
 SELECT (w->>0)::uuid, m.position - 1, (m.member->>0)::uuid, m.member->>1
@@ -1122,3 +1122,23 @@ FROM {schema}.pipelines
 WHERE workspace @> %(workspace)s::jsonb
 ORDER BY updated_at DESC, job_id
 LIMIT %(limit)s;
+
+-- name: workflow_links
+-- The links of the workflow %(root_id)s in order (a group has one), each with its members and
+-- their final results so far, one row per member.
+SELECT
+    w.id, w.root_id, w.position AS link_position, w.name, w.created_at, w.unfinished, w.failed,
+    w.callback_id, w.callback_on_failure, w.released_at,
+    m.job_id, m.job_name, m.position, m.status, m.output::text AS output_json, m.ended_at
+FROM {schema}.workflows AS w
+JOIN {schema}.workflow_members AS m ON m.workflow_id = w.id
+WHERE w.root_id = %(root_id)s
+ORDER BY w.position, m.position;
+
+-- name: workflow_of_job
+-- The workflow a job belongs to, as a member or as a callback (NULL: none).
+SELECT coalesce(
+    (SELECT w.root_id FROM {schema}.workflow_members AS m
+     JOIN {schema}.workflows AS w ON w.id = m.workflow_id WHERE m.job_id = %(job_id)s),
+    (SELECT root_id FROM {schema}.workflows WHERE callback_id = %(job_id)s LIMIT 1)
+);

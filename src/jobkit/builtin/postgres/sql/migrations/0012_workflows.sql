@@ -7,6 +7,8 @@ CREATE TABLE {schema}.workflows (
     -- The workflow as the caller sees it: a group is its own root; each link of a chain has the
     -- chain's first link as its root.
     root_id uuid NOT NULL,
+    -- Its place among its root's links (a chain's order).
+    position integer NOT NULL,
     name text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Members that have no final result yet, and members whose final result is not SUCCESSFUL.
