@@ -5,6 +5,7 @@ same moment. The ledger counts every run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -108,3 +109,20 @@ def test_two_workers_finishing_the_last_two_members_run_each_callback_once(
     assert split >= 5, f"only {split} groups had their members end on both workers"
     assert one.stop(10) == 0, one.output()
     assert other.stop(10) == 0, other.output()
+
+
+def test_the_workflow_command_shows_and_cancels(jobkit_runtime, run_cli):
+    flow = Group([Square(2)], then=Collect("cli")).run_in_worker()
+
+    shown = run_cli("workflow", str(flow.id), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["callback_id"] == str(flow.last.job_id)
+    told = run_cli("show", str(flow.requests[0].job_id))
+    assert f"workflow   {flow.id}" in told.stdout
+
+    cancelled = run_cli("workflow", str(flow.id), "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.splitlines()[0].startswith(f"{flow.last.job_id}: ")
+    assert run_cli("workflow", str(flow.id), "--cancel").returncode == 1
+    unknown = run_cli("workflow", "01a2445e-280d-7727-8853-58a0d1949ebc")
+    assert unknown.returncode != 0 and "no workflow has the id" in unknown.stderr
