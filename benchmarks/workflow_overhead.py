@@ -3,9 +3,10 @@
 The finish path of a plain job is unchanged by workflows but for the two triggers on ``results``
 (migration 0012), whose WHEN passes over a result without the workflow or pipeline header. This
 drains 10,000 no-op jobs with one ``jobkit worker`` (default flags) with the triggers enabled and
-disabled, alternated in one run (each round in the other order); and, with them enabled, the same 10,000
-jobs enqueued as 1,000 groups of 9 members and a callback, each member's final result counted and
-each callback released by the trigger.
+disabled, alternated in one run (each round in the other order); and, with them enabled, the same
+10,000 jobs enqueued as 1,000 groups of 9 members and a callback, each member's final result
+counted and each callback released by the trigger. Rates run from the first start to the last
+end, in a schema of its own (``jobkit_bench_workflows``).
 
     python benchmarks/workflow_overhead.py                # JOBKIT_DATABASE_URL, else embedded
     python benchmarks/workflow_overhead.py --record       # also write benchmarks/results/*.json
