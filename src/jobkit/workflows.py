@@ -199,7 +199,7 @@ class Pipeline(Job):
         )
         return runtime.enqueue_pipeline(self, request, pipeline, connection)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Any:
         """Run the step the pipeline is at, then save the workspace and the step that comes
         next (a DEFERRED result that runs it at once), or end (the SUCCESSFUL result)."""
         from jobkit.runtime import get_runtime
