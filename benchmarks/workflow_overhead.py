@@ -121,10 +121,16 @@ def timed_drain(runtime: Runtime, count: int, enqueue: Callable[[], None]) -> fl
         connection.execute(
             sql.SQL("VACUUM {}.requests, {}.processes, {}.results").format(schema, schema, schema)
         )
-    with worker(runtime, [], schema=SCHEMA):
-        enqueue()
-        wait_until(lambda: runtime.store.stats().total.successful >= count, timeout=300)
-    with psycopg.connect(runtime.settings.database_url) as connection:
+    with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
+
+        def ended() -> int:
+            query = sql.SQL("SELECT count(*) FROM {}.results WHERE status = 'SUCCESSFUL'")
+            row = connection.execute(query.format(schema)).fetchone()
+            return row[0] if row else 0
+
+        with worker(runtime, [], schema=SCHEMA):
+            enqueue()
+            wait_until(lambda: ended() >= count, timeout=300)
         row = connection.execute(
             sql.SQL(
                 "SELECT extract(epoch FROM max(ended_at) - min(started_at)) FROM {}.results"

@@ -13,7 +13,7 @@ import pytest
 from faults import check_invariants, ledger_starts, wait_for
 
 from jobkit import Group, get_result
-from testapp.jobs import Collect, Square
+from testapp.jobs import Collect, ImportCats, Square
 
 pytestmark = pytest.mark.acceptance
 
@@ -126,3 +126,33 @@ def test_the_workflow_command_shows_and_cancels(jobkit_runtime, run_cli):
     assert run_cli("workflow", str(flow.id), "--cancel").returncode == 1
     unknown = run_cli("workflow", "01a2445e-280d-7727-8853-58a0d1949ebc")
     assert unknown.returncode != 0 and "no workflow has the id" in unknown.stderr
+
+
+def test_kill_9_mid_step_reruns_that_step_with_the_saved_workspace(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    doomed = start_ready(workers, db, "--max-processes", "1")
+    request = ImportCats(workspace={"key": "cats", "slow_in": "parse"}).run_in_worker()
+    wait_for(lambda: ledger_starts(jobkit_settings)["cats-parse"] == 1, message="parse started")
+    peer = start_ready(workers, db, "--max-processes", "1")
+
+    os.killpg(doomed.pid, signal.SIGKILL)
+    assert doomed.wait(10) == -signal.SIGKILL
+
+    wait_for(lambda: all_finished(db, [request]), 40, message="the pipeline ended")
+    statuses = db.query(
+        "SELECT status, error_type FROM {schema}.results WHERE job_id = %s ORDER BY ended_at",
+        [request.job_id],
+    )
+    assert statuses == [
+        ("DEFERRED", ""),
+        ("LOST", "WorkerLost"),
+        ("DEFERRED", ""),
+        ("SUCCESSFUL", ""),
+    ]
+    starts = ledger_starts(jobkit_settings)
+    assert [starts[f"cats-{step}"] for step in ("fetch", "parse", "store")] == [1, 2, 1]
+    output = get_result(request.id).output
+    assert output["step"] is None
+    assert output["workspace"]["count"] == 2 and output["workspace"]["stored"] is True
+    assert peer.stop(10) == 0, peer.output()

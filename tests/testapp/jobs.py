@@ -230,8 +230,9 @@ class Increment(Job):
 @register_job
 class ImportCats(Pipeline):
     """django-db-queue's example as a pipeline: each step writes a ledger row under the
-    workspace's ``key``; ``fail_in`` names a step whose first run raises (retries apply), and
-    ``jump`` makes the first step go straight to the last (``"end"``: end at once)."""
+    workspace's ``key``; ``fail_in`` names a step whose first run raises (retries apply),
+    ``slow_in`` one whose first run sleeps 30 s (for a kill), and ``jump`` makes the first step
+    go straight to the last (``"end"``: end at once)."""
 
     steps = ("fetch", "parse", "store")
 
@@ -256,3 +257,5 @@ class ImportCats(Pipeline):
         runs = record(self, f"{self.workspace['key']}-{name}", "start")
         if self.workspace.get("fail_in") == name and runs == 1:
             raise RuntimeError(f"{name} failed once")
+        if self.workspace.get("slow_in") == name and runs == 1:
+            time.sleep(30)
