@@ -236,6 +236,64 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Outcome | None:
     """
 
 
+# Lifecycle --------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobkit_before_run(job: Job, process: JobProcess) -> None:
+    """Prepare an attempt before ``run()``: the plugin form of a job's ``before_run``
+    (django-db-queue's pre-task hook), called before it.
+
+    Raising fails the attempt as if ``run()`` had raised it: ``run()`` and the remaining
+    implementations are skipped, the failure hooks are given the exception, the after-run hooks
+    still run, and the attempt is ERRORED and retried by the job's policy. Raising ``DeferJob``
+    defers it instead. (``jobkit_job_started`` is the event for observing a start: its errors
+    are only logged.)
+
+    :param job: the job instance, with ``job.job_process`` set.
+    :param process: the attempt about to run.
+
+    Kind: action (all; an exception fails the attempt). Built-in: none.
+    Called: in a worker pool child, inside ``jobkit_run_job`` (so its wrappers see it), before
+    the middleware chain.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_run_failed(job: Job, process: JobProcess, error: BaseException) -> None:
+    """Clean up after an attempt that raised: the plugin form of a job's ``on_failure``
+    (django-db-queue's failure hook), called after it.
+
+    :param job: the job instance.
+    :param process: the attempt.
+    :param error: what ``run()`` or a before-run hook raised: any exception, ``JobCancelled``
+        when an operator or the shutdown grace interrupted the run, or the ``OutputError`` of a
+        value ``run()`` returned that cannot be stored. Not called for ``DeferJob``, nor for an
+        attempt whose process died (a timeout kills it; see ``Job.on_aborted``).
+
+    Kind: event (all; an exception is logged and changes nothing). Built-in: none.
+    Called: in a worker pool child, inside ``jobkit_run_job``, before the after-run hooks.
+    Added: 0.1
+    """
+
+
+@hookspec
+def jobkit_run_ended(job: Job, process: JobProcess, outcome: Outcome) -> None:
+    """Always last: the plugin form of a job's ``after_run`` (django-db-queue's post-task hook),
+    called after it, whether the attempt succeeded, failed or was deferred.
+
+    :param job: the job instance.
+    :param process: the attempt.
+    :param outcome: how the attempt ends (its status, error text, output).
+
+    Kind: event (all; an exception is logged and never fails the job). Built-in: none.
+    Called: in a worker pool child, inside ``jobkit_run_job``, after the failure hooks. Not
+    called for an attempt whose process died (a timeout kills it; see ``Job.on_aborted``).
+    Added: 0.1
+    """
+
+
 # Middleware -------------------------------------------------------------------------------------
 
 
@@ -265,10 +323,12 @@ def jobkit_add_middleware(settings: Settings) -> Sequence[type] | None:
 
 
 @hookspec
-def jobkit_job_enqueued(request: JobRequest) -> None:
+def jobkit_job_enqueued(job: Job, request: JobRequest) -> None:
     """A request was inserted. With a caller's connection it is not committed yet: the
-    transaction may still roll back.
+    transaction may still roll back. The plugin form of a job's ``on_enqueued`` (django-db-queue's
+    creation hook), called before it.
 
+    :param job: the job instance that was enqueued (take only ``request`` if you need only it).
     :param request: the stored request.
 
     Kind: event (all). Built-in: none.

@@ -172,6 +172,29 @@ class Job:
 
         return get_runtime().workflow_inputs(self.job_process)
 
+    # Lifecycle hooks (django-db-queue's creation, pre-task, failure and post-task hooks) -----
+
+    def on_enqueued(self, request: JobRequest) -> None:
+        """Called in the enqueueing process once the request is stored (inside the caller's
+        transaction when ``connection=`` was given: a rollback still removes it). An exception
+        here is raised from ``run_in_worker()`` after every job of the call has had its hook;
+        the requests stay stored."""
+
+    def before_run(self) -> None:
+        """Called in the worker before ``run()``. Raising skips ``run()`` and fails the attempt
+        as if ``run()`` had raised: ``on_failure`` gets the exception, ``after_run`` still runs,
+        and the attempt is retried by the job's policy."""
+
+    def on_failure(self, error: BaseException) -> None:
+        """Called in the worker when ``before_run()`` or ``run()`` raised (``JobCancelled`` when
+        the run was interrupted; an ``OutputError`` when its returned value cannot be stored),
+        before ``after_run``. Not for ``DeferJob``, nor when the run's process died (a timeout
+        kills it: see ``on_aborted``). An exception here is logged and changes nothing."""
+
+    def after_run(self) -> None:
+        """Called in the worker after every run that ended in its process: success, failure or
+        deferral, always last. An exception here is logged and never fails the job."""
+
     # After the fact ------------------------------------------------------------------------
 
     def on_aborted(self, result: JobResult) -> None:

@@ -275,13 +275,14 @@ class Runtime:
             return []
         connection = self._callers_connection(connection)
         stored = self.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=connection)
-        for request in stored:
+        for job, request in zip(jobs, stored, strict=True):
             if request is not None:
-                notify(self.pm.hook.jobkit_job_enqueued, request=request)
+                notify(self.pm.hook.jobkit_job_enqueued, job=job, request=request)
         committed = self.pm.hook.jobkit_job_committed
         inserted = [request for request in stored if request is not None]
         if inserted and committed.get_hookimpls():
             self.store.after_commit(connection, lambda: notify(committed, requests=inserted))
+        _call_on_enqueued(jobs, stored)
         return stored
 
     def _callers_connection(self, connection: Any) -> Any:
@@ -849,49 +850,62 @@ class Runtime:
         return self._run_chain
 
     def run_job(self, job: Job, process: JobProcess) -> Outcome:
-        """The kernel's ``jobkit_run_job``: the middleware chain, then ``job.run()``. (Its error
-        text is bounded already, so wrappers see what will be stored.)"""
+        """The kernel's ``jobkit_run_job``: the before-run hooks, the middleware chain and
+        ``job.run()``, then the failure hooks if any of them raised, and the after-run hooks
+        last (django-db-queue's order). (Its error text is bounded already, so wrappers see
+        what will be stored.)"""
         run_chain = self.middleware_chain()
+        failure: BaseException | None = None
         try:
+            self.pm.hook.jobkit_before_run(job=job, process=process)
+            job.before_run()
             value = run_chain(job)
         except DeferJob as deferral:
             outcome = _deferred(deferral, process)
-            if deferral.output is None or outcome.status is not Status.DEFERRED:
-                return outcome
-            stored = self.output_outcome(job, deferral.output)
-            return attrs.evolve(outcome, output=stored.output) if stored.output else stored
+            if deferral.output is not None and outcome.status is Status.DEFERRED:
+                try:
+                    outcome.output = self.output_text(job, deferral.output)
+                except OutputError as error:  # as a returned value's: rerunning cannot fix it
+                    failure, outcome = error, self.bounded(_failed(error, str(error)))
         except BaseException as error:  # KeyboardInterrupt and SystemExit from a job are errors too
-            return self.bounded(_errored(error, process, job=job))
-        if value is None:
-            return Outcome(status=Status.SUCCESSFUL)
-        return self.output_outcome(job, value)
+            failure, outcome = error, self.bounded(_errored(error, process, job=job))
+        else:
+            try:
+                output = None if value is None else self.output_text(job, value)
+                outcome = Outcome(status=Status.SUCCESSFUL, output=output)
+            except OutputError as error:  # the value cannot be stored: rerunning cannot fix it
+                failure, outcome = error, self.bounded(_failed(error, str(error)))
+        if failure is not None:
+            _logged(job.on_failure, failure)
+            notify(self.pm.hook.jobkit_run_failed, job=job, process=process, error=failure)
+        _logged(job.after_run)
+        notify(self.pm.hook.jobkit_run_ended, job=job, process=process, outcome=outcome)
+        return outcome
 
-    def output_outcome(self, job: Job, value: Any) -> Outcome:
-        """SUCCESSFUL with ``value`` (what ``run()`` returned, not None) as the serializer's
-        JSON; ERRORED with an ``OutputError``, not retried, when the serializer refuses it or
-        its JSON is longer than ``output_max_length`` bytes. Never cut: cut JSON is no JSON."""
+    def output_text(self, job: Job, value: Any) -> str:
+        """``value`` (what ``run()`` returned, not None) as the serializer's JSON, stored with
+        the SUCCESSFUL result. Raises ``OutputError`` when the serializer refuses it or its JSON
+        is longer than ``output_max_length`` bytes. Never cut: cut JSON is no JSON."""
         job_class = type(job)
         try:
             text = self.serializer.dumps_output(job_class, value)
-        except OutputError as error:
-            return self.bounded(_failed(error, str(error)))
+        except OutputError:
+            raise
         except Exception as error:  # a converter hook's failure, a RecursionError from a cycle
-            problem = OutputError(
+            raise OutputError(
                 f"{job_class.__qualname__}.run() returned a value of type "
                 f"{type(value).__qualname__} that the serializer failed to store: {error!r}"
-            )
-            return self.bounded(_failed(problem, str(problem)))
+            ) from error
         limit = self.settings.output_max_length
         size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         if size > limit:
-            problem = OutputError(
+            raise OutputError(
                 f"{job_class.__qualname__}.run() returned a value of type "
                 f"{type(value).__qualname__} whose JSON is {size:,} bytes, more than the "
                 f"output_max_length setting allows ({limit:,}); store big data elsewhere (a "
                 f"file, a table) and return where it is, or raise output_max_length"
             )
-            return _failed(problem, str(problem))
-        return Outcome(status=Status.SUCCESSFUL, output=text)
+        return text
 
 
 class _Withdrawn(Exception):
@@ -977,6 +991,32 @@ def storable_error(text: str, limit: int) -> str:
     kept = limit - len(note(len(text)))  # the longest the note can be
     head = kept // 2
     return text[:head] + note(len(text) - kept) + text[len(text) - (kept - head) :]
+
+
+def _call_on_enqueued(jobs: Sequence[Job], stored: Sequence[JobRequest | None]) -> None:
+    """Each stored job's ``on_enqueued``; the first exception is raised once all have run (the
+    others are logged), so one job's hook cannot keep the next from its own."""
+    first: Exception | None = None
+    for job, request in zip(jobs, stored, strict=True):
+        if request is None or type(job).on_enqueued is Job.on_enqueued:
+            continue
+        try:
+            job.on_enqueued(request)
+        except Exception as error:
+            if first is None:
+                first = error
+            else:
+                logger.exception("%r.on_enqueued failed", job)
+    if first is not None:
+        raise first
+
+
+def _logged(hook: Callable[..., None], *args: Any) -> None:
+    """Call a job's failure or after-run hook; its exception is logged and changes nothing."""
+    try:
+        hook(*args)
+    except Exception:
+        logger.exception("%s failed", hook.__qualname__)
 
 
 def _failed(error: BaseException, message: str) -> Outcome:

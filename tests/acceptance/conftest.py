@@ -26,6 +26,7 @@ from faults import WorkerLauncher
 from psycopg import sql
 
 from jobkit.settings import Settings
+from jobkit.testing import wait_for
 from testapp.jobs import create_ledger
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -47,32 +48,10 @@ def jobkit_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "jobkit"]
 
 
-def poll_until(
-    condition: Callable[[], T],
-    timeout: float = 30.0,
-    *,
-    interval: float = 0.05,
-    message: str = "",
-) -> T:
-    """Call ``condition`` until it returns something truthy, and return that; fail the test
-    when ``timeout`` seconds pass first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(
-                f"condition not met within {timeout} s: {message or condition}", pytrace=False
-            )
-        time.sleep(interval)
-
-
 @pytest.fixture
 def wait_until() -> Callable[..., Any]:
-    """``wait_until(condition, timeout)``: poll ``condition`` until it is truthy (see
-    ``poll_until``); a fixture so test modules need not import this conftest."""
-    return poll_until
+    """``wait_until(condition, timeout)``: ``jobkit.testing.wait_for``, as a fixture."""
+    return wait_for
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import attrs
 import psycopg
 import pytest
 
+from jobkit import testing
 from jobkit.settings import Settings
 from testapp.jobs import ledger
 
@@ -48,20 +49,16 @@ def wait_for(
     message: str = "",
     interval: float = 0.05,
 ) -> T:
-    """Call ``condition`` until it returns something truthy, and return that; fail the test
-    when ``timeout`` seconds pass first. A database error while the condition runs (the
+    """``jobkit.testing.wait_for``, where a database error while the condition runs (the
     database being restarted by the test) counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def through_outage() -> T | None:
         try:
-            value = condition()
+            return condition()
         except DATABASE_ERRORS:
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"not within {timeout} s: {message or condition}", pytrace=False)
-        time.sleep(interval)
+            return None
+
+    return testing.wait_for(through_outage, timeout, message or str(condition), interval=interval)
 
 
 def retry_through_outage(action: Callable[[], T], timeout: float = 30.0) -> T:

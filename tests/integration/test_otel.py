@@ -22,8 +22,7 @@ from jobkit.builtin.otel.plugin import DURATION_BUCKETS
 from jobkit.operations import Operations
 from jobkit.plugins import notify
 from jobkit.records import WorkerInfo
-from jobkit.testing import run_jobs
-from jobkit.testing.store_contract import wait_for
+from jobkit.testing import run_jobs, wait_for
 from testapp.dead_workers import claim_and_start, register
 from testapp.jobs import Fail, Noop
 

@@ -11,7 +11,7 @@ import pytest
 
 from jobkit.pool import BACKLOG_STALE, PIPE_DEPTH, WorkerPool
 from jobkit.records import JobProcess
-from jobkit.testing.store_contract import wait_for
+from jobkit.testing import wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from psycopg import sql
 from jobkit.errors import ParameterError
 from jobkit.records import Status
 from jobkit.runtime import Runtime
-from jobkit.testing.store_contract import StoreContract, completion, make_request, wait_for
+from jobkit.testing import wait_for
+from jobkit.testing.store_contract import StoreContract, completion, make_request
 
 
 class TestPostgresStore(StoreContract):

@@ -259,3 +259,53 @@ class ImportCats(Pipeline):
             raise RuntimeError(f"{name} failed once")
         if self.workspace.get("slow_in") == name and runs == 1:
             time.sleep(30)
+
+
+@register_job(name="testapp.Lifecycle")
+class Lifecycle(Job):
+    """Writes a ledger row (phase) from each of its lifecycle hooks and from ``run()``, and
+    raises in those ``fail_in`` names, comma-separated (``enqueued``, ``before``, ``run``,
+    ``failure``, ``after``); ``run()`` defers its first run with ``defer``, and returns
+    ``returns``."""
+
+    def __init__(
+        self,
+        key: str,
+        fail_in: str = "",
+        retries: int = 0,
+        defer: bool = False,
+        returns: object = None,
+    ):
+        self.key = key
+        self.fail_in = fail_in
+        self.retries = retries
+        self.defer = defer
+        self.returns = returns
+
+    def default_retries(self) -> int:
+        return self.retries
+
+    def _phase(self, phase: str) -> int:
+        count = record(self, self.key, phase)
+        if phase in self.fail_in.split(","):
+            raise RuntimeError(f"{phase} failed")
+        return count
+
+    def on_enqueued(self, request) -> None:
+        self._phase("enqueued")
+
+    def before_run(self) -> None:
+        self._phase("before")
+
+    def run(self) -> object:
+        if self._phase("run") == 1 and self.defer:
+            raise DeferJob(delay=0)
+        return self.returns
+
+    def on_failure(self, error: BaseException) -> None:
+        self._phase(f"failure {type(error).__name__}: {error}")
+        if "failure" in self.fail_in.split(","):
+            raise RuntimeError("failure failed")
+
+    def after_run(self) -> None:
+        self._phase("after")

@@ -10,10 +10,8 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -22,18 +20,6 @@ from psycopg import conninfo, sql
 PROJECT = Path(__file__).resolve().parent / "project"
 CONNECTION_KEYS = ("dbname", "host", "port", "user", "password")
 Completed = subprocess.CompletedProcess[str]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
-    """Poll ``condition`` until it is truthy and return it; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {message or condition}", pytrace=False)
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 from django.test import Client
 
 import jobkit
-from conftest import PROJECT, wait_for
-from jobkit.testing import run_jobs
+from conftest import PROJECT
+from jobkit.testing import run_jobs, wait_for
 
 RESULTS = "/admin/jobkit_django/jobresult/"
 REQUESTS = "/admin/jobkit_django/jobrequest/"

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,25 +21,13 @@ import pytest
 import uvicorn
 from jobkit_dashboard import create_app
 
-from jobkit.testing import settings_environ
+from jobkit.testing import settings_environ, wait_for
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("JOBKIT_DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = HERE.parent / "docs"
 DOC_SCREENSHOTS = ("overview", "job")
 """The screenshots the README shows: copied into docs/ when JOBKIT_DASHBOARD_SAVE_SCREENSHOTS=1."""
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
-    """Poll ``condition`` until it is truthy and return it; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {message or condition}", pytrace=False)
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import pytest
 from dashboard_jobs import Fail, Flaky, Sleep, Succeed
 from playwright.sync_api import expect
 
-from conftest import wait_for
 from jobkit import AttemptState
 from jobkit.operations import Operations
-from jobkit.testing import run_jobs
+from jobkit.testing import run_jobs, wait_for
 
 EVIL = "<script>alert(1)</script>"
 WAIT = 30_000  # ms: how long a page may take to show what the test expects

@@ -17,9 +17,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from conftest import jobkit_command, wait_for
+from conftest import jobkit_command
 from jobkit.records import JobFilter, WorkerInfo
-from jobkit.testing import run_jobs
+from jobkit.testing import run_jobs, wait_for
 
 EVIL = "<script>alert(1)</script>"
 

@@ -15,7 +15,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from conftest import free_port, jobkit_command, wait_for
+from conftest import free_port, jobkit_command
+from jobkit.testing import wait_for
 
 
 def test_jobkit_dashboard_serves_and_says_where(worker_env, runtime):

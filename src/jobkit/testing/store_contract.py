@@ -15,7 +15,6 @@ import datetime
 import json
 import select
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -41,6 +40,7 @@ from jobkit.records import (
     WorkflowLink,
 )
 from jobkit.store import Store
+from jobkit.testing.waiting import wait_for
 
 PARAMETERS = '{"args": [], "kwargs": {}}'
 
@@ -56,16 +56,6 @@ def completion(process: Any, status: Status = Status.SUCCESSFUL, **outcome: Any)
     return Completion(
         process=process, outcome=Outcome(status=status, **outcome), started_at=now, ended_at=now
     )
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class StoreContract:
