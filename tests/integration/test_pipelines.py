@@ -155,3 +155,27 @@ def test_bad_pipelines_are_refused_with_what_was_wrong():
         type("NoSteps", (Pipeline,), {})
     with pytest.raises(TypeError, match="names 'missing', which is not a method of it"):
         type("Missing", (Pipeline,), {"steps": ("missing",)})
+
+
+def test_a_deferral_stores_its_output_and_an_unstorable_one_errors(jobkit_runtime):
+    class Keeps(Pipeline):
+        steps = ("first", "second")
+
+        def first(self) -> None:
+            self.workspace["kept"] = object() if self.workspace.get("bad") else [1, 2]
+
+        def second(self) -> None:
+            pass
+
+    jobkit.register_job(Keeps, name="testapp.Keeps")
+    good = Keeps(workspace={}).run_in_worker(retries=0)
+    bad = Keeps(workspace={"bad": True}).run_in_worker(retries=0)
+
+    results = {r.job_id: r for r in run_jobs(jobkit_runtime) if r.retry_of is None}
+
+    deferred = results[good.job_id]
+    assert deferred.status is Status.DEFERRED
+    assert deferred.output == {"step": "second", "workspace": {"kept": [1, 2]}}
+    failed = results[bad.job_id]
+    assert (failed.status, failed.error_type) == (Status.ERRORED, "jobkit.errors.OutputError")
+    assert jobkit.job(bad.job_id).pipeline.step == "first"  # nothing saved: it reruns first
