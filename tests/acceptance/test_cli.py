@@ -26,12 +26,17 @@ pytestmark = pytest.mark.acceptance
 
 JOB_NAMES = [
     "jobkit.ScheduledCommand",
+    "testapp.Lifecycle",
     "testapp.Record",
     "testapp.Tally",
+    "testapp.jobs.Collect",
     "testapp.jobs.Defer",
     "testapp.jobs.Fail",
+    "testapp.jobs.ImportCats",
+    "testapp.jobs.Increment",
     "testapp.jobs.Noop",
     "testapp.jobs.Returns",
+    "testapp.jobs.Square",
     "testapp.jobs.Typed",
 ]
 BUILTINS = {
