@@ -281,6 +281,10 @@ class Operations:
                 reports.append(self.cancel(job_id, source=source))
         return reports
 
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        """How many pipelines that have not ended are at each step, by job name then step."""
+        return self.store.pipeline_steps()
+
     def pipelines(self, *, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
         """The pipelines whose workspace contains ``workspace`` (``{"user_id": 42}``: every
         key with that value), the most recently updated first, found through an index."""
@@ -723,6 +727,11 @@ def cancel_workflow(
 ) -> list[ActionReport]:
     """Cancel every waiting job of the workflow; see ``Operations.cancel_workflow``."""
     return Operations(get_runtime()).cancel_workflow(workflow_id, source=_source(source))
+
+
+def pipeline_steps() -> dict[str, dict[str, int]]:
+    """How many pipelines that have not ended are at each step, by job name then step."""
+    return Operations(get_runtime()).pipeline_steps()
 
 
 def pipelines(*, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:

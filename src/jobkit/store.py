@@ -104,6 +104,10 @@ class Store(Protocol):
     def pipeline(self, job_id: uuid.UUID) -> PipelineState | None:
         """The pipeline whose job is ``job_id``, as last saved; None for any other job."""
 
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        """How many pipelines that have not ended are at each step (the one they run next or
+        run now), by job name then step, both sorted."""
+
     def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
         """Up to ``limit`` pipelines whose workspace contains the JSON object ``workspace_json``
         (each of its keys with that value, nested objects alike), the most recently updated

@@ -111,7 +111,7 @@ def test_two_workers_finishing_the_last_two_members_run_each_callback_once(
     assert other.stop(10) == 0, other.output()
 
 
-def test_the_workflow_command_shows_and_cancels(jobkit_runtime, run_cli):
+def test_the_workflow_command_and_stats_tell_workflows_and_pipelines(jobkit_runtime, run_cli):
     flow = Group([Square(2)], then=Collect("cli")).run_in_worker()
 
     shown = run_cli("workflow", str(flow.id), "--json")
@@ -124,6 +124,10 @@ def test_the_workflow_command_shows_and_cancels(jobkit_runtime, run_cli):
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.splitlines()[0].startswith(f"{flow.last.job_id}: ")
     assert run_cli("workflow", str(flow.id), "--cancel").returncode == 1
+    ImportCats(workspace={"key": "stats"}).run_in_worker()
+    stats = run_cli("stats", "--json")
+    assert json.loads(stats.stdout)["pipelines"] == {"testapp.jobs.ImportCats": {"fetch": 1}}
+    assert "pipeline testapp.jobs.ImportCats: fetch 1" in run_cli("stats").stdout
     unknown = run_cli("workflow", "01a2445e-280d-7727-8853-58a0d1949ebc")
     assert unknown.returncode != 0 and "no workflow has the id" in unknown.stderr
 

@@ -53,6 +53,7 @@ def test_the_workspace_is_saved_after_each_step(jobkit_runtime):
     pipeline = jobkit.job(request.job_id).pipeline
     assert pipeline is not None
     assert (pipeline.step, pipeline.workspace) == ("parse", {"key": "b", "cats": ["tom", "felix"]})
+    assert jobkit.pipeline_steps()["testapp.jobs.ImportCats"]["parse"] >= 1
     shown = describe_job(jobkit.job(request.job_id))
     assert "step       parse (the step it runs next)" in shown
     assert 'workspace  {"key": "b", "cats": ["tom", "felix"]}' in shown

@@ -1336,3 +1336,19 @@ class StoreContract:
         assert found({"user_id": "42"}) == []
         assert found({}) != []
         assert store.pipeline(uuid.uuid4()) is None
+
+    def test_pipelines_are_counted_at_their_step_until_they_end(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        assert store.pipeline_steps() == {}
+        first = self.enqueue_pipeline(store, {})
+        self.enqueue_pipeline(store, {})
+        assert store.pipeline_steps() == {"contract.Job": {"first": 2}}
+        process = next(
+            p
+            for p in store.claim(worker_id=worker_id, queues=["pipe"], limit=10)
+            if p.id == first.id
+        )
+        output = json.dumps({"step": None, "workspace": {}})
+        store.finish(worker_id=worker_id, completions=[completion(process, output=output)])
+        assert store.pipeline_steps() == {"contract.Job": {"first": 1}}

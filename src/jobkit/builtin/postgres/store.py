@@ -585,6 +585,13 @@ class PostgresStore:
         with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:
             return cursor.execute(self.queries["pipeline"], {"job_id": job_id}).fetchone()
 
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        steps: dict[str, dict[str, int]] = {}
+        with self._connection() as conn:
+            for job_name, step, count in conn.execute(self.queries["pipeline_steps"]):
+                steps.setdefault(job_name, {})[step] = count
+        return steps
+
     def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
         params = {"workspace": workspace_json, "limit": limit}
         with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:

@@ -1142,3 +1142,11 @@ SELECT coalesce(
      JOIN {schema}.workflows AS w ON w.id = m.workflow_id WHERE m.job_id = %(job_id)s),
     (SELECT root_id FROM {schema}.workflows WHERE callback_id = %(job_id)s LIMIT 1)
 );
+
+-- name: pipeline_steps
+-- How many pipelines that have not ended wait at or run each step, by job name (along
+-- pipelines_at_step).
+SELECT job_name, step, count(*) FROM {schema}.pipelines
+WHERE step IS NOT NULL
+GROUP BY job_name, step
+ORDER BY job_name, step;

@@ -107,6 +107,8 @@ CREATE TABLE {schema}.pipelines (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX pipelines_workspace ON {schema}.pipelines USING gin (workspace jsonb_path_ops);
+-- The pipelines that have not ended, by job and step (`jobkit stats`); ended ones stay out of it.
+CREATE INDEX pipelines_at_step ON {schema}.pipelines (job_name, step) WHERE step IS NOT NULL;
 
 -- A pipeline step's result (DEFERRED: the next step follows; SUCCESSFUL: the pipeline ended)
 -- carries {{"step": the next step or null, "workspace": ...}} as its output: saved on the
