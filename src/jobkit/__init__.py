@@ -24,10 +24,13 @@ from jobkit.operations import (
     Throughput,
     WorkerStatus,
     cancel,
+    cancel_workflow,
     delete_job,
     job,
     jobs,
     pause_queue,
+    pipeline_steps,
+    pipelines,
     resume_queue,
     retry,
     retry_failed,
@@ -35,6 +38,7 @@ from jobkit.operations import (
     schedules,
     throughput,
     workers,
+    workflow,
 )
 from jobkit.records import (
     Attempt,
@@ -45,24 +49,30 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
     Outcome,
     Page,
+    PipelineState,
     QueueDepth,
     QueuePause,
     Stage,
     Status,
+    WorkflowState,
 )
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
 from jobkit.runtime import enqueue_many, get_result, job_state, queue_depths
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
+from jobkit.workflows import Chain, Group, Pipeline, Workflow
 
 __all__ = [
     "ActionReport",
     "Attempt",
     "AttemptState",
+    "Chain",
     "DeferJob",
+    "Group",
     "Job",
     "JobCancelled",
     "JobFilter",
@@ -76,10 +86,13 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JobkitError",
+    "MemberResult",
     "Outcome",
     "OutputError",
     "Page",
     "ParameterError",
+    "Pipeline",
+    "PipelineState",
     "PluginError",
     "QueueDepth",
     "QueuePause",
@@ -95,7 +108,10 @@ __all__ = [
     "Throughput",
     "UnknownJobError",
     "WorkerStatus",
+    "Workflow",
+    "WorkflowState",
     "cancel",
+    "cancel_workflow",
     "delete_job",
     "enqueue_many",
     "get_result",
@@ -104,6 +120,8 @@ __all__ = [
     "job_state",
     "jobs",
     "pause_queue",
+    "pipeline_steps",
+    "pipelines",
     "queue_depths",
     "redact_credentials",
     "register_job",
@@ -114,4 +132,5 @@ __all__ = [
     "schedules",
     "throughput",
     "workers",
+    "workflow",
 ]

@@ -512,8 +512,8 @@ def enqueue(
 @reports_errors
 def stats(queues: tuple[str, ...], as_json: bool) -> None:
     """Jobs per stage: pending (ready now), scheduled, running, and results; how long the oldest
-    pending job has been ready; and the workers active or stale. With QUEUE names, only those
-    queues (and their total)."""
+    pending job has been ready; the workers active or stale; and how many pipelines are at each
+    step. With QUEUE names, only those queues (and their total)."""
     try:
         names = queue_names(queues) if queues else None
     except ParameterError as error:
@@ -521,10 +521,11 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     runtime = make_runtime()
     timeout = runtime.settings.heartbeat_timeout
     figures = runtime.store.stats(heartbeat_timeout=timeout, queues=names)
+    steps = runtime.store.pipeline_steps()
     for name in names or ():
         figures.queues.setdefault(name, QueueCounts())
     if as_json:
-        click.echo(json.dumps(figures.as_dict(), indent=2))
+        click.echo(json.dumps({**figures.as_dict(), "pipelines": steps}, indent=2))
         return
     rows: list[tuple[object, ...]] = [("queue", *STAT_KEYS, "oldest_pending_age")]
     rows += [(name, *_stat_cells(counts)) for name, counts in sorted(figures.queues.items())]
@@ -538,6 +539,9 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
         f"\nworkers: {figures.workers_active} active, {figures.workers_stale} stale (stale: no "
         f"heartbeat for more than {timeout:g} s, the heartbeat_timeout setting)"
     )
+    for job_name, at_step in steps.items():
+        counted = ", ".join(f"{step} {count}" for step, count in at_step.items())
+        click.echo(f"pipeline {job_name}: {counted}")
     paused = [name for name, counts in sorted(figures.queues.items()) if counts.paused]
     if paused:
         click.echo(

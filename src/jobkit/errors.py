@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JobkitError(Exception):
     """Base class of every error jobkit raises on purpose."""
@@ -49,13 +51,16 @@ class DeferJob(Exception):
 
     The attempt is recorded DEFERRED and a new request is enqueued ``delay`` seconds from now
     (an int, float or ``timedelta``). With ``increment_retries=True`` the deferral uses up one of
-    the job's retries; when none are left the attempt is recorded ERRORED instead.
+    the job's retries; when none are left the attempt is recorded ERRORED instead. ``output``,
+    when not None, is stored with the DEFERRED result as ``run()``'s return value is with a
+    SUCCESSFUL one (what this attempt got done: a pipeline's step saves its workspace so).
     """
 
-    def __init__(self, *, delay: float = 0, increment_retries: bool = False):
+    def __init__(self, *, delay: float = 0, increment_retries: bool = False, output: Any = None):
         super().__init__(f"deferred for {delay} seconds")
         self.delay = delay
         self.increment_retries = increment_retries
+        self.output = output
 
 
 class JobInterrupted(BaseException):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from jobkit.errors import ParameterTypeError
 
 if TYPE_CHECKING:
-    from jobkit.records import JobList, JobProcess, JobRequest, JobResult
+    from jobkit.records import JobList, JobProcess, JobRequest, JobResult, MemberResult
     from jobkit.schedule import Recurrence
 
 Delay = int | float | datetime.timedelta | datetime.datetime
@@ -163,6 +163,15 @@ class Job:
         from jobkit.runtime import get_runtime
 
         return get_runtime().find_active(type(self), concurrency_key)[1]
+
+    def workflow_inputs(self) -> list[MemberResult]:
+        """In a workflow's callback, as it runs: the final result of each job it waited for, in
+        the order they were given (``status``, ``output``, ``failed``). A ``Group``'s ``then``
+        job receives every member; in a ``Chain``, each job receives the one before it alone
+        (``self.workflow_inputs()[0].output``). Empty for any other job."""
+        from jobkit.runtime import get_runtime
+
+        return get_runtime().workflow_inputs(self.job_process)
 
     # Lifecycle hooks (django-db-queue's creation, pre-task, failure and post-task hooks) -----
 

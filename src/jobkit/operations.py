@@ -32,8 +32,10 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     Page,
+    PipelineState,
     QueuePause,
     WorkerInfo,
+    WorkflowState,
 )
 from jobkit.runtime import caller_location, get_runtime, parse_delay
 
@@ -246,7 +248,54 @@ class Operations:
                 f"no job has the id {job_id}: it was never enqueued, its enqueue rolled back, "
                 f"or its results were cleared (results_retention)"
             )
-        return JobInfo(job_id=job_id, attempts=attempts)
+        return JobInfo(
+            job_id=job_id,
+            attempts=attempts,
+            pipeline=self.store.pipeline(job_id),
+            workflow_id=self.store.workflow_of_job(job_id),
+        )
+
+    def workflow(self, workflow_id: uuid.UUID | str) -> list[WorkflowState]:
+        """The workflow's links in order (a group has one, a chain of n jobs n - 1), each with
+        its members' final results so far and its callback; ``JobNotFound`` when there is
+        none."""
+        workflow_id = _uuid(workflow_id)
+        links = self.store.workflow(workflow_id)
+        if not links:
+            raise JobNotFound(
+                f"no workflow has the id {workflow_id}: it was never enqueued, its enqueue "
+                f"rolled back, or it was cleared with its results (results_retention)"
+            )
+        return links
+
+    def cancel_workflow(self, workflow_id: uuid.UUID | str, *, source: str) -> list[ActionReport]:
+        """Cancel every job of the workflow that waits: its held callbacks first (last link
+        first), so no member's end releases one meanwhile, then its waiting members. Running
+        members run on; nothing follows them. A report for each job cancelled."""
+        links = self.workflow(workflow_id)
+        callbacks = [link.callback_id for link in reversed(links) if link.callback_id]
+        members = [m.job_id for link in links for m in link.members if m.status is None]
+        reports = []
+        for job_id in dict.fromkeys([*callbacks, *members]):
+            if self.job(job_id).latest.state in WAITING:
+                reports.append(self.cancel(job_id, source=source))
+        return reports
+
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        """How many pipelines that have not ended are at each step, by job name then step."""
+        return self.store.pipeline_steps()
+
+    def pipelines(self, *, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
+        """The pipelines whose workspace contains ``workspace`` (``{"user_id": 42}``: every
+        key with that value), the most recently updated first, found through an index."""
+        if not isinstance(workspace, dict):
+            raise ParameterError(
+                f"workspace must be a dict such as {{'user_id': 42}}, got {workspace!r}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ParameterError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        text = self.runtime.serializer.dumps_output(dict, workspace)
+        return self.store.find_pipelines(workspace_json=text, limit=limit)
 
     def throughput(self, *, buckets: int = 60, bucket_seconds: int = 60) -> Throughput:
         """How many results ended in each of the last ``buckets`` buckets of
@@ -666,6 +715,28 @@ def jobs(
 def job(job_id: uuid.UUID | str) -> JobInfo:
     """The job with every attempt it has had; ``JobNotFound`` if there is none."""
     return Operations(get_runtime()).job(job_id)
+
+
+def workflow(workflow_id: uuid.UUID | str) -> list[WorkflowState]:
+    """The workflow's links, members and callbacks; see ``Operations.workflow``."""
+    return Operations(get_runtime()).workflow(workflow_id)
+
+
+def cancel_workflow(
+    workflow_id: uuid.UUID | str, *, source: str | None = None
+) -> list[ActionReport]:
+    """Cancel every waiting job of the workflow; see ``Operations.cancel_workflow``."""
+    return Operations(get_runtime()).cancel_workflow(workflow_id, source=_source(source))
+
+
+def pipeline_steps() -> dict[str, dict[str, int]]:
+    """How many pipelines that have not ended are at each step, by job name then step."""
+    return Operations(get_runtime()).pipeline_steps()
+
+
+def pipelines(*, workspace: dict[str, Any], limit: int = 100) -> list[PipelineState]:
+    """The pipelines whose workspace contains ``workspace``; see ``Operations.pipelines``."""
+    return Operations(get_runtime()).pipelines(workspace=workspace, limit=limit)
 
 
 def retry(

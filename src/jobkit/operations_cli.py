@@ -23,7 +23,7 @@ import click
 
 from jobkit.errors import JobkitError, ParameterError
 from jobkit.operations import ActionReport, JobNotFound, Operations, job_filter
-from jobkit.records import Attempt, JobInfo, WorkerInfo
+from jobkit.records import Attempt, JobInfo, WorkerInfo, WorkflowState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -283,6 +283,12 @@ def describe_job(job: JobInfo) -> str:
         f" by {first.source}",
         f"parameters {json.dumps(json.loads(first.parameters))}",
     ]
+    if job.workflow_id is not None:
+        lines.append(f"workflow   {job.workflow_id}")
+    if job.pipeline is not None:
+        step = job.pipeline.step
+        lines.append(f"step       {'ended' if step is None else step + ' (the step it runs next)'}")
+        lines.append(f"workspace  {json.dumps(json.loads(job.pipeline.workspace_json))}")
     for number, attempt in enumerate(job.attempts, 1):
         lines.append("")
         lines.append(f"attempt {number}: {attempt.state.value}  ({attempt.id})")
@@ -400,6 +406,46 @@ def cancel_command(job_ids: tuple[str, ...], as_json: bool) -> None:
     within seconds. Neither runs again."""
     ops = operations()
     show_reports([ops.cancel(job_id, source=source()) for job_id in job_ids], as_json)
+
+
+@click.command("workflow")
+@click.argument("workflow_id")
+@click.option("--cancel", is_flag=True, help="Cancel every job of it that waits.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_problems
+def workflow_command(workflow_id: str, cancel: bool, as_json: bool) -> None:
+    """Show a workflow: each link's members with their final status, and its callback; with
+    --cancel, cancel every job of it that waits (its held callbacks first)."""
+    ops = operations()
+    if cancel:
+        show_reports(ops.cancel_workflow(workflow_id, source=source()), as_json)
+        return
+    links = ops.workflow(workflow_id)
+    if as_json:
+        click.echo(json.dumps([link.as_dict() for link in links], indent=2))
+        return
+    click.echo(describe_workflow(links))
+
+
+def describe_workflow(links: Sequence[WorkflowState]) -> str:
+    first = links[0]
+    lines = [f"workflow   {first.root_id}" + (f"  {first.name}" if first.name else "")]
+    for number, link in enumerate(links, 1):
+        ended = len(link.members) - link.unfinished
+        if link.callback_id is None:
+            then = "no callback"
+        elif link.released_at is not None:
+            then = f"callback {link.callback_id} released {link.released_at:%Y-%m-%d %H:%M:%S}"
+        else:
+            then = f"callback {link.callback_id} held"
+        lines.append("")
+        lines.append(
+            f"link {number}: {ended} of {len(link.members)} ended, {link.failed} failed; {then}"
+        )
+        for member in link.members:
+            status = "not ended" if member.status is None else member.status.value
+            lines.append(f"  {member.position:>3}  {member.job_id}  {member.job_name}  {status}")
+    return "\n".join(lines)
 
 
 @click.command("delete")
@@ -585,6 +631,7 @@ COMMANDS = [
     show_command,
     retry_command,
     cancel_command,
+    workflow_command,
     delete_command,
     run_now_command,
     pause_command,

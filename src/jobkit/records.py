@@ -181,6 +181,134 @@ class JobResult(JobRequest):
         return self.retry_attempt >= self.retries
 
 
+WORKFLOW_HEADER = "jobkit-workflow"
+"""The request header naming the workflow a job is a member of: its final result counts there."""
+INPUTS_HEADER = "jobkit-inputs"
+"""The request header naming the workflow whose members' final results a callback receives."""
+PIPELINE_HEADER = "jobkit-pipeline"
+"""The request header of a pipeline's attempts: each step's result saves its workspace."""
+HELD_UNTIL = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
+"""The start time of a workflow's callback until the store releases it (sets it to now)."""
+
+
+@attrs.define(kw_only=True)
+class WorkflowLink:
+    """One fan-in of a workflow as a store keeps it: jobs whose final results, once each has one,
+    release a callback request enqueued held (``start_at`` at ``HELD_UNTIL``). A group is one
+    link; a chain of n jobs is n - 1 links, each job the callback of the link before it."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    """The workflow as its caller knows it (a group's own id, a chain's first link's)."""
+    name: str
+    members: list[JobRequest]
+    callback: JobRequest | None
+    callback_on_failure: bool
+    """Whether the callback is released when a member's final result is not SUCCESSFUL."""
+
+
+@attrs.define(kw_only=True)
+class MemberResult:
+    """A workflow member as its callback receives it: its final result so far."""
+
+    job_id: uuid.UUID
+    job_name: str
+    position: int
+    """Its place in the order the workflow was given its jobs (from 0)."""
+    status: Status | None
+    """Its final attempt's status; None while it has none."""
+    output_json: str | None = None
+    ended_at: datetime.datetime | None = None
+
+    @property
+    def output(self) -> Any:
+        """What its ``run()`` returned, read back by this process's serializer (None: nothing)."""
+        return _read_output(self.output_json)
+
+    @property
+    def failed(self) -> bool:
+        """True when it ended other than SUCCESSFUL (ERRORED, LOST or CANCELLED)."""
+        return self.status is not None and self.status is not Status.SUCCESSFUL
+
+
+@attrs.define(kw_only=True)
+class WorkflowState:
+    """One link of a workflow as its store keeps it (a group is one link; a chain of n jobs
+    n - 1, in order): its members with their final results so far, and its callback."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    name: str
+    created_at: datetime.datetime
+    unfinished: int
+    """Members without a final result yet."""
+    failed: int
+    """Members whose final result is not SUCCESSFUL."""
+    callback_id: uuid.UUID | None
+    """The callback's first attempt id (its job id); None for a group without one."""
+    callback_on_failure: bool
+    released_at: datetime.datetime | None
+    """When the callback was released to run (None: it is held, or there is none)."""
+    members: list[MemberResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: ids and times as text, outputs as stored."""
+        return {
+            "id": str(self.id),
+            "root_id": str(self.root_id),
+            "name": self.name,
+            "created_at": self.created_at.isoformat(),
+            "unfinished": self.unfinished,
+            "failed": self.failed,
+            "callback_id": None if self.callback_id is None else str(self.callback_id),
+            "callback_on_failure": self.callback_on_failure,
+            "released_at": None if self.released_at is None else self.released_at.isoformat(),
+            "members": [
+                {
+                    "job_id": str(member.job_id),
+                    "job_name": member.job_name,
+                    "position": member.position,
+                    "status": None if member.status is None else member.status.value,
+                    "output": None
+                    if member.output_json is None
+                    else json.loads(member.output_json),
+                    "ended_at": None if member.ended_at is None else member.ended_at.isoformat(),
+                }
+                for member in self.members
+            ],
+        }
+
+
+@attrs.define(kw_only=True)
+class PipelineState:
+    """A pipeline as its store keeps it: the step it runs next (None once it ended) and its
+    workspace as saved after its last step that ended."""
+
+    job_id: uuid.UUID
+    job_name: str
+    step: str | None
+    workspace_json: str
+    """The serializer's JSON of the workspace (a dict)."""
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+
+    @property
+    def workspace(self) -> dict[str, Any]:
+        """The workspace, read back by this process's serializer."""
+        return dict(_read_output(self.workspace_json))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the id and times as text, the workspace as stored."""
+        return {
+            "job_id": str(self.job_id),
+            "job_name": self.job_name,
+            "step": self.step,
+            "workspace": json.loads(self.workspace_json),
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
+            "updated_at": None if self.updated_at is None else self.updated_at.isoformat(),
+        }
+
+
 class AttemptState(enum.StrEnum):
     """Where an attempt is, as the operations API lists it: waiting (``pending``: ready now;
     ``scheduled``: later), claimed by a worker (``running``), or ended with a status."""
@@ -274,6 +402,10 @@ class JobInfo:
 
     job_id: uuid.UUID
     attempts: list[Attempt]
+    pipeline: PipelineState | None = None
+    """For a pipeline: the step it runs next and its workspace, as saved."""
+    workflow_id: uuid.UUID | None = None
+    """The workflow it is a member or the callback of (``jobkit.workflow``); None: none."""
 
     @property
     def latest(self) -> Attempt:
@@ -294,6 +426,8 @@ class JobInfo:
             "job_name": self.job_name,
             "state": self.state.value,
             "attempts": [attempt.as_dict() for attempt in self.attempts],
+            "pipeline": None if self.pipeline is None else self.pipeline.as_dict(),
+            "workflow_id": None if self.workflow_id is None else str(self.workflow_id),
         }
 
 
@@ -361,8 +495,8 @@ class Outcome:
     rerun_uses_retry: bool = True
     hold_rerun: float | None = None
     output: str | None = None
-    """The JSON text the serializer made of what ``run()`` returned (SUCCESSFUL only); None
-    when it returned None."""
+    """The JSON text the serializer made of what ``run()`` returned (SUCCESSFUL), or of a
+    ``DeferJob``'s ``output`` (DEFERRED); None when there was none."""
 
 
 @attrs.define(kw_only=True)

@@ -49,6 +49,7 @@ from jobkit.middleware import (
 )
 from jobkit.plugins import CORE_PLUGIN, call_awaiting, create_plugin_manager, notify
 from jobkit.records import (
+    INPUTS_HEADER,
     Completion,
     FinishReport,
     JobList,
@@ -56,10 +57,13 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
     Outcome,
+    PipelineState,
     QueueCounts,
     QueueDepth,
     Status,
+    WorkflowLink,
 )
 from jobkit.registry import JobRegistry, discover_job_modules, registry
 from jobkit.serializer import Serializer
@@ -277,11 +281,7 @@ class Runtime:
         jobs, requests = list(jobs), list(requests)
         if not jobs:
             return []
-        if connection is None:
-            connection = self.pm.hook.jobkit_connection()
-        if connection is not None:
-            driver = self.pm.hook.jobkit_driver_connection(connection=connection)
-            connection = connection if driver is None else driver
+        connection = self._callers_connection(connection)
         stored = self.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=connection)
         for job, request in zip(jobs, stored, strict=True):
             if request is not None:
@@ -292,6 +292,58 @@ class Runtime:
             self.store.after_commit(connection, lambda: notify(committed, requests=inserted))
         _call_on_enqueued(jobs, stored)
         return stored
+
+    def _callers_connection(self, connection: Any) -> Any:
+        """The connection an enqueue joins: ``connection``, else the one ``jobkit_connection``
+        supplies (None: the store's own), as its driver's connection."""
+        if connection is None:
+            connection = self.pm.hook.jobkit_connection()
+        if connection is not None:
+            driver = self.pm.hook.jobkit_driver_connection(connection=connection)
+            connection = connection if driver is None else driver
+        return connection
+
+    def enqueue_workflow(
+        self,
+        links: Sequence[WorkflowLink],
+        jobs: Sequence[Job],
+        requests: Sequence[JobRequest],
+        connection: Any,
+    ) -> list[JobRequest]:
+        """Record the workflow ``links`` and enqueue every job of them, members and held
+        callbacks, in one transaction (the caller's, with ``connection``): all of it or none. A
+        job that ``should_enqueue`` (or a plugin) declines rolls it all back, with an error."""
+        with self.store.transaction(self._callers_connection(connection)) as conn:
+            self.store.create_workflows(links, connection=conn)
+            stored = self.enqueue_requests(jobs, requests, conn)
+            declined = [repr(job) for job, request in zip(jobs, stored, strict=True) if not request]
+            if declined:
+                raise ParameterError(
+                    f"a workflow enqueues all of its jobs or none, and should_enqueue (or a "
+                    f"jobkit_should_enqueue plugin) declined {', '.join(declined)}: nothing was "
+                    f"enqueued"
+                )
+        return [request for request in stored if request is not None]
+
+    def enqueue_pipeline(
+        self, job: Job, request: JobRequest, pipeline: PipelineState, connection: Any
+    ) -> JobRequest | None:
+        """Enqueue a pipeline's first attempt and record ``pipeline`` (its first step and
+        workspace) in one transaction (the caller's, with ``connection``); None, and nothing
+        recorded, when it was declined."""
+        with self.store.transaction(self._callers_connection(connection)) as conn:
+            (stored,) = self.enqueue_requests([job], [request], conn)
+            if stored is not None:
+                pipeline.job_id = stored.job_id
+                self.store.create_pipeline(pipeline, connection=conn)
+        return stored
+
+    def workflow_inputs(self, process: JobProcess | None) -> list[MemberResult]:
+        """What the callback running as ``process`` receives: the members of the workflow link
+        it waited for, with their final results; empty for any other job."""
+        if process is None or INPUTS_HEADER not in process.headers:
+            return []
+        return self.store.workflow_members(uuid.UUID(process.headers[INPUTS_HEADER]))
 
     def build_request(
         self,
@@ -880,6 +932,11 @@ class Runtime:
         failure: BaseException | None = None
         if isinstance(error, DeferJob):
             outcome = _deferred(error, process)
+            if error.output is not None and outcome.status is Status.DEFERRED:
+                try:
+                    outcome.output = self.output_text(job, error.output)
+                except OutputError as problem:  # as a returned value's: rerunning cannot fix it
+                    failure, outcome = problem, self.bounded(_failed(problem, str(problem)))
         elif error is not None:
             failure, outcome = error, self.bounded(_errored(error, process, job=job))
         else:

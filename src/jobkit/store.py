@@ -27,9 +27,13 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
+    PipelineState,
     QueuePause,
     Stats,
     WorkerInfo,
+    WorkflowLink,
+    WorkflowState,
 )
 
 
@@ -69,6 +73,45 @@ class Store(Protocol):
 
         Returns the stored requests, with ``start_at`` and ``created_at`` from the database.
         """
+
+    def create_workflows(self, links: Sequence[WorkflowLink], *, connection: Any) -> None:
+        """Record workflow links inside ``connection``'s transaction, the one that enqueues
+        their members and held callbacks. From then on, in the transaction that writes a
+        member's final result (a result no attempt follows, whoever writes it: a worker, a
+        rescue, an operator's cancel), the store records it on the member and, when every member
+        of the link has one (and none failed, unless ``callback_on_failure``), releases the
+        callback (``start_at`` now, its queue woken): once per link, ever, however many
+        transactions end members at the same moment. A member an operator retries after it
+        failed counts again when its new attempt ends."""
+
+    def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
+        """The members of the workflow link ``workflow_id`` in order, with their final results
+        so far; empty for a link the store does not know."""
+
+    def workflow(self, root_id: uuid.UUID) -> list[WorkflowState]:
+        """The links of the workflow ``root_id`` in order, each with its members; empty for a
+        workflow the store does not know (or has cleared)."""
+
+    def workflow_of_job(self, job_id: uuid.UUID) -> uuid.UUID | None:
+        """The root id of the workflow whose member or callback the job ``job_id`` is."""
+
+    def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
+        """Record a pipeline (its first step and initial workspace) inside ``connection``'s
+        transaction, the one that enqueues its first attempt. From then on, the transaction that
+        writes a SUCCESSFUL or DEFERRED result of an attempt carrying ``PIPELINE_HEADER`` with
+        an output ``{"step": ..., "workspace": ...}`` saves that step and workspace on it."""
+
+    def pipeline(self, job_id: uuid.UUID) -> PipelineState | None:
+        """The pipeline whose job is ``job_id``, as last saved; None for any other job."""
+
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        """How many pipelines that have not ended are at each step (the one they run next or
+        run now), by job name then step, both sorted."""
+
+    def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
+        """Up to ``limit`` pipelines whose workspace contains the JSON object ``workspace_json``
+        (each of its keys with that value, nested objects alike), the most recently updated
+        first, read through an index rather than every pipeline."""
 
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any
@@ -313,11 +356,13 @@ class Store(Protocol):
 
     def clear_results(self, *, older_than: float) -> int:
         """Delete results that ended more than ``older_than`` seconds ago; return how many.
-        Schedule ticks that old go too, except each key's latest."""
+        Schedule ticks that old go too, except each key's latest, and the workflow links that
+        ended that long ago (every member ended, the callback, if any, released), and the
+        pipelines that ended that long ago."""
 
     def purge(self) -> int:
-        """Delete every request, process, result and schedule tick; return how many rows
-        went."""
+        """Delete every request, process, result, schedule tick, workflow and pipeline; return
+        how many rows of jobs and ticks went."""
 
     # Schema -------------------------------------------------------------------------------
 

@@ -26,12 +26,17 @@ pytestmark = pytest.mark.acceptance
 
 JOB_NAMES = [
     "jobkit.ScheduledCommand",
+    "testapp.Lifecycle",
     "testapp.Record",
     "testapp.Tally",
+    "testapp.jobs.Collect",
     "testapp.jobs.Defer",
     "testapp.jobs.Fail",
+    "testapp.jobs.ImportCats",
+    "testapp.jobs.Increment",
     "testapp.jobs.Noop",
     "testapp.jobs.Returns",
+    "testapp.jobs.Square",
     "testapp.jobs.Typed",
 ]
 BUILTINS = {
@@ -433,6 +438,7 @@ def test_stats_json_counts_each_stage_in_total_and_per_queue(run_cli, jobs_in_ev
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data.pop("paused") is False
+    assert data.pop("pipelines") == {}
     assert not any(queue.pop("paused") for queue in data["queues"].values())
     ages = {name: queue.pop("oldest_pending_age") for name, queue in data["queues"].items()}
     assert_waited(ages.pop("waiting"))
@@ -516,6 +522,7 @@ def test_stats_of_empty_tables_are_zero(run_cli, jobkit_runtime):
         "workers_active": 0,
         "workers_stale": 0,
         "queues": {},
+        "pipelines": {},
     }
 
 

@@ -151,3 +151,42 @@ def test_throughput_has_every_bucket_and_a_failure_rate(jobkit_runtime):
     assert [b.failure_rate for b in day.buckets[:-2]] == [None] * 22
     with pytest.raises(ParameterError):
         operations.throughput(buckets=0)
+
+
+def test_transactions_ending_members_of_two_workflows_in_opposite_orders_recover(jobkit_runtime):
+    """Each transaction holds one workflow's row lock and waits for the other's: PostgreSQL ends
+    one (a deadlock, a StoreError a worker retries after its backoff), and once it is written
+    again both callbacks are released."""
+    store = jobkit_runtime.store
+    contract = StoreContract()
+    first, second = contract.enqueue_link(store, 2), contract.enqueue_link(store, 2)
+    one, other = contract.register(store, ("wf",)), contract.register(store, ("wf",))
+    processes = {p.id: p for p in store.claim(worker_id=one.id, queues=["wf"], limit=10)}
+    store.release(worker_id=one.id, process_ids=[first.members[1].id, second.members[1].id])
+    processes |= {p.id: p for p in store.claim(worker_id=other.id, queues=["wf"], limit=10)}
+
+    holding = threading.Barrier(2)
+
+    def ends(worker, links, *, together: bool = True) -> None:
+        with store.transaction() as connection:
+            for index, (link, member) in enumerate(links):
+                process = processes[link.members[member].id]
+                store.finish(
+                    worker_id=worker.id, completions=[completion(process)], connection=connection
+                )
+                if together and index == 0:
+                    holding.wait(10)  # each holds its first workflow's lock before the second
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        done = [
+            pool.submit(ends, one, [(first, 0), (second, 0)]),
+            pool.submit(ends, other, [(second, 1), (first, 1)]),
+        ]
+        errors = [future.exception(timeout=30) for future in done]
+    failed = [error for error in errors if error is not None]
+    assert len(failed) == 1 and "DeadlockDetected" in str(failed[0]), errors
+    victim = (other, [(second, 1), (first, 1)]) if errors[1] else (one, [(first, 0), (second, 0)])
+    ends(*victim, together=False)  # the worker writes its batch again
+
+    callbacks = store.claim(worker_id=one.id, queues=["wf"], limit=10)
+    assert sorted(p.id for p in callbacks) == sorted([first.callback.id, second.callback.id])

@@ -10,7 +10,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from jobkit import DeferJob, Job, register_job
+from jobkit import DeferJob, Job, Pipeline, register_job
 from jobkit.runtime import get_runtime
 from jobkit.settings import Settings
 
@@ -182,6 +182,83 @@ class Returns(Job):
         if self.kind in UNSTORABLE_OUTPUTS:
             return UNSTORABLE_OUTPUTS[self.kind]()
         return self.value
+
+
+@register_job
+class Square(Job):
+    """Returns ``n`` squared (a workflow member); with a ``key``, writes a 'start' row to the
+    ledger first and sleeps ``seconds``."""
+
+    def __init__(self, n: int, key: str = "", seconds: float = 0.0):
+        self.n = n
+        self.key = key
+        self.seconds = seconds
+
+    def run(self) -> int:
+        if self.key:
+            record(self, self.key, "start")
+            time.sleep(self.seconds)
+        return self.n * self.n
+
+
+@register_job
+class Collect(Job):
+    """A workflow callback: writes a 'start' row to the ledger under ``key`` and returns what it
+    received, as ``[status, output]`` pairs in order."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def run(self) -> list[list[object]]:
+        record(self, self.key, "start")
+        inputs = self.workflow_inputs()
+        return [[None if m.status is None else m.status.value, m.output] for m in inputs]
+
+
+@register_job
+class Increment(Job):
+    """A chain link: returns the previous link's output plus one (``start`` plus one first)."""
+
+    def __init__(self, start: int = 0):
+        self.start = start
+
+    def run(self) -> int:
+        inputs = self.workflow_inputs()
+        return (inputs[0].output if inputs else self.start) + 1
+
+
+@register_job
+class ImportCats(Pipeline):
+    """django-db-queue's example as a pipeline: each step writes a ledger row under the
+    workspace's ``key``; ``fail_in`` names a step whose first run raises (retries apply),
+    ``slow_in`` one whose first run sleeps 30 s (for a kill), and ``jump`` makes the first step
+    go straight to the last (``"end"``: end at once)."""
+
+    steps = ("fetch", "parse", "store")
+
+    def default_retries(self) -> int:
+        return 1
+
+    def fetch(self) -> str | None:
+        self._step("fetch")
+        self.workspace["cats"] = ["tom", "felix"]
+        jump = self.workspace.get("jump")
+        return Pipeline.END if jump == "end" else jump
+
+    def parse(self) -> None:
+        self._step("parse")
+        self.workspace["count"] = len(self.workspace["cats"])
+
+    def store(self) -> None:
+        self._step("store")
+        self.workspace["stored"] = True
+
+    def _step(self, name: str) -> None:
+        runs = record(self, f"{self.workspace['key']}-{name}", "start")
+        if self.workspace.get("fail_in") == name and runs == 1:
+            raise RuntimeError(f"{name} failed once")
+        if self.workspace.get("slow_in") == name and runs == 1:
+            time.sleep(30)
 
 
 @register_job(name="testapp.Lifecycle")

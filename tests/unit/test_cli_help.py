@@ -36,6 +36,7 @@ COMMANDS = [
     "stats",
     "worker",
     "workers",
+    "workflow",
 ]
 JOBS = {"JOBKIT_IMPORTS": "unitplugins.jobs"}
 """The imports setting that registers ``unitplugins.Greet`` and ``unitplugins.Wave``."""

@@ -22,16 +22,22 @@ import pytest
 
 from jobkit.errors import LeaseLost
 from jobkit.records import (
+    HELD_UNTIL,
+    INPUTS_HEADER,
+    PIPELINE_HEADER,
+    WORKFLOW_HEADER,
     AttemptState,
     Completion,
     JobFilter,
     JobProcess,
     JobRequest,
     Outcome,
+    PipelineState,
     QueueCounts,
     Stage,
     Status,
     WorkerInfo,
+    WorkflowLink,
 )
 from jobkit.store import Store
 from jobkit.testing.waiting import wait_for
@@ -1098,3 +1104,251 @@ class StoreContract:
         current, rows = store.count_results_by_time(buckets=24, bucket_seconds=3600)
         assert current == now.replace(minute=0, second=0, microsecond=0)
         assert sum(count for _, _, count in rows) == 6  # all within the day
+
+    # Workflows -------------------------------------------------------------------------------
+
+    def enqueue_link(
+        self, store: Store, members: int = 2, *, callback_on_failure: bool = True, **fields: Any
+    ) -> WorkflowLink:
+        """A workflow link of ``members`` requests in queue "wf" and its held callback,
+        recorded and enqueued in one transaction."""
+        link_id = uuid.uuid4()
+        requests = [
+            make_request(queue="wf", headers={WORKFLOW_HEADER: str(link_id)}, **fields)
+            for _ in range(members)
+        ]
+        callback = make_request(
+            queue="wf", headers={INPUTS_HEADER: str(link_id)}, start_at=HELD_UNTIL
+        )
+        link = WorkflowLink(
+            id=link_id,
+            root_id=link_id,
+            name="contract",
+            members=requests,
+            callback=callback,
+            callback_on_failure=callback_on_failure,
+        )
+        with store.transaction() as connection:
+            store.create_workflows([link], connection=connection)
+            store.enqueue([*requests, callback], connection=connection)
+        return link
+
+    def test_a_workflows_callback_is_released_when_its_last_member_ends(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store)
+        assert link.callback is not None
+        first, second = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(first, output='{"n": 1}')])
+        assert store.claim(worker_id=worker_id, queues=["wf"], limit=10) == []  # held
+        members = store.workflow_members(link.id)
+        assert [(m.job_id, m.position, m.status) for m in members] == [
+            (first.job_id, 0, Status.SUCCESSFUL),
+            (second.job_id, 1, None),
+        ]
+        assert json.loads(members[0].output_json or "null") == {"n": 1}
+
+        store.finish(worker_id=worker_id, completions=[completion(second, Status.ERRORED)])
+
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert (callback.id, callback.headers) == (link.callback.id, link.callback.headers)
+        statuses = [(m.status, m.failed) for m in store.workflow_members(link.id)]
+        assert statuses == [(Status.SUCCESSFUL, False), (Status.ERRORED, True)]
+
+    def test_a_workflow_member_with_a_rerun_has_not_ended(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store, 1, retries=1)
+        (process,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(
+            worker_id=worker_id,
+            completions=[completion(process, Status.LOST, rerun_in=0.0)],  # a rescue's, say
+        )
+        (retry,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert retry.job_id == process.job_id
+        assert store.workflow_members(link.id)[0].status is None
+        store.finish(worker_id=worker_id, completions=[completion(retry)])
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+
+    def test_a_failed_member_holds_a_callback_that_waits_for_success_until_it_is_retried(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        link = self.enqueue_link(store, 1, callback_on_failure=False)
+        (process,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(process, Status.LOST)])
+        assert store.claim(worker_id=worker_id, queues=["wf"], limit=10) == []
+        assert store.workflow_members(link.id)[0].status is Status.LOST
+
+        with store.transaction() as connection:  # an operator's retry
+            (failed,) = store.lock_for_retry([process.id], connection=connection)
+            (rerun,) = store.enqueue(
+                [make_request(queue="wf", job_id=failed.job_id, headers=failed.headers)],
+                connection=connection,
+            )
+            store.link_reruns([(failed.id, rerun.id)], connection=connection)
+        (again,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(worker_id=worker_id, completions=[completion(again)])
+
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert store.workflow_members(link.id)[0].status is Status.SUCCESSFUL
+
+    def test_a_cancelled_waiting_member_has_ended(self, store: Store, worker_id: uuid.UUID) -> None:
+        link = self.enqueue_link(store, 1)
+        (member,) = link.members
+        assert store.cancel_attempt(attempt_id=member.id, source="ops", why="no") == (
+            "cancelled",
+            None,
+        )
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert store.workflow_members(link.id)[0].status is Status.CANCELLED
+
+    def test_two_transactions_ending_the_last_two_members_at_once_release_the_callback(
+        self, store: Store
+    ) -> None:
+        link = self.enqueue_link(store, 2)
+        one, other = self.register(store, ("wf",)), self.register(store, ("wf",))
+        (first,) = store.claim(worker_id=one.id, queues=["wf"], limit=1)
+        (second,) = store.claim(worker_id=other.id, queues=["wf"], limit=1)
+        finished = threading.Event()
+
+        def finish_second() -> None:
+            store.finish(worker_id=other.id, completions=[completion(second)])
+            finished.set()
+
+        with store.transaction() as connection:
+            store.finish(worker_id=one.id, completions=[completion(first)], connection=connection)
+            racer = threading.Thread(target=finish_second)
+            racer.start()
+            # The second finish waits for the first's transaction (it ends the other member
+            # of the same workflow) rather than miss it.
+            assert not finished.wait(0.3)
+        racer.join(timeout=10)
+        assert finished.is_set()
+        (callback,) = store.claim(worker_id=one.id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        assert [m.status for m in store.workflow_members(link.id)] == [Status.SUCCESSFUL] * 2
+
+    def test_workflow_members_of_an_unknown_link_are_none(self, store: Store) -> None:
+        assert store.workflow_members(uuid.uuid4()) == []
+        assert store.workflow(uuid.uuid4()) == []
+        assert store.workflow_of_job(uuid.uuid4()) is None
+
+    def test_a_workflow_is_told_link_by_link(self, store: Store, worker_id: uuid.UUID) -> None:
+        link = self.enqueue_link(store, 2)
+        assert link.callback is not None
+        (state,) = store.workflow(link.id)
+        assert (state.id, state.root_id, state.name) == (link.id, link.id, "contract")
+        assert (state.unfinished, state.failed, state.released_at) == (2, 0, None)
+        assert (state.callback_id, state.callback_on_failure) == (link.callback.id, True)
+        assert [m.job_id for m in state.members] == [m.job_id for m in link.members]
+        for job_id in [*(m.job_id for m in link.members), link.callback.job_id]:
+            assert store.workflow_of_job(job_id) == link.id
+
+        processes = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        store.finish(
+            worker_id=worker_id,
+            completions=[completion(processes[0]), completion(processes[1], Status.LOST)],
+        )
+        (state,) = store.workflow(link.id)
+        assert (state.unfinished, state.failed) == (0, 1)
+        assert state.released_at is not None
+
+    def test_clearing_results_clears_the_workflows_that_ended_before_them(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        ended, waiting = self.enqueue_link(store, 1), self.enqueue_link(store, 1)
+        process = next(
+            p
+            for p in store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+            if p.id == ended.members[0].id
+        )
+        store.finish(worker_id=worker_id, completions=[completion(process)])
+        store.clear_results(older_than=3600)
+        assert len(store.workflow_members(ended.id)) == 1
+        store.clear_results(older_than=0)
+        assert store.workflow_members(ended.id) == []
+        assert len(store.workflow_members(waiting.id)) == 1  # its member has not ended
+
+    # Pipelines -------------------------------------------------------------------------------
+
+    def enqueue_pipeline(self, store: Store, workspace: dict[str, Any]) -> JobRequest:
+        request = make_request(queue="pipe", retries=1, headers={PIPELINE_HEADER: "1"})
+        pipeline = PipelineState(
+            job_id=request.job_id,
+            job_name=request.job_name,
+            step="first",
+            workspace_json=json.dumps(workspace),
+        )
+        with store.transaction() as connection:
+            store.enqueue([request], connection=connection)
+            store.create_pipeline(pipeline, connection=connection)
+        return request
+
+    def test_a_pipeline_saves_its_workspace_with_each_steps_result(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        request = self.enqueue_pipeline(store, {"user_id": 42})
+        saved = store.pipeline(request.job_id)
+        assert saved is not None
+        assert (saved.job_name, saved.step, json.loads(saved.workspace_json)) == (
+            "contract.Job",
+            "first",
+            {"user_id": 42},
+        )
+
+        def step(status: Status, output: object, **outcome: Any) -> None:
+            (process,) = store.claim(worker_id=worker_id, queues=["pipe"], limit=1)
+            text = None if output is None else json.dumps(output)
+            store.finish(
+                worker_id=worker_id,
+                completions=[completion(process, status, output=text, **outcome)],
+            )
+
+        def saved_state() -> tuple[str | None, object]:
+            state = store.pipeline(request.job_id)
+            assert state is not None
+            return state.step, json.loads(state.workspace_json)
+
+        second = {"step": "second", "workspace": {"user_id": 42, "n": 1}}
+        step(Status.DEFERRED, second, rerun_in=0.0, rerun_uses_retry=False)
+        assert saved_state() == ("second", {"user_id": 42, "n": 1})
+        # A failure, and a deferral of its own (no output), leave the saved step as it was.
+        step(Status.ERRORED, None, rerun_in=0.0)
+        step(Status.DEFERRED, None, rerun_in=0.0, rerun_uses_retry=False)
+        assert saved_state() == ("second", {"user_id": 42, "n": 1})
+        step(Status.SUCCESSFUL, {"step": None, "workspace": {"user_id": 42, "n": 2}})
+        assert saved_state() == (None, {"user_id": 42, "n": 2})
+
+    def test_pipelines_are_found_by_workspace_content(self, store: Store) -> None:
+        mine = self.enqueue_pipeline(store, {"user_id": 42, "team": {"id": 7, "name": "a"}})
+        other = self.enqueue_pipeline(store, {"user_id": 43, "team": {"id": 7}})
+
+        def found(workspace: dict[str, Any], limit: int = 10) -> list[uuid.UUID]:
+            pipelines = store.find_pipelines(workspace_json=json.dumps(workspace), limit=limit)
+            return [pipeline.job_id for pipeline in pipelines]
+
+        assert found({"user_id": 42}) == [mine.job_id]
+        assert sorted(found({"team": {"id": 7}})) == sorted([mine.job_id, other.job_id])
+        assert len(found({"team": {"id": 7}}, limit=1)) == 1
+        assert found({"user_id": "42"}) == []
+        assert found({}) != []
+        assert store.pipeline(uuid.uuid4()) is None
+
+    def test_pipelines_are_counted_at_their_step_until_they_end(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        assert store.pipeline_steps() == {}
+        first = self.enqueue_pipeline(store, {})
+        self.enqueue_pipeline(store, {})
+        assert store.pipeline_steps() == {"contract.Job": {"first": 2}}
+        process = next(
+            p
+            for p in store.claim(worker_id=worker_id, queues=["pipe"], limit=10)
+            if p.id == first.id
+        )
+        output = json.dumps({"step": None, "workspace": {}})
+        store.finish(worker_id=worker_id, completions=[completion(process, output=output)])
+        assert store.pipeline_steps() == {"contract.Job": {"first": 1}}

@@ -35,12 +35,16 @@ from jobkit.records import (
     JobRequest,
     JobResult,
     JobState,
+    MemberResult,
+    PipelineState,
     QueueCounts,
     QueuePause,
     Stage,
     Stats,
     Status,
     WorkerInfo,
+    WorkflowLink,
+    WorkflowState,
 )
 from jobkit.redaction import redact_credentials
 
@@ -520,6 +524,79 @@ class PostgresStore:
             _, request.start_at, request.created_at = stored[request.id]
         return list(requests)
 
+    def create_workflows(self, links: Sequence[WorkflowLink], *, connection: Any) -> None:
+        rows = [
+            [
+                str(link.id),
+                str(link.root_id),
+                _storable_text(link.name),
+                str(link.callback.id) if link.callback else None,
+                link.callback_on_failure,
+                [[str(member.job_id), member.job_name] for member in link.members],
+            ]
+            for link in links
+        ]
+        with self._connection(connection) as conn:
+            conn.execute(self.queries["create_workflows"], {"workflows": json.dumps(rows)})
+
+    def workflow_members(self, workflow_id: uuid.UUID) -> list[MemberResult]:
+        with self._connection() as conn, conn.cursor(row_factory=_member_row) as cursor:
+            return cursor.execute(self.queries["workflow_members"], {"id": workflow_id}).fetchall()
+
+    def workflow(self, root_id: uuid.UUID) -> list[WorkflowState]:
+        links: dict[uuid.UUID, WorkflowState] = {}
+        with self._connection() as conn:
+            cursor = conn.execute(self.queries["workflow_links"], {"root_id": root_id})
+            for row in cursor:
+                link_id, root, _, name, created, unfinished, failed, callback, on_failure = row[:9]
+                link = links.get(link_id)
+                if link is None:
+                    link = links[link_id] = WorkflowState(
+                        id=link_id,
+                        root_id=root,
+                        name=name,
+                        created_at=created,
+                        unfinished=unfinished,
+                        failed=failed,
+                        callback_id=callback,
+                        callback_on_failure=on_failure,
+                        released_at=row[9],
+                        members=[],
+                    )
+                link.members.append(_member_row(cursor)(row[10:]))
+        return list(links.values())
+
+    def workflow_of_job(self, job_id: uuid.UUID) -> uuid.UUID | None:
+        with self._connection() as conn:
+            row = conn.execute(self.queries["workflow_of_job"], {"job_id": job_id}).fetchone()
+        return None if row is None else row[0]
+
+    def create_pipeline(self, pipeline: PipelineState, *, connection: Any) -> None:
+        params = {
+            "job_id": pipeline.job_id,
+            "job_name": pipeline.job_name,
+            "step": pipeline.step,
+            "workspace": pipeline.workspace_json,
+        }
+        with self._connection(connection) as conn:
+            conn.execute(self.queries["create_pipeline"], params)
+
+    def pipeline(self, job_id: uuid.UUID) -> PipelineState | None:
+        with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:
+            return cursor.execute(self.queries["pipeline"], {"job_id": job_id}).fetchone()
+
+    def pipeline_steps(self) -> dict[str, dict[str, int]]:
+        steps: dict[str, dict[str, int]] = {}
+        with self._connection() as conn:
+            for job_name, step, count in conn.execute(self.queries["pipeline_steps"]):
+                steps.setdefault(job_name, {})[step] = count
+        return steps
+
+    def find_pipelines(self, *, workspace_json: str, limit: int) -> list[PipelineState]:
+        params = {"workspace": workspace_json, "limit": limit}
+        with self._connection() as conn, conn.cursor(row_factory=_pipeline_row) as cursor:
+            return cursor.execute(self.queries["find_pipelines"], params).fetchall()
+
     def find_active(
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
     ) -> tuple[list[JobRequest], list[JobProcess]]:
@@ -941,6 +1018,8 @@ class PostgresStore:
         deleted = 0
         with self._connection() as conn:
             conn.execute(self.queries["clear_ticks"], {"older_than": float(older_than)})
+            conn.execute(self.queries["clear_workflows"], {"older_than": float(older_than)})
+            conn.execute(self.queries["clear_pipelines"], {"older_than": float(older_than)})
             while True:
                 cursor = conn.execute(
                     self.queries["clear_results"],
@@ -1180,6 +1259,26 @@ def _estimated_rows(plan: dict[str, Any]) -> int:
     if plan.get("Relation Name") in ("requests", "processes", "results"):
         return int(plan.get("Plan Rows", 0))
     return sum(_estimated_rows(child) for child in plan.get("Plans", ()))
+
+
+def _pipeline_row(cursor: Any) -> Callable[[Sequence[Any]], PipelineState]:
+    names = [column.name for column in cursor.description]
+    return lambda values: PipelineState(**dict(zip(names, values, strict=True)))
+
+
+def _member_row(cursor: Any) -> Callable[[Sequence[Any]], MemberResult]:
+    def make(values: Sequence[Any]) -> MemberResult:
+        job_id, job_name, position, status, output_json, ended_at = values
+        return MemberResult(
+            job_id=job_id,
+            job_name=job_name,
+            position=position,
+            status=None if status is None else Status(status),
+            output_json=output_json,
+            ended_at=ended_at,
+        )
+
+    return make
 
 
 def _attempt_row(cursor: Any) -> Callable[[Sequence[Any]], Attempt]:

@@ -594,6 +594,24 @@ WITH expired AS (
 )
 DELETE FROM {schema}.results AS r USING expired WHERE r.id = expired.id;
 
+-- name: clear_workflows
+-- Delete the workflows that ended before the retention window (every member ended, and the
+-- callback, if any, released before it; members go with them). A chain stopped at a failure is
+-- kept: retrying the failed job resumes it.
+DELETE FROM {schema}.workflows AS w
+WHERE w.unfinished = 0
+    AND coalesce(
+        w.released_at,
+        CASE WHEN w.callback_id IS NULL THEN (
+            SELECT max(m.ended_at) FROM {schema}.workflow_members AS m WHERE m.workflow_id = w.id
+        ) END
+    ) < now() - make_interval(secs => %(older_than)s);
+
+-- name: clear_pipelines
+-- Delete the pipelines that ended before the retention window.
+DELETE FROM {schema}.pipelines
+WHERE step IS NULL AND updated_at < now() - make_interval(secs => %(older_than)s);
+
 -- name: clear_ticks
 -- Delete schedule ticks older than the retention window, except each entry's latest (which
 -- catch_up = "latest" compares the current tick with).
@@ -602,8 +620,11 @@ WHERE t.fire_at < now() - make_interval(secs => %(older_than)s)
     AND t.fire_at < (SELECT max(fire_at) FROM {schema}.schedule_ticks WHERE key = t.key);
 
 -- name: purge
--- Delete every request, process, result and schedule tick.
+-- Delete every request, process, result and schedule tick (and workflow and pipeline, which the
+-- count leaves out: their jobs are counted).
 WITH
+    workflows AS (DELETE FROM {schema}.workflows),
+    pipelines AS (DELETE FROM {schema}.pipelines),
     requests AS (DELETE FROM {schema}.requests RETURNING 1),
     processes AS (DELETE FROM {schema}.processes RETURNING 1),
     results AS (DELETE FROM {schema}.results RETURNING 1),
@@ -1054,3 +1075,78 @@ LEFT JOIN LATERAL (
     GROUP BY 1, 2
 ) AS counted ON true
 ORDER BY counted.bucket, counted.status;
+
+-- name: create_workflows
+-- Insert workflows and their members, in the transaction that enqueues the members and the held
+-- callbacks. %(workflows)s is a jsonb array of [id, root_id, name, callback_id (or null),
+-- callback_on_failure, members: [[job_id, job_name], ...] in order], the links of a root in
+-- their order. A member's row refers to its workflow's, checked at the end of the statement.
+WITH flows AS (
+    INSERT INTO {schema}.workflows (
+        id, root_id, position, name, unfinished, callback_id, callback_on_failure
+    )
+    SELECT
+        (w->>0)::uuid, (w->>1)::uuid, (e.position - 1)::integer, w->>2,
+        jsonb_array_length(w->5), (w->>3)::uuid, (w->>4)::boolean
+    FROM jsonb_array_elements(%(workflows)s::jsonb) WITH ORDINALITY AS e(w, position)
+)
+INSERT INTO {schema}.workflow_members (workflow_id, position, job_id, job_name)
+SELECT (w->>0)::uuid, m.position - 1, (m.member->>0)::uuid, m.member->>1
+FROM jsonb_array_elements(%(workflows)s::jsonb) AS w
+CROSS JOIN LATERAL jsonb_array_elements(w->5) WITH ORDINALITY AS m(member, position);
+
+-- name: workflow_members
+-- The members of one workflow, in order, with their final results so far (what its callback
+-- receives).
+SELECT job_id, job_name, position, status, output::text AS output_json, ended_at
+FROM {schema}.workflow_members
+WHERE workflow_id = %(id)s
+ORDER BY position;
+
+-- name: create_pipeline
+-- Record a pipeline in the transaction that enqueues it: its first step and initial workspace.
+INSERT INTO {schema}.pipelines (job_id, job_name, step, workspace)
+VALUES (%(job_id)s, %(job_name)s, %(step)s, %(workspace)s::jsonb);
+
+-- name: pipeline
+-- One pipeline's step and workspace, as saved after its last step that ended.
+SELECT job_id, job_name, step, workspace::text AS workspace_json, created_at, updated_at
+FROM {schema}.pipelines
+WHERE job_id = %(job_id)s;
+
+-- name: find_pipelines
+-- Pipelines whose workspace contains %(workspace)s (jsonb @>, along pipelines_workspace), the
+-- most recently updated first.
+SELECT job_id, job_name, step, workspace::text AS workspace_json, created_at, updated_at
+FROM {schema}.pipelines
+WHERE workspace @> %(workspace)s::jsonb
+ORDER BY updated_at DESC, job_id
+LIMIT %(limit)s;
+
+-- name: workflow_links
+-- The links of the workflow %(root_id)s in order (a group has one), each with its members and
+-- their final results so far, one row per member.
+SELECT
+    w.id, w.root_id, w.position AS link_position, w.name, w.created_at, w.unfinished, w.failed,
+    w.callback_id, w.callback_on_failure, w.released_at,
+    m.job_id, m.job_name, m.position, m.status, m.output::text AS output_json, m.ended_at
+FROM {schema}.workflows AS w
+JOIN {schema}.workflow_members AS m ON m.workflow_id = w.id
+WHERE w.root_id = %(root_id)s
+ORDER BY w.position, m.position;
+
+-- name: workflow_of_job
+-- The workflow a job belongs to, as a member or as a callback (NULL: none).
+SELECT coalesce(
+    (SELECT w.root_id FROM {schema}.workflow_members AS m
+     JOIN {schema}.workflows AS w ON w.id = m.workflow_id WHERE m.job_id = %(job_id)s),
+    (SELECT root_id FROM {schema}.workflows WHERE callback_id = %(job_id)s LIMIT 1)
+);
+
+-- name: pipeline_steps
+-- How many pipelines that have not ended wait at or run each step, by job name (along
+-- pipelines_at_step).
+SELECT job_name, step, count(*) FROM {schema}.pipelines
+WHERE step IS NOT NULL
+GROUP BY job_name, step
+ORDER BY job_name, step;
