@@ -98,6 +98,8 @@ class Runtime:
         self.settings = settings
         self.pm = pluginmanager
         self.registry = job_registry
+        self.flow_limits = settings.flow_limits()
+        """The ``limits`` setting, which every claim of this process keeps."""
         self.embedded_database = False
         self.job_modules: list[str] = []
         """The modules ``import_jobs`` imported: the imports setting's, then those found
@@ -599,12 +601,18 @@ class Runtime:
         limit: int = 0,
         started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
     ) -> tuple[FinishReport, list[JobProcess]]:
-        """Write results and claim, as ``Store.finish_and_claim`` does, except for deferrals
-        that need a decision: those go through ``finish_deferral``."""
+        """Write results and claim within the ``limits`` setting, as
+        ``Store.finish_and_claim`` does, except for deferrals that need a decision: those go
+        through ``finish_deferral``."""
         decided = [c for c in completions if self._deferral_needs_decision(c)]
         batch = [c for c in completions if c not in decided] if decided else completions
         report, claimed = self.store.finish_and_claim(
-            worker_id=worker_id, completions=batch, queues=queues, limit=limit, started=started
+            worker_id=worker_id,
+            completions=batch,
+            queues=queues,
+            limit=limit,
+            started=started,
+            limits=self.flow_limits,
         )
         for completion in decided:
             deferred = self.finish_deferral(worker_id=worker_id, completion=completion)
