@@ -330,7 +330,9 @@ places AS (
 )
 SELECT heads.id
 FROM heads
-WHERE NOT EXISTS (SELECT 1 FROM places WHERE places.id = heads.id AND places.place > places.room)
+-- NOT IN, so the places past a limit's room are found once (NOT EXISTS would number them again
+-- for each head).
+WHERE heads.id NOT IN (SELECT id FROM places WHERE place > room)
 ORDER BY heads.priority DESC, heads.start_at, heads.seq
 LIMIT %(limit)s
 
