@@ -1201,7 +1201,9 @@ class StoreContract:
         def claim_and_finish(worker: WorkerInfo) -> None:
             for _ in range(40):
                 batch = store.claim(worker_id=worker.id, queues=["default"], limit=2, limits=limits)
-                _, processing = store.find_active(job_name=name, concurrency_key=None)
+                _, processing = store.find_active(
+                    job_name=name, concurrency_key=None, connection=None
+                )
                 seen.append(len(processing))
                 store.finish(worker_id=worker.id, completions=[completion(p) for p in batch])
 
