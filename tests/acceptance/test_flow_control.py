@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import os
 import signal
 
 import pytest
@@ -147,3 +148,23 @@ def test_a_worker_rate_limit_spaces_its_claims(
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
     assert min(gaps) >= gap - JITTER / 2
     assert max(gaps) < gap + 1.0  # and no slower than that: not the poll interval
+
+
+def test_a_killed_workers_running_slots_are_freed_by_the_rescue(
+    start_worker, wait_until, jobkit_runtime, ledger_ready, db
+):
+    jobkit_runtime.enqueue_many([Record("held", seconds=60)], queue="gated")
+    env = limits_env({"queue": "gated", "max_running": 1})
+    doomed = start_worker("--queue", "gated", "--max-processes", "1", env=env)
+    wait_until(lambda: spans(db, "held"), timeout=20, message="the first job started")
+    jobkit_runtime.enqueue_many([Record("next")], queue="gated")
+    survivor = start_worker("--queue", "gated", "--max-processes", "1", env=env)
+    wait_until(lambda: db.count("workers") == 2, timeout=20, message="the second worker")
+    assert not spans(db, "next")  # held back by the limit
+
+    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool child, as kill -9 of all
+    # The survivor's sweep finds the silent worker after heartbeat_timeout (5 s here), records
+    # its attempt LOST, which frees the slot: the waiting job runs.
+    wait_until(lambda: spans(db, "next"), timeout=20, message="the held-back job started")
+    assert db.count("results", "status = 'LOST'") == 1
+    stop([survivor])
