@@ -740,7 +740,15 @@ class Runtime:
                 # An attempt that never started goes back to the queue, unless it was cancelled.
                 if process.started_at is not None or process.cancel_source is not None
             ]
-            report = store.finish(worker_id=worker_id, completions=completions, connection=conn)
+            # With the limits, so the workers a limit held back are woken as these slots free.
+            report, _ = store.finish_and_claim(
+                worker_id=worker_id,
+                completions=completions,
+                queues=(),
+                limit=0,
+                limits=self.flow_limits,
+                connection=conn,
+            )
             # Attempts that never started go back to the queue as they were: they did not run.
             # (After the LOST ones' reruns, so those, claimed earlier, are first in line.)
             unstarted = [p.id for p in held if p.started_at is None and p.cancel_source is None]
