@@ -20,9 +20,10 @@ from testapp.jobs import Record, Tally
 pytestmark = pytest.mark.acceptance
 
 WORKERS = 3
-JITTER = 0.2
-"""Seconds a claimed job may take to start in its pool child, more than another one claimed
-with it: limits count claims, the ledger records starts."""
+JITTER = 0.5
+"""Seconds a claimed job may take to start in its pool child (and write its ledger row over a
+new connection), more than another one claimed with it, on a busy machine: limits count claims,
+the ledger records starts."""
 
 
 def limits_env(*limits: dict) -> dict[str, str]:
@@ -80,9 +81,11 @@ def test_max_running_holds_across_workers_and_is_used_in_full(
 
     runs = spans(db, "run-")
     assert most_at_once(runs) == limit  # reached, never passed
-    # Saturated: the jobs kept both slots busy most of the time, whichever workers ran them.
+    # Saturated: the slots were busy most of the time, whichever workers ran the jobs (what is
+    # lost is a freed slot's wake-up, claim and dispatch: without the wake-up, a 30 s poll).
     elapsed = (max(end for _, end in runs) - min(start for start, _ in runs)).total_seconds()
-    assert elapsed < jobs * seconds / limit + 1.5
+    busy = sum((end - start).total_seconds() for start, end in runs)
+    assert busy / elapsed > 0.6 * limit
     # Each worker runs two at most: the limit of three was kept between workers.
     assert db.value("SELECT count(DISTINCT worker_id) FROM {schema}.results") >= 2
 
@@ -90,7 +93,7 @@ def test_max_running_holds_across_workers_and_is_used_in_full(
 def test_max_starts_holds_across_workers_and_is_used_in_full(
     start_worker, wait_until, jobkit_runtime, ledger_ready, db
 ):
-    jobs, per, limit = 12, 1.0, 3
+    jobs, per, limit = 9, 2.0, 3
     jobkit_runtime.enqueue_many([Record(f"rate-{n}") for n in range(jobs)], queue="rated")
     workers = start_workers(
         start_worker,
@@ -107,7 +110,7 @@ def test_max_starts_holds_across_workers_and_is_used_in_full(
         assert sum(first <= start < first + window for start in starts) <= limit
     # Saturated: a window of starts opens every `per` seconds, and the workers use each at once.
     elapsed = (starts[-1] - starts[0]).total_seconds()
-    assert (jobs / limit - 1) * per - JITTER <= elapsed <= (jobs / limit - 1) * per + 1.0
+    assert (jobs / limit - 1) * per - JITTER <= elapsed <= (jobs / limit - 1) * per + 1.5
 
 
 def test_an_unlimited_queue_drains_while_a_limited_one_waits(
