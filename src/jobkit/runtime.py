@@ -44,11 +44,13 @@ from jobkit.plugins import CORE_PLUGIN, create_plugin_manager, notify
 from jobkit.records import (
     Completion,
     FinishReport,
+    FlowLimit,
     JobList,
     JobProcess,
     JobRequest,
     JobResult,
     JobState,
+    LimitScope,
     Outcome,
     QueueCounts,
     QueueDepth,
@@ -56,7 +58,13 @@ from jobkit.records import (
 )
 from jobkit.registry import JobRegistry, discover_job_modules, registry
 from jobkit.serializer import Serializer
-from jobkit.settings import _QUEUE_NAME, Settings, load_settings, with_plugin_sections
+from jobkit.settings import (
+    _QUEUE_NAME,
+    Settings,
+    load_settings,
+    parse_limits,
+    with_plugin_sections,
+)
 from jobkit.store import Store
 
 logger = logging.getLogger("jobkit")
@@ -214,6 +222,37 @@ class Runtime:
                     f"{found}, which failed to import:\n{where_it_failed(error)}"
                 ) from error
         self.job_modules = list(modules)
+        self.flow_limits = self.settings.flow_limits() + self._job_class_limits()
+
+    def _job_class_limits(self) -> list[FlowLimit]:
+        """The flow limits that registered job classes declare (their ``limits`` attribute),
+        each of its own job name; one that is wrong, or that the ``limits`` setting also
+        limits, is a ``SettingsError`` naming the class."""
+        limits = []
+        limited = {limit.key for limit in self.settings.flow_limits()}
+        for name, job_class in self.registry.items():
+            entry = job_class.limits
+            if entry is None:
+                continue
+            where = f"job class {job_class.__module__}.{job_class.__qualname__} ({name!r})"
+            if not isinstance(entry, dict) or set(entry) & {s.value for s in LimitScope}:
+                raise SettingsError(
+                    f"{where} has limits {entry!r}: a table of max_running, or max_starts and "
+                    f"per, that limits its own job name (see docs/flow-control.md)"
+                )
+            try:
+                (limit,) = parse_limits([{**entry, "job_name": name}])
+            except ValueError as error:
+                raise SettingsError(
+                    f"{where} has limits {entry!r}, which {str(error).removeprefix('entry 1 ')}"
+                ) from None
+            if limit.key in limited:
+                raise SettingsError(
+                    f"{where} has limits, and the limits setting limits {limit.key} too: "
+                    f"keep one of the two"
+                )
+            limits.append(limit)
+        return limits
 
     @staticmethod
     def _discover(package: str) -> list[str]:

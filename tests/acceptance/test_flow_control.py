@@ -15,6 +15,7 @@ import signal
 
 import pytest
 
+from testapp.flow_jobs import OneAtATime
 from testapp.jobs import Record, Tally
 
 pytestmark = pytest.mark.acceptance
@@ -171,3 +172,18 @@ def test_a_killed_workers_running_slots_are_freed_by_the_rescue(
     wait_until(lambda: spans(db, "next"), timeout=20, message="the held-back job started")
     assert db.count("results", "status = 'LOST'") == 1
     stop([survivor])
+
+
+def test_a_job_class_limit_holds_across_workers(
+    start_worker, wait_until, jobkit_runtime, ledger_ready, db
+):
+    jobkit_runtime.enqueue_many([OneAtATime(f"one-{n}", seconds=0.3) for n in range(5)])
+    env = {"JOBKIT_IMPORTS": "testapp.jobs,testapp.flow_jobs", "JOBKIT_WORKER_POLL_INTERVAL": "30"}
+    workers = start_workers(start_worker, env)
+    wait_until(
+        lambda: len(spans(db, "one-")) == 5 and all(end for _, end in spans(db, "one-")),
+        timeout=30,
+        message="every job ran",
+    )
+    stop(workers)
+    assert most_at_once(spans(db, "one-")) == 1
