@@ -260,6 +260,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="Run the scheduler, which enqueues the schedule setting's jobs (default: the "
     "worker_scheduler setting, on). Each tick is enqueued once however many workers run it.",
 )
+@click.option(
+    "--rate-limit",
+    type=float,
+    help="Seconds at least between two claims of this worker, each of one job (default: the "
+    "worker_rate_limit setting, 0: no gap). For limits across workers, see the limits setting.",
+)
 @click.option("--burst", is_flag=True, help="Exit once no job is ready and none is running.")
 @click.option(
     "--reload",
@@ -277,6 +283,7 @@ def worker(
     stats_every: float | None,
     shutdown_timeout: float | None,
     scheduler: bool | None,
+    rate_limit: float | None,
     burst: bool,
     reload: bool,
     log_level: str,
@@ -306,6 +313,7 @@ def worker(
         worker_stats_every=flag(stats_every, "--stats-every"),
         shutdown_timeout=flag(shutdown_timeout, "--shutdown-timeout"),
         worker_scheduler=flag(scheduler, "--scheduler/--no-scheduler"),
+        worker_rate_limit=flag(rate_limit, "--rate-limit"),
     )
     runtime.store  # noqa: B018 - resolve the database (and start an embedded one) up front
     sys.exit(Worker(runtime, WorkerOptions.from_settings(runtime, burst=burst)).run())

@@ -57,6 +57,10 @@ class Job:
     """Enqueue this job (made with no arguments) on a schedule: a ``Schedule``, or cron text
     read in the ``timezone`` setting's zone. Workers running the scheduler pick it up like an
     entry of the ``schedule`` setting."""
+    limits: dict[str, Any] | None = None
+    """A flow limit of this job's name, as an entry of the ``limits`` setting without its
+    ``job_name``: ``{"max_running": 2}``, ``{"max_starts": 10, "per": 60}``. Workers keep it
+    with the setting's limits (see ``docs/flow-control.md``)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Job:
         instance = super().__new__(cls)

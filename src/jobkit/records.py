@@ -385,6 +385,44 @@ class JobFilter:
     """Only ended attempts whose error (traceback) holds this text, case-insensitively."""
 
 
+class LimitScope(enum.StrEnum):
+    """What a flow limit counts: the attempts of one queue, of one job name, or with one
+    concurrency key."""
+
+    QUEUE = "queue"
+    JOB_NAME = "job_name"
+    CONCURRENCY_KEY = "concurrency_key"
+
+
+@attrs.frozen(kw_only=True)
+class FlowLimit:
+    """A limit that every worker's claim keeps, across the fleet: at most ``max_running``
+    attempts of its scope claimed or running at once, and at most ``max_starts`` claimed in any
+    ``per`` seconds. At least one of the two is set."""
+
+    scope: LimitScope
+    name: str
+    """The queue, job name or concurrency key it limits."""
+    max_running: int | None = None
+    max_starts: int | None = None
+    per: float | None = None
+    """Seconds of the window ``max_starts`` counts in (set exactly when ``max_starts`` is)."""
+
+    @property
+    def key(self) -> str:
+        """What names it in the store: ``queue:emails``, ``job_name:app.Send``."""
+        return f"{self.scope.value}:{self.name}"
+
+    def applies_to(self, queue: str, job_name: str, concurrency_key: str) -> bool:
+        """Whether an attempt of ``queue``, ``job_name`` and ``concurrency_key`` counts."""
+        counted = {
+            LimitScope.QUEUE: queue,
+            LimitScope.JOB_NAME: job_name,
+            LimitScope.CONCURRENCY_KEY: concurrency_key,
+        }
+        return counted[self.scope] == self.name
+
+
 @attrs.frozen(kw_only=True)
 class QueuePause:
     """A paused queue: workers claim nothing from it until it is resumed."""

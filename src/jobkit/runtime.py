@@ -52,11 +52,13 @@ from jobkit.records import (
     INPUTS_HEADER,
     Completion,
     FinishReport,
+    FlowLimit,
     JobList,
     JobProcess,
     JobRequest,
     JobResult,
     JobState,
+    LimitScope,
     MemberResult,
     Outcome,
     PipelineState,
@@ -67,7 +69,13 @@ from jobkit.records import (
 )
 from jobkit.registry import JobRegistry, discover_job_modules, registry
 from jobkit.serializer import Serializer
-from jobkit.settings import _QUEUE_NAME, Settings, load_settings, with_plugin_sections
+from jobkit.settings import (
+    _QUEUE_NAME,
+    Settings,
+    load_settings,
+    parse_limits,
+    with_plugin_sections,
+)
 from jobkit.store import Store
 
 logger = logging.getLogger("jobkit")
@@ -109,6 +117,8 @@ class Runtime:
         self.settings = settings
         self.pm = pluginmanager
         self.registry = job_registry
+        self.flow_limits = settings.flow_limits()
+        """The ``limits`` setting, which every claim of this process keeps."""
         self.embedded_database = False
         self.job_modules: list[str] = []
         """The modules ``import_jobs`` imported: the imports setting's, then those found
@@ -224,6 +234,37 @@ class Runtime:
                     f"{found}, which failed to import:\n{where_it_failed(error)}"
                 ) from error
         self.job_modules = list(modules)
+        self.flow_limits = self.settings.flow_limits() + self._job_class_limits()
+
+    def _job_class_limits(self) -> list[FlowLimit]:
+        """The flow limits that registered job classes declare (their ``limits`` attribute),
+        each of its own job name; one that is wrong, or that the ``limits`` setting also
+        limits, is a ``SettingsError`` naming the class."""
+        limits = []
+        limited = {limit.key for limit in self.settings.flow_limits()}
+        for name, job_class in self.registry.items():
+            entry = job_class.limits
+            if entry is None:
+                continue
+            where = f"job class {job_class.__module__}.{job_class.__qualname__} ({name!r})"
+            if not isinstance(entry, dict) or set(entry) & {s.value for s in LimitScope}:
+                raise SettingsError(
+                    f"{where} has limits {entry!r}: a table of max_running, or max_starts and "
+                    f"per, that limits its own job name (see docs/flow-control.md)"
+                )
+            try:
+                (limit,) = parse_limits([{**entry, "job_name": name}])
+            except ValueError as error:
+                raise SettingsError(
+                    f"{where} has limits {entry!r}, which {str(error).removeprefix('entry 1 ')}"
+                ) from None
+            if limit.key in limited:
+                raise SettingsError(
+                    f"{where} has limits, and the limits setting limits {limit.key} too: "
+                    f"keep one of the two"
+                )
+            limits.append(limit)
+        return limits
 
     @staticmethod
     def _discover(package: str) -> list[str]:
@@ -686,12 +727,18 @@ class Runtime:
         limit: int = 0,
         started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
     ) -> tuple[FinishReport, list[JobProcess]]:
-        """Write results and claim, as ``Store.finish_and_claim`` does, except for deferrals
-        that need a decision: those go through ``finish_deferral``."""
+        """Write results and claim within the ``limits`` setting, as
+        ``Store.finish_and_claim`` does, except for deferrals that need a decision: those go
+        through ``finish_deferral``."""
         decided = [c for c in completions if self._deferral_needs_decision(c)]
         batch = [c for c in completions if c not in decided] if decided else completions
         report, claimed = self.store.finish_and_claim(
-            worker_id=worker_id, completions=batch, queues=queues, limit=limit, started=started
+            worker_id=worker_id,
+            completions=batch,
+            queues=queues,
+            limit=limit,
+            started=started,
+            limits=self.flow_limits,
         )
         for completion in decided:
             deferred = self.finish_deferral(worker_id=worker_id, completion=completion)
@@ -819,7 +866,15 @@ class Runtime:
                 # An attempt that never started goes back to the queue, unless it was cancelled.
                 if process.started_at is not None or process.cancel_source is not None
             ]
-            report = store.finish(worker_id=worker_id, completions=completions, connection=conn)
+            # With the limits, so the workers a limit held back are woken as these slots free.
+            report, _ = store.finish_and_claim(
+                worker_id=worker_id,
+                completions=completions,
+                queues=(),
+                limit=0,
+                limits=self.flow_limits,
+                connection=conn,
+            )
             # Attempts that never started go back to the queue as they were: they did not run.
             # (After the LOST ones' reruns, so those, claimed earlier, are first in line.)
             unstarted = [p.id for p in held if p.started_at is None and p.cancel_source is None]

@@ -28,6 +28,7 @@ import attrs
 import cattrs
 
 from jobkit.errors import SettingsError
+from jobkit.records import FlowLimit, LimitScope
 from jobkit.redaction import redact_credentials
 
 logger = logging.getLogger("jobkit.settings")
@@ -111,11 +112,18 @@ class Settings:
     """Seconds between stats log lines (``--stats-every``); 0 turns them off."""
     worker_poll_interval: float = 2.0
     """Seconds between claims when no wake-up notification arrives."""
+    worker_rate_limit: float = 0
+    """Seconds at least between two claims of one worker, which then claims one job at a time
+    (``--rate-limit``; django-db-queue's ``--rate_limit``); 0: no gap."""
     worker_scheduler: bool = True
     """Whether a worker runs the scheduler (``--scheduler/--no-scheduler``)."""
     schedule: list[Any] = attrs.field(factory=list)
     """Jobs to enqueue on a schedule: ``(job, schedule)`` pairs or tables with options (see
     ``docs/scheduling.md``); read by the scheduler, which checks each entry at worker start-up."""
+    limits: list[Any] = attrs.field(factory=list)
+    """Flow limits every worker's claim keeps across the fleet: tables naming one ``queue``,
+    ``job_name`` or ``concurrency_key``, with ``max_running`` and/or ``max_starts`` and ``per``
+    seconds (see ``docs/flow-control.md``); read with ``flow_limits()``."""
     timezone: str = "UTC"
     """The IANA time zone that schedule entries without a ``timezone`` of their own follow."""
     plugins: list[str] = attrs.field(factory=list)
@@ -135,6 +143,10 @@ class Settings:
     """Plugins' settings sections, by name; read them with ``section()``."""
     config_file: str | None = attrs.field(default=None, repr=False)
     """The file the settings were read from, if any."""
+
+    def flow_limits(self) -> list[FlowLimit]:
+        """The ``limits`` setting as records (checked when the settings were loaded)."""
+        return parse_limits(self.limits)
 
     def section(self, name: str) -> Any:
         """A plugin's settings section, as declared through ``jobkit_settings_defaults``."""
@@ -202,6 +214,75 @@ def _schedule_entries(value: list[Any]) -> str | None:
     return "a list of [job, schedule] pairs or tables with job and schedule keys"
 
 
+_LIMIT_KEYS = {scope.value for scope in LimitScope} | {"max_running", "max_starts", "per"}
+
+
+def parse_limits(entries: list[Any]) -> list[FlowLimit]:
+    """The flow limits of the ``limits`` setting; a ValueError says which entry is wrong and
+    why."""
+    limits: list[FlowLimit] = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            limit = _parse_limit(entry)
+        except ValueError as error:
+            raise ValueError(f"entry {number} {error}") from None
+        if any(known.key == limit.key for known in limits):
+            raise ValueError(f"entry {number} limits {limit.key} again: merge the two entries")
+        limits.append(limit)
+    return limits
+
+
+def _parse_limit(entry: Any) -> FlowLimit:
+    if not isinstance(entry, dict):
+        raise ValueError("is not a table")
+    unknown = sorted(set(entry) - _LIMIT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"has unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_LIMIT_KEYS))}"
+        )
+    scopes = [scope for scope in LimitScope if scope.value in entry]
+    if len(scopes) != 1:
+        raise ValueError("must name exactly one of queue, job_name or concurrency_key")
+    (scope,) = scopes
+    name = entry[scope.value]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"must name its {scope.value} with a non-empty string")
+    counts = {}
+    for key in ("max_running", "max_starts"):
+        value = entry.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"must have {key} as an integer of 1 or more")
+        counts[key] = value
+    if counts["max_running"] is None and counts["max_starts"] is None:
+        raise ValueError("must set max_running, or max_starts and per")
+    per = entry.get("per")
+    if (counts["max_starts"] is None) != (per is None):
+        raise ValueError(
+            "must set max_starts and per together (at most max_starts per per seconds)"
+        )
+    if per is not None and (
+        isinstance(per, bool) or not isinstance(per, int | float) or not (0 < per < math.inf)
+    ):
+        raise ValueError("must have per as a number of seconds greater than 0")
+    return FlowLimit(
+        scope=scope,
+        name=name,
+        max_running=counts["max_running"],
+        max_starts=counts["max_starts"],
+        per=None if per is None else float(per),
+    )
+
+
+def _limit_entries(value: list[Any]) -> str | None:
+    try:
+        parse_limits(value)
+    except ValueError as error:
+        return f"a list of flow limits (see docs/flow-control.md), but {error}"
+    return None
+
+
 def _log_format(value: str) -> str | None:
     return None if value in LOG_FORMATS else " or ".join(map(repr, LOG_FORMATS))
 
@@ -228,6 +309,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "worker_async_concurrency": _positive,
     "worker_stats_every": _not_negative,
     "worker_poll_interval": _positive,
+    "worker_rate_limit": _not_negative,
+    "limits": _limit_entries,
     "timezone": _time_zone,
     "schedule": _schedule_entries,
     "log_format": _log_format,

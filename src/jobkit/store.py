@@ -22,6 +22,7 @@ from jobkit.records import (
     Attempt,
     Completion,
     FinishReport,
+    FlowLimit,
     JobFilter,
     JobProcess,
     JobRequest,
@@ -123,13 +124,30 @@ class Store(Protocol):
 
     # Worker side ---------------------------------------------------------------------------
 
-    def claim(self, *, worker_id: uuid.UUID, queues: Sequence[str], limit: int) -> list[JobProcess]:
+    def claim(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        queues: Sequence[str],
+        limit: int,
+        limits: Sequence[FlowLimit] = (),
+    ) -> list[JobProcess]:
         """Move up to ``limit`` ready requests to processes owned by ``worker_id``, in one
         statement that no two workers can both win: highest priority first, then the earliest
-        start time, then the order of enqueueing."""
+        start time, then the order of enqueueing.
 
-    def seconds_until_next_start(self, *, queues: Sequence[str]) -> float | None:
-        """Seconds until the earliest request of ``queues`` that is not ready yet, or None."""
+        With ``limits``, keep each flow limit exactly, whatever other workers claim at the
+        same time: at most ``max_running`` processes of its scope at once (a process counts
+        from its claim until its result is written or a rescue ends it), and at most
+        ``max_starts`` claims of its scope in any ``per`` seconds. A request a limit holds back
+        does not hold back the requests behind it that the limit does not count. Without
+        ``limits``, a claim costs what it cost before limits existed."""
+
+    def seconds_until_next_start(
+        self, *, queues: Sequence[str], limits: Sequence[FlowLimit] = ()
+    ) -> float | None:
+        """Seconds until the earliest request of ``queues`` that is not ready yet, or until
+        the first of the rate ``limits`` that has no room has room again; None if neither."""
 
     def finish(
         self, *, worker_id: uuid.UUID, completions: Sequence[Completion], connection: Any = None
@@ -148,12 +166,15 @@ class Store(Protocol):
         queues: Sequence[str],
         limit: int,
         started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
+        limits: Sequence[FlowLimit] = (),
         connection: Any = None,
     ) -> tuple[FinishReport, list[JobProcess]]:
-        """``finish`` then ``claim`` in one transaction: the worker's hot path, one commit and
-        (where the database allows) one round trip per batch. Either may be empty. ``started``
-        marks attempts that began running (``(id, when)``; never ones in ``completions``), so
-        ``dead_workers`` can tell them from attempts that never ran. With ``connection``,
+        """``finish`` then ``claim`` (keeping ``limits``) in one transaction: the worker's hot
+        path, one commit and (where the database allows) one round trip per batch. Either may
+        be empty. ``started`` marks attempts that began running (``(id, when)``; never ones in
+        ``completions``), so ``dead_workers`` can tell them from attempts that never ran. When a
+        completion ends an attempt that a ``max_running`` limit counts, the workers of its queue
+        are woken at commit (a claim the limit held back may succeed now). With ``connection``,
         inside that connection's transaction."""
 
     def link_reruns(

@@ -80,6 +80,8 @@ class WorkerOptions:
     stats_every: float
     poll_interval: float
     shutdown_timeout: float
+    rate_limit: float = 0
+    """Seconds at least between two claims, each of one job (0: claims are not spaced)."""
     burst: bool = False
 
     @classmethod
@@ -93,6 +95,7 @@ class WorkerOptions:
             stats_every=settings.worker_stats_every,
             poll_interval=settings.worker_poll_interval,
             shutdown_timeout=settings.shutdown_timeout,
+            rate_limit=settings.worker_rate_limit,
             burst=burst,
         )
 
@@ -271,6 +274,8 @@ class Worker:
         self._cancelling = False
         self._claim_due = True
         self._claimed_nothing = False
+        # With --rate-limit: when the next claim may be made (monotonic clock).
+        self._next_rate_claim = 0.0
         # Attempts whose start the database knows (so a rescue records them LOST rather than
         # putting them back unstarted); forgotten when their result is recorded.
         self._marked_started: set[uuid.UUID] = set()
@@ -523,6 +528,8 @@ class Worker:
                 continue
             if self._round_trip is None and now >= self._backoff_until:
                 free = 0 if self.stopping else pool.free_slots()
+                if self.options.rate_limit:
+                    free = min(free, 1) if now >= self._next_rate_claim else 0
                 want_claim = free > 0 and (self._claim_due or now >= self._next_poll)
                 started = self._newly_started()
                 # After a failure, try again even with nothing to write: children wait to start
@@ -536,7 +543,10 @@ class Worker:
                     deadlines.append(self._backoff_until)
                 if not self.stopping and pool.free_slots() > 0:
                     # With no free slot, a child's outcome (its pipe) wakes the loop instead.
-                    deadlines.append(max(self._next_poll, self._backoff_until))
+                    next_claim = max(self._next_poll, self._backoff_until)
+                    if self._claim_due and self._next_rate_claim > now:  # held by --rate-limit
+                        next_claim = min(next_claim, self._next_rate_claim)
+                    deadlines.append(next_claim)
             timeout = max(0.0, min(deadlines) - time.monotonic())
             objects: list[Any] = [self._wakeup_reader, *pool.waitables()]
             listener = self.wakeups.listener
@@ -752,7 +762,9 @@ class Worker:
         if self._next_start_lookup is not None:
             return
         lookup = self._database_thread.submit(
-            self.store.seconds_until_next_start, queues=self.options.queues
+            self.store.seconds_until_next_start,
+            queues=self.options.queues,
+            limits=self.runtime.flow_limits,
         )
         lookup.add_done_callback(lambda _: self.wake())
         self._next_start_lookup = (time.monotonic(), lookup)
@@ -790,6 +802,8 @@ class Worker:
         self._marked_started.update(id_ for id_, _ in round_trip.started if id_ in running)
         self._announce(round_trip.completions, report)
         if round_trip.limit:
+            if claimed and self.options.rate_limit:
+                self._next_rate_claim = time.monotonic() + self.options.rate_limit
             self._claim_due = len(claimed) == round_trip.limit or round_trip.asked_again
             self._claimed_nothing = not claimed
             undelivered = claimed if self.stopping else self.pool.dispatch(claimed)

@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from jobkit.errors import SettingsError
+from jobkit.records import FlowLimit, LimitScope
 from jobkit.settings import Settings, flag, load_settings, with_plugin_sections
 
 QUEUE_NAMES = "one or more queue names of letters, digits and _.:- (at most 128 characters each)"
@@ -1000,3 +1001,62 @@ def test_a_failing_settings_source_is_named_and_autoload_off_skips_it(tmp_path, 
         load_settings(environ={}, cwd=tmp_path)
     settings = load_settings(environ={"JOBKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}, cwd=tmp_path)
     assert settings == Settings()
+
+
+def test_limits_are_read_from_an_array_of_tables(tmp_path):
+    (tmp_path / "jobkit.toml").write_text(
+        '[[limits]]\nqueue = "emails"\nmax_running = 2\nmax_starts = 10\nper = 60\n'
+        '[[limits]]\njob_name = "app.Report"\nmax_running = 1\n'
+        '[[limits]]\nconcurrency_key = "tenant-7"\nmax_starts = 5\nper = 0.5\n'
+    )
+    limits = load_settings(environ={}, cwd=tmp_path).flow_limits()
+    assert limits == [
+        FlowLimit(scope=LimitScope.QUEUE, name="emails", max_running=2, max_starts=10, per=60.0),
+        FlowLimit(scope=LimitScope.JOB_NAME, name="app.Report", max_running=1),
+        FlowLimit(scope=LimitScope.CONCURRENCY_KEY, name="tenant-7", max_starts=5, per=0.5),
+    ]
+    assert [limit.key for limit in limits] == [
+        "queue:emails",
+        "job_name:app.Report",
+        "concurrency_key:tenant-7",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ('"emails"', "must be a list (JSON in an environment variable)"),
+        ('["emails"]', "entry 1 is not a table"),
+        ('[{"max_running": 1}]', "entry 1 must name exactly one of queue, job_name or"),
+        (
+            '[{"queue": "a", "job_name": "b", "max_running": 1}]',
+            "entry 1 must name exactly one of queue, job_name or concurrency_key",
+        ),
+        ('[{"queue": "", "max_running": 1}]', "entry 1 must name its queue with a non-empty"),
+        ('[{"queue": 3, "max_running": 1}]', "entry 1 must name its queue with a non-empty"),
+        ('[{"queue": "a"}]', "entry 1 must set max_running, or max_starts and per"),
+        ('[{"queue": "a", "max_running": 0}]', "entry 1 must have max_running as an integer of 1"),
+        ('[{"queue": "a", "max_running": 1.5}]', "must have max_running as an integer of 1"),
+        ('[{"queue": "a", "max_running": true}]', "must have max_running as an integer of 1"),
+        ('[{"queue": "a", "max_starts": 3}]', "entry 1 must set max_starts and per together"),
+        ('[{"queue": "a", "max_running": 1, "per": 3}]', "must set max_starts and per together"),
+        ('[{"queue": "a", "max_starts": 3, "per": 0}]', "must have per as a number of seconds"),
+        ('[{"queue": "a", "max_starts": 3, "per": "1m"}]', "must have per as a number of seconds"),
+        ('[{"queue": "a", "max_running": 1, "rate": 3}]', "entry 1 has unknown keys rate; known:"),
+        (
+            '[{"queue": "a", "max_running": 1}, {"queue": "a", "max_starts": 1, "per": 1}]',
+            "entry 2 limits queue:a again: merge the two entries",
+        ),
+    ],
+)
+def test_a_bad_limit_is_refused_naming_its_entry_and_source(tmp_path, limits, problem):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ={"JOBKIT_LIMITS": limits}, cwd=tmp_path)
+    assert str(raised.value).startswith("setting limits (from JOBKIT_LIMITS) must be ")
+    assert problem in str(raised.value)
+
+
+def test_a_negative_rate_limit_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match=r"setting worker_rate_limit \(from --rate-limit\)"):
+        load_settings({"worker_rate_limit": flag(-1, "--rate-limit")}, environ={}, cwd=tmp_path)
+    assert load_settings(environ={}, cwd=tmp_path).worker_rate_limit == 0

@@ -15,6 +15,7 @@ import datetime
 import json
 import select
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -28,9 +29,11 @@ from jobkit.records import (
     WORKFLOW_HEADER,
     AttemptState,
     Completion,
+    FlowLimit,
     JobFilter,
     JobProcess,
     JobRequest,
+    LimitScope,
     Outcome,
     PipelineState,
     QueueCounts,
@@ -1352,3 +1355,146 @@ class StoreContract:
         output = json.dumps({"step": None, "workspace": {}})
         store.finish(worker_id=worker_id, completions=[completion(process, output=output)])
         assert store.pipeline_steps() == {"contract.Job": {"first": 1}}
+
+    # Flow limits -----------------------------------------------------------------------------
+
+    def test_max_running_holds_back_only_the_limited_requests(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        limits = [FlowLimit(scope=LimitScope.JOB_NAME, name="contract.Limited", max_running=2)]
+        store.enqueue(
+            [make_request(job_name="contract.Limited") for _ in range(5)], connection=None
+        )
+        store.enqueue([make_request() for _ in range(3)], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits)
+        # The limited requests came first; the two it allows are taken, and the rest of the
+        # queue behind the three it holds back.
+        assert (
+            sorted(p.job_name for p in claimed) == ["contract.Job"] * 3 + ["contract.Limited"] * 2
+        )
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits) == []
+        # Without the limits a claim takes them: limits live in the claimers' settings.
+        limited = [p for p in claimed if p.job_name == "contract.Limited"]
+        report, again = store.finish_and_claim(
+            worker_id=worker_id,
+            completions=[completion(limited[0])],
+            queues=["default"],
+            limit=10,
+            limits=limits,
+        )
+        assert list(report.written) == [limited[0].id]
+        assert [p.job_name for p in again] == ["contract.Limited"]  # the freed slot, at once
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=10) != []
+
+    def test_a_queue_limit_holds_its_queue_and_not_the_others(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        limits = [FlowLimit(scope=LimitScope.QUEUE, name="narrow", max_running=1)]
+        store.enqueue([make_request(queue="narrow") for _ in range(3)], connection=None)
+        store.enqueue([make_request(queue="wide") for _ in range(3)], connection=None)
+        claimed = store.claim(
+            worker_id=worker_id, queues=["narrow", "wide"], limit=10, limits=limits
+        )
+        assert sorted(p.queue for p in claimed) == ["narrow"] + ["wide"] * 3
+
+    def test_a_concurrency_key_limit_counts_every_job_name_with_the_key(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        limits = [FlowLimit(scope=LimitScope.CONCURRENCY_KEY, name="tenant-7", max_running=2)]
+        store.enqueue(
+            [
+                make_request(job_name=f"contract.Job{n}", concurrency_key="tenant-7")
+                for n in range(4)
+            ]
+            + [make_request(concurrency_key="tenant-8")],
+            connection=None,
+        )
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits)
+        assert sorted(p.concurrency_key for p in claimed) == ["tenant-7", "tenant-7", "tenant-8"]
+
+    def test_max_starts_allows_that_many_claims_per_window(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        name = f"contract.Rated{uuid.uuid4().hex}"
+        limits = [FlowLimit(scope=LimitScope.JOB_NAME, name=name, max_starts=3, per=1.0)]
+        store.enqueue([make_request(job_name=name) for _ in range(5)], connection=None)
+        first = store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits)
+        claimed_at = time.monotonic()
+        assert len(first) == 3
+        # Finishing them frees no start: the window counts claims, not running attempts.
+        store.finish(worker_id=worker_id, completions=[completion(p) for p in first])
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits) == []
+        reopens = store.seconds_until_next_start(queues=["default"], limits=limits)
+        assert reopens is not None and 0 < reopens <= 1.0
+        assert store.seconds_until_next_start(queues=["default"]) is None
+        second = wait_for(
+            lambda: store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits)
+        )
+        assert time.monotonic() - claimed_at >= 1.0 - 0.05  # the database's clock, not ours
+        assert len(second) == 2
+
+    def test_concurrent_claims_never_exceed_a_limit(self, store: Store) -> None:
+        name = f"contract.Crowded{uuid.uuid4().hex}"
+        limits = [
+            FlowLimit(scope=LimitScope.JOB_NAME, name=name, max_running=3),
+            FlowLimit(scope=LimitScope.QUEUE, name="default", max_starts=40, per=60.0),
+        ]
+        store.enqueue([make_request(job_name=name) for _ in range(60)], connection=None)
+        workers = [self.register(store) for _ in range(4)]
+        seen: list[int] = []
+
+        def claim_and_finish(worker: WorkerInfo) -> None:
+            for _ in range(40):
+                batch = store.claim(worker_id=worker.id, queues=["default"], limit=2, limits=limits)
+                _, processing = store.find_active(
+                    job_name=name, concurrency_key=None, connection=None
+                )
+                seen.append(len(processing))
+                store.finish(worker_id=worker.id, completions=[completion(p) for p in batch])
+
+        threads = [threading.Thread(target=claim_and_finish, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert max(seen) == 3  # reached, never passed
+        assert store.stats().total.pending == 20  # 40 starts in the window, then no more
+
+    def test_a_rescue_frees_a_dead_workers_running_slots(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        limits = [FlowLimit(scope=LimitScope.QUEUE, name="default", max_running=1)]
+        store.enqueue([make_request(), make_request()], connection=None)
+        (held,) = store.claim(worker_id=worker_id, queues=["default"], limit=5, limits=limits)
+        other = self.register(store).id
+        assert store.claim(worker_id=other, queues=["default"], limit=5, limits=limits) == []
+        wait_for(lambda: worker_id in store.dead_workers(heartbeat_timeout=0.001))
+        with store.transaction() as rescue:
+            assert store.lock_dead_worker(
+                worker_id=worker_id, heartbeat_timeout=0.001, connection=rescue
+            )
+            store.finish(
+                worker_id=worker_id, completions=[completion(held, Status.LOST)], connection=rescue
+            )
+            store.unregister_worker(worker_id=worker_id, connection=rescue)
+        assert len(store.claim(worker_id=other, queues=["default"], limit=5, limits=limits)) == 1
+
+    def test_finishing_a_limited_attempt_wakes_its_queue(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        limits = [FlowLimit(scope=LimitScope.QUEUE, name="gated", max_running=1)]
+        store.enqueue([make_request(queue="gated")], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["gated"], limit=5, limits=limits)
+        listener = store.listen(queues=["gated"])
+        try:
+            store.finish_and_claim(
+                worker_id=worker_id,
+                completions=[completion(process)],
+                queues=[],
+                limit=0,
+                limits=limits,
+            )
+            assert select.select([listener], [], [], 5)[0]
+            assert listener.drain() == {"gated"}
+        finally:
+            listener.close()

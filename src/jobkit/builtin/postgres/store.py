@@ -30,11 +30,13 @@ from jobkit.records import (
     AttemptState,
     Completion,
     FinishReport,
+    FlowLimit,
     JobFilter,
     JobProcess,
     JobRequest,
     JobResult,
     JobState,
+    LimitScope,
     MemberResult,
     PipelineState,
     QueueCounts,
@@ -357,10 +359,25 @@ class PostgresStore:
         # Each query rendered once and compacted: executed as one SQL object (not a Composed
         # joined again at every call), and but for finish_and_claim (6.8 KB as written, 4.3 KB
         # compacted) under the 4 KB up to which psycopg caches its conversion of a query.
+        texts = load_queries()
+        claims = {
+            name: sql.SQL(texts[name]).format(**replacements)
+            for name in ("ready_requests", "ready_requests_within_limits")
+        }
+        replacements["ready_requests"] = claims["ready_requests"]
         self.queries = {
             name: sql.SQL(_compact(name, sql.SQL(text).format(**replacements).as_string()))
-            for name, text in load_queries().items()
+            for name, text in texts.items()
         }
+        # finish_and_claim whose claim keeps flow limits: one statement written once, with
+        # ready_requests_within_limits in the place of ready_requests.
+        replacements["ready_requests"] = claims["ready_requests_within_limits"]
+        self.finish_and_claim_within_limits = sql.SQL(
+            _compact(
+                "finish_and_claim_within_limits",
+                sql.SQL(texts["finish_and_claim"]).format(**replacements).as_string(),
+            )
+        )
         self.migrations = [
             (migration, [sql.SQL(part).format(**replacements) for part in migration.statements()])
             for migration in load_migrations()
@@ -619,9 +636,16 @@ class PostgresStore:
 
     # Worker side -----------------------------------------------------------------------------
 
-    def claim(self, *, worker_id: uuid.UUID, queues: Sequence[str], limit: int) -> list[JobProcess]:
+    def claim(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        queues: Sequence[str],
+        limit: int,
+        limits: Sequence[FlowLimit] = (),
+    ) -> list[JobProcess]:
         return self.finish_and_claim(
-            worker_id=worker_id, completions=(), queues=queues, limit=limit
+            worker_id=worker_id, completions=(), queues=queues, limit=limit, limits=limits
         )[1]
 
     def finish(
@@ -639,6 +663,7 @@ class PostgresStore:
         queues: Sequence[str],
         limit: int,
         started: Sequence[tuple[uuid.UUID, datetime.datetime]] = (),
+        limits: Sequence[FlowLimit] = (),
         connection: Any = None,
     ) -> tuple[FinishReport, list[JobProcess]]:
         claiming = limit > 0 and bool(queues)
@@ -649,8 +674,32 @@ class PostgresStore:
             "queues": list(queues) if claiming else [],
             "limit": limit if claiming else 0,
         }
+        # The limits this claim could break: a queue's only if the worker claims from it.
+        kept = [
+            flow for flow in limits if flow.scope is not LimitScope.QUEUE or flow.name in queues
+        ]
+        # Queues whose workers a limit may be holding back, now that an attempt of it ends.
+        freed = sorted(
+            {
+                c.process.queue
+                for c in completions
+                for flow in limits
+                if flow.max_running is not None
+                and flow.applies_to(c.process.queue, c.process.job_name, c.process.concurrency_key)
+            }
+        )
         with self._connection(connection) as conn:
-            rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
+            if claiming and kept:
+                with conn.transaction():
+                    rows = self._claim_within_limits(conn, params, kept)
+                    if freed:
+                        conn.execute(self.queries["wake_queues"], {"queues": freed})
+            elif freed:
+                with conn.transaction():
+                    rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
+                    conn.execute(self.queries["wake_queues"], {"queues": freed})
+            else:
+                rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
         written: dict[uuid.UUID, uuid.UUID | None] = {}
         processes = []
         for row in rows:
@@ -661,12 +710,53 @@ class PostgresStore:
         lost = [c.process.id for c in completions if c.process.id not in written]
         return FinishReport(written=written, lost_lease=lost), processes
 
-    def seconds_until_next_start(self, *, queues: Sequence[str]) -> float | None:
+    def _claim_within_limits(
+        self, conn: psycopg.Connection[Any], params: dict[str, Any], limits: list[FlowLimit]
+    ) -> list[Any]:
+        """finish_and_claim under the advisory locks of ``limits``. A claim that a limit cut
+        short (it took the limit's last room, passing over requests behind) leaves the limit
+        closed: the next one, in the same transaction, passes over that limit's requests
+        altogether and takes what waits behind them; one claim per limit at most."""
+        conn.execute(
+            self.queries["lock_limits"],
+            {"schema": self.schema, "keys": sorted(flow.key for flow in limits)},
+        )
+        params = {**params, "limits": _limits_json(limits)}
+        rated = _limits_json([flow for flow in limits if flow.max_starts is not None])
+        rows: list[Any] = []
+        wanted = params["limit"]
+        for _ in range(len(limits) + 1):
+            found = conn.execute(self.finish_and_claim_within_limits, params).fetchall()
+            rows += found
+            claimed = [row[1] for row in found if row[0] == "claimed"]
+            if claimed and rated != "[]":
+                conn.execute(self.queries["record_starts"], {"limits": rated, "ids": claimed})
+            wanted -= len(claimed)
+            if not claimed or not wanted:
+                break
+            params |= {"limit": wanted, "started": "[]", "outcomes": "[]"}
+        return rows
+
+    def seconds_until_next_start(
+        self, *, queues: Sequence[str], limits: Sequence[FlowLimit] = ()
+    ) -> float | None:
+        rated = [
+            flow
+            for flow in limits
+            if flow.max_starts is not None
+            and (flow.scope is not LimitScope.QUEUE or flow.name in queues)
+        ]
         with self._connection() as conn:
             row = conn.execute(
                 self.queries["seconds_until_next_start"], {"queues": list(queues)}
             ).fetchone()
-        return None if row is None or row[0] is None else max(0.0, row[0])
+            waits = [] if row is None or row[0] is None else [row[0]]
+            if rated:
+                row = conn.execute(
+                    self.queries["seconds_until_limits_reopen"], {"limits": _limits_json(rated)}
+                ).fetchone()
+                waits += [] if row is None or row[0] is None else [row[0]]
+        return max(0.0, min(waits)) if waits else None
 
     def link_reruns(
         self, links: Sequence[tuple[uuid.UUID, uuid.UUID]], *, connection: Any = None
@@ -1140,6 +1230,16 @@ def _process_from_row(row: Sequence[Any]) -> JobProcess:
         worker_id=row[16],
         claimed_at=row[17],
         timeout=row[18],
+    )
+
+
+def _limits_json(limits: Sequence[FlowLimit]) -> str:
+    """Flow limits as the queries read them: [key, scope, name, max_running, max_starts, per]."""
+    return json.dumps(
+        [
+            [flow.key, flow.scope.value, flow.name, flow.max_running, flow.max_starts, flow.per]
+            for flow in limits
+        ]
     )
 
 

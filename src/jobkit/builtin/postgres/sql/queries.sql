@@ -122,6 +122,8 @@ WHERE queue = ANY(%(queues)s::text[]) AND start_at > now();
 --   %(started)s is a jsonb array of [id, started_at (epoch seconds)] of attempts that started
 --   running since the last round trip (never ones finished in this one): their processes get
 --   started_at, so a rescue can tell them from attempts that never ran.
+-- Which requests it claims is the ready_requests block (ready_requests_within_limits when the
+-- worker keeps flow limits), put in its place when the store starts.
 -- Rows come back as ('finished', id, retry_request_id) or ('claimed', the process's columns).
 WITH started AS (
     UPDATE {schema}.processes AS p
@@ -198,20 +200,7 @@ finished AS (
     RETURNING id, retry_request_id
 ),
 ready AS (
-    SELECT head.id
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    -- A paused queue is not claimed from (its jobs stay pending until it is resumed).
-    CROSS JOIN LATERAL (
-        SELECT id, priority, start_at, seq
-        FROM {schema}.requests
-        WHERE queue = q.name AND start_at <= now()
-        ORDER BY priority DESC, start_at, seq
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS head
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS paused WHERE paused.queue = q.name)
-    ORDER BY head.priority DESC, head.start_at, head.seq
-    LIMIT %(limit)s
+    {ready_requests}
 ),
 moved AS (
     DELETE FROM {schema}.requests AS r
@@ -247,6 +236,157 @@ SELECT
     retry_attempt, concurrency_key, headers::text, source, retry_of, start_at, created_at,
     worker_id, claimed_at, timeout
 FROM claimed;
+
+-- name: ready_requests
+-- finish_and_claim's claim (no flow limits): the ready requests to claim, by id.
+SELECT head.id
+FROM unnest(%(queues)s::text[]) AS q(name)
+-- A paused queue is not claimed from (its jobs stay pending until it is resumed).
+CROSS JOIN LATERAL (
+    SELECT id, priority, start_at, seq
+    FROM {schema}.requests
+    WHERE queue = q.name AND start_at <= now()
+    ORDER BY priority DESC, start_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS head
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS paused WHERE paused.queue = q.name)
+ORDER BY head.priority DESC, head.start_at, head.seq
+LIMIT %(limit)s
+
+-- name: ready_requests_within_limits
+-- finish_and_claim's claim for a worker that keeps flow limits, run after lock_limits in the same
+-- transaction (so it sees every claim that committed before it took the locks). %(limits)s is a
+-- jsonb array of [key, scope, name, max_running, max_starts, per]. Each limit's room is what
+-- neither its running count (processes of its scope, less those this round trip finishes) nor
+-- its starts within the window (limit_starts) leave. Each queue's head is read as
+-- ready_requests reads it, passing over the requests of limits with no room (so they do not
+-- block the rest of their queue); of the heads, a request is taken only while every limit it
+-- counts in still has room, in claim order.
+WITH limits AS (
+    SELECT
+        l->>0 AS key, l->>1 AS scope, l->>2 AS name, (l->>3)::integer AS max_running,
+        (l->>4)::integer AS max_starts, (l->>5)::float8 AS per
+    FROM jsonb_array_elements(%(limits)s::jsonb) AS l
+),
+room AS (
+    SELECT
+        limits.key, limits.scope, limits.name,
+        least(
+            limits.max_running - (
+                SELECT count(*) FROM {schema}.processes AS p
+                WHERE limits.name = CASE limits.scope
+                        WHEN 'queue' THEN p.queue
+                        WHEN 'job_name' THEN p.job_name
+                        ELSE p.concurrency_key
+                    END
+                  AND NOT (p.worker_id = %(worker_id)s AND p.id IN (SELECT id FROM outcome))
+            ),
+            limits.max_starts - (
+                SELECT count(*)
+                FROM {schema}.limit_starts AS s, unnest(s.starts) AS started(at)
+                WHERE s.key = limits.key
+                  AND started.at > statement_timestamp() - make_interval(secs => limits.per)
+            )
+        ) AS room
+    FROM limits
+),
+closed AS (
+    SELECT
+        coalesce(array_agg(name) FILTER (WHERE scope = 'queue'), '{{}}') AS queues,
+        coalesce(array_agg(name) FILTER (WHERE scope = 'job_name'), '{{}}') AS job_names,
+        coalesce(array_agg(name) FILTER (WHERE scope = 'concurrency_key'), '{{}}') AS keys
+    FROM room
+    WHERE room <= 0
+),
+heads AS (
+    SELECT head.*
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN closed
+    CROSS JOIN LATERAL (
+        SELECT id, priority, start_at, seq, queue, job_name, concurrency_key
+        FROM {schema}.requests
+        WHERE queue = q.name AND start_at <= now()
+          AND job_name <> ALL(closed.job_names) AND concurrency_key <> ALL(closed.keys)
+        ORDER BY priority DESC, start_at, seq
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS head
+    WHERE q.name <> ALL(closed.queues)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queue_pauses AS paused WHERE paused.queue = q.name)
+),
+places AS (
+    SELECT
+        heads.id, room.room,
+        row_number() OVER (
+            PARTITION BY room.key ORDER BY heads.priority DESC, heads.start_at, heads.seq
+        ) AS place
+    FROM heads
+    JOIN room ON room.name = CASE room.scope
+            WHEN 'queue' THEN heads.queue
+            WHEN 'job_name' THEN heads.job_name
+            ELSE heads.concurrency_key
+        END
+)
+SELECT heads.id
+FROM heads
+-- NOT IN, so the places past a limit's room are found once (NOT EXISTS would number them again
+-- for each head).
+WHERE heads.id NOT IN (SELECT id FROM places WHERE place > room)
+ORDER BY heads.priority DESC, heads.start_at, heads.seq
+LIMIT %(limit)s
+
+-- name: lock_limits
+-- Serialize the claims that count against the same flow limits, for the rest of the
+-- transaction: one advisory lock per limit key (%(keys)s), taken in one order, so two claimers
+-- never wait for each other in a circle. A transaction lock, so a claimer that dies lets go.
+SELECT count(pg_advisory_xact_lock(lock_id))
+FROM (
+    SELECT DISTINCT hashtextextended('jobkit limit ' || %(schema)s || ' ' || key, 0) AS lock_id
+    FROM unnest(%(keys)s::text[]) AS k(key)
+    ORDER BY lock_id
+) AS locks;
+
+-- name: record_starts
+-- After a claim within limits, in its transaction: append the claim time of each claimed
+-- attempt (%(ids)s) to every rate limit it counts in, keeping the newest max_starts of each.
+-- %(limits)s is as for ready_requests_within_limits (rate limits only).
+INSERT INTO {schema}.limit_starts AS s (key, starts)
+SELECT limits.key, array_agg(statement_timestamp())
+FROM jsonb_array_elements(%(limits)s::jsonb) AS l
+CROSS JOIN LATERAL (SELECT l->>0 AS key, l->>1 AS scope, l->>2 AS name) AS limits
+JOIN {schema}.processes AS p ON limits.name = CASE limits.scope
+        WHEN 'queue' THEN p.queue
+        WHEN 'job_name' THEN p.job_name
+        ELSE p.concurrency_key
+    END
+WHERE p.id = ANY(%(ids)s::uuid[])
+GROUP BY limits.key
+ON CONFLICT (key) DO UPDATE
+SET starts = (s.starts || excluded.starts)[
+    greatest(1, cardinality(s.starts) + cardinality(excluded.starts) - (
+        SELECT (l->>4)::integer FROM jsonb_array_elements(%(limits)s::jsonb) AS l
+        WHERE l->>0 = s.key
+    ) + 1):];
+
+-- name: seconds_until_limits_reopen
+-- Seconds until the first of the rate limits %(limits)s (as for ready_requests_within_limits)
+-- that has no room now has room again: its oldest start in the window leaves it. NULL if none
+-- is full.
+SELECT extract(epoch FROM min(reopen) - statement_timestamp())::float8
+FROM (
+    SELECT s.starts[cardinality(s.starts) - (l->>4)::integer + 1]
+        + make_interval(secs => (l->>5)::float8) AS reopen
+    FROM jsonb_array_elements(%(limits)s::jsonb) AS l
+    JOIN {schema}.limit_starts AS s ON s.key = l->>0
+    WHERE cardinality(s.starts) >= (l->>4)::integer
+) AS full_limits
+WHERE reopen > statement_timestamp();
+
+-- name: wake_queues
+-- Wake the workers of %(queues)s (at commit): a limited attempt of theirs ended, so a claim
+-- that a limit held back may take one now.
+SELECT count(pg_notify({channel}, queue)) FROM unnest(%(queues)s::text[]) AS q(queue);
 
 -- name: link_reruns
 -- Point results at the requests that run their jobs again (a deferral re-enqueued through its
