@@ -1442,14 +1442,18 @@ class StoreContract:
         store.enqueue([make_request(job_name=name) for _ in range(60)], connection=None)
         workers = [self.register(store) for _ in range(4)]
         seen: list[int] = []
+        # Every round, all four claim before any finishes, so the limit is reached for sure.
+        round_ends = threading.Barrier(len(workers), timeout=30)
 
         def claim_and_finish(worker: WorkerInfo) -> None:
-            for _ in range(40):
+            for _ in range(20):
                 batch = store.claim(worker_id=worker.id, queues=["default"], limit=2, limits=limits)
+                round_ends.wait()
                 _, processing = store.find_active(
                     job_name=name, concurrency_key=None, connection=None
                 )
                 seen.append(len(processing))
+                round_ends.wait()
                 store.finish(worker_id=worker.id, completions=[completion(p) for p in batch])
 
         threads = [threading.Thread(target=claim_and_finish, args=(w,)) for w in workers]
