@@ -61,7 +61,14 @@ from jobkit.records import (
 )
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
-from jobkit.runtime import enqueue_many, get_result, job_state, queue_depths
+from jobkit.runtime import (
+    aenqueue_many,
+    aget_result,
+    enqueue_many,
+    get_result,
+    job_state,
+    queue_depths,
+)
 from jobkit.schedule import Schedule, ScheduleError
 from jobkit.settings import Settings
 from jobkit.workflows import Chain, Group, Pipeline, Workflow
@@ -110,6 +117,8 @@ __all__ = [
     "WorkerStatus",
     "Workflow",
     "WorkflowState",
+    "aenqueue_many",
+    "aget_result",
     "cancel",
     "cancel_workflow",
     "delete_job",

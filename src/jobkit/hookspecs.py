@@ -169,6 +169,32 @@ def jobkit_enqueue_lock(
     """
 
 
+@hookspec(firstresult=True)
+def jobkit_async_enqueue_lock(
+    job_name: str, concurrency_key: str, connection: Any, settings: Settings
+) -> contextlib.AbstractAsyncContextManager[Any] | None:
+    """The async form of ``jobkit_enqueue_lock``, for ``await arun_in_worker()`` and
+    ``aenqueue_many()``: return an async context manager held, as that hook's lock is, around
+    ``should_enqueue()`` and the insert until the enqueue's transaction commits; None when
+    this plugin has no async lock for ``connection``.
+
+    When no plugin answers, the async path takes the ``jobkit_enqueue_lock`` answer (made for
+    an enqueue without a connection of the caller's, so a lock that needs none, like
+    ``jobkit-redis-lock``'s, serves) and enters and exits it in a thread.
+
+    :param job_name: the registered name of the job.
+    :param concurrency_key: the job's non-empty concurrency key.
+    :param connection: the enqueue's async connection, inside its transaction.
+    :param settings: the settings, for a plugin's own section (``settings.section(name)``).
+
+    Kind: provider (firstresult). Built-in: ``jobkit.builtin.locks`` (the same
+    transaction-scoped PostgreSQL advisory lock, on a ``psycopg.AsyncConnection``),
+    ``trylast``.
+    Called: in the producer, once per keyed job enqueued by the async API.
+    Added: 0.1
+    """
+
+
 # Enqueue ----------------------------------------------------------------------------------------
 
 
@@ -202,14 +228,21 @@ def jobkit_enqueue(
     Wrap it (``@hookimpl(wrapper=True)``) to observe or decorate every enqueue, e.g. to add
     ``headers`` to the requests before they are stored.
 
+    For the async API (``await arun_in_worker()``, ``aenqueue_many()``) the kernel's answer is a
+    coroutine, awaited in the caller's task between the wrappers' halves (as ``jobkit_run_job``'s
+    for an async job): wrappers need no change, but run on the event loop, so must not block.
+    ``connection`` is then an async one (a ``psycopg.AsyncConnection`` for the built-in store).
+    (``docs/async-enqueue.md``)
+
     :param jobs: the job instances; one for ``run_in_worker()``, many for ``enqueue_many()``.
     :param requests: their requests, with defaults resolved and parameters serialized.
     :param connection: the connection the insert runs on (the caller's, for a transactional
         enqueue).
 
     Kind: action (firstresult, wrappable). Built-in: the kernel (lock, ``should_enqueue``,
-    ``Store.enqueue``), ``trylast``.
-    Called: in the producer, once per ``run_in_worker()`` or ``enqueue_many()`` call.
+    ``Store.enqueue``; ``Store.aenqueue`` for the async API), ``trylast``.
+    Called: in the producer, once per ``run_in_worker()`` or ``enqueue_many()`` call, and per
+    ``arun_in_worker()`` or ``aenqueue_many()`` call.
     Added: 0.1
     """
 

@@ -106,6 +106,35 @@ class Job:
             connection=connection,
         )
 
+    @_names_plain_worker_options
+    async def arun_in_worker(
+        self,
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        concurrency_key: str | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        connection: Any = None,
+    ) -> JobRequest | None:
+        """``run_in_worker``, async: the same defaults, enqueue lock, ``should_enqueue`` and
+        hooks, on the store's async connection pool; with ``connection`` (a
+        ``psycopg.AsyncConnection`` for the built-in store) inside the caller's transaction.
+        ``should_enqueue`` runs in a thread, its reads on the enqueue's connection."""
+        from jobkit.runtime import get_runtime
+
+        return await get_runtime().aenqueue(
+            self,
+            queue=queue,
+            delay=delay,
+            priority=priority,
+            retries=retries,
+            concurrency_key=concurrency_key,
+            timeout=timeout,
+            connection=connection,
+        )
+
     # Defaults, each overridable per class and per call ---------------------------------------
 
     def default_queue(self) -> str:

@@ -8,9 +8,11 @@ its pool children build theirs from the settings they are given. The kernel's ow
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import datetime
+import functools
 import importlib
 import logging
 import math
@@ -20,7 +22,16 @@ import threading
 import traceback
 import types
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +87,7 @@ from jobkit.settings import (
     parse_limits,
     with_plugin_sections,
 )
-from jobkit.store import Store
+from jobkit.store import AsyncStore, Store
 
 logger = logging.getLogger("jobkit")
 
@@ -94,9 +105,16 @@ seconds), and past about 290,000 years it no longer fits PostgreSQL's timestamps
 MAX_CONCURRENCY_KEY_BYTES = 1000
 """The longest concurrency key, in UTF-8 bytes: an index on (job_name, concurrency_key) holds
 rows of at most about 2,700 bytes, so this leaves the job name room to spare."""
-# The connection of the enqueue in progress, so should_enqueue() sees the same transaction.
-_enqueue_connection: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "jobkit_enqueue_connection", default=None
+# The connection of the enqueue in progress, so should_enqueue() sees the same transaction; for
+# an async enqueue, with the event loop the connection belongs to (should_enqueue() runs in a
+# thread, and reads through that loop).
+_enqueue_connection: contextvars.ContextVar[tuple[Any, asyncio.AbstractEventLoop | None]] = (
+    contextvars.ContextVar("jobkit_enqueue_connection", default=(None, None))
+)
+# The requests of the async API's enqueue in progress: the kernel's jobkit_enqueue answers
+# that call (and it alone) with a coroutine, awaited between the hook's wrappers.
+_async_enqueue: contextvars.ContextVar[Sequence[JobRequest] | None] = contextvars.ContextVar(
+    "jobkit_async_enqueue", default=None
 )
 ActiveJobs = tuple[list[JobRequest], list[JobProcess]]
 # What find_active read during the should_enqueue decision in progress, by (job name, key).
@@ -124,6 +142,7 @@ class Runtime:
         """The modules ``import_jobs`` imported: the imports setting's, then those found
         through discover_jobs."""
         self._store: Store | None = None
+        self._async_store: AsyncStore | None = None
         self._serializer: Serializer | None = None
         self._run_chain: RunJob | None = None
         self._async_run_chain: AsyncRunJob | None = None
@@ -290,28 +309,71 @@ class Runtime:
             )
         return found
 
+    async def aget_async_store(self) -> AsyncStore:
+        """The store, for the async API: made in a thread on first use (an embedded database
+        starts then), and refused with a ``StoreError`` when it has no async methods."""
+        if self._async_store is None:
+            store = (
+                self.store
+                if self._store is not None
+                else await asyncio.to_thread(getattr, self, "store")
+            )
+            if not isinstance(store, AsyncStore):
+                missing = [
+                    name for name in _ASYNC_STORE_METHODS if getattr(store, name, None) is None
+                ]
+                raise StoreError(
+                    f"the store {store!r} has no async methods ({', '.join(missing)} are "
+                    f"missing; see jobkit.store.AsyncStore), so await arun_in_worker(), "
+                    f"aenqueue_many() and aget_result() cannot use it: call run_in_worker() "
+                    f"in a thread instead (await asyncio.to_thread(job.run_in_worker))"
+                )
+            self._async_store = store
+        return self._async_store
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+            self._async_store = None
+
+    async def aclose(self) -> None:
+        """Close the async connections of the running event loop (an app's shutdown)."""
+        if self._async_store is not None:
+            await self._async_store.aclose()
 
     # Enqueue ------------------------------------------------------------------------------
 
     def enqueue(self, job: Job, *, connection: Any = None, **options: Any) -> JobRequest | None:
         """Enqueue ``job`` with ``build_request``'s options; ``source`` defaults to the
         caller's file and line."""
-        if "source" not in options:
-            options["source"] = caller_location()
-        request = self.build_request(job, **options)
-        return self.enqueue_requests([job], [request], connection)[0]
+        return self.enqueue_requests([job], self._requests([job], options), connection)[0]
 
     def enqueue_many(
         self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
     ) -> list[JobRequest | None]:
-        source = caller_location()
         jobs = list(jobs)
-        requests = [self.build_request(job, source=source, **options) for job in jobs]
-        return self.enqueue_requests(jobs, requests, connection)
+        return self.enqueue_requests(jobs, self._requests(jobs, options), connection)
+
+    async def aenqueue(
+        self, job: Job, *, connection: Any = None, **options: Any
+    ) -> JobRequest | None:
+        """``enqueue``, async: on the store's async connections, or ``connection`` (an async
+        one)."""
+        requests = self._requests([job], options)
+        return (await self.aenqueue_requests([job], requests, connection))[0]
+
+    async def aenqueue_many(
+        self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
+    ) -> list[JobRequest | None]:
+        jobs = list(jobs)
+        return await self.aenqueue_requests(jobs, self._requests(jobs, options), connection)
+
+    def _requests(self, jobs: Sequence[Job], options: dict[str, Any]) -> list[JobRequest]:
+        """``build_request`` of each job with ``options``, ``source`` the caller's file and line
+        unless given."""
+        options.setdefault("source", caller_location())
+        return [self.build_request(job, **options) for job in jobs]
 
     def enqueue_requests(
         self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
@@ -324,15 +386,49 @@ class Runtime:
             return []
         connection = self._callers_connection(connection)
         stored = self.pm.hook.jobkit_enqueue(jobs=jobs, requests=requests, connection=connection)
+        committed = self._enqueued(jobs, stored)
+        if committed is not None:
+            self.store.after_commit(connection, committed)
+        _call_on_enqueued(jobs, stored)
+        return stored
+
+    async def aenqueue_requests(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+    ) -> list[JobRequest | None]:
+        """``enqueue_requests``, async: the same hooks, the kernel's answer to
+        ``jobkit_enqueue`` (``aenqueue_now``) awaited between the wrappers' halves."""
+        jobs, requests = list(jobs), list(requests)
+        if not jobs:
+            return []
+        store = await self.aget_async_store()
+        connection = self._callers_connection(connection)
+        token = _async_enqueue.set(requests)
+        try:
+            stored = await call_awaiting(
+                self.pm.hook.jobkit_enqueue, jobs=jobs, requests=requests, connection=connection
+            )
+        finally:
+            _async_enqueue.reset(token)
+        committed = self._enqueued(jobs, stored)
+        if committed is not None:
+            await store.aafter_commit(connection, committed)
+        _call_on_enqueued(jobs, stored)
+        return stored
+
+    def _enqueued(
+        self, jobs: Sequence[Job], stored: Sequence[JobRequest | None]
+    ) -> Callable[[], None] | None:
+        """Tell ``jobkit_job_enqueued`` of each stored request; return the call of
+        ``jobkit_job_committed`` to make once they commit (None: no plugin listens, or none
+        was stored)."""
         for job, request in zip(jobs, stored, strict=True):
             if request is not None:
                 notify(self.pm.hook.jobkit_job_enqueued, job=job, request=request)
         committed = self.pm.hook.jobkit_job_committed
         inserted = [request for request in stored if request is not None]
-        if inserted and committed.get_hookimpls():
-            self.store.after_commit(connection, lambda: notify(committed, requests=inserted))
-        _call_on_enqueued(jobs, stored)
-        return stored
+        if not inserted or not committed.get_hookimpls():
+            return None
+        return lambda: notify(committed, requests=inserted)
 
     def _callers_connection(self, connection: Any) -> Any:
         """The connection an enqueue joins: ``connection``, else the one ``jobkit_connection``
@@ -434,45 +530,78 @@ class Runtime:
     def enqueue_now(
         self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
     ) -> list[JobRequest | None]:
-        """The kernel's ``jobkit_enqueue``: jobs that need no decision go in one insert; a job
-        with a concurrency key or its own ``should_enqueue`` is decided under its lock, in one
-        transaction with the inserts before it, so each decision sees them."""
-        pairs = list(zip(jobs, requests, strict=True))
-        if not any(self._needs_decision(job, request) for job, request in pairs):
-            allowed = [self._plugins_allow(job, r) for job, r in zip(jobs, requests, strict=True)]
-            accepted = [r for r, ok in zip(requests, allowed, strict=True) if ok]
-            self.store.enqueue(accepted, connection=connection)
-            return [r if ok else None for r, ok in zip(requests, allowed, strict=True)]
-
-        stored: list[JobRequest | None] = [None] * len(jobs)
+        """The kernel's ``jobkit_enqueue``: ``_enqueue_plan`` run on the store's sync methods;
+        in a transaction when a job needs a decision."""
+        plan = self._enqueue_plan(jobs, requests)
         # Locks are released only after the transaction commits: a lock outside the database
         # (Redis, say) released earlier would let another producer check before this insert
         # is visible. (With the caller's connection the commit is the caller's, later.)
-        with (
-            contextlib.ExitStack() as locks,  # exits last: after the commit
-            self.store.transaction(connection) as conn,
-            _using_connection(conn),
-        ):
-            batch: list[int] = []
+        with contextlib.ExitStack() as locks:  # exits last: after the commit
+            if not any(map(self._needs_decision, jobs, requests)):
+                return _drive(plan, lambda step: self._perform(step, connection, locks))
+            with self.store.transaction(connection) as conn, _using_connection(conn):
+                return _drive(plan, lambda step: self._perform(step, conn, locks))
 
-            def flush() -> None:
-                self.store.enqueue([requests[i] for i in batch], connection=conn)
-                for i in batch:
-                    stored[i] = requests[i]
-                batch.clear()
+    async def aenqueue_now(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
+    ) -> list[JobRequest | None]:
+        """The kernel's ``jobkit_enqueue`` for the async API: ``_enqueue_plan`` run on the
+        store's async methods, the same way as ``enqueue_now``."""
+        plan = self._enqueue_plan(jobs, requests)
+        store = await self.aget_async_store()
+        async with contextlib.AsyncExitStack() as locks:
+            if not any(map(self._needs_decision, jobs, requests)):
+                return await _adrive(plan, lambda step: self._aperform(step, connection, locks))
+            async with store.atransaction(connection) as conn:
+                with _using_connection(conn, asyncio.get_running_loop()):
+                    return await _adrive(plan, lambda step: self._aperform(step, conn, locks))
 
-            for index, (job, request) in enumerate(zip(jobs, requests, strict=True)):
-                if not self._needs_decision(job, request):
-                    if self._plugins_allow(job, request):
-                        batch.append(index)
-                    continue
-                flush()
-                locks.enter_context(self._enqueue_lock(job, request, conn))
-                if self._allowed(job, request):
+    def _enqueue_plan(
+        self, jobs: Sequence[Job], requests: Sequence[JobRequest]
+    ) -> Generator[EnqueueStep, Any, list[JobRequest | None]]:
+        """The decisions of an enqueue without its I/O, shared by the sync and the async
+        kernel (as psycopg shares its protocol code between its two connections): it yields
+        the steps its driver performs (``_Insert``, ``_Lock``, ``_Decide``, which is sent back
+        the decision), and returns each request as stored, or None where it was declined.
+
+        Jobs that need no decision go in one insert; a job with a concurrency key or its own
+        ``should_enqueue`` is decided under its lock, after the inserts before it, so each
+        decision sees them."""
+        stored: list[JobRequest | None] = [None] * len(requests)
+        batch: list[int] = []
+        for index, (job, request) in enumerate(zip(jobs, requests, strict=True)):
+            if not self._needs_decision(job, request):
+                if self._plugins_allow(job, request):
                     batch.append(index)
-                    flush()
-            flush()
+                continue
+            yield from _insert(requests, batch, stored)
+            yield _Lock(job, request)
+            if (yield _Decide(job, request)):
+                yield from _insert(requests, [index], stored)
+        yield from _insert(requests, batch, stored)
         return stored
+
+    def _perform(self, step: EnqueueStep, connection: Any, locks: contextlib.ExitStack) -> Any:
+        """Do one step of ``_enqueue_plan`` with the store's sync methods."""
+        if isinstance(step, _Insert):
+            return self.store.enqueue(step.requests, connection=connection)
+        if isinstance(step, _Lock):
+            return locks.enter_context(self._enqueue_lock(step.job, step.request, connection))
+        return self._allowed(step.job, step.request)
+
+    async def _aperform(
+        self, step: EnqueueStep, connection: Any, locks: contextlib.AsyncExitStack
+    ) -> Any:
+        """Do one step of ``_enqueue_plan`` with the store's async methods. The decision is
+        user code written sync (``should_enqueue``, ``get_requested_jobs``): it runs in a
+        thread, and its reads come back to this loop, on the enqueue's connection."""
+        store = await self.aget_async_store()
+        if isinstance(step, _Insert):
+            return await store.aenqueue(step.requests, connection=connection)
+        if isinstance(step, _Lock):
+            lock = self._aenqueue_lock(step.job, step.request, connection)
+            return await locks.enter_async_context(lock)
+        return await asyncio.to_thread(self._allowed, step.job, step.request)
 
     @staticmethod
     def _needs_decision(job: Job | type[Job], request: JobRequest) -> bool:
@@ -503,19 +632,45 @@ class Runtime:
             return contextlib.nullcontext()
         lock = job.get_enqueue_lock(request.concurrency_key)
         if lock is None:
-            lock = self.pm.hook.jobkit_enqueue_lock(
-                job_name=request.job_name,
-                concurrency_key=request.concurrency_key,
-                connection=connection,
-                settings=self.settings,
-            )
+            lock = self._lock_hook(self.pm.hook.jobkit_enqueue_lock, request, connection)
         if lock is None:
-            raise PluginError(
-                f"no plugin provides an enqueue lock for {request.job_name} with a concurrency "
-                f"key on {type(connection).__name__} connections (is jobkit.builtin.locks in "
-                f"disable_plugins without a replacement?)"
-            )
+            raise self._no_lock(request, connection)
         return lock
+
+    def _aenqueue_lock(
+        self, job: Job, request: JobRequest, connection: Any
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The async enqueue's lock: the job's own ``get_enqueue_lock()`` or, when no plugin
+        answers ``jobkit_async_enqueue_lock``, the ``jobkit_enqueue_lock`` answer, each held in
+        a thread of its own; else the async answer."""
+        if not request.concurrency_key:
+            return contextlib.nullcontext()
+        lock = job.get_enqueue_lock(request.concurrency_key)
+        if lock is None:
+            hook = self.pm.hook.jobkit_async_enqueue_lock
+            async_lock = self._lock_hook(hook, request, connection)
+            if async_lock is not None:
+                return async_lock  # type: ignore[no-any-return]
+            lock = self._lock_hook(self.pm.hook.jobkit_enqueue_lock, request, connection)
+        if lock is None:
+            raise self._no_lock(request, connection)
+        return _held_in_a_thread(lock)
+
+    def _lock_hook(self, hook: pluggy.HookCaller, request: JobRequest, connection: Any) -> Any:
+        return hook(
+            job_name=request.job_name,
+            concurrency_key=request.concurrency_key,
+            connection=connection,
+            settings=self.settings,
+        )
+
+    @staticmethod
+    def _no_lock(request: JobRequest, connection: Any) -> PluginError:
+        return PluginError(
+            f"no plugin provides an enqueue lock for {request.job_name} with a concurrency "
+            f"key on {type(connection).__name__} connections (is jobkit.builtin.locks in "
+            f"disable_plugins without a replacement?)"
+        )
 
     def find_active(
         self, job_class: type[Job], concurrency_key: str | None
@@ -529,9 +684,7 @@ class Runtime:
         name = self.registry.name_of(job_class)
         reads = _decision_reads.get()
         if reads is None:
-            requests, processes = self.store.find_active(
-                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
-            )
+            requests, processes = self._read_active(name, concurrency_key)
             return JobList(requests), JobList(processes)
         if (name, concurrency_key) not in reads and (name, None) in reads:
             requests, processes = reads[name, None]
@@ -540,14 +693,30 @@ class Runtime:
                 [process for process in processes if process.concurrency_key == concurrency_key],
             )
         if (name, concurrency_key) not in reads:
-            reads[name, concurrency_key] = self.store.find_active(
-                job_name=name, concurrency_key=concurrency_key, connection=_enqueue_connection.get()
-            )
+            reads[name, concurrency_key] = self._read_active(name, concurrency_key)
         requests, processes = reads[name, concurrency_key]
         return JobList(requests), JobList(processes)
 
+    def _read_active(self, name: str, concurrency_key: str | None) -> ActiveJobs:
+        """``Store.find_active`` on the enqueue's connection; for an async enqueue, run on its
+        event loop from the decision's thread."""
+        connection, loop = _enqueue_connection.get()
+        if loop is None:
+            return self.store.find_active(
+                job_name=name, concurrency_key=concurrency_key, connection=connection
+            )
+        assert self._async_store is not None  # the async enqueue in progress made it
+        read = self._async_store.afind_active(
+            job_name=name, concurrency_key=concurrency_key, connection=connection
+        )
+        return asyncio.run_coroutine_threadsafe(read, loop).result()
+
     def get_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
         return self.store.get_result(_attempt_id("get_result", attempt_id))
+
+    async def aget_result(self, attempt_id: uuid.UUID | str) -> JobResult | None:
+        attempt = _attempt_id("aget_result", attempt_id)
+        return await (await self.aget_async_store()).aget_result(attempt)
 
     def job_state(self, attempt_id: uuid.UUID | str) -> JobState:
         """Where the job of ``attempt_id`` is now; ``UnknownJobError`` when no attempt has that
@@ -1046,7 +1215,11 @@ class CorePlugin:
     @hookimpl(trylast=True)
     def jobkit_enqueue(
         self, jobs: Sequence[Job], requests: Sequence[JobRequest], connection: Any
-    ) -> list[JobRequest | None]:
+    ) -> list[JobRequest | None] | Coroutine[Any, Any, list[JobRequest | None]]:
+        """``enqueue_now``; for the async API's call (of these very requests), the coroutine
+        of ``aenqueue_now``, which ``call_awaiting`` awaits between the hook's wrappers."""
+        if _async_enqueue.get() is requests:
+            return self.runtime.aenqueue_now(jobs, requests, connection)
         return self.runtime.enqueue_now(jobs, requests, connection)
 
     @hookimpl(trylast=True)
@@ -1366,12 +1539,108 @@ def _one_decision() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _using_connection(connection: Any) -> Iterator[None]:
-    token = _enqueue_connection.set(connection)
+def _using_connection(
+    connection: Any, loop: asyncio.AbstractEventLoop | None = None
+) -> Iterator[None]:
+    token = _enqueue_connection.set((connection, loop))
     try:
         yield
     finally:
         _enqueue_connection.reset(token)
+
+
+# The steps of an enqueue plan, and its two drivers ---------------------------------------------
+
+
+@attrs.frozen
+class _Insert:
+    """Insert these requests; the driver sends back the stored ones."""
+
+    requests: list[JobRequest]
+
+
+@attrs.frozen
+class _Lock:
+    """Take the enqueue lock of this job's concurrency key, until the transaction ends."""
+
+    job: Job
+    request: JobRequest
+
+
+@attrs.frozen
+class _Decide:
+    """Ask ``should_enqueue`` and the ``jobkit_should_enqueue`` plugins; send back the answer."""
+
+    job: Job
+    request: JobRequest
+
+
+EnqueueStep = _Insert | _Lock | _Decide
+
+
+def _insert(
+    requests: Sequence[JobRequest], indexes: list[int], stored: list[JobRequest | None]
+) -> Generator[EnqueueStep, Any, None]:
+    """Yield the insert of ``requests`` at ``indexes`` (if any), note them stored, and empty
+    ``indexes``."""
+    if indexes:
+        yield _Insert([requests[index] for index in indexes])
+        for index in indexes:
+            stored[index] = requests[index]
+        indexes.clear()
+
+
+def _drive(
+    plan: Generator[EnqueueStep, Any, list[JobRequest | None]],
+    perform: Callable[[EnqueueStep], Any],
+) -> list[JobRequest | None]:
+    """Run ``plan``, performing each step it yields and sending back the answer."""
+    try:
+        step = next(plan)
+        while True:
+            step = plan.send(perform(step))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(
+    plan: Generator[EnqueueStep, Any, list[JobRequest | None]],
+    perform: Callable[[EnqueueStep], Awaitable[Any]],
+) -> list[JobRequest | None]:
+    """``_drive``, awaiting each step."""
+    try:
+        step = next(plan)
+        while True:
+            step = plan.send(await perform(step))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def _held_in_a_thread(lock: contextlib.AbstractContextManager[Any]) -> AsyncIterator[Any]:
+    """A sync lock held from an async enqueue: entered and exited in one thread of its own
+    (a lock may keep its token per thread, as redis-py's does), the loop free meanwhile."""
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ThreadPoolExecutor(1, "jobkit-enqueue-lock") as thread:
+        entered = await loop.run_in_executor(thread, lock.__enter__)
+        try:
+            yield entered
+        except BaseException as error:
+            exit_ = functools.partial(lock.__exit__, type(error), error, error.__traceback__)
+            if not await loop.run_in_executor(thread, exit_):
+                raise
+        else:
+            await loop.run_in_executor(thread, lock.__exit__, None, None, None)
+
+
+_ASYNC_STORE_METHODS = (
+    "atransaction",
+    "aenqueue",
+    "afind_active",
+    "aafter_commit",
+    "aget_result",
+    "aclose",
+)
 
 
 # The process's current runtime -----------------------------------------------------------------
@@ -1425,11 +1694,39 @@ def enqueue_many(
     )
 
 
+async def aenqueue_many(
+    jobs: Sequence[Job],
+    *,
+    queue: str | None = None,
+    delay: Delay | None = None,
+    priority: int | None = None,
+    retries: int | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    connection: Any = None,
+) -> list[JobRequest | None]:
+    """``enqueue_many``, async: on the store's async connection pool, or inside the
+    transaction of ``connection`` (a ``psycopg.AsyncConnection`` for the built-in store)."""
+    return await get_runtime().aenqueue_many(
+        jobs,
+        queue=queue,
+        delay=delay,
+        priority=priority,
+        retries=retries,
+        timeout=timeout,
+        connection=connection,
+    )
+
+
 def get_result(attempt_id: uuid.UUID | str) -> JobResult | None:
     """The latest result of the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs
     to, following its retries; None while it is pending or running, or when no job has it
     (``job_state`` tells these apart)."""
     return get_runtime().get_result(attempt_id)
+
+
+async def aget_result(attempt_id: uuid.UUID | str) -> JobResult | None:
+    """``get_result``, async."""
+    return await get_runtime().aget_result(attempt_id)
 
 
 def job_state(attempt_id: uuid.UUID | str) -> JobState:
@@ -1452,6 +1749,8 @@ def queue_depths(queues: Iterable[str] | None = None) -> dict[str, QueueDepth]:
 __all__ = [
     "JobkitError",
     "Runtime",
+    "aenqueue_many",
+    "aget_result",
     "enqueue_many",
     "get_result",
     "get_runtime",

@@ -404,3 +404,35 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Close connections and pools."""
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The async producer side a store adds for ``await arun_in_worker()``,
+    ``aenqueue_many()`` and ``aget_result()``. Each method keeps the contract of the ``Store``
+    method of the same name without the ``a``; a ``connection`` is the store's async kind (a
+    ``psycopg.AsyncConnection`` for the built-in), and one of the sync kind is refused with a
+    ``ParameterTypeError`` (as the sync methods refuse an async one). A store without these
+    methods serves the sync API only: the async one says so (``StoreError``)."""
+
+    def atransaction(self, connection: Any = None) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``transaction``, async: yield an async connection inside a transaction."""
+
+    async def aenqueue(
+        self, requests: Sequence[JobRequest], *, connection: Any
+    ) -> list[JobRequest]:
+        """``enqueue``, async."""
+
+    async def afind_active(
+        self, *, job_name: str, concurrency_key: str | None, connection: Any
+    ) -> tuple[list[JobRequest], list[JobProcess]]:
+        """``find_active``, async."""
+
+    async def aafter_commit(self, connection: Any, callback: Callable[[], None]) -> None:
+        """``after_commit``, async (the callback itself is a plain function, called as there)."""
+
+    async def aget_result(self, attempt_id: uuid.UUID) -> JobResult | None:
+        """``get_result``, async."""
+
+    async def aclose(self) -> None:
+        """Close the async connections (the pool of the running event loop)."""

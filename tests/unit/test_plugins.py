@@ -28,7 +28,7 @@ from jobkit.settings import Settings
 BUILTIN_HOOKS = {
     "jobkit.builtin.postgres": ["jobkit_store"],
     "jobkit.builtin.serializers": ["jobkit_serializer"],
-    "jobkit.builtin.locks": ["jobkit_enqueue_lock"],
+    "jobkit.builtin.locks": ["jobkit_async_enqueue_lock", "jobkit_enqueue_lock"],
     "jobkit.builtin.embedded": ["jobkit_database_url"],
     "jobkit.builtin.cron": [
         "jobkit_add_commands",
@@ -59,7 +59,10 @@ BUILTIN_HOOKS = {
 BUILTIN_PLACES = {
     "jobkit.builtin.postgres": {"jobkit_store": "trylast"},
     "jobkit.builtin.serializers": {"jobkit_serializer": "trylast"},
-    "jobkit.builtin.locks": {"jobkit_enqueue_lock": "trylast"},
+    "jobkit.builtin.locks": {
+        "jobkit_async_enqueue_lock": "trylast",
+        "jobkit_enqueue_lock": "trylast",
+    },
     "jobkit.builtin.embedded": {"jobkit_database_url": "trylast"},
     "jobkit.builtin.cron": {
         "jobkit_parse_schedule": "trylast",

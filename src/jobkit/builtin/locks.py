@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +32,15 @@ def advisory_lock(connection: psycopg.Connection[Any], job_name: str, key: str) 
     yield
 
 
+@contextlib.asynccontextmanager
+async def async_advisory_lock(
+    connection: psycopg.AsyncConnection[Any], job_name: str, key: str
+) -> AsyncIterator[None]:
+    """``advisory_lock`` on an async connection."""
+    await connection.execute(ADVISORY_XACT_LOCK, (lock_id(job_name, key),))
+    yield
+
+
 @hookimpl(trylast=True)
 def jobkit_enqueue_lock(
     job_name: str, concurrency_key: str, connection: Any
@@ -39,3 +48,12 @@ def jobkit_enqueue_lock(
     if not isinstance(connection, psycopg.Connection):
         return None
     return advisory_lock(connection, job_name, concurrency_key)
+
+
+@hookimpl(trylast=True)
+def jobkit_async_enqueue_lock(
+    job_name: str, concurrency_key: str, connection: Any
+) -> contextlib.AbstractAsyncContextManager[None] | None:
+    if not isinstance(connection, psycopg.AsyncConnection):
+        return None
+    return async_advisory_lock(connection, job_name, concurrency_key)

@@ -4,6 +4,7 @@ psycopg 3 and a psycopg_pool connection pool. Every statement is a named block o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -14,7 +15,7 @@ import select
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -22,7 +23,13 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from jobkit.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
+from jobkit.errors import (
+    LeaseLost,
+    ParameterTypeError,
+    StoreDataError,
+    StoreError,
+    StoreUnavailable,
+)
 from jobkit.records import (
     FAILED,
     STAT_KEYS,
@@ -393,6 +400,9 @@ class PostgresStore:
             check=self._check_pooled,
         )
         self._opened = False
+        self._pool_size = pool_size
+        self._async_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._async_pool_loop: asyncio.AbstractEventLoop | None = None
         self._direct: psycopg.Connection[Any] | None = None
         self._direct_lock = threading.Lock()
         self._commits = CommitWatcher(self._transaction_statuses)
@@ -410,6 +420,7 @@ class PostgresStore:
     def _connection(self, connection: Any = None) -> Iterator[psycopg.Connection[Any]]:
         """The caller's connection, or an autocommit one from the pool."""
         if connection is not None:
+            _check_connection(connection, psycopg.Connection)
             with _store_errors():
                 yield connection
             return
@@ -419,6 +430,36 @@ class PostgresStore:
             self._opened = True
         with _store_errors(), self._pool.connection() as pooled:
             yield pooled
+
+    @contextlib.asynccontextmanager
+    async def _aconnection(
+        self, connection: Any = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The caller's async connection, or an autocommit one from the async pool of the
+        running event loop (made on first use, and made again for a new loop: a pool's
+        connections belong to the loop that opened them)."""
+        if connection is not None:
+            _check_connection(connection, psycopg.AsyncConnection)
+            with _store_errors():
+                yield connection
+            return
+        loop = asyncio.get_running_loop()
+        if self._async_pool is None or self._async_pool_loop is not loop:
+            await asyncio.to_thread(self._check_reachable)
+            self._async_pool = psycopg_pool.AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                kwargs={"autocommit": True},
+                timeout=10,
+                open=False,
+                name=f"jobkit:{self.schema}:async",
+            )
+            self._async_pool_loop = loop
+            await self._async_pool.open(wait=False)
+        with _store_errors():
+            async with self._async_pool.connection() as pooled:
+                yield pooled
 
     def _check_pooled(self, connection: psycopg.Connection[Any]) -> None:
         """The pool's check of a connection before it hands it out, so that a restart of the
@@ -485,20 +526,34 @@ class PostgresStore:
             with conn.transaction():
                 yield conn
 
+    @contextlib.asynccontextmanager
+    async def atransaction(
+        self, connection: Any = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._aconnection(connection) as conn:
+            if connection is not None and _idle_outside_autocommit(conn):
+                await conn.execute(self.queries["database_now"])
+            async with conn.transaction():
+                yield conn
+
     def after_commit(self, connection: Any, callback: Callable[[], None]) -> None:
-        if connection is None:
+        if _committed_already(connection):
             callback()
-            return
-        # Not autocommit: an autocommit connection can still be inside `with transaction()`.
-        status = connection.info.transaction_status
-        if status == psycopg.pq.TransactionStatus.IDLE:
-            callback()
-        elif status == psycopg.pq.TransactionStatus.INTRANS:
+        elif _in_transaction(connection):
             with self._connection(connection) as conn:
                 row = conn.execute(self.queries["current_transaction"]).fetchone()
             if row is not None:
                 self._commits.watch(row[0], callback)
-        # A failed transaction (INERROR) can only roll back: nothing to call.
+
+    async def aafter_commit(self, connection: Any, callback: Callable[[], None]) -> None:
+        if _committed_already(connection):
+            callback()
+        elif _in_transaction(connection):
+            async with self._aconnection(connection) as conn:
+                cursor = await conn.execute(self.queries["current_transaction"])
+                row = await cursor.fetchone()
+            if row is not None:
+                self._commits.watch(row[0], callback)
 
     def _transaction_statuses(self, xids: list[str]) -> dict[str, str | None]:
         with self._connection() as conn:
@@ -512,34 +567,19 @@ class PostgresStore:
     ) -> list[JobRequest]:
         if not requests:
             return []
-        rows_json = json.dumps(
-            [
-                [
-                    str(r.id),
-                    str(r.job_id),
-                    r.job_name,
-                    r.parameters,
-                    r.queue,
-                    r.priority,
-                    r.retries,
-                    r.retry_attempt,
-                    r.concurrency_key,
-                    _storable_headers(r.headers),
-                    _storable_text(r.source),
-                    str(r.retry_of) if r.retry_of else None,
-                    r.start_at.timestamp() if r.start_at else None,
-                    r.delay,
-                    r.timeout,
-                ]
-                for r in requests
-            ]
-        )
         with self._connection(connection) as conn:
-            rows = conn.execute(self.queries["enqueue"], {"rows": rows_json}).fetchall()
-        stored = {row[0]: row for row in rows}
-        for request in requests:
-            _, request.start_at, request.created_at = stored[request.id]
-        return list(requests)
+            rows = conn.execute(self.queries["enqueue"], _enqueue_params(requests)).fetchall()
+        return _stamped(requests, rows)
+
+    async def aenqueue(
+        self, requests: Sequence[JobRequest], *, connection: Any = None
+    ) -> list[JobRequest]:
+        if not requests:
+            return []
+        async with self._aconnection(connection) as conn:
+            cursor = await conn.execute(self.queries["enqueue"], _enqueue_params(requests))
+            rows = await cursor.fetchall()
+        return _stamped(requests, rows)
 
     def create_workflows(self, links: Sequence[WorkflowLink], *, connection: Any) -> None:
         rows = [
@@ -618,15 +658,17 @@ class PostgresStore:
         self, *, job_name: str, concurrency_key: str | None, connection: Any = None
     ) -> tuple[list[JobRequest], list[JobProcess]]:
         params = {"job_name": job_name, "concurrency_key": concurrency_key}
-        requests: list[JobRequest] = []
-        processes: list[JobProcess] = []
         with self._connection(connection) as conn, conn.cursor(row_factory=_active) as cursor:
-            for record in cursor.execute(self.queries["find_active"], params):
-                if isinstance(record, JobProcess):
-                    processes.append(record)
-                else:
-                    requests.append(record)
-        return requests, processes
+            return _requests_and_processes(cursor.execute(self.queries["find_active"], params))
+
+    async def afind_active(
+        self, *, job_name: str, concurrency_key: str | None, connection: Any = None
+    ) -> tuple[list[JobRequest], list[JobProcess]]:
+        params = {"job_name": job_name, "concurrency_key": concurrency_key}
+        async with self._aconnection(connection) as conn:
+            cursor = conn.cursor(row_factory=_active)
+            await cursor.execute(self.queries["find_active"], params)
+            return _requests_and_processes(await cursor.fetchall())
 
     def _fetch(
         self, conn: psycopg.Connection[Any], query: str, params: Any, record: type[RecordT]
@@ -1034,6 +1076,16 @@ class PostgresStore:
         with self._connection() as conn, conn.cursor(row_factory=_job_state) as cursor:
             return cursor.execute(self.queries["job_state"], {"id": attempt_id}).fetchone()
 
+    async def aget_result(self, attempt_id: uuid.UUID) -> JobResult | None:
+        state = await self.ajob_state(attempt_id)
+        return None if state is None else state.result
+
+    async def ajob_state(self, attempt_id: uuid.UUID) -> JobState | None:
+        async with self._aconnection() as conn:
+            cursor = conn.cursor(row_factory=_job_state)
+            await cursor.execute(self.queries["job_state"], {"id": attempt_id})
+            return await cursor.fetchone()
+
     def stats(
         self,
         *,
@@ -1208,6 +1260,11 @@ class PostgresStore:
             self._pool.close()
             self._opened = False
 
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = self._async_pool_loop = None
+
 
 def _process_from_row(row: Sequence[Any]) -> JobProcess:
     """A JobProcess from a 'claimed' row of finish_and_claim (columns in its SELECT order)."""
@@ -1283,7 +1340,9 @@ def _with_values(query: sql.Composable, values: dict[str, Any]) -> str:
     }
 
 
-def _idle_outside_autocommit(connection: psycopg.Connection[Any]) -> bool:
+def _idle_outside_autocommit(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> bool:
     idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     return idle and not connection.autocommit
 
@@ -1393,3 +1452,82 @@ def _attempt_row(cursor: Any) -> Callable[[Sequence[Any]], Attempt]:
         return Attempt(**data)
 
     return make
+
+
+def _enqueue_params(requests: Sequence[JobRequest]) -> dict[str, str]:
+    """The parameters of the ``enqueue`` query: the requests as one JSON array of rows."""
+    rows_json = json.dumps(
+        [
+            [
+                str(r.id),
+                str(r.job_id),
+                r.job_name,
+                r.parameters,
+                r.queue,
+                r.priority,
+                r.retries,
+                r.retry_attempt,
+                r.concurrency_key,
+                _storable_headers(r.headers),
+                _storable_text(r.source),
+                str(r.retry_of) if r.retry_of else None,
+                r.start_at.timestamp() if r.start_at else None,
+                r.delay,
+                r.timeout,
+            ]
+            for r in requests
+        ]
+    )
+    return {"rows": rows_json}
+
+
+def _stamped(requests: Sequence[JobRequest], rows: Sequence[Any]) -> list[JobRequest]:
+    """``requests`` with ``start_at`` and ``created_at`` from the rows ``enqueue`` returned."""
+    stored = {row[0]: row for row in rows}
+    for request in requests:
+        _, request.start_at, request.created_at = stored[request.id]
+    return list(requests)
+
+
+def _requests_and_processes(
+    records: Iterable[JobRequest | JobProcess],
+) -> tuple[list[JobRequest], list[JobProcess]]:
+    """``find_active``'s rows apart: the pending requests, then the processes."""
+    requests: list[JobRequest] = []
+    processes: list[JobProcess] = []
+    for record in records:
+        if isinstance(record, JobProcess):
+            processes.append(record)
+        else:
+            requests.append(record)
+    return requests, processes
+
+
+def _check_connection(connection: Any, expected: type) -> None:
+    """Refuse a connection of the other kind: a sync one on the async path, or the reverse."""
+    if isinstance(connection, psycopg.Connection | psycopg.AsyncConnection) and not isinstance(
+        connection, expected
+    ):
+        if expected is psycopg.AsyncConnection:
+            fix = "pass a psycopg.AsyncConnection, or call run_in_worker() / enqueue_many()"
+        else:
+            fix = "pass a psycopg.Connection, or call await arun_in_worker() / aenqueue_many()"
+        raise ParameterTypeError(
+            f"connection must be a psycopg {expected.__name__} here, got a psycopg "
+            f"{type(connection).__name__}: {fix}"
+        )
+
+
+def _committed_already(connection: Any) -> bool:
+    """Whether an insert on ``connection`` is committed once it returns: jobkit's own
+    connection (None), or one outside a transaction (autocommit, not inside ``transaction()``)."""
+    return (
+        connection is None
+        or connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+
+
+def _in_transaction(connection: Any) -> bool:
+    """Whether ``connection`` is in a transaction that may still commit (a failed one, INERROR,
+    can only roll back)."""
+    return bool(connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
