@@ -11,13 +11,16 @@ The built-in Postgres store runs this suite in jobkit's own tests.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import json
 import select
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -42,9 +45,10 @@ from jobkit.records import (
     WorkerInfo,
     WorkflowLink,
 )
-from jobkit.store import Store
+from jobkit.store import AsyncStore, Store
 from jobkit.testing.waiting import wait_for
 
+T = TypeVar("T")
 PARAMETERS = '{"args": [], "kwargs": {}}'
 
 
@@ -171,6 +175,87 @@ class StoreContract:
         assert len(requests) + len(processes) == 2 and len(processes) == 1
         requests, processes = store.find_active(job_name="a", concurrency_key="y", connection=None)
         assert [r.concurrency_key for r in [*requests, *processes]] == ["y"]
+
+    # Async producer side (a store that implements jobkit.store.AsyncStore) -------------------
+
+    def run_async(self, store: Store, body: Callable[[AsyncStore], Awaitable[T]]) -> T:
+        """Run ``body(store)`` on a new event loop, closing the store's async connections before
+        the loop ends; skipped for a store without the async methods (the async API refuses
+        such a store with a StoreError)."""
+        if not isinstance(store, AsyncStore):
+            pytest.skip("this store has no async methods (jobkit.store.AsyncStore)")
+
+        async def run() -> T:
+            try:
+                return await body(store)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(run())
+
+    def test_aenqueue_stores_what_enqueue_stores(self, store: Store, worker_id: uuid.UUID) -> None:
+        requests = [
+            make_request(queue="bulk", priority=3, concurrency_key=f"k{i}", delay=60 * i)
+            for i in range(3)
+        ]
+
+        async def enqueue(async_store: AsyncStore) -> list[JobRequest]:
+            return await async_store.aenqueue(requests, connection=None)
+
+        stored = self.run_async(store, enqueue)
+        assert [request.id for request in stored] == [request.id for request in requests]
+        start_at, created_at = stored[1].start_at, stored[1].created_at
+        assert start_at is not None and created_at is not None
+        assert start_at - created_at == datetime.timedelta(seconds=60)
+        (claimed,) = store.claim(worker_id=worker_id, queues=["bulk"], limit=10)
+        assert (claimed.id, claimed.priority, claimed.concurrency_key) == (stored[0].id, 3, "k0")
+
+    def test_an_async_transaction_decides_its_requests(self, store: Store) -> None:
+        class Rollback(Exception):
+            pass
+
+        committed: list[str] = []
+
+        async def enqueue(async_store: AsyncStore) -> JobRequest:
+            with contextlib.suppress(Rollback):
+                async with async_store.atransaction() as connection:
+                    await async_store.aenqueue([make_request(job_name="a")], connection=connection)
+                    raise Rollback
+            async with async_store.atransaction() as connection:
+                (kept,) = await async_store.aenqueue(
+                    [make_request(job_name="a", concurrency_key="x")], connection=connection
+                )
+                # Seen inside the transaction, by key, before it commits.
+                requests, processes = await async_store.afind_active(
+                    job_name="a", concurrency_key="x", connection=connection
+                )
+                assert ([r.id for r in requests], processes) == ([kept.id], [])
+                assert store.stats().total.pending == 0
+                await async_store.aafter_commit(connection, lambda: committed.append("kept"))
+            return kept
+
+        kept = self.run_async(store, enqueue)
+        assert store.stats().total.pending == 1
+        assert store.find_active(job_name="a", concurrency_key=None, connection=None)[0] == [
+            store.find_active(job_name="a", concurrency_key="x", connection=None)[0][0]
+        ]
+        assert store.get_result(kept.id) is None
+        wait_for(lambda: committed == ["kept"], timeout=10)
+
+    def test_aget_result_reads_what_get_result_reads(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        (request,) = store.enqueue([make_request()], connection=None)
+        (process,) = store.claim(worker_id=worker_id, queues=["default"], limit=1)
+
+        async def result(async_store: AsyncStore) -> Any:
+            return await async_store.aget_result(request.id)
+
+        assert self.run_async(store, result) is None
+        store.finish(worker_id=worker_id, completions=[completion(process)])
+        finished = self.run_async(store, result)
+        assert finished is not None and finished.status is Status.SUCCESSFUL
+        assert finished == store.get_result(request.id)
 
     # Claim -----------------------------------------------------------------------------------
 
