@@ -197,7 +197,8 @@ def reset(runtime: Runtime) -> None:
     server with autovacuum off."""
     runtime.store.purge()
     with psycopg.connect(runtime.settings.database_url, autocommit=True) as connection:
-        tables = ", ".join(f"{SCHEMA}.{table}" for table in ("requests", "processes", "results"))
+        schema = runtime.settings.schema
+        tables = ", ".join(f"{schema}.{table}" for table in ("requests", "processes", "results"))
         connection.execute(f"VACUUM {tables}")
 
 

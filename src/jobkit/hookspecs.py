@@ -178,9 +178,12 @@ def jobkit_async_enqueue_lock(
     ``should_enqueue()`` and the insert until the enqueue's transaction commits; None when
     this plugin has no async lock for ``connection``.
 
-    When no plugin answers, the async path takes the ``jobkit_enqueue_lock`` answer (made for
-    an enqueue without a connection of the caller's, so a lock that needs none, like
-    ``jobkit-redis-lock``'s, serves) and enters and exits it in a thread.
+    The async path asks ``jobkit_enqueue_lock`` first, with the async connection, so that sync
+    and async producers of a key take the same lock: a lock that needs no connection (like
+    ``jobkit-redis-lock``'s) answers there, and is entered and exited in a thread of its own;
+    one that locks on a sync connection answers None for an async one (as the built-in does),
+    and this hook is asked. A plugin whose sync lock declines async connections implements
+    this hook too, with the same lock.
 
     :param job_name: the registered name of the job.
     :param concurrency_key: the job's non-empty concurrency key.

@@ -640,21 +640,22 @@ class Runtime:
     def _aenqueue_lock(
         self, job: Job, request: JobRequest, connection: Any
     ) -> contextlib.AbstractAsyncContextManager[Any]:
-        """The async enqueue's lock: the job's own ``get_enqueue_lock()`` or, when no plugin
-        answers ``jobkit_async_enqueue_lock``, the ``jobkit_enqueue_lock`` answer, each held in
-        a thread of its own; else the async answer."""
+        """The async enqueue's lock: the lock the sync path takes, if it answers for the async
+        connection (the job's own ``get_enqueue_lock()``, a lock that needs no connection,
+        such as Redis's), held in a thread of its own; else the ``jobkit_async_enqueue_lock``
+        answer (the built-in advisory lock's async form). So sync and async producers of one
+        key always take the same lock."""
         if not request.concurrency_key:
             return contextlib.nullcontext()
         lock = job.get_enqueue_lock(request.concurrency_key)
         if lock is None:
-            hook = self.pm.hook.jobkit_async_enqueue_lock
-            async_lock = self._lock_hook(hook, request, connection)
-            if async_lock is not None:
-                return async_lock  # type: ignore[no-any-return]
             lock = self._lock_hook(self.pm.hook.jobkit_enqueue_lock, request, connection)
-        if lock is None:
+        if lock is not None:
+            return _held_in_a_thread(lock)
+        async_lock = self._lock_hook(self.pm.hook.jobkit_async_enqueue_lock, request, connection)
+        if async_lock is None:
             raise self._no_lock(request, connection)
-        return _held_in_a_thread(lock)
+        return async_lock  # type: ignore[no-any-return]
 
     def _lock_hook(self, hook: pluggy.HookCaller, request: JobRequest, connection: Any) -> Any:
         return hook(

@@ -206,19 +206,22 @@ def test_should_enqueue_counts_inside_the_enqueue_s_own_transaction(jobkit_runti
     assert len(pending(settings)) == 2
 
 
-def test_a_sync_lock_plugin_is_held_in_a_thread_when_no_async_lock_answers(
-    jobkit_runtime_factory,
+def test_a_sync_lock_that_answers_for_an_async_connection_wins_and_is_held_in_a_thread(
+    jobkit_runtime, register_plugin
 ):
-    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.locks"])
-    lock = CountingLock()
-    runtime.pm.register(lock)
+    # A replacement of the sync lock (Redis's, say) is the lock of async producers too, even
+    # with the built-in's async advisory lock installed: sync and async producers of a key
+    # must take the same lock.
+    lock = register_plugin(CountingLock())
 
     async def race():
         return await asyncio.gather(*(Keyed("k").arun_in_worker() for _ in range(10)))
 
-    stored = run(runtime, race())
+    stored = run(jobkit_runtime, race())
     assert sum(request is not None for request in stored) == 1
     assert lock.taken == [("keys.Keyed", "k")] * 10
+    assert Keyed("k").run_in_worker() is None
+    assert lock.taken == [("keys.Keyed", "k")] * 11
 
 
 def test_with_no_lock_plugin_a_keyed_async_enqueue_is_a_named_error(jobkit_runtime_factory):

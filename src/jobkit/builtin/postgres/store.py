@@ -403,6 +403,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._async_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._async_pool_loop: asyncio.AbstractEventLoop | None = None
+        self._async_pool_opening: asyncio.Task[None] | None = None
         self._direct: psycopg.Connection[Any] | None = None
         self._direct_lock = threading.Lock()
         self._commits = CommitWatcher(self._transaction_statuses)
@@ -443,10 +444,23 @@ class PostgresStore:
             with _store_errors():
                 yield connection
             return
+        pool = await self._async_pool_of_this_loop()
+        with _store_errors():
+            async with pool.connection() as pooled:
+                yield pooled
+
+    async def _async_pool_of_this_loop(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+        """The async pool of the running loop, opened once however many tasks ask at once (a
+        first opening that failed, the server out of reach, is tried again by the next)."""
         loop = asyncio.get_running_loop()
-        if self._async_pool is None or self._async_pool_loop is not loop:
-            await asyncio.to_thread(self._check_reachable)
-            self._async_pool = psycopg_pool.AsyncConnectionPool(
+        pool, opening = self._async_pool, self._async_pool_opening
+        if (
+            pool is None
+            or self._async_pool_loop is not loop
+            or opening is None
+            or (opening.done() and (opening.cancelled() or opening.exception() is not None))
+        ):
+            pool = psycopg_pool.AsyncConnectionPool(
                 self.url,
                 min_size=1,
                 max_size=self._pool_size,
@@ -455,11 +469,14 @@ class PostgresStore:
                 open=False,
                 name=f"jobkit:{self.schema}:async",
             )
-            self._async_pool_loop = loop
-            await self._async_pool.open(wait=False)
-        with _store_errors():
-            async with self._async_pool.connection() as pooled:
-                yield pooled
+            self._async_pool, self._async_pool_loop = pool, loop
+            self._async_pool_opening = opening = loop.create_task(self._open_async_pool(pool))
+        await asyncio.shield(opening)  # a caller cancelled must not cancel the others' opening
+        return pool
+
+    async def _open_async_pool(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        await asyncio.to_thread(self._check_reachable)
+        await pool.open(wait=False)
 
     def _check_pooled(self, connection: psycopg.Connection[Any]) -> None:
         """The pool's check of a connection before it hands it out, so that a restart of the
@@ -1263,7 +1280,7 @@ class PostgresStore:
     async def aclose(self) -> None:
         if self._async_pool is not None:
             await self._async_pool.close()
-            self._async_pool = self._async_pool_loop = None
+            self._async_pool = self._async_pool_loop = self._async_pool_opening = None
 
 
 def _process_from_row(row: Sequence[Any]) -> JobProcess:
