@@ -3,6 +3,7 @@ the plugin loaded from its entry point, against the Redis on 127.0.0.1:6379."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -114,3 +115,25 @@ def test_producers_racing_for_a_key_enqueue_exactly_one_job(runtime):
     )
     keys = [request.concurrency_key for request in requests]
     assert len(keys) == len(set(keys)) == rounds
+
+
+def test_the_async_api_takes_the_same_redis_lock(impatient_runtime, redis_client):
+    """jobkit-redis-lock has no async form: the async path holds its lock in a thread of its
+    own (redis-py keeps a lock's token per thread), so sync and async producers share it."""
+
+    async def enqueue(count: int):
+        try:
+            return await asyncio.gather(*(Keyed("k").arun_in_worker() for _ in range(count)))
+        finally:
+            await impatient_runtime.aclose()
+
+    held = redis_client.lock("jobkit:enqueue-lock:redis_lock_tests.Keyed:k", timeout=30)
+    assert held.acquire()
+    with pytest.raises(PluginError, match=r"stayed locked by another producer for 0\.5 s"):
+        asyncio.run(enqueue(1))
+    held.release()
+
+    stored = asyncio.run(enqueue(10))
+    assert sum(request is not None for request in stored) == 1
+    assert Keyed("k").run_in_worker() is None  # the sync path sees the key taken
+    assert redis_client.keys("jobkit:enqueue-lock:*") == []  # released after each enqueue
