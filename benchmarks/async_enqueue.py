@@ -10,6 +10,8 @@ the CPU time is what the async path adds or saves):
     the async path ``should_enqueue`` runs in a thread);
   - bulk: ``enqueue_many()`` and ``await aenqueue_many()``, ``--jobs`` jobs per call.
 
+The measures take turns, round by round, so a shared machine's drift touches all of them alike.
+
     python benchmarks/async_enqueue.py                   # JOBKIT_DATABASE_URL, else embedded
     python benchmarks/async_enqueue.py --runs 5 --record # also write benchmarks/results/*.json
 """
@@ -48,7 +50,8 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
     args = parser.parse_args()
 
-    runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}))
+    # jobkit's own plugins only: the figures are jobkit's, whatever else is installed.
+    runtime = Runtime.from_settings(load_settings({"schema": SCHEMA}), load_entrypoints=False)
     runtime.store.migrate()
     set_runtime(runtime)
     assert runtime.settings.database_url is not None
@@ -56,38 +59,38 @@ def main() -> None:
     print_line("machine", machine)
     figures: dict[str, object] = {"concurrency": args.concurrency, "single_jobs": args.single}
 
-    def measure(name: str, label: str, run: Callable[[], tuple[float, float]]) -> None:
-        runs = [run() for _ in range(args.runs)]
-        rate = statistics.median(rate for rate, _ in runs)
-        cpu = statistics.median(cpu for _, cpu in runs)
-        figures[name], figures[name.replace("_per_s", "_cpu_us_per_job")] = rate, cpu
-        print_line(label, f"{rate:,.0f} jobs/s, {cpu:,.0f} µs CPU per job")
-
+    measures: dict[str, tuple[str, Callable[[], tuple[float, float]]]] = {}
     for keyed in (False, True):
         tag, what = ("_keyed", ", keyed") if keyed else ("", "")
-        measure(
-            f"sync_one_per_transaction{tag}_per_s",
+        measures[f"sync_one_per_transaction{tag}"] = (
             f"sync, one per transaction{what}",
             lambda keyed=keyed: sync_single(runtime, args.single, keyed),
         )
-        measure(
-            f"async_one_per_transaction{tag}_per_s",
+        measures[f"async_one_per_transaction{tag}"] = (
             f"async, one per transaction{what}",
             lambda keyed=keyed: asyncio.run(async_single(runtime, args.single, keyed, 1)),
         )
-        measure(
-            f"async_one_per_transaction{tag}_concurrent_per_s",
+        measures[f"async_one_per_transaction{tag}_concurrent"] = (
             f"async, one per transaction, {args.concurrency} tasks{what}",
             lambda keyed=keyed: asyncio.run(
                 async_single(runtime, args.single, keyed, args.concurrency)
             ),
         )
-    measure("sync_enqueue_many_per_s", "sync, enqueue_many", lambda: sync_bulk(runtime, args.jobs))
-    measure(
-        "async_enqueue_many_per_s",
+    measures["sync_enqueue_many"] = ("sync, enqueue_many", lambda: sync_bulk(runtime, args.jobs))
+    measures["async_enqueue_many"] = (
         "async, aenqueue_many",
         lambda: asyncio.run(async_bulk(runtime, args.jobs)),
     )
+    # Round by round, every measure in each, so the machine's drift touches all alike.
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in measures}
+    for _ in range(args.runs):
+        for name, (_, measure) in measures.items():
+            runs[name].append(measure())
+    for name, (label, _) in measures.items():
+        rate = statistics.median(rate for rate, _ in runs[name])
+        cpu = statistics.median(cpu for _, cpu in runs[name])
+        figures[f"{name}_per_s"], figures[f"{name}_cpu_us_per_job"] = rate, cpu
+        print_line(label, f"{rate:,.0f} jobs/s, {cpu:,.0f} µs CPU per job")
     runtime.close()
     if args.record:
         record(machine, figures, args, name="async-enqueue")
