@@ -82,7 +82,7 @@ def app_url(example_env, tmp_path, wait_until) -> Iterator[str]:
 
 
 def test_an_order_and_its_job_commit_together_and_the_result_is_read_back(
-    app_url, start_worker, example_env, db, wait_until
+    jobkit_runtime, app_url, start_worker, example_env, db, wait_until
 ):
     start_worker(
         env={name: example_env[name] for name in ("DATABASE_URL", "APP_SCHEMA")}
@@ -115,17 +115,18 @@ def test_an_order_and_its_job_commit_together_and_the_result_is_read_back(
     # The stock check fails after the enqueue: the order and its job roll back together.
     refused = httpx.post(f"{app_url}/orders", json={"item": "tea", "quantity": 11})
     assert refused.status_code == 409, refused.text
-    assert db.count("requests") + db.count("processes") == 0
-    assert db.count("results") == 1
+    confirmations = ("job_name = %s", ("fastapi_app.ConfirmOrder",))
+    assert db.count("requests", *confirmations) + db.count("processes", *confirmations) == 0
+    assert db.count("results", *confirmations) == 1
     orders = sql.Identifier(example_env["APP_SCHEMA"], "orders")
     with psycopg.connect(db.url, autocommit=True) as connection:
         rows = connection.execute(sql.SQL("SELECT id FROM {}").format(orders)).fetchall()
     assert rows == [(order_id,)]
 
 
-def test_bad_input_is_refused_with_a_clear_error(app_url, db):
+def test_bad_input_is_refused_with_a_clear_error(jobkit_runtime, app_url, db):
     response = httpx.post(f"{app_url}/orders", json={"item": "tea", "quantity": 0})
     assert response.status_code == 422
     assert "greater than 0" in response.text
     assert httpx.get(f"{app_url}/orders/12345").json() == {"detail": "no order 12345"}
-    assert db.count("requests") == 0
+    assert db.count("requests", "job_name = %s", ("fastapi_app.ConfirmOrder",)) == 0
