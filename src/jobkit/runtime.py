@@ -1634,14 +1634,10 @@ async def _held_in_a_thread(lock: contextlib.AbstractContextManager[Any]) -> Asy
             await loop.run_in_executor(thread, lock.__exit__, None, None, None)
 
 
-_ASYNC_STORE_METHODS = (
-    "atransaction",
-    "aenqueue",
-    "afind_active",
-    "aafter_commit",
-    "aget_result",
-    "aclose",
+_ASYNC_STORE_METHODS = tuple(
+    name for name, value in vars(AsyncStore).items() if callable(value) and name[0] != "_"
 )
+"""The methods of ``AsyncStore``, to name those a store lacks."""
 
 
 # The process's current runtime -----------------------------------------------------------------
