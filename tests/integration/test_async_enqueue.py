@@ -30,7 +30,7 @@ from jobkit import (
 from jobkit.builtin.postgres import PostgresStore
 from jobkit.testing import run_jobs
 from testapp.integration_jobs import AtMostTwo, Tuned
-from testapp.jobs import Fail, Noop
+from testapp.jobs import Fail, Lifecycle, Noop, create_ledger, ledger
 from testapp.key_jobs import CountingLock, Keyed
 
 T = TypeVar("T")
@@ -256,8 +256,8 @@ class Observer:
         return False if json.loads(request.parameters)["args"] == [13] else None
 
     @hookimpl
-    def jobkit_job_enqueued(self, request):
-        self.enqueued.append(request.id)
+    def jobkit_job_enqueued(self, job, request):
+        self.enqueued.append((job.number, request.id))
 
     @hookimpl
     def jobkit_job_committed(self, requests):
@@ -286,7 +286,7 @@ def test_the_async_path_calls_the_same_hooks(jobkit_runtime, register_plugin):
     assert observer.order == ["new-style before", "new-style after 3"]
     assert OldStyle.seen == [3]
     inserted = [request.id for request in stored if request is not None]
-    assert observer.enqueued == inserted
+    assert observer.enqueued == list(zip([1, 2], inserted, strict=True))
     assert observer.committed == [inserted]  # on jobkit's own connection: committed at once
     assert all(request.headers == {"stamp": "async"} for request in stored if request)
 
@@ -312,6 +312,16 @@ def test_an_error_reaches_the_wrapper_and_the_caller(jobkit_runtime, register_pl
     with pytest.raises(TypeError):
         run(jobkit_runtime, with_a_sync_connection())
     assert len(seen) == 1 and "AsyncConnection" in str(seen[0])
+
+
+def test_on_enqueued_runs_once_stored_and_its_error_is_raised_after_every_job(jobkit_runtime):
+    create_ledger(jobkit_runtime.settings)
+    jobs = [Lifecycle("first", fail_in="enqueued"), Lifecycle("fine")]
+    with pytest.raises(RuntimeError, match="enqueued failed"):
+        run(jobkit_runtime, aenqueue_many(jobs))
+    phases = [(key, phase) for key, phase, _, _ in ledger(jobkit_runtime.settings)]
+    assert phases == [("first", "enqueued"), ("fine", "enqueued")]
+    assert len(pending(jobkit_runtime.settings)) == 2  # the requests stay stored
 
 
 # A store without the async methods ---------------------------------------------------------------
