@@ -291,6 +291,41 @@ def test_the_async_path_calls_the_same_hooks(jobkit_runtime, register_plugin):
     assert all(request.headers == {"stamp": "async"} for request in stored if request)
 
 
+def test_wrappers_run_in_pluggy_s_order_on_both_paths(jobkit_runtime, register_plugin):
+    order: list[str] = []
+
+    def wrapper(name, **marks):
+        class Wrapper:
+            @hookimpl(wrapper=True, **marks)
+            def jobkit_enqueue(self, jobs, requests, connection):
+                order.append(f"{name} before")
+                stored = yield
+                order.append(f"{name} after")
+                return stored
+
+        return Wrapper()
+
+    class OldStyleWrapper:
+        @hookimpl(hookwrapper=True)
+        def jobkit_enqueue(self, jobs, requests, connection):
+            order.append("old before")
+            yield
+            order.append("old after")
+
+    register_plugin(wrapper("last", trylast=True))
+    register_plugin(OldStyleWrapper())
+    register_plugin(wrapper("first", tryfirst=True))
+    register_plugin(wrapper("plain"))
+
+    Noop().run_in_worker()
+    sync_order = list(order)
+    order.clear()
+    run(jobkit_runtime, Noop().arun_in_worker())
+    assert order == sync_order
+    assert sync_order[0] == "first before" and sync_order[-1] == "first after"
+    assert len(sync_order) == 8
+
+
 def test_an_error_reaches_the_wrapper_and_the_caller(jobkit_runtime, register_plugin):
     seen: list[BaseException] = []
 

@@ -571,3 +571,64 @@ def test_operators_actions_are_counted(telemetry):
         ("pause", "mail"): 1,
         ("resume", "mail"): 1,
     }
+
+
+# The async API --------------------------------------------------------------------------------
+
+
+def test_an_async_enqueue_is_the_same_producer_span_and_the_insert_runs_inside_it(telemetry):
+    from opentelemetry import trace
+
+    seen_during_insert = []
+
+    class SeesTheCurrentSpan:
+        @hookimpl(wrapper=True, trylast=True)  # innermost: next to the kernel's insert
+        def jobkit_enqueue(self, jobs, requests, connection):
+            seen_during_insert.append(trace.get_current_span().get_span_context().span_id)
+            return (yield)
+
+    telemetry.runtime.pm.register(SeesTheCurrentSpan())
+
+    async def enqueue():
+        try:
+            return await telemetry.runtime.aenqueue(Noop(1), queue="emails")
+        finally:
+            await telemetry.runtime.aclose()
+
+    request = asyncio.run(enqueue())
+    (span,) = telemetry.finished()
+    assert (span.name, span.kind) == ("send emails", SpanKind.PRODUCER)
+    assert span.attributes["messaging.message.id"] == str(request.job_id)
+    assert seen_during_insert == [span.get_span_context().span_id]
+    stored = telemetry.runtime.store.claim(
+        worker_id=register(telemetry.runtime.store), queues=["emails"], limit=1
+    )
+    assert stored[0].headers["traceparent"] == traceparent_of(span)
+
+
+def test_an_async_transactional_enqueue_is_counted_once_the_caller_commits(
+    telemetry, jobkit_settings
+):
+    def sent(queue):
+        return telemetry.total(
+            "messaging.client.sent.messages", **{"messaging.destination.name": queue}
+        )
+
+    async def enqueue():
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                jobkit_settings.database_url
+            ) as connection:
+                await telemetry.runtime.aenqueue(
+                    Noop(1), queue="rolled-back", connection=connection
+                )
+                await connection.rollback()
+                await telemetry.runtime.aenqueue(Noop(2), queue="kept", connection=connection)
+                assert sent("kept") == 0
+                await connection.commit()
+        finally:
+            await telemetry.runtime.aclose()
+
+    asyncio.run(enqueue())
+    wait_for(lambda: sent("kept") == 1, timeout=10)
+    assert sent("rolled-back") == 0
