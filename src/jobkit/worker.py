@@ -758,7 +758,13 @@ class Worker:
     def _look_for_next_start(self) -> None:
         """Ask, on the database thread, how long until the next scheduled job of the worker's
         queues, so it is claimed when due rather than at the next poll. Asked after a claim came
-        up short, once its jobs have gone to the children: they need not wait for the answer."""
+        up short, once its jobs have gone to the children: they need not wait for the answer.
+
+        A lookup asked before this claim has answered already (the database thread runs one
+        thing at a time, in order), but about the database as it was then: it is learned now
+        and asked again, or a limit this claim filled would be learned as open (None) and the
+        worker would wait for its next poll."""
+        self._learn_next_start()
         if self._next_start_lookup is not None:
             return
         lookup = self._database_thread.submit(

@@ -187,12 +187,16 @@ class Returns(Job):
 @register_job
 class Square(Job):
     """Returns ``n`` squared (a workflow member); with a ``key``, writes a 'start' row to the
-    ledger first and sleeps ``seconds``."""
+    ledger first and sleeps ``seconds``. Enqueued in ``queue``."""
 
-    def __init__(self, n: int, key: str = "", seconds: float = 0.0):
+    def __init__(self, n: int, key: str = "", seconds: float = 0.0, queue: str = "default"):
         self.n = n
         self.key = key
         self.seconds = seconds
+        self.queue = queue
+
+    def default_queue(self) -> str:
+        return self.queue
 
     def run(self) -> int:
         if self.key:
