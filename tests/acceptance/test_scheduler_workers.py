@@ -109,9 +109,9 @@ def test_three_workers_enqueue_each_tick_once_even_when_one_is_killed(
 def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
     start_worker, schedule_env, jobkit_settings, db, wait_until, tmp_path
 ):
-    # One tick 20 s ago (late, but within the on-time grace) and the next in 40 s: every worker
-    # started meanwhile goes for the same tick.
-    env = schedule_env(["testapp.jobs.Noop", f"every 60 seconds from {time.time() + 40:.3f}"])
+    # One tick 5 s ago (late, but within the 60 s on-time grace) and the next in 55 s: every
+    # worker started meanwhile goes for the same tick, however slowly a busy machine starts them.
+    env = schedule_env(["testapp.jobs.Noop", f"every 60 seconds from {time.time() + 55:.3f}"])
     stall_file = tmp_path / "stalled"
     # The first worker records the tick, then stalls before its commit, holding it.
     stalled = start_worker(
@@ -126,7 +126,11 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
 
     assert enqueued_per_tick(db, schema) == {}  # not committed: nobody sees it yet
     os.killpg(stalled.pid, signal.SIGKILL)
-    wait_until(lambda: stalled_tick in enqueued_per_tick(db, schema), 30, message="tick taken over")
+    try:
+        wait_until(lambda: stalled_tick in enqueued_per_tick(db, schema), 30)
+    except pytest.fail.Exception:
+        said = "\n".join(f"--- peer {peer.pid}:\n{peer.output()[-3000:]}" for peer in peers)
+        pytest.fail(f"no peer took the tick over within 30 s; the peers said:\n{said}")
     for worker in peers:
         worker.send_signal(signal.SIGTERM)
     for worker in peers:
