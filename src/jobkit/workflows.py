@@ -43,10 +43,44 @@ class Workflow:
         return self.requests[-1]
 
 
-class Group:
+class _Linked:
+    """What groups and chains share: ``run_in_worker()`` enqueues every job of their links in
+    one transaction (the caller's, with ``connection``); ``queue``, ``priority`` and
+    ``retries``, when given, are every job's (else each job's ``default_*``)."""
+
+    jobs: list[Job]
+    name: str
+
+    def run_in_worker(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        connection: Any = None,
+    ) -> Workflow:
+        from jobkit.runtime import get_runtime
+
+        runtime = get_runtime()
+        options = {"queue": queue, "priority": priority, "retries": retries}
+        workflow_id, links, jobs, requests = self._links(runtime, options)
+        return Workflow(
+            id=workflow_id,
+            requests=runtime.enqueue_workflow(links, jobs, requests, connection),
+        )
+
+    def _links(
+        self, runtime: Any, options: dict[str, Any]
+    ) -> tuple[uuid.UUID, list[WorkflowLink], list[Job], list[JobRequest]]:
+        """The workflow's id, its links, and its jobs with their requests, in order."""
+        raise NotImplementedError
+
+
+class Group(_Linked):
     """Run ``jobs`` in parallel and, once every one has ended (its final attempt, retries
     included), the ``then`` job, whose ``workflow_inputs()`` are their results in order, failed
-    ones included (``failed``, ``status``)."""
+    ones included (``failed``, ``status``). ``run_in_worker()`` enqueues the members and the
+    held callback."""
 
     def __init__(self, jobs: Iterable[Job], *, then: Job | None = None, name: str = ""):
         self.jobs = _jobs("Group", list(jobs))
@@ -57,21 +91,9 @@ class Group:
         self.then = then
         self.name = name
 
-    def run_in_worker(
-        self,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        retries: int | None = None,
-        connection: Any = None,
-    ) -> Workflow:
-        """Enqueue the members and the held callback in one transaction (the caller's, with
-        ``connection``); ``queue``, ``priority`` and ``retries``, when given, are every job's
-        (else each job's ``default_*``)."""
-        from jobkit.runtime import get_runtime
-
-        runtime = get_runtime()
-        options = {"queue": queue, "priority": priority, "retries": retries}
+    def _links(
+        self, runtime: Any, options: dict[str, Any]
+    ) -> tuple[uuid.UUID, list[WorkflowLink], list[Job], list[JobRequest]]:
         link_id = new_attempt_id()
         members = [_member(runtime, job, link_id, options) for job in self.jobs]
         callback = None
@@ -87,15 +109,14 @@ class Group:
         )
         jobs = [*self.jobs, *([self.then] if self.then is not None else [])]
         requests = [*members, *([callback] if callback is not None else [])]
-        return Workflow(
-            id=link_id, requests=runtime.enqueue_workflow([link], jobs, requests, connection)
-        )
+        return link_id, [link], jobs, requests
 
 
-class Chain:
+class Chain(_Linked):
     """Run ``jobs`` one after the other, each once the one before it succeeded, receiving its
     output (``self.workflow_inputs()[0].output``). A job that fails for good (its retries
-    used) stops the chain; retried by an operator and successful, it lets the chain go on."""
+    used) stops the chain; retried by an operator and successful, it lets the chain go on.
+    ``run_in_worker()`` enqueues the first job and the others held."""
 
     def __init__(self, *jobs: Job, name: str = ""):
         self.jobs = _jobs("Chain", list(jobs))
@@ -103,21 +124,9 @@ class Chain:
             raise ParameterError(f"Chain needs at least two jobs, got {len(self.jobs)}")
         self.name = name
 
-    def run_in_worker(
-        self,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        retries: int | None = None,
-        connection: Any = None,
-    ) -> Workflow:
-        """Enqueue the first job and the others held, in one transaction (the caller's, with
-        ``connection``); ``queue``, ``priority`` and ``retries``, when given, are every job's
-        (else each job's ``default_*``)."""
-        from jobkit.runtime import get_runtime
-
-        runtime = get_runtime()
-        options = {"queue": queue, "priority": priority, "retries": retries}
+    def _links(
+        self, runtime: Any, options: dict[str, Any]
+    ) -> tuple[uuid.UUID, list[WorkflowLink], list[Job], list[JobRequest]]:
         link_ids = [new_attempt_id() for _ in self.jobs[1:]]
         first = _member(runtime, self.jobs[0], link_ids[0], options)
         requests = [first]
@@ -138,10 +147,7 @@ class Chain:
                 )
             )
             requests.append(request)
-        return Workflow(
-            id=link_ids[0],
-            requests=runtime.enqueue_workflow(links, self.jobs, requests, connection),
-        )
+        return link_ids[0], links, list(self.jobs), requests
 
 
 class _End:
