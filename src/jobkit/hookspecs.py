@@ -97,13 +97,17 @@ def jobkit_driver_connection(connection: Any) -> Any:
     library's commit or rollback decides the job. Raise an error that says how to fix it for
     an object of the library that cannot be adapted (another driver, no database bound).
 
+    For an object of an async library, whose connection is begun by awaiting, answer with an
+    awaitable of it (a coroutine): ``arun_in_worker()`` and ``aenqueue_many()`` await it, and
+    the sync ``run_in_worker()`` refuses it with an error that names the async API.
+
     :param connection: what the app passed as ``connection=``, or what ``jobkit_connection``
         answered.
 
     Kind: provider (firstresult). Built-in: none; an object no plugin answers for goes to the
     store as it is.
-    Called: in the producer, once per ``run_in_worker()`` / ``enqueue_many()`` that has a
-    connection.
+    Called: in the producer, once per ``run_in_worker()`` / ``enqueue_many()`` (or their async
+    forms) that has a connection.
     Added: 0.1
     """
 

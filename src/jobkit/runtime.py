@@ -14,6 +14,7 @@ import contextvars
 import datetime
 import functools
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -401,7 +402,9 @@ class Runtime:
         if not jobs:
             return []
         store = await self.aget_async_store()
-        connection = self._callers_connection(connection)
+        connection = self._callers_connection(connection, asynchronous=True)
+        if inspect.isawaitable(connection):  # an async library's connection, begun by awaiting
+            connection = await connection
         token = _async_enqueue.set(requests)
         try:
             stored = await call_awaiting(
@@ -430,15 +433,26 @@ class Runtime:
             return None
         return lambda: notify(committed, requests=inserted)
 
-    def _callers_connection(self, connection: Any) -> Any:
+    def _callers_connection(self, connection: Any, *, asynchronous: bool = False) -> Any:
         """The connection an enqueue joins: ``connection``, else the one ``jobkit_connection``
-        supplies (None: the store's own), as its driver's connection."""
+        supplies (None: the store's own), as its driver's connection. On the async path that
+        may be an awaitable of it (``jobkit_driver_connection`` for an async library); the
+        sync path refuses one."""
         if connection is None:
             connection = self.pm.hook.jobkit_connection()
-        if connection is not None:
-            driver = self.pm.hook.jobkit_driver_connection(connection=connection)
-            connection = connection if driver is None else driver
-        return connection
+        if connection is None:
+            return None
+        driver = self.pm.hook.jobkit_driver_connection(connection=connection)
+        if driver is None:
+            return connection
+        if inspect.isawaitable(driver) and not asynchronous:
+            if inspect.iscoroutine(driver):
+                driver.close()  # never awaited, on purpose: no warning
+            raise ParameterTypeError(
+                f"connection= got an {type(connection).__name__}, which is async: enqueue "
+                f"with await arun_in_worker() / aenqueue_many(), or pass a sync one"
+            )
+        return driver
 
     def enqueue_workflow(
         self,

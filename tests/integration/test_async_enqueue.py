@@ -178,6 +178,52 @@ def test_a_connection_of_the_other_kind_is_refused(jobkit_runtime, key):
     assert pending(jobkit_runtime.settings) == []
 
 
+class AsyncSession:
+    """Stands for an async ORM session: its connection is reached (and its transaction begun)
+    only by awaiting."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.begun = False
+
+    async def driver_connection(self):
+        self.begun = True
+        return self.connection
+
+
+class AsyncSessionAdapter:
+    @hookimpl
+    def jobkit_driver_connection(self, connection):
+        return connection.driver_connection() if isinstance(connection, AsyncSession) else None
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the refused coroutine is closed, not left
+def test_a_driver_connection_plugin_may_answer_an_awaitable_on_the_async_path(
+    jobkit_runtime, register_plugin
+):
+    register_plugin(AsyncSessionAdapter())
+    url = jobkit_runtime.settings.database_url
+
+    async def enqueue_in_the_session():
+        async with await psycopg.AsyncConnection.connect(url) as connection:
+            session = AsyncSession(connection)
+            request = await Noop(1).arun_in_worker(connection=session)
+            assert session.begun and pending(jobkit_runtime.settings) == []
+            await connection.commit()
+            return request
+
+    request = run(jobkit_runtime, enqueue_in_the_session())
+    assert pending(jobkit_runtime.settings) == [(request.id, "")]
+
+    async def sync_api_with_the_async_session():
+        async with await psycopg.AsyncConnection.connect(url) as connection:
+            Noop(2).run_in_worker(connection=AsyncSession(connection))
+
+    with pytest.raises(ParameterError, match="AsyncSession, which is async: enqueue with await"):
+        run(jobkit_runtime, sync_api_with_the_async_session())
+    assert len(pending(jobkit_runtime.settings)) == 1
+
+
 # Concurrency keys and should_enqueue under an async race -----------------------------------------
 
 

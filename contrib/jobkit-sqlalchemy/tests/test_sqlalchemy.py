@@ -3,6 +3,7 @@ its public API, against real PostgreSQL, and a real ``jobkit worker --burst``.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from jobkit import (
+    ParameterError,
     Stage,
     Status,
     UnknownJobError,
+    aenqueue_many,
     enqueue_many,
     get_result,
     hookimpl,
@@ -214,16 +217,58 @@ def test_a_session_without_an_engine_is_refused(runtime):
     assert pending(runtime) == 0
 
 
-def test_an_async_session_is_refused(runtime, url):
-    engine = create_async_engine(url.set(drivername="postgresql+psycopg"))
-    session = AsyncSession(engine)
-    with pytest.raises(UnsupportedConnection, match="AsyncSession; jobkit enqueues synchronously"):
-        SendReceipt(1).run_in_worker(connection=session)
+def test_an_async_session_decides_its_jobs(runtime, engine, url, jobkit_settings):
+    async_engine = create_async_engine(
+        url.set(drivername="postgresql+psycopg"),
+        connect_args={"options": f"-csearch_path={jobkit_settings.schema}"},
+    )
+
+    async def enqueue_in_async_transactions():
+        async with AsyncSession(async_engine) as session:
+            session.add(Order(id=30, total=5))
+            committed = await SendReceipt(30).arun_in_worker(connection=session)
+            assert not stored(committed)  # not before the session commits
+            await session.commit()
+        async with AsyncSession(async_engine) as session:
+            session.add(Order(id=31, total=6))
+            [rolled_back] = await aenqueue_many([SendReceipt(31)], connection=session)
+            await session.rollback()
+        async with async_engine.connect() as connection:  # an AsyncConnection, not begun yet
+            on_connection = await SendReceipt(32).arun_in_worker(connection=connection)
+            await connection.commit()
+        await async_engine.dispose()
+        await runtime.aclose()
+        return committed, rolled_back, on_connection
+
+    committed, rolled_back, on_connection = asyncio.run(enqueue_in_async_transactions())
+    assert stored(committed) and stored(on_connection) and not stored(rolled_back)
+    with Session(engine) as session:
+        assert session.get(Order, 30).total == 5 and session.get(Order, 31) is None
+    assert pending(runtime) == 2
+
+
+def test_an_async_session_is_refused_by_the_sync_api(runtime, url):
+    async_engine = create_async_engine(url.set(drivername="postgresql+psycopg"))
+    with pytest.raises(ParameterError, match="AsyncSession, which is async: enqueue with await"):
+        SendReceipt(1).run_in_worker(connection=AsyncSession(async_engine))
     with (
-        Session(engine.sync_engine) as sync_session,
+        Session(async_engine.sync_engine) as sync_session,
         pytest.raises(UnsupportedConnection, match=r"postgresql\+psycopg \(async\)"),
     ):
         SendReceipt(1).run_in_worker(connection=sync_session)
+    assert pending(runtime) == 0
+
+
+def test_an_asyncpg_session_is_refused_with_the_url_to_use(runtime, url):
+    async_engine = create_async_engine(url.set(drivername="postgresql+asyncpg"))
+
+    async def enqueue():
+        async with AsyncSession(async_engine) as session:
+            await SendReceipt(1).arun_in_worker(connection=session)
+
+    with pytest.raises(UnsupportedConnection, match=r"on postgresql\+asyncpg \(async\)") as raised:
+        asyncio.run(enqueue())
+    assert "create_async_engine() and a postgresql+psycopg:// URL" in str(raised.value)
     assert pending(runtime) == 0
 
 
