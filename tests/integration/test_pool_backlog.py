@@ -3,9 +3,11 @@ the main process, each child holds at most ``PIPE_DEPTH`` attempts, idle childre
 there is, and a backlog no child takes from goes stale. The children start no attempt here (the
 pool's lease is never renewed), so what each holds stays put for the test to read."""
 
+import contextlib
 import datetime
 import time
 import uuid
+from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -17,40 +19,33 @@ from jobkit.testing import wait_for
 from testapp.async_jobs import Nap
 
 
-@pytest.fixture
-def pool(jobkit_runtime):
+@contextlib.contextmanager
+def started_pool(runtime, settings) -> Iterator[WorkerPool]:
+    """Two pool children on ``settings``, ready; killed afterwards."""
     pool = WorkerPool(
-        jobkit_runtime.settings,
-        size=2,
-        max_pending=1000,
-        max_jobs_per_child=None,
-        is_async=jobkit_runtime.is_async,
+        settings, size=2, max_pending=1000, max_jobs_per_child=None, is_async=runtime.is_async
     )
     pool.spawn()
     try:
         pool.wait_until_ready()
-        pool.average_run = 0.0001  # as if fast jobs had just run: claims go deep
         yield pool
     finally:
         pool.kill_all()
+
+
+@pytest.fixture
+def pool(jobkit_runtime):
+    with started_pool(jobkit_runtime, jobkit_runtime.settings) as pool:
+        pool.average_run = 0.0001  # as if fast jobs had just run: claims go deep
+        yield pool
 
 
 @pytest.fixture
 def async_pool(jobkit_runtime):
     """Two children that run up to 4 async jobs at once, with no run time learned yet."""
-    pool = WorkerPool(
-        attrs.evolve(jobkit_runtime.settings, worker_async_concurrency=4),
-        size=2,
-        max_pending=1000,
-        max_jobs_per_child=None,
-        is_async=jobkit_runtime.is_async,
-    )
-    pool.spawn()
-    try:
-        pool.wait_until_ready()
+    settings = attrs.evolve(jobkit_runtime.settings, worker_async_concurrency=4)
+    with started_pool(jobkit_runtime, settings) as pool:
         yield pool
-    finally:
-        pool.kill_all()
 
 
 def claimed(count: int, job_name: str = "testapp.Noop") -> list[JobProcess]:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
-from jobkit import Job, register_job
-from testapp.jobs import record
+from jobkit import register_job
+from testapp.jobs import Record
 
 
 @register_job(name="testapp.OneAtATime")
-class OneAtATime(Job):
-    """Writes start and end rows to the ledger, sleeping in between; one runs at a time."""
+class OneAtATime(Record):
+    """``Record`` (start and end rows in the ledger, a sleep between them standing for the
+    work), with a flow limit of its own: one runs at a time."""
 
     limits = {"max_running": 1}
-
-    def __init__(self, key: str, seconds: float = 0.0):
-        self.key = key
-        self.seconds = seconds
-
-    def run(self) -> None:
-        record(self, self.key, "start")
-        time.sleep(self.seconds)
-        record(self, self.key, "end")
