@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import attrs
 import psycopg
@@ -367,22 +367,18 @@ class PostgresStore:
         # joined again at every call), and but for finish_and_claim (6.8 KB as written, 4.3 KB
         # compacted) under the 4 KB up to which psycopg caches its conversion of a query.
         texts = load_queries()
-        claims = {
-            name: sql.SQL(texts[name]).format(**replacements)
-            for name in ("ready_requests", "ready_requests_within_limits")
-        }
-        replacements["ready_requests"] = claims["ready_requests"]
+        plain = _with_claim_blocks(texts, replacements, "ready_requests")
         self.queries = {
-            name: sql.SQL(_compact(name, sql.SQL(text).format(**replacements).as_string()))
+            name: sql.SQL(_compact(name, sql.SQL(text).format(**plain).as_string()))
             for name, text in texts.items()
         }
         # finish_and_claim whose claim keeps flow limits: one statement written once, with
         # ready_requests_within_limits in the place of ready_requests.
-        replacements["ready_requests"] = claims["ready_requests_within_limits"]
+        within_limits = _with_claim_blocks(texts, replacements, "ready_requests_within_limits")
         self.finish_and_claim_within_limits = sql.SQL(
             _compact(
                 "finish_and_claim_within_limits",
-                sql.SQL(texts["finish_and_claim"]).format(**replacements).as_string(),
+                sql.SQL(texts["finish_and_claim"]).format(**within_limits).as_string(),
             )
         )
         self.migrations = [
@@ -758,7 +754,8 @@ class PostgresStore:
                     rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
                     conn.execute(self.queries["wake_queues"], {"queues": freed})
             else:
-                rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
+                query = "finish_and_claim" if completions or started else "claim"
+                rows = conn.execute(self.queries[query], params).fetchall()
         written: dict[uuid.UUID, uuid.UUID | None] = {}
         processes = []
         for row in rows:
@@ -1335,6 +1332,18 @@ def _outcomes_json(completions: Sequence[Completion]) -> str:
             for c in completions
         ]
     )
+
+
+def _with_claim_blocks(
+    texts: dict[str, LiteralString], replacements: dict[str, sql.Composable], ready: str
+) -> dict[str, sql.Composable]:
+    """``replacements`` with the blocks the claim is made of, rendered in order: the block
+    ``ready`` (which requests it takes) as ``ready_requests``, then ``claim_ctes`` and
+    ``claimed_rows``, which ``finish_and_claim`` and ``claim`` are written with."""
+    blocks = dict(replacements, ready_requests=sql.SQL(texts[ready]).format(**replacements))
+    for name in ("claim_ctes", "claimed_rows"):
+        blocks[name] = sql.SQL(texts[name]).format(**blocks)
+    return blocks
 
 
 def _compact(name: str, text: str) -> str:

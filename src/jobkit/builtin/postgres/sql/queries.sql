@@ -122,8 +122,9 @@ WHERE queue = ANY(%(queues)s::text[]) AND start_at > now();
 --   %(started)s is a jsonb array of [id, started_at (epoch seconds)] of attempts that started
 --   running since the last round trip (never ones finished in this one): their processes get
 --   started_at, so a rescue can tell them from attempts that never ran.
--- Which requests it claims is the ready_requests block (ready_requests_within_limits when the
--- worker keeps flow limits), put in its place when the store starts.
+-- The claim is the claim_ctes block, which names the requests it claims with the ready_requests
+-- block (ready_requests_within_limits when the worker keeps flow limits), put in their places
+-- when the store starts.
 -- Rows come back as ('finished', id, retry_request_id) or ('claimed', the process's columns).
 WITH started AS (
     UPDATE {schema}.processes AS p
@@ -199,6 +200,29 @@ finished AS (
     LEFT JOIN rerun ON rerun.retry_of = d.id
     RETURNING id, retry_request_id
 ),
+{claim_ctes}
+SELECT
+    'finished' AS kind, id, retry_request_id, NULL::uuid AS job_id, NULL AS job_name,
+    NULL AS parameters, NULL AS queue, NULL::integer AS priority, NULL::integer AS retries,
+    NULL::integer AS retry_attempt, NULL AS concurrency_key, NULL AS headers, NULL AS source,
+    NULL::uuid AS retry_of, NULL::timestamptz AS start_at, NULL::timestamptz AS created_at,
+    NULL::uuid AS worker_id, NULL::timestamptz AS claimed_at, NULL::float8 AS timeout
+FROM finished
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+{claimed_rows};
+
+-- name: claim
+-- finish_and_claim for a round trip with nothing to finish and no start to mark (an idle worker
+-- woken by a new job, a worker's first claim): the claim alone, the same blocks. Skipping the
+-- finish's empty parts saves a fifth to a quarter of the statement's time, most of it on the
+-- latency of the first job after an idle spell.
+WITH {claim_ctes}
+{claimed_rows};
+
+-- name: claim_ctes
+-- The claim, as the last CTEs of finish_and_claim and claim: the requests ready_requests names
+-- move to processes, owned by %(worker_id)s, in claim order.
 ready AS (
     {ready_requests}
 ),
@@ -222,23 +246,18 @@ claimed AS (
     ORDER BY priority DESC, start_at, seq
     RETURNING *
 )
-SELECT
-    'finished' AS kind, id, retry_request_id, NULL::uuid AS job_id, NULL AS job_name,
-    NULL AS parameters, NULL AS queue, NULL::integer AS priority, NULL::integer AS retries,
-    NULL::integer AS retry_attempt, NULL AS concurrency_key, NULL AS headers, NULL AS source,
-    NULL::uuid AS retry_of, NULL::timestamptz AS start_at, NULL::timestamptz AS created_at,
-    NULL::uuid AS worker_id, NULL::timestamptz AS claimed_at, NULL::float8 AS timeout
-FROM finished
-WHERE (SELECT count(*) FROM notified) >= 0
-UNION ALL
+
+-- name: claimed_rows
+-- The claimed processes as finish_and_claim and claim return them: ('claimed', the process's
+-- columns), read by _process_from_row.
 SELECT
     'claimed', id, NULL, job_id, job_name, parameters::text, queue, priority, retries,
     retry_attempt, concurrency_key, headers::text, source, retry_of, start_at, created_at,
     worker_id, claimed_at, timeout
-FROM claimed;
+FROM claimed
 
 -- name: ready_requests
--- finish_and_claim's claim (no flow limits): the ready requests to claim, by id.
+-- The claim's choice (no flow limits): the ready requests to claim, by id.
 SELECT head.id
 FROM unnest(%(queues)s::text[]) AS q(name)
 -- A paused queue is not claimed from (its jobs stay pending until it is resumed).
