@@ -8,7 +8,7 @@ import uuid
 
 import psycopg
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -62,6 +62,18 @@ class SeesItsSpan(Job):
             while len(SeesItsSpan.arrived) < 2:
                 await asyncio.sleep(0.005)
         SeesItsSpan.seen[self.key] = trace.get_current_span().get_span_context().span_id
+
+
+@register_job(name="test_otel.NotesItsContext")
+class NotesItsContext(Job):
+    """Notes the trace context a job it enqueued now would carry (what ``propagate.inject``
+    writes)."""
+
+    carried: dict[str, str] = {}
+
+    def run(self) -> None:
+        NotesItsContext.carried = {}
+        propagate.inject(NotesItsContext.carried)
 
 
 class Telemetry:
@@ -493,6 +505,62 @@ def test_the_worker_processes_gauge_reports_each_running_workers_pool(telemetry)
     finally:
         service.stop()
     assert telemetry.points("jobkit.worker.processes") == []
+
+
+# No tracer provider set up ---------------------------------------------------------------------
+
+CALLERS_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def in_the_callers_trace():
+    """The caller's trace as a service without the SDK knows it: extracted from an incoming
+    traceparent, current for the test."""
+    token = context.attach(propagate.extract({"traceparent": CALLERS_TRACEPARENT}))
+    yield
+    context.detach(token)
+
+
+def test_with_no_tracer_provider_an_enqueue_keeps_the_callers_trace(
+    jobkit_runtime_factory, in_the_callers_trace
+):
+    runtime = jobkit_runtime_factory()  # the built-in plugin, on the API's placeholders
+    assert runtime.enqueue(Noop(1)).headers["traceparent"] == CALLERS_TRACEPARENT
+    (one, two) = runtime.enqueue_many([Noop(2), Noop(3)])
+    assert one.headers["traceparent"] == two.headers["traceparent"] == CALLERS_TRACEPARENT
+
+
+def test_with_no_tracer_provider_an_enqueue_outside_a_trace_carries_none(jobkit_runtime_factory):
+    runtime = jobkit_runtime_factory()
+    assert "traceparent" not in runtime.enqueue(Noop(1)).headers
+    assert [r.status for r in run_jobs(runtime)] == [Status.SUCCESSFUL]
+
+
+def test_with_no_tracer_provider_a_job_runs_outside_its_senders_trace(
+    jobkit_runtime_factory, in_the_callers_trace
+):
+    runtime = jobkit_runtime_factory()
+    runtime.enqueue(NotesItsContext())
+    with_no_trace = context.attach(context.Context())
+    try:
+        assert [r.status for r in run_jobs(runtime)] == [Status.SUCCESSFUL]
+    finally:
+        context.detach(with_no_trace)
+    assert NotesItsContext.carried == {}  # linked spans, the default: a new trace per run
+
+
+def test_with_no_tracer_provider_a_job_run_as_the_sends_child_carries_its_trace_on(
+    jobkit_runtime_factory, in_the_callers_trace
+):
+    runtime = jobkit_runtime_factory(disable_plugins=["jobkit.builtin.otel"])
+    runtime.pm.register(OpenTelemetry(parent_process_spans=True), "test-otel")
+    runtime.enqueue(NotesItsContext())
+    with_no_trace = context.attach(context.Context())
+    try:
+        assert [r.status for r in run_jobs(runtime)] == [Status.SUCCESSFUL]
+    finally:
+        context.detach(with_no_trace)
+    assert NotesItsContext.carried["traceparent"] == CALLERS_TRACEPARENT
 
 
 # Blocked --------------------------------------------------------------------------------------

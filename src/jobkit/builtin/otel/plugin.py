@@ -10,6 +10,7 @@ id, the same on both sides and on every attempt.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
@@ -96,6 +98,39 @@ class OpenTelemetry:
         return self._tracer
 
     @property
+    def tracing(self) -> bool:
+        """Whether spans go anywhere: a tracer provider was given, or one is set globally. Until
+        then the API's placeholder makes spans that record nothing, which cost an attempt's
+        pool child more than the rest of its bookkeeping, so none is made."""
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+    def _span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        *,
+        context: Context | None = None,
+        links: Sequence[Link] = (),
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        """The span of the block, made current; with nothing tracing, no span (the block runs
+        in the context it was given, and ``INVALID_SPAN`` takes the calls) unless ``context``
+        must become current even so: a job run as the child of its send span still carries
+        that trace on to the jobs it enqueues."""
+        if not self.tracing and context is None:
+            return contextlib.nullcontext(trace.INVALID_SPAN)
+        return self.tracer.start_as_current_span(
+            name,
+            context=context,
+            kind=kind,
+            links=links,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    @property
     def instruments(self) -> _Instruments:
         if self._instruments is None:
             with self._lock:
@@ -126,12 +161,8 @@ class OpenTelemetry:
         else:
             attributes["messaging.batch.message_count"] = len(requests)
         start = time.perf_counter()
-        with self.tracer.start_as_current_span(
-            f"send {queue}" if queue else "send",
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
+        with self._span(
+            f"send {queue}" if queue else "send", SpanKind.PRODUCER, attributes
         ) as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
@@ -203,20 +234,19 @@ class OpenTelemetry:
             waited = (process.claimed_at - process.start_at).total_seconds()
             self.instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
 
-        creation = propagate.extract(_text_headers(process.headers))
-        creation_span = trace.get_current_span(creation).get_span_context()
         parent, links = None, []
-        if creation_span.is_valid:
-            if self.parent_process_spans:
-                parent = creation
-            else:
-                links = [Link(creation_span)]
-        with self.tracer.start_as_current_span(
+        if self.tracing or self.parent_process_spans:
+            creation = propagate.extract(_text_headers(process.headers))
+            creation_span = trace.get_current_span(creation).get_span_context()
+            if creation_span.is_valid:
+                if self.parent_process_spans:
+                    parent = creation
+                else:
+                    links = [Link(creation_span)]
+        with self._span(
             f"process {process.queue}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
+            SpanKind.CONSUMER,
+            {
                 **queue_attributes,
                 "messaging.operation.type": "process",
                 "messaging.message.id": str(process.job_id),
@@ -225,8 +255,8 @@ class OpenTelemetry:
                 "jobkit.job.attempt": process.retry_attempt + 1,
                 "jobkit.request.id": str(process.id),
             },
-            record_exception=False,
-            set_status_on_exception=False,
+            context=parent,
+            links=links,
         ) as span:
             outcome: Outcome = yield
             span.set_attribute("jobkit.job.outcome", outcome.status.value.lower())
