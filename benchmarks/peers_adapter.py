@@ -124,7 +124,11 @@ class JobkitAdapter(bench.Adapter):
     def prepare_worker(self, config: dict[str, Any]) -> None:
         import importlib
 
-        import jobkit.cli  # noqa: F401 - imported before the clock starts, as the peers are
+        # Imported before the clock starts, as the peers import theirs and psycopg: the command,
+        # the built-in plugins the runtime loads (the store imports psycopg) and the jobs.
+        import jobkit.builtin.otel  # noqa: F401
+        import jobkit.builtin.postgres  # noqa: F401
+        import jobkit.cli  # noqa: F401
 
         importlib.import_module(JOBS_MODULE)
 

@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from jobkit.records import WorkerInfo
+from jobkit.testing import wait_for
 
 
 def claim_and_start(store, worker_id: uuid.UUID, limit: int = 10) -> list:
@@ -24,12 +25,27 @@ def claim_and_start(store, worker_id: uuid.UUID, limit: int = 10) -> list:
     return claimed
 
 
+SERVER_UP_LONG_ENOUGH = 6.0
+"""Seconds the server must have been up for a worker to look dead: the database's start counts
+as every worker's heartbeat (see ``dead_workers``), and the tests' heartbeat timeout is 5 s."""
+
+
 def register(store, beat_seconds_ago: float = 0) -> uuid.UUID:
+    """A registered worker; with ``beat_seconds_ago``, its last beat that long ago, once the
+    server has been up long enough for that to make it look dead (an embedded server the test
+    session just started has not)."""
     worker = store.register_worker(
         WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=["default"])
     )
     if beat_seconds_ago:
         age(store, "workers", "last_heartbeat_at", worker.id, beat_seconds_ago)
+        with psycopg.connect(store.url, autocommit=True) as connection:
+            up = "SELECT now() - pg_postmaster_start_time() > make_interval(secs => %s)"
+            wait_for(
+                lambda: connection.execute(up, (SERVER_UP_LONG_ENOUGH,)).fetchone()[0],
+                timeout=SERVER_UP_LONG_ENOUGH + 10,
+                message="the server to have been up longer than the heartbeat timeout",
+            )
     return worker.id
 
 
