@@ -126,8 +126,8 @@ class JobkitAdapter(bench.Adapter):
 
         # Imported before the clock starts, as the peers import theirs and psycopg: the command,
         # the built-in plugins the runtime loads (the store imports psycopg) and the jobs.
-        import jobkit.builtin.otel  # noqa: F401
-        import jobkit.builtin.postgres  # noqa: F401
+        import jobkit.builtin.otel
+        import jobkit.builtin.postgres
         import jobkit.cli  # noqa: F401
 
         importlib.import_module(JOBS_MODULE)
