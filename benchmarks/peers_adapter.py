@@ -125,9 +125,9 @@ class JobkitAdapter(bench.Adapter):
         import importlib
 
         # Imported before the clock starts, as the peers import theirs and psycopg: the command,
-        # the built-in plugins the runtime loads (the store imports psycopg) and the jobs.
+        # the built-in plugins the runtime loads, the store with psycopg, and the jobs.
         import jobkit.builtin.otel
-        import jobkit.builtin.postgres
+        import jobkit.builtin.postgres.store
         import jobkit.cli  # noqa: F401
 
         importlib.import_module(JOBS_MODULE)

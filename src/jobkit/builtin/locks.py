@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from jobkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import psycopg
 
 ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
@@ -45,7 +47,7 @@ async def async_advisory_lock(
 def jobkit_enqueue_lock(
     job_name: str, concurrency_key: str, connection: Any
 ) -> contextlib.AbstractContextManager[None] | None:
-    if not isinstance(connection, psycopg.Connection):
+    if not _is_psycopg(connection, "Connection"):
         return None
     return advisory_lock(connection, job_name, concurrency_key)
 
@@ -54,6 +56,13 @@ def jobkit_enqueue_lock(
 def jobkit_async_enqueue_lock(
     job_name: str, concurrency_key: str, connection: Any
 ) -> contextlib.AbstractAsyncContextManager[None] | None:
-    if not isinstance(connection, psycopg.AsyncConnection):
+    if not _is_psycopg(connection, "AsyncConnection"):
         return None
     return async_advisory_lock(connection, job_name, concurrency_key)
+
+
+def _is_psycopg(connection: Any, kind: str) -> bool:
+    """Whether ``connection`` is a psycopg ``kind``; psycopg is not imported for it (a process
+    that has not imported psycopg holds no psycopg connection)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(connection, getattr(psycopg, kind))
