@@ -113,6 +113,43 @@ def test_cancelling_a_waiting_member_ends_it_as_failed(jobkit_runtime):
     assert get_result(flow.last.id).output == [["SUCCESSFUL", 25], ["CANCELLED", None]]
 
 
+@jobkit.register_job(name="test_workflows.DeferredOnceThenDeclined")
+class DeferredOnceThenDeclined(jobkit.Job):
+    """Defers its first run; ``should_enqueue`` declines the second enqueue (the deferral's
+    rerun) and allows the others."""
+
+    enqueues = 0
+    runs = 0
+
+    def run(self) -> str:
+        DeferredOnceThenDeclined.runs += 1
+        if DeferredOnceThenDeclined.runs == 1:
+            raise jobkit.DeferJob(delay=0)
+        return "ran"
+
+    def should_enqueue(self, concurrency_key: str) -> bool:
+        DeferredOnceThenDeclined.enqueues += 1
+        return DeferredOnceThenDeclined.enqueues != 2
+
+
+def test_a_member_whose_deferral_is_declined_waits_until_an_operator_retries_it(jobkit_runtime):
+    # docs/workflows.md: not yet handled; its workflow waits, and a retry moves it on.
+    DeferredOnceThenDeclined.enqueues = DeferredOnceThenDeclined.runs = 0
+    create_ledger(jobkit_runtime.settings)
+    member = DeferredOnceThenDeclined()
+    flow = Group([Square(3), member], then=Collect("declined")).run_in_worker()
+
+    run_jobs(jobkit_runtime)
+    deferred = jobkit.job(flow.requests[1].job_id).latest
+    assert deferred.state is jobkit.AttemptState.DEFERRED and deferred.retry_request_id is None
+    assert jobkit.job(flow.last.job_id).state is jobkit.AttemptState.SCHEDULED
+
+    assert jobkit.retry(flow.requests[1].job_id).done
+    run_jobs(jobkit_runtime)
+    assert get_result(flow.last.id).output == [["SUCCESSFUL", 9], ["SUCCESSFUL", "ran"]]
+    assert callbacks(jobkit_runtime.settings) == ["declined"]
+
+
 def workflow_count(settings) -> int:
     query = sql.SQL("SELECT count(*) FROM {}.workflows").format(sql.Identifier(settings.schema))
     with psycopg.connect(settings.database_url, autocommit=True) as connection:
