@@ -144,7 +144,10 @@ def _stop_signals_ignored_by_children() -> Iterator[None]:
     """Start a child with SIGINT and SIGTERM ignored, so a Ctrl-C or a SIGTERM sent to the whole
     process group while it boots does not kill it (an ignored signal stays ignored across exec;
     the child sets its own handlers once it runs). The worker blocks them meanwhile, so one that
-    arrives for it now stays pending and reaches its handler afterwards."""
+    arrives for it now stays pending and reaches its handler afterwards. The child inherits the
+    block too (a signal mask also survives exec) and lifts it once its handlers are set; until
+    it did, every child but the first (whose start also started multiprocessing's resource
+    tracker, which unblocks them) could never be interrupted at a timeout or a shutdown."""
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _STOP_SIGNALS}
     try:
@@ -812,6 +815,8 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     interrupter = _Interrupter(stopping)
     signal.signal(signal.SIGTERM, interrupter)
+    # Started with them blocked (see _stop_signals_ignored_by_children): its handlers are set.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     configure_logging(log_level, settings.log_format)
     from jobkit.async_runner import AsyncRunner
     from jobkit.runtime import Runtime, set_runtime

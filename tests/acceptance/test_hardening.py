@@ -129,6 +129,29 @@ def test_a_run_past_its_timeout_gets_job_timeout_and_its_finally_runs(
     check_invariants(db, jobkit_settings, {job.job_id: "slow"}, final_status="ERRORED")
 
 
+def test_every_pool_child_gets_job_timeout_not_only_the_first(
+    workers, jobkit_runtime, jobkit_settings, ledger_ready, db
+):
+    # The children after the first once started with SIGTERM blocked (a signal mask inherited
+    # from the worker's start of them), so a run there past its timeout was killed, its
+    # finally never ran and its error had no traceback.
+    jobs = [CleansUp(f"slow{n}", seconds=60).run_in_worker(timeout=2) for n in range(3)]
+    worker = workers.start("--burst", "--max-processes", "3")
+    assert worker.wait_for_exit(60) == 0, worker.output()
+
+    assert sorted(key for key, phase, _, _ in ledger(jobkit_settings) if phase == "end") == [
+        "slow0",
+        "slow1",
+        "slow2",
+    ]
+    for job in jobs:
+        assert history(db, job.job_id) == [(0, "ERRORED", "JobTimeout", False)]
+        error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [job.job_id])
+        assert "time.sleep(self.seconds)" in error  # raised in the run, where it was
+    keys = {job.job_id: f"slow{n}" for n, job in enumerate(jobs)}
+    check_invariants(db, jobkit_settings, keys, final_status="ERRORED")
+
+
 def test_a_run_ended_by_a_shutdown_gets_job_cancelled_and_its_finally_runs(
     workers, jobkit_runtime, jobkit_settings, ledger_ready, db
 ):
