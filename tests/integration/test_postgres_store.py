@@ -154,9 +154,10 @@ def test_throughput_has_every_bucket_and_a_failure_rate(jobkit_runtime):
 
 
 def test_transactions_ending_members_of_two_workflows_in_opposite_orders_recover(jobkit_runtime):
-    """Each transaction holds one workflow's row lock and waits for the other's: PostgreSQL ends
-    one (a deadlock, a StoreError a worker retries after its backoff), and once it is written
-    again both callbacks are released."""
+    """The member trigger locks each workflow's row at the commit, in the order the members
+    ended: two commits at once, in opposite orders, can each hold one and wait for the other.
+    PostgreSQL ends one (a deadlock, a StoreError a worker retries after its backoff), and once
+    it is written again both callbacks are released."""
     store = jobkit_runtime.store
     contract = StoreContract()
     first, second = contract.enqueue_link(store, 2), contract.enqueue_link(store, 2)
@@ -167,15 +168,22 @@ def test_transactions_ending_members_of_two_workflows_in_opposite_orders_recover
 
     holding = threading.Barrier(2)
 
+    lock = sql.SQL("SELECT 1 FROM {}.workflows WHERE id = %s FOR UPDATE").format(
+        sql.Identifier(store.schema)
+    )
+
     def ends(worker, links, *, together: bool = True) -> None:
         with store.transaction() as connection:
-            for index, (link, member) in enumerate(links):
+            for link, member in links:
                 process = processes[link.members[member].id]
                 store.finish(
                     worker_id=worker.id, completions=[completion(process)], connection=connection
                 )
-                if together and index == 0:
-                    holding.wait(10)  # each holds its first workflow's lock before the second
+            if together:
+                # The interleaving of two commits, made certain: each takes its first
+                # workflow's lock (as its commit's trigger will) before either commits.
+                connection.execute(lock, [links[0][0].id])
+                holding.wait(10)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         done = [

@@ -113,40 +113,48 @@ def test_cancelling_a_waiting_member_ends_it_as_failed(jobkit_runtime):
     assert get_result(flow.last.id).output == [["SUCCESSFUL", 25], ["CANCELLED", None]]
 
 
-@jobkit.register_job(name="test_workflows.DeferredOnceThenDeclined")
-class DeferredOnceThenDeclined(jobkit.Job):
-    """Defers its first run; ``should_enqueue`` declines the second enqueue (the deferral's
-    rerun) and allows the others."""
+@jobkit.register_job(name="test_workflows.DefersOnce")
+class DefersOnce(jobkit.Job):
+    """Defers its first run. Its ``should_enqueue`` (so each rerun is decided after its
+    DEFERRED result is written) declines the deferral's rerun when ``declined``."""
 
-    enqueues = 0
     runs = 0
 
+    def __init__(self, declined: bool):
+        self.declined = declined
+
     def run(self) -> str:
-        DeferredOnceThenDeclined.runs += 1
-        if DeferredOnceThenDeclined.runs == 1:
+        DefersOnce.runs += 1
+        if DefersOnce.runs == 1:
             raise jobkit.DeferJob(delay=0)
         return "ran"
 
     def should_enqueue(self, concurrency_key: str) -> bool:
-        DeferredOnceThenDeclined.enqueues += 1
-        return DeferredOnceThenDeclined.enqueues != 2
+        return not (self.declined and DefersOnce.runs == 1)
 
 
-def test_a_member_whose_deferral_is_declined_waits_until_an_operator_retries_it(jobkit_runtime):
-    # docs/workflows.md: not yet handled; its workflow waits, and a retry moves it on.
-    DeferredOnceThenDeclined.enqueues = DeferredOnceThenDeclined.runs = 0
-    create_ledger(jobkit_runtime.settings)
-    member = DeferredOnceThenDeclined()
-    flow = Group([Square(3), member], then=Collect("declined")).run_in_worker()
+def test_a_member_whose_decided_deferral_runs_again_ends_with_its_rerun(jobkit_runtime):
+    DefersOnce.runs = 0
+    flow = Group([Square(3), DefersOnce(declined=False)], then=Collect("rerun")).run_in_worker()
 
-    run_jobs(jobkit_runtime)
-    deferred = jobkit.job(flow.requests[1].job_id).latest
-    assert deferred.state is jobkit.AttemptState.DEFERRED and deferred.retry_request_id is None
+    run_jobs(jobkit_runtime, max_jobs=2)  # the square, and the member's deferred first run
     assert jobkit.job(flow.last.job_id).state is jobkit.AttemptState.SCHEDULED
 
-    assert jobkit.retry(flow.requests[1].job_id).done
+    create_ledger(jobkit_runtime.settings)
     run_jobs(jobkit_runtime)
     assert get_result(flow.last.id).output == [["SUCCESSFUL", 9], ["SUCCESSFUL", "ran"]]
+
+
+def test_a_member_whose_deferral_should_enqueue_declines_has_ended_deferred(jobkit_runtime):
+    DefersOnce.runs = 0
+    create_ledger(jobkit_runtime.settings)
+    flow = Group([Square(3), DefersOnce(declined=True)], then=Collect("declined")).run_in_worker()
+
+    run_jobs(jobkit_runtime)
+
+    deferred = jobkit.job(flow.requests[1].job_id).latest
+    assert deferred.state is jobkit.AttemptState.DEFERRED and deferred.retry_request_id is None
+    assert get_result(flow.last.id).output == [["SUCCESSFUL", 9], ["DEFERRED", None]]
     assert callbacks(jobkit_runtime.settings) == ["declined"]
 
 

@@ -1259,6 +1259,41 @@ class StoreContract:
         (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
         assert link.callback is not None and callback.id == link.callback.id
 
+    def test_a_members_deferred_result_ends_it_unless_a_rerun_is_linked_in_its_transaction(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        # A deferral that needs a decision: the DEFERRED result is written first, then the rerun
+        # (if should_enqueue allows it) is enqueued and linked, in the same transaction.
+        link = self.enqueue_link(store, 2)
+        rerun_later, declined = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        with store.transaction() as connection:
+            store.finish(
+                worker_id=worker_id,
+                completions=[completion(rerun_later, Status.DEFERRED)],
+                connection=connection,
+            )
+            (rerun,) = store.enqueue(
+                [make_request(queue="wf", job_id=rerun_later.job_id, headers=rerun_later.headers)],
+                connection=connection,
+            )
+            store.link_reruns([(rerun_later.id, rerun.id)], connection=connection)
+        assert store.workflow_members(link.id)[0].status is None
+        with store.transaction() as connection:  # should_enqueue declined: nothing follows it
+            store.finish(
+                worker_id=worker_id,
+                completions=[completion(declined, Status.DEFERRED)],
+                connection=connection,
+            )
+        assert store.workflow_members(link.id)[1].status is Status.DEFERRED
+        (again,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert again.id == rerun.id
+        store.finish(worker_id=worker_id, completions=[completion(again)])
+
+        (callback,) = store.claim(worker_id=worker_id, queues=["wf"], limit=10)
+        assert link.callback is not None and callback.id == link.callback.id
+        statuses = [(m.status, m.failed) for m in store.workflow_members(link.id)]
+        assert statuses == [(Status.SUCCESSFUL, False), (Status.DEFERRED, True)]
+
     def test_a_failed_member_holds_a_callback_that_waits_for_success_until_it_is_retried(
         self, store: Store, worker_id: uuid.UUID
     ) -> None:
@@ -1308,11 +1343,11 @@ class StoreContract:
 
         with store.transaction() as connection:
             store.finish(worker_id=one.id, completions=[completion(first)], connection=connection)
+            # The second member ends while the first's transaction is open: whichever commits
+            # last sees the other's count (or waits for it) rather than miss it.
             racer = threading.Thread(target=finish_second)
             racer.start()
-            # The second finish waits for the first's transaction (it ends the other member
-            # of the same workflow) rather than miss it.
-            assert not finished.wait(0.3)
+            finished.wait(0.3)
         racer.join(timeout=10)
         assert finished.is_set()
         (callback,) = store.claim(worker_id=one.id, queues=["wf"], limit=10)
