@@ -109,15 +109,16 @@ class OpenTelemetry:
         self,
         name: str,
         kind: SpanKind,
-        attributes: dict[str, Any],
+        attributes: Callable[[], dict[str, Any]],
         *,
         context: Context | None = None,
         links: Sequence[Link] = (),
     ) -> contextlib.AbstractContextManager[trace.Span]:
-        """The span of the block, made current; with nothing tracing, no span (the block runs
-        in the context it was given, and ``INVALID_SPAN`` takes the calls) unless ``context``
-        must become current even so: a job run as the child of its send span still carries
-        that trace on to the jobs it enqueues."""
+        """The span of the block, made current, with the ``attributes()``; with nothing
+        tracing, no span and no attributes made (the block runs in the context it was given,
+        and ``INVALID_SPAN`` takes the calls) unless ``context`` must become current even so:
+        a job run as the child of its send span still carries that trace on to the jobs it
+        enqueues."""
         if not self.tracing and context is None:
             return contextlib.nullcontext(trace.INVALID_SPAN)
         return self.tracer.start_as_current_span(
@@ -125,7 +126,7 @@ class OpenTelemetry:
             context=context,
             kind=kind,
             links=links,
-            attributes=attributes,
+            attributes=attributes(),
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -162,7 +163,7 @@ class OpenTelemetry:
             attributes["messaging.batch.message_count"] = len(requests)
         start = time.perf_counter()
         with self._span(
-            f"send {queue}" if queue else "send", SpanKind.PRODUCER, attributes
+            f"send {queue}" if queue else "send", SpanKind.PRODUCER, lambda: attributes
         ) as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
@@ -246,7 +247,7 @@ class OpenTelemetry:
         with self._span(
             f"process {process.queue}",
             SpanKind.CONSUMER,
-            {
+            lambda: {
                 **queue_attributes,
                 "messaging.operation.type": "process",
                 "messaging.message.id": str(process.job_id),
