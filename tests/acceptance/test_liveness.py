@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import urllib.parse
+import uuid
 
 import psycopg
 import pytest
@@ -21,6 +23,8 @@ from psycopg import sql
 from test_faults import enqueue, finished, start_ready
 
 from conftest import free_a_slot
+from jobkit.builtin.postgres.store import PostgresStore
+from jobkit.records import WorkerInfo
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
@@ -92,6 +96,37 @@ def test_a_frozen_main_process_lets_no_child_start_a_job_a_peer_may_be_given(
     for worker in workers.started:
         assert worker.stop(15) == 0, worker.output()
     check_invariants(db, jobkit_settings, jobs, faults=lost)
+
+
+def test_a_heartbeat_frozen_in_flight_leaves_the_worker_row_free_for_a_rescue(jobkit_settings, db):
+    """A worker can freeze at any instant (SIGSTOP, a paused VM, packets dropped). Had its beat
+    locked its row and then frozen before the commit, the row would stay locked, and a rescue
+    leaves a locked row alone: the worker's jobs would never go to a peer. Here the beat's
+    connection freezes as the UPDATE goes out, after anything sent before it."""
+    with Proxy(jobkit_settings.database_url) as proxy:
+        store = PostgresStore(proxy.url(jobkit_settings.database_url), jobkit_settings.schema)
+        worker = store.register_worker(
+            WorkerInfo(id=uuid.uuid4(), hostname="frozen", pid=1, queues=["default"])
+        )
+        store.heartbeat(worker_id=worker.id)
+        proxy.freeze(lambda sent: sent.count(b"SET last_heartbeat_at") == 2)  # the second beat
+        beat = threading.Thread(target=store.heartbeat, kwargs={"worker_id": worker.id})
+        beat.start()
+        try:
+            wait_for(lambda: proxy.frozen() == 1, message="the beat's connection frozen")
+            with psycopg.connect(db.url, autocommit=True) as rescuer:
+                locked = rescuer.execute(
+                    sql.SQL("SELECT id FROM {}.workers WHERE id = %s FOR UPDATE NOWAIT").format(
+                        sql.Identifier(jobkit_settings.schema)
+                    ),
+                    [worker.id],
+                ).fetchall()
+            assert locked == [(worker.id,)]
+        finally:
+            proxy.thaw()
+            beat.join(10)
+            store.close()
+        assert not beat.is_alive()
 
 
 def test_a_worker_started_against_a_full_server_waits_for_a_slot_and_then_runs_jobs(

@@ -872,9 +872,12 @@ class PostgresStore:
         return stored
 
     def heartbeat(self, *, worker_id: uuid.UUID) -> datetime.datetime:
-        with self._direct_connection() as conn, conn.transaction():
-            conn.execute(self.queries["lock_worker_row"], {"id": worker_id})
-            row = conn.execute(self.queries["heartbeat"], {"id": worker_id}).fetchone()
+        with self._direct_connection() as conn, psycopg.ClientCursor(conn) as cursor:
+            # Two statements in one message: the server binds parameters of one statement
+            # only, so the cursor binds them itself.
+            cursor.execute(self.queries["heartbeat"], {"id": worker_id})
+            cursor.nextset()
+            row = cursor.fetchone()
             if row is None:
                 now = conn.execute(self.queries["database_now"]).fetchone()
                 raise LeaseLost(

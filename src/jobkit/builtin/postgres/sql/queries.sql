@@ -532,17 +532,17 @@ INSERT INTO {schema}.workers (id, hostname, pid, queues, started_at, last_heartb
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, clock_timestamp(), clock_timestamp())
 RETURNING id, hostname, pid, queues, started_at, last_heartbeat_at;
 
--- name: lock_worker_row
--- The first statement of a heartbeat's transaction: wait here for whoever holds the worker's row,
--- so that the heartbeat's UPDATE, which then waits for nobody, stamps the time after the wait. (An
--- UPDATE that waits for a row lock computes its new values before the wait.)
-SELECT 1 FROM {schema}.workers WHERE id = %(id)s FOR UPDATE;
-
 -- name: heartbeat
--- Record that a worker is alive; returns the database's time (and nothing if the row is gone).
--- The time is when the row is written (clock_timestamp()): a beat held up by a lock on the table
--- must not stamp the moment it started waiting, or peers would think the worker silent longer
--- than it was.
+-- Record that a worker is alive; the second statement returns the database's time (and nothing if
+-- the row is gone). Both go in one message, run by the server as one implicit transaction, so a
+-- worker frozen at any moment (SIGSTOP, a paused VM) never holds its own row locked: a peer's
+-- rescue, which leaves a locked row alone, would never take its jobs.
+-- The first statement waits for whoever holds the worker's row, so that the UPDATE, which then
+-- waits for nobody, stamps the time after the wait (an UPDATE that waits for a row lock computes
+-- its new values before the wait). The time is when the row is written (clock_timestamp()): a
+-- beat held up by a lock on the table must not stamp the moment it started waiting, or peers would
+-- think the worker silent longer than it was.
+SELECT 1 FROM {schema}.workers WHERE id = %(id)s FOR UPDATE;
 UPDATE {schema}.workers
 SET last_heartbeat_at = clock_timestamp()
 WHERE id = %(id)s
