@@ -24,7 +24,8 @@ from test_faults import enqueue, finished, start_ready
 
 from conftest import free_a_slot
 from jobkit.builtin.postgres.store import PostgresStore
-from jobkit.records import WorkerInfo
+from jobkit.errors import StoreError
+from jobkit.records import FlowLimit, JobRequest, LimitScope, WorkerInfo
 from testapp.jobs import Record, ledger
 
 pytestmark = pytest.mark.acceptance
@@ -127,6 +128,54 @@ def test_a_heartbeat_frozen_in_flight_leaves_the_worker_row_free_for_a_rescue(jo
             beat.join(10)
             store.close()
         assert not beat.is_alive()
+
+
+def test_a_claim_frozen_within_flow_limits_holds_a_peer_back_for_seconds_only(jobkit_settings, db):
+    """A claim within flow limits locks the limits, then claims, in one transaction: a worker
+    frozen between the two would hold every peer's claim under those limits back for as long as
+    it stays frozen. The server ends a worker transaction idle for 5 s."""
+    url, schema = jobkit_settings.database_url, jobkit_settings.schema
+    limits = [FlowLimit(scope=LimitScope.QUEUE, name="default", max_running=10)]
+
+    def claimer(store: PostgresStore, outcome: list) -> threading.Thread:
+        worker = store.register_worker(
+            WorkerInfo(id=uuid.uuid4(), hostname="limited", pid=1, queues=["default"])
+        )
+
+        def claim() -> None:
+            try:
+                outcome.append(
+                    store.claim(worker_id=worker.id, queues=["default"], limit=1, limits=limits)
+                )
+            except StoreError as error:
+                outcome.append(error)
+
+        return threading.Thread(target=claim)
+
+    with Proxy(url) as proxy:
+        frozen_store, peer_store = PostgresStore(proxy.url(url), schema), PostgresStore(url, schema)
+        (job,) = peer_store.enqueue([JobRequest(job_name="j", parameters="{}")], connection=None)
+        frozen_claims: list = []
+        peer_claims: list = []
+        frozen, peer = claimer(frozen_store, frozen_claims), claimer(peer_store, peer_claims)
+        # Frozen as the claim goes out, the limits' locks taken.
+        proxy.freeze(lambda sent: b"SKIP LOCKED" in sent.split(b"pg_advisory_xact_lock")[-1])
+        try:
+            frozen.start()
+            wait_for(lambda: proxy.frozen() == 1, message="the claim's connection frozen")
+            started = time.monotonic()
+            peer.start()
+            peer.join(30)
+            waited = time.monotonic() - started
+        finally:
+            proxy.thaw()
+            frozen.join(10)
+            frozen_store.close()
+            peer_store.close()
+        assert not peer.is_alive(), "the peer's claim still waits"
+        assert [process.job_id for process in peer_claims[0]] == [job.job_id]
+        assert 3 < waited < 15, waited  # it did wait for the frozen claim's locks, not for ever
+        assert isinstance(frozen_claims[0], StoreError), frozen_claims
 
 
 def test_a_worker_started_against_a_full_server_waits_for_a_slot_and_then_runs_jobs(

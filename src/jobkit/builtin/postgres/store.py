@@ -745,12 +745,12 @@ class PostgresStore:
         )
         with self._connection(connection) as conn:
             if claiming and kept:
-                with conn.transaction():
+                with self._bounded_transaction(conn):
                     rows = self._claim_within_limits(conn, params, kept)
                     if freed:
                         conn.execute(self.queries["wake_queues"], {"queues": freed})
             elif freed:
-                with conn.transaction():
+                with self._bounded_transaction(conn):
                     rows = conn.execute(self.queries["finish_and_claim"], params).fetchall()
                     conn.execute(self.queries["wake_queues"], {"queues": freed})
             else:
@@ -765,6 +765,13 @@ class PostgresStore:
                 processes.append(_process_from_row(row))
         lost = [c.process.id for c in completions if c.process.id not in written]
         return FinishReport(written=written, lost_lease=lost), processes
+
+    @contextlib.contextmanager
+    def _bounded_transaction(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """A transaction the server ends if it idles for seconds: a frozen worker's."""
+        with conn.transaction():
+            conn.execute(self.queries["bound_idle_transaction"])
+            yield
 
     def _claim_within_limits(
         self, conn: psycopg.Connection[Any], params: dict[str, Any], limits: list[FlowLimit]

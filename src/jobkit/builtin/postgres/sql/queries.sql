@@ -355,6 +355,14 @@ WHERE heads.id NOT IN (SELECT id FROM places WHERE place > room)
 ORDER BY heads.priority DESC, heads.start_at, heads.seq
 LIMIT %(limit)s
 
+-- name: bound_idle_transaction
+-- The first statement of a worker's transactions of several statements (a claim within flow
+-- limits, a finish that wakes queues). Only the store's code runs between their statements, so
+-- one left idle for seconds belongs to a frozen worker (SIGSTOP, a paused VM), and its locks would
+-- stay held for as long as it is frozen: every peer's claim under the same limits would wait for
+-- them, and a rescue leaves a worker whose rows are locked alone. The server ends such a session.
+SET LOCAL idle_in_transaction_session_timeout = '5s';
+
 -- name: lock_limits
 -- Serialize the claims that count against the same flow limits, for the rest of the
 -- transaction: one advisory lock per limit key (%(keys)s), taken in one order, so two claimers
