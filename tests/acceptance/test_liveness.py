@@ -178,6 +178,55 @@ def test_a_claim_frozen_within_flow_limits_holds_a_peer_back_for_seconds_only(jo
         assert isinstance(frozen_claims[0], StoreError), frozen_claims
 
 
+def test_a_rescuer_frozen_mid_rescue_keeps_other_rescuers_away_for_seconds_only(
+    jobkit_settings, db
+):
+    """A rescue locks the dead worker's row, then reads its processes and writes their fate: a
+    rescuer frozen in between would keep every other rescuer away from that worker (they leave
+    a locked row alone) for as long as it stays frozen."""
+    url, schema = jobkit_settings.database_url, jobkit_settings.schema
+    with Proxy(url) as proxy:
+        frozen_store, other_store = (
+            PostgresStore(proxy.url(url), schema),
+            PostgresStore(url, schema),
+        )
+        dead = other_store.register_worker(
+            WorkerInfo(id=uuid.uuid4(), hostname="dead", pid=1, queues=["default"])
+        )
+        wait_for(lambda: dead.id in other_store.dead_workers(heartbeat_timeout=0.001))
+        outcome: list = []
+
+        def rescue(store: PostgresStore) -> list | None:
+            with store.transaction() as conn:
+                return store.lock_dead_worker(
+                    worker_id=dead.id, heartbeat_timeout=0.001, connection=conn
+                )
+
+        def frozen_rescue() -> None:
+            try:
+                outcome.append(rescue(frozen_store))
+            except StoreError as error:
+                outcome.append(error)
+
+        # Frozen as the processes are asked for, the worker's row locked.
+        proxy.freeze(lambda sent: b"WHERE worker_id = ANY(" in sent)
+        frozen = threading.Thread(target=frozen_rescue)
+        try:
+            frozen.start()
+            wait_for(lambda: proxy.frozen() == 1, message="the rescue's connection frozen")
+            started = time.monotonic()
+            assert rescue(other_store) is None  # locked by the frozen rescue
+            wait_for(lambda: rescue(other_store) is not None, 15, message="the row free again")
+            waited = time.monotonic() - started
+        finally:
+            proxy.thaw()
+            frozen.join(10)
+            frozen_store.close()
+            other_store.close()
+        assert 3 < waited < 15, waited
+        assert isinstance(outcome[0], StoreError), outcome
+
+
 def test_a_worker_started_against_a_full_server_waits_for_a_slot_and_then_runs_jobs(
     full_role, start_worker, jobkit_runtime, jobkit_settings, ledger_ready, wait_until
 ):

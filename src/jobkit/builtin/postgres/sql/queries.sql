@@ -585,7 +585,11 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = p.worker_id)
 -- name: rescue_lock_timeout
 -- A rescue waits at most a second for any lock (a table locked by a migration, rows a live worker
 -- is writing): it gives up and tries at the next sweep rather than act on what it read before.
-SET LOCAL lock_timeout = '1s';
+-- And like the worker's other transactions (see bound_idle_transaction), the server ends it when
+-- it idles for 5 s: a rescuer frozen with the dead worker's row locked keeps every other away.
+SELECT
+    set_config('lock_timeout', '1s', true),
+    set_config('idle_in_transaction_session_timeout', '5s', true);
 
 -- name: lock_dead_worker
 -- Inside the rescue's transaction: whether the worker's heartbeat is still older than %(timeout)s
