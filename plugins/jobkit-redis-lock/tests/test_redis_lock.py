@@ -137,3 +137,26 @@ def test_the_async_api_takes_the_same_redis_lock(impatient_runtime, redis_client
     assert sum(request is not None for request in stored) == 1
     assert Keyed("k").run_in_worker() is None  # the sync path sees the key taken
     assert redis_client.keys("jobkit:enqueue-lock:*") == []  # released after each enqueue
+
+
+def test_the_plugin_imports_redis_only_when_a_lock_is_first_taken(runtime):
+    """Every process that loads jobkit's plugins loads this one, a worker's pool children among
+    them; importing redis costs each about 0.2 s of CPU, so it waits for the first lock."""
+    script = """
+import sys
+from redis_jobs import Keyed, Plain
+Plain().run_in_worker()
+print("redis" in sys.modules)
+Keyed("lazy").run_in_worker()
+print("redis" in sys.modules)
+"""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("JOBKIT_")},
+        **settings_environ(runtime.settings),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["False", "True"]
