@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jobkit.errors import JobInterrupted
 from jobkit.records import JobProcess, Outcome, Status
 
 if TYPE_CHECKING:
@@ -87,12 +88,12 @@ class AsyncRunner:
 
     # Any thread -------------------------------------------------------------------------------
 
-    def cancel(self, attempt_id: uuid.UUID, why: str) -> None:
-        """Cancel the task of ``attempt_id``: ``CancelledError(why)`` is raised where it
-        awaits."""
+    def cancel(self, attempt_id: uuid.UUID, interruption: JobInterrupted) -> None:
+        """Cancel the task of ``attempt_id``: a ``CancelledError`` whose message is
+        ``interruption`` (``JobTimeout`` or ``JobCancelled``) is raised where it awaits."""
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: the child is exiting
-                self._loop.call_soon_threadsafe(self._cancel, attempt_id, why)
+                self._loop.call_soon_threadsafe(self._cancel, attempt_id, interruption)
 
     # The loop's thread ------------------------------------------------------------------------
 
@@ -121,10 +122,10 @@ class AsyncRunner:
         self._tasks[process.id] = task
         task.add_done_callback(lambda ended: self._ended(process, ended, wall_start))
 
-    def _cancel(self, attempt_id: uuid.UUID, why: str) -> None:
+    def _cancel(self, attempt_id: uuid.UUID, interruption: JobInterrupted) -> None:
         task = self._tasks.get(attempt_id)
         if task is not None:
-            task.cancel(why)
+            task.cancel(interruption)
 
     def _ended(self, process: JobProcess, task: asyncio.Task[Outcome], wall_start: float) -> None:
         del self._tasks[process.id]

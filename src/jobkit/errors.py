@@ -65,10 +65,11 @@ class DeferJob(Exception):
 
 class JobInterrupted(BaseException):
     """Raised inside ``run()`` when the worker ends the run: ``JobTimeout`` when it passed its
-    timeout, ``JobCancelled`` when a shutdown's grace period ran out. ``finally`` blocks and
-    context managers run; the run is killed if it has not ended one second later. Like
-    ``KeyboardInterrupt`` it is a ``BaseException``, so ``except Exception`` does not swallow
-    it."""
+    timeout, ``JobCancelled`` when a shutdown's grace period ran out or an operator cancelled
+    it. ``finally`` blocks and context managers run; the run is killed if it has not ended one
+    second later. Like ``KeyboardInterrupt`` it is a ``BaseException``, so ``except Exception``
+    does not swallow it. In an ``async def run`` the await gets a ``CancelledError`` carrying
+    it as its message, and ``on_failure`` and the hooks are given it, as for a sync run."""
 
 
 class JobTimeout(JobInterrupted):
@@ -76,8 +77,8 @@ class JobTimeout(JobInterrupted):
 
 
 class JobCancelled(JobInterrupted):
-    """The worker is stopping and its grace period ran out; the attempt is recorded CANCELLED
-    and runs again."""
+    """The worker is stopping and its grace period ran out (the attempt is recorded CANCELLED
+    and runs again), or an operator cancelled the job (CANCELLED, not run again)."""
 
 
 class StoreUnavailable(StoreError):

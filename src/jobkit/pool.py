@@ -107,9 +107,18 @@ _ASKED = {
 """The ``stopping`` flag that tells a child why its running attempt is being ended."""
 
 
+def interruption(reason: StopReason, attempt: JobProcess) -> JobInterrupted:
+    """What is raised inside a run the main process ends: ``JobTimeout`` for its timeout, else
+    ``JobCancelled``. A sync run gets it from the SIGTERM handler; an async run's task is
+    cancelled with it as the message, and the hooks are given it in place of the
+    ``CancelledError`` (see ``Runtime._arun_job``)."""
+    error = JobTimeout if reason is StopReason.TIMEOUT else JobCancelled
+    return error(why_ended(reason, attempt))
+
+
 def why_ended(reason: StopReason, attempt: JobProcess) -> str:
-    """The message of the ``JobTimeout`` or ``JobCancelled`` raised in a sync attempt the main
-    process ends (of the ``CancelledError`` in an async one)."""
+    """The message of the ``JobTimeout`` or ``JobCancelled`` raised in an attempt the main
+    process ends."""
     if reason is StopReason.TIMEOUT:
         return f"the run passed its timeout of {attempt.timeout:g} s"
     if reason is StopReason.OPERATOR:
@@ -331,7 +340,7 @@ class Child:
         if attempt.id in self.asynchronous:
             self.cancelled_at[attempt.id] = time.monotonic()
             with contextlib.suppress(OSError):
-                self.connection.send(("cancel", attempt.id, why_ended(reason, attempt)))
+                self.connection.send(("cancel", attempt.id, interruption(reason, attempt)))
             return
         self._end(reason)
 
@@ -766,8 +775,7 @@ class _Interrupter:
         if self.attempt is not None and not self.interrupted:
             self.interrupted = True
             reason = next(reason for reason, value in _ASKED.items() if value == asked)
-            error = JobTimeout if reason is StopReason.TIMEOUT else JobCancelled
-            raise error(why_ended(reason, self.attempt))
+            raise interruption(reason, self.attempt)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -864,7 +872,7 @@ def child_main(
             except (EOFError, OSError):
                 message = ()
             if isinstance(message, tuple) and message:
-                runner.cancel(*message[1:])  # ("cancel", attempt id, why)
+                runner.cancel(*message[1:])  # ("cancel", attempt id, interruption)
                 continue
             with arrived:
                 inbox.extend(message or [None])

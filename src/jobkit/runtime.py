@@ -41,6 +41,7 @@ import pluggy
 
 from jobkit.errors import (
     DeferJob,
+    JobInterrupted,
     JobkitError,
     OutputError,
     ParameterError,
@@ -1155,7 +1156,9 @@ class Runtime:
         try:
             self._before_run(job, process)
             value = await run_chain(job)
-        except BaseException as error:  # CancelledError too: the worker ended it (see pool)
+        except asyncio.CancelledError as cancelled:
+            return self._ran(job, process, error=_interruption(cancelled))
+        except BaseException as error:
             return self._ran(job, process, error=error)
         return self._ran(job, process, value=value)
 
@@ -1344,6 +1347,16 @@ def _logged(hook: Callable[..., None], *args: Any) -> None:
 
 def _failed(error: BaseException, message: str) -> Outcome:
     return Outcome(status=Status.ERRORED, error=message, error_type=error_type(error))
+
+
+def _interruption(cancelled: asyncio.CancelledError) -> BaseException:
+    """What a sync run would have raised where an async one was cancelled: the worker cancels
+    a task with its ``JobTimeout`` or ``JobCancelled`` as the message (see pool), which the
+    hooks and the traceback then show; any other cancellation stays as it is."""
+    given = cancelled.args[0] if cancelled.args else None
+    if isinstance(given, JobInterrupted):
+        return given.with_traceback(cancelled.__traceback__)
+    return cancelled
 
 
 def _errored(

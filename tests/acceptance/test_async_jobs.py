@@ -88,13 +88,14 @@ def test_an_async_job_past_its_timeout_is_cancelled_its_finally_runs_and_the_oth
         ("beside", "end"),
         ("beside", "start"),
         ("slow", "end"),
+        ("slow", "failure JobTimeout: the run passed its timeout of 1 s"),  # as a sync run's
         ("slow", "start"),
     ]
     assert len({pid for _, _, pid, _ in rows}) == 1  # one child ran both and was not ended
     error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [slow.job_id])
     assert "longer than its timeout of 1 s" in error
     assert "await asyncio.sleep(self.seconds)" in error  # where it was
-    assert "CancelledError: the run passed its timeout of 1 s" in error
+    assert "jobkit.errors.JobTimeout: the run passed its timeout of 1 s" in error
     assert "did not end within" not in worker.output()
 
 
@@ -127,6 +128,12 @@ def test_a_shutdown_cancels_the_async_jobs_left_and_enqueues_them_again(
         assert history(db, job_id) == [(0, "CANCELLED", "Cancelled", True)]
     ends = [key for key, phase, _, _ in ledger(jobkit_settings) if phase == "end"]
     assert sorted(ends) == sorted(jobs.values())  # each finally ran
+    failures = [phase for _, phase, _, _ in ledger(jobkit_settings) if "failure" in phase]
+    assert (
+        failures
+        == ["failure JobCancelled: the worker is stopping and its shutdown grace period ran out"]
+        * 3
+    )
     error = db.value("SELECT error FROM {schema}.results LIMIT 1")
     assert "shutdown grace period ran out" in error
     check_invariants(db, jobkit_settings, jobs, pending=list(jobs))
@@ -221,9 +228,11 @@ def test_an_operator_cancel_ends_only_that_async_job(
     assert history(db, runaway.job_id) == [(0, "CANCELLED", "CancelledByOperator", False)]
     assert history(db, beside.job_id) == [(0, "SUCCESSFUL", "", False)]
     error = db.value("SELECT error FROM {schema}.results WHERE job_id = %s", [runaway.job_id])
-    assert "CancelledError: an operator cancelled this job" in error
+    assert "jobkit.errors.JobCancelled: an operator cancelled this job" in error
     ends = {key for key, phase, _, _ in ledger(jobkit_settings) if phase == "end"}
     assert ends == {"runaway", "beside"}
+    failures = [(key, phase) for key, phase, _, _ in ledger(jobkit_settings) if "failure" in phase]
+    assert failures == [("runaway", "failure JobCancelled: an operator cancelled this job")]
 
 
 def test_a_sync_job_runs_alone_between_the_async_jobs_of_its_child(

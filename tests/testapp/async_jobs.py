@@ -34,7 +34,8 @@ class Nap(Job):
 
 @register_job(name="testapp.AsyncCleansUp")
 class AsyncCleansUp(Job):
-    """Writes a 'start' ledger row, awaits ``seconds``, and writes 'end' in its ``finally``."""
+    """Writes a 'start' ledger row, awaits ``seconds``, and writes 'end' in its ``finally``;
+    ``on_failure`` writes 'failure' and the error's type and message."""
 
     def __init__(self, key: str, seconds: float):
         self.key = key
@@ -46,6 +47,9 @@ class AsyncCleansUp(Job):
             await asyncio.sleep(self.seconds)
         finally:
             record(self, self.key, "end")
+
+    def on_failure(self, error: BaseException) -> None:
+        record(self, self.key, f"failure {type(error).__name__}: {error}")
 
 
 @register_job(name="testapp.IgnoresCancel")
