@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from jobkit import Job, register_job
+from jobkit import Job, Pipeline, register_job
 
 
 @register_job(name="dashboard.Succeed")
@@ -63,3 +63,18 @@ class Sleep(Job):
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+@register_job(name="dashboard.Onboard")
+class Onboard(Pipeline):
+    """Two steps: ``greet`` notes itself in the workspace; ``check`` fails when the workspace
+    says ``"fail": true``, which leaves the pipeline at that step."""
+
+    steps = ("greet", "check")
+
+    def greet(self) -> None:
+        self.workspace["greeted"] = True
+
+    def check(self) -> None:
+        if self.workspace.get("fail"):
+            raise ValueError("the check failed")

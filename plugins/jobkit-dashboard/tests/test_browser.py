@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from dashboard_jobs import Fail, Flaky, Sleep, Succeed
+from dashboard_jobs import Fail, Flaky, Report, Sleep, Succeed
 from playwright.sync_api import expect
 
-from jobkit import AttemptState
+from jobkit import AttemptState, Group
 from jobkit.operations import Operations
 from jobkit.testing import run_jobs, wait_for
 
@@ -254,3 +254,21 @@ def test_the_plugins_page(page, screenshot):
     expect(page.locator('#plugins tr[data-plugin="dashboard"]')).to_contain_text("jobkit-dashboard")
     expect(page.locator('#hooks tr[data-hook="jobkit_store"]')).to_contain_text("firstresult")
     screenshot("plugins")
+
+
+def test_a_workflow_is_followed_live_from_a_member_s_page(page, runtime, start_worker, screenshot):
+    flow = Group([Succeed(1), Succeed(2)], then=Report("done")).run_in_worker(queue="flows")
+    page.goto(f"/jobs/{flow.requests[0].job_id}")
+    page.click("#workflow-link")
+    expect(page.locator("#workflow-state")).to_have_text("waiting")
+    expect(page.locator("#links td.status")).to_have_text(["not ended", "not ended"])
+    expect(page.locator("#links .callback")).to_contain_text("held until the members have ended")
+
+    start_worker("flows", runtime=runtime)
+    expect(page.locator("#links td.status")).to_have_text(
+        ["SUCCESSFUL", "SUCCESSFUL"], timeout=WAIT
+    )  # refreshed in place
+    expect(page.locator("#links .callback")).to_contain_text("successful", timeout=WAIT)
+    expect(page.locator("#workflow-state")).to_have_text("ended")
+    expect(page.locator("#cancel-workflow")).to_have_count(0)
+    screenshot("workflow")

@@ -641,6 +641,51 @@ class Dashboard:
             live_states=LIVE_STATES,
         )
 
+    def workflow_context(self, workflow_id: str) -> dict[str, Any]:
+        """A workflow's links, and the state of each callback: a held one waits, but an
+        operator may have cancelled it (or run it now) before its members ended."""
+        operations = self.operations
+        links = operations.workflow(workflow_id)
+        callbacks = {
+            link.callback_id: operations.job(link.callback_id).state
+            for link in links
+            if link.callback_id is not None
+        }
+        waiting = any(link.unfinished for link in links) or any(
+            state in LIVE_STATES for state in callbacks.values()
+        )
+        return {
+            "links": links,
+            "first": links[0],
+            "callbacks": callbacks,
+            "waiting": waiting,
+            "failed": sum(link.failed for link in links),
+        }
+
+    async def workflow(self, request: Request) -> Response:
+        try:
+            context = await run_in_threadpool(
+                self.workflow_context, request.path_params["workflow_id"]
+            )
+        except (JobNotFound, ParameterError) as error:
+            raise Refused(404, str(error)) from error
+        return self.render(
+            request, "workflow.html", page="jobs", live=context["waiting"], **context
+        )
+
+    async def workflow_action(self, request: Request) -> Response:
+        await self.checked_form(request)
+        workflow_id = request.path_params["workflow_id"]
+        if request.path_params["action"] != "cancel":
+            raise Refused(404, f"no action {request.path_params['action']!r} on a workflow")
+        try:
+            reports = await run_in_threadpool(
+                self.operations.cancel_workflow, workflow_id, source=self.source(request)
+            )
+        except (JobNotFound, ParameterError) as error:
+            raise Refused(404, str(error)) from error
+        return self.redirect(request, f"/workflows/{workflow_id}", summary("cancel", reports))
+
     async def queues(self, request: Request) -> Response:
         context = await run_in_threadpool(self.overview_context)
         return self.render(request, "queues.html", page="queues", live=True, **context)
@@ -927,6 +972,13 @@ def create_app(
             guarded(dashboard.job_action),
             methods=["POST"],
             name="job_action",
+        ),
+        Route("/workflows/{workflow_id}", guarded(dashboard.workflow), name="workflow"),
+        Route(
+            "/workflows/{workflow_id}/{action}",
+            guarded(dashboard.workflow_action),
+            methods=["POST"],
+            name="workflow_action",
         ),
         Route("/queues", guarded(dashboard.queues), name="queues"),
         Route("/queues", guarded(dashboard.queue_action), methods=["POST"], name="queue_action"),
