@@ -96,6 +96,39 @@ def test_cancel_a_waiting_job_and_pause_a_queue(admin_client):
     assert not jobkit.queue_depths(["emails"])["emails"].paused
 
 
+def test_a_job_page_shows_its_workflow_and_cancels_what_waits(admin_client):
+    from shop.jobs import ConfirmOrder
+
+    flow = jobkit.Chain(ConfirmOrder(1), ConfirmOrder(2), name="<b>order</b>").run_in_worker()
+    first, second = flow.requests
+    page = admin_client.get(f"{RESULTS}{first.job_id}/").content.decode()
+    assert f"Workflow {flow.id} (&lt;b&gt;order&lt;/b&gt;)" in page
+    assert f'<a href="{RESULTS}{second.job_id}/">callback held until the members have ended' in page
+    assert '<td class="status">not ended</td>' in page
+
+    response = admin_client.post(
+        f"{RESULTS}{first.job_id}/",
+        {"action": "cancel_workflow", "workflow": str(flow.id)},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Cancelled 2 waiting jobs of the workflow" in page
+    assert "callback never released: cancelled" in page
+    assert '<td class="status">CANCELLED</td>' in page
+    assert [jobkit.job(r.job_id).state.value for r in flow.requests] == ["cancelled"] * 2
+
+
+def test_a_pipeline_s_job_page_shows_its_next_step_and_workspace(admin_client):
+    from shop.jobs import Checkout
+
+    stuck = Checkout(workspace={"order": "<i>7</i>", "declined": True}).run_in_worker()
+    run_jobs()
+    page = admin_client.get(f"{RESULTS}{stuck.job_id}/").content.decode()
+    assert '<code id="pipeline-step">pay</code>' in page  # stopped at the failed step
+    assert "&quot;reserved&quot;: true" in page
+    assert "<i>7</i>" not in page and "&lt;i&gt;7&lt;/i&gt;" in page
+
+
 def test_a_user_without_permission_cannot_see_or_act(admin_client):
     from django.contrib.auth.models import User
 

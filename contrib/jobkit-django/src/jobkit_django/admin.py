@@ -5,6 +5,7 @@ now, without a copy, and every action is one an operator could take with ``jobki
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 import jobkit
-from jobkit import JobkitError, JobNotFound
+from jobkit import AttemptState, JobkitError, JobNotFound
 from jobkit.runtime import get_runtime
 from jobkit_django.models import JobProcess, JobRequest, JobResult, Queue
 
@@ -115,8 +116,42 @@ class OperationsAdmin(admin.ModelAdmin):
             "job": info,
             "attempts": list(reversed(info.attempts)),
             "can_act": self.has_change_permission(request),
+            "workflow": self.workflow_links(info.workflow_id) if info.workflow_id else None,
+            "workspace": (
+                json.dumps(json.loads(info.pipeline.workspace_json), indent=2, sort_keys=True)
+                if info.pipeline
+                else ""
+            ),
         }
         return TemplateResponse(request, "admin/jobkit_django/job.html", context)
+
+    def workflow_links(self, workflow_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The workflow a job belongs to, as its page shows it: each link's members (with the
+        URLs of their pages) and what became of its callback."""
+        links = []
+        for link in jobkit.workflow(workflow_id):
+            if link.callback_id is None:
+                callback = "no callback"
+            elif link.released_at is not None:
+                state = jobkit.job(link.callback_id).state.value
+                callback = f"callback released {link.released_at:%Y-%m-%d %H:%M:%S}: {state}"
+            else:
+                state = jobkit.job(link.callback_id).state
+                callback = (
+                    "callback held until the members have ended"
+                    if state is AttemptState.SCHEDULED
+                    else f"callback never released: {state.value}"
+                )
+            links.append(
+                {
+                    "state": link,
+                    "ended": len(link.members) - link.unfinished,
+                    "members": [(self.job_url(member.job_id), member) for member in link.members],
+                    "callback": callback,
+                    "callback_url": link.callback_id and self.job_url(link.callback_id),
+                }
+            )
+        return links
 
     def take_action(self, request: HttpRequest, back: str | None = None) -> HttpResponse:
         """Retry or cancel the selected jobs, or retry every failed job the filters match."""
@@ -124,7 +159,11 @@ class OperationsAdmin(admin.ModelAdmin):
             raise PermissionDenied
         action = request.POST.get("action", "")
         who = source(request)
-        if action == "retry_all_failed":
+        if action == "cancel_workflow":
+            reports = jobkit.cancel_workflow(request.POST.get("workflow", ""), source=who)
+            done = sum(report.done for report in reports)
+            self.message_user(request, f"cancelled {done} waiting jobs of the workflow")
+        elif action == "retry_all_failed":
             criteria = self.criteria(request)
             reports = jobkit.retry_failed(
                 queue=criteria["queue"], name=criteria["name"], error=criteria["error"], source=who

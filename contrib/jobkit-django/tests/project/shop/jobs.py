@@ -1,6 +1,6 @@
 """The shop's jobs, found by jobkit_django in this app's jobs.py."""
 
-from jobkit import Job, register_job
+from jobkit import Job, Pipeline, register_job
 from shop.models import Order
 
 
@@ -37,3 +37,17 @@ class Sleep(Job):
         import time
 
         time.sleep(self.seconds)
+
+
+@register_job
+class Checkout(Pipeline):
+    """Two steps over its workspace; ``pay`` fails when it holds ``"declined": true``."""
+
+    steps = ("reserve", "pay")
+
+    def reserve(self):
+        self.workspace["reserved"] = True
+
+    def pay(self):
+        if self.workspace.get("declined"):
+            raise RuntimeError("payment declined")
