@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 
 import jobkit
 from fastapi_app.jobs import APP_SCHEMA, ConfirmOrder, orders_table
-from jobkit.runtime import get_runtime
 
 DATABASE_URL = os.environ["DATABASE_URL"]
 STOCK = 10
@@ -47,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         app.state.pool = pool
         yield
-        await get_runtime().aclose()  # jobkit's async connections of this loop
+        await jobkit.aclose()  # jobkit's async connections of this loop
 
 
 app = FastAPI(lifespan=lifespan)

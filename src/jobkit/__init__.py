@@ -62,6 +62,7 @@ from jobkit.records import (
 from jobkit.redaction import redact_credentials
 from jobkit.registry import register_job
 from jobkit.runtime import (
+    aclose,
     aenqueue_many,
     aget_result,
     enqueue_many,
@@ -117,6 +118,7 @@ __all__ = [
     "WorkerStatus",
     "Workflow",
     "WorkflowState",
+    "aclose",
     "aenqueue_many",
     "aget_result",
     "cancel",

@@ -1753,6 +1753,15 @@ async def aget_result(attempt_id: uuid.UUID | str) -> JobResult | None:
     return await get_runtime().aget_result(attempt_id)
 
 
+async def aclose() -> None:
+    """Close the connections the async API opened in the running event loop: await it as an
+    app shuts down (a FastAPI lifespan's end), in the loop that enqueued, since a connection
+    belongs to its loop. A process that has no runtime yet has nothing to close."""
+    runtime = _current if _current_pid == os.getpid() else None
+    if runtime is not None:
+        await runtime.aclose()
+
+
 def job_state(attempt_id: uuid.UUID | str) -> JobState:
     """Where the job that ``attempt_id`` (e.g. ``run_in_worker().id``) belongs to is now,
     following its retries: REQUESTED, PROCESSING, or FINISHED with its final ``result``. Raises

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import jobkit
 from jobkit import (
     JobRequest,
     ParameterError,
@@ -429,3 +432,42 @@ def test_a_store_without_async_methods_is_a_clear_error(jobkit_runtime_factory):
         run(runtime, Noop().arun_in_worker())
     assert "await asyncio.to_thread(job.run_in_worker)" in str(raised.value)
     assert Noop().run_in_worker() is not None  # the sync API still works with it
+
+
+def test_jobkit_aclose_closes_the_connections_of_the_running_loop(
+    jobkit_runtime, jobkit_settings, monkeypatch
+):
+    """An app awaits ``jobkit.aclose()`` as it shuts down: the async pool's connections end with
+    the loop that opened them instead of being left to the garbage collector."""
+    name = f"aclose-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGAPPNAME", name)  # libpq names the pool's connections after it
+
+    def sessions() -> int:
+        with psycopg.connect(jobkit_settings.database_url, autocommit=True) as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            return connection.execute(query, [name]).fetchone()[0]
+
+    async def enqueue_then_close() -> tuple[int, int, int]:
+        before = sessions()
+        await Noop(1).arun_in_worker()
+        opened = sessions()
+        await jobkit.aclose()
+        return before, opened, sessions()
+
+    for _ in range(2):  # a new loop opens a pool of its own
+        before, opened, closed = asyncio.run(enqueue_then_close())
+        assert opened > before and closed == before, (before, opened, closed)
+    assert len(pending(jobkit_settings)) == 2
+
+
+def test_jobkit_aclose_builds_no_runtime_in_a_process_that_has_none():
+    script = (
+        "import asyncio, jobkit, jobkit.runtime as r; asyncio.run(jobkit.aclose()); "
+        "print(r._current is None)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBKIT_")}
+    env["JOBKIT_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/nothing"  # never connected
+    ran = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (ran.returncode, ran.stdout.strip()) == (0, "True"), ran.stderr
