@@ -46,6 +46,16 @@ def test_the_backend_is_jobkits_and_its_flags_are_true(tasks):
     assert backend.supports_get_result and backend.supports_async_task
 
 
+def test_on_django_6_the_backend_is_django_tasks_not_the_backport(tasks):
+    """Django 6 has ``django.tasks``: the backend and the tasks are its own, even if the
+    backport is installed too; on 5.2 they are the backport's."""
+    import django
+
+    package = "django.tasks" if django.VERSION >= (6,) else "django_tasks"
+    assert JobkitBackend.__mro__[1].__module__ == f"{package}.backends.base"
+    assert type(tasks.add).__module__ == TaskResultStatus.__module__ == f"{package}.base"
+
+
 def test_enqueue_then_a_worker_runs_it_and_get_result_follows(tasks, run_worker):
     result = tasks.add.enqueue(2, 3)
 
@@ -63,6 +73,24 @@ def test_enqueue_then_a_worker_runs_it_and_get_result_follows(tasks, run_worker)
     assert result.return_value == 5
     assert result.started_at and result.finished_at and result.last_attempted_at
     assert result.attempts == 1 and len(result.worker_ids) == 1 and result.errors == []
+
+
+def test_the_async_api_enqueues_and_reads_results(tasks, run_worker):
+    """``aenqueue``, ``aget_result`` and ``arefresh`` are Django's, calling the backend's
+    ``enqueue`` and ``get_result`` by keyword in a thread."""
+    import asyncio
+
+    async def enqueue():
+        result = await tasks.add.aenqueue(4, 5)
+        return result, await tasks.add.aget_result(result.id)
+
+    result, fetched = asyncio.run(enqueue())
+    assert fetched.status == TaskResultStatus.READY and fetched.args == [4, 5]
+
+    run_worker()
+    asyncio.run(result.arefresh())
+
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 9
 
 
 def test_a_failing_task_is_failed_with_its_error(tasks, run_worker):
