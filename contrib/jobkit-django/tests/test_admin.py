@@ -171,3 +171,4 @@ def test_a_running_attempt_is_listed_and_cancelled_by_its_worker(
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
+        log.close()
