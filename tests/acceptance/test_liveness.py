@@ -42,6 +42,19 @@ def lost_per_job(db, jobs) -> dict:
     }
 
 
+def explain_stall(db, jobs, peer) -> str:
+    """What a test whose peer did not take over needs to say: each job's attempts, the sessions
+    left in a transaction (a frozen worker's hold locks), and the peer's log."""
+    idle = db.query(
+        "SELECT pid, application_name, state, left(query, 80) FROM pg_stat_activity "
+        "WHERE state LIKE 'idle in transaction%' AND datname = current_database()"
+    )
+    return (
+        f"not within 60 s: the peer ran every job\nattempts: {attempts(db, jobs)}\n"
+        f"sessions in a transaction: {idle}\npeer's log:\n{peer.output()}"
+    )
+
+
 @pytest.mark.parametrize(
     "lock",
     [
@@ -83,11 +96,13 @@ def test_a_frozen_main_process_lets_no_child_start_a_job_a_peer_may_be_given(
         lambda: db.count("processes", "started_at IS NOT NULL") == 2,
         message="two jobs running, and marked started",
     )
-    start_ready(workers, db, "--max-processes", "2")
+    peer = start_ready(workers, db, "--max-processes", "2")
 
     os.kill(frozen.pid, signal.SIGSTOP)  # the main process alone: its children run on
     try:
         wait_for(lambda: finished(db, jobs), 60, message="the peer ran every job")
+    except pytest.fail.Exception:
+        pytest.fail(explain_stall(db, jobs, peer), pytrace=False)
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     frozen.wait_for_log("was declared dead by another", 30)
