@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from jobkit.enqueueing import caller_location, parse_delay
 from jobkit.errors import JobkitError, ParameterError, UnknownJobError
 from jobkit.job import Delay
 from jobkit.plugins import notify
@@ -37,7 +38,7 @@ from jobkit.records import (
     WorkerInfo,
     WorkflowState,
 )
-from jobkit.runtime import caller_location, get_runtime, parse_delay
+from jobkit.runtime import get_runtime
 
 if TYPE_CHECKING:
     from jobkit.runtime import Runtime

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from jobkit.enqueueing import caller_location
 from jobkit.errors import DeferJob, ParameterError, ParameterTypeError
 from jobkit.job import Job
 from jobkit.records import (
@@ -66,7 +67,7 @@ class _Linked:
         workflow_id, links, jobs, requests = self._links(runtime, options)
         return Workflow(
             id=workflow_id,
-            requests=runtime.enqueue_workflow(links, jobs, requests, connection),
+            requests=runtime.enqueuer.enqueue_workflow(links, jobs, requests, connection),
         )
 
     def _links(
@@ -195,7 +196,7 @@ class Pipeline(Job):
         from jobkit.runtime import get_runtime
 
         runtime = get_runtime()
-        request = runtime.build_request(self, source=_source(), **options)
+        request = runtime.build_request(self, source=caller_location(), **options)
         request.headers[PIPELINE_HEADER] = "1"
         pipeline = PipelineState(
             job_id=request.job_id,
@@ -203,7 +204,7 @@ class Pipeline(Job):
             step=type(self).steps[0],
             workspace_json=runtime.serializer.dumps_output(type(self), self.workspace),
         )
-        return runtime.enqueue_pipeline(self, request, pipeline, connection)
+        return runtime.enqueuer.enqueue_pipeline(self, request, pipeline, connection)
 
     def run(self) -> Any:
         """Run the step the pipeline is at, then save the workspace and the step that comes
@@ -251,19 +252,13 @@ def _jobs(what: str, jobs: Sequence[Any]) -> list[Job]:
 
 
 def _member(runtime: Any, job: Job, link_id: uuid.UUID, options: dict[str, Any]) -> JobRequest:
-    request = runtime.build_request(job, source=_source(), **options)
+    request = runtime.build_request(job, source=caller_location(), **options)
     request.headers[WORKFLOW_HEADER] = str(link_id)
     return request
 
 
 def _callback(runtime: Any, job: Job, link_id: uuid.UUID, options: dict[str, Any]) -> JobRequest:
-    request = runtime.build_request(job, source=_source(), **options)
+    request = runtime.build_request(job, source=caller_location(), **options)
     request.headers[INPUTS_HEADER] = str(link_id)
     request.start_at, request.delay = HELD_UNTIL, 0.0
     return request
-
-
-def _source() -> str:
-    from jobkit.runtime import caller_location
-
-    return caller_location()

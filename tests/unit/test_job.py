@@ -9,10 +9,11 @@ import re
 
 import pytest
 
+from jobkit.enqueueing import seconds
 from jobkit.errors import DeferJob, ParameterError, SettingsError, UnknownJobError
 from jobkit.job import Job
 from jobkit.registry import JobRegistry
-from jobkit.runtime import Runtime, error_type, seconds
+from jobkit.runtime import Runtime, error_type
 from jobkit.settings import Settings
 
 UTC = datetime.UTC
