@@ -95,29 +95,29 @@ class Enqueuer:
     def enqueue(self, job: Job, *, connection: Any = None, **options: Any) -> JobRequest | None:
         """Enqueue ``job`` with ``build_request``'s options; ``source`` defaults to the
         caller's file and line."""
-        return self.enqueue_requests([job], self.requests([job], options), connection)[0]
+        return self.enqueue_requests([job], self._requests([job], options), connection)[0]
 
     def enqueue_many(
         self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
     ) -> list[JobRequest | None]:
         jobs = list(jobs)
-        return self.enqueue_requests(jobs, self.requests(jobs, options), connection)
+        return self.enqueue_requests(jobs, self._requests(jobs, options), connection)
 
     async def aenqueue(
         self, job: Job, *, connection: Any = None, **options: Any
     ) -> JobRequest | None:
         """``enqueue``, async: on the store's async connections, or ``connection`` (an async
         one)."""
-        requests = self.requests([job], options)
+        requests = self._requests([job], options)
         return (await self.aenqueue_requests([job], requests, connection))[0]
 
     async def aenqueue_many(
         self, jobs: Sequence[Job], *, connection: Any = None, **options: Any
     ) -> list[JobRequest | None]:
         jobs = list(jobs)
-        return await self.aenqueue_requests(jobs, self.requests(jobs, options), connection)
+        return await self.aenqueue_requests(jobs, self._requests(jobs, options), connection)
 
-    def requests(self, jobs: Sequence[Job], options: dict[str, Any]) -> list[JobRequest]:
+    def _requests(self, jobs: Sequence[Job], options: dict[str, Any]) -> list[JobRequest]:
         """``build_request`` of each job with ``options``, ``source`` the caller's file and line
         unless given."""
         options.setdefault("source", caller_location())
@@ -132,7 +132,7 @@ class Enqueuer:
         jobs, requests = list(jobs), list(requests)
         if not jobs:
             return []
-        connection = self.callers_connection(connection)
+        connection = self._callers_connection(connection)
         stored = self.runtime.pm.hook.jobkit_enqueue(
             jobs=jobs, requests=requests, connection=connection
         )
@@ -151,7 +151,7 @@ class Enqueuer:
         if not jobs:
             return []
         store = await self.runtime.aget_async_store()
-        connection = self.callers_connection(connection, asynchronous=True)
+        connection = self._callers_connection(connection, asynchronous=True)
         if inspect.isawaitable(connection):  # an async library's connection, begun by awaiting
             connection = await connection
         token = _async_enqueue.set(requests)
@@ -185,7 +185,7 @@ class Enqueuer:
             return None
         return lambda: notify(committed, requests=inserted)
 
-    def callers_connection(self, connection: Any, *, asynchronous: bool = False) -> Any:
+    def _callers_connection(self, connection: Any, *, asynchronous: bool = False) -> Any:
         """The connection an enqueue joins: ``connection``, else the one ``jobkit_connection``
         supplies (None: the store's own), as its driver's connection. On the async path that
         may be an awaitable of it (``jobkit_driver_connection`` for an async library); the
@@ -216,7 +216,7 @@ class Enqueuer:
         """Record the workflow ``links`` and enqueue every job of them, members and held
         callbacks, in one transaction (the caller's, with ``connection``): all of it or none. A
         job that ``should_enqueue`` (or a plugin) declines rolls it all back, with an error."""
-        with self.runtime.store.transaction(self.callers_connection(connection)) as conn:
+        with self.runtime.store.transaction(self._callers_connection(connection)) as conn:
             self.runtime.store.create_workflows(links, connection=conn)
             stored = self.enqueue_requests(jobs, requests, conn)
             declined = [repr(job) for job, request in zip(jobs, stored, strict=True) if not request]
@@ -234,7 +234,7 @@ class Enqueuer:
         """Enqueue a pipeline's first attempt and record ``pipeline`` (its first step and
         workspace) in one transaction (the caller's, with ``connection``); None, and nothing
         recorded, when it was declined."""
-        with self.runtime.store.transaction(self.callers_connection(connection)) as conn:
+        with self.runtime.store.transaction(self._callers_connection(connection)) as conn:
             (stored,) = self.enqueue_requests([job], [request], conn)
             if stored is not None:
                 pipeline.job_id = stored.job_id
