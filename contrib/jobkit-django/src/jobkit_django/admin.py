@@ -130,18 +130,15 @@ class OperationsAdmin(admin.ModelAdmin):
         URLs of their pages) and what became of its callback."""
         links = []
         for link in jobkit.workflow(workflow_id):
-            if link.callback_id is None:
+            state = jobkit.job(link.callback_id).state if link.callback_id else None
+            if state is None:
                 callback = "no callback"
             elif link.released_at is not None:
-                state = jobkit.job(link.callback_id).state.value
-                callback = f"callback released {link.released_at:%Y-%m-%d %H:%M:%S}: {state}"
+                callback = f"callback released {link.released_at:%Y-%m-%d %H:%M:%S}: {state.value}"
+            elif state is AttemptState.SCHEDULED:
+                callback = "callback held until the members have ended"
             else:
-                state = jobkit.job(link.callback_id).state
-                callback = (
-                    "callback held until the members have ended"
-                    if state is AttemptState.SCHEDULED
-                    else f"callback never released: {state.value}"
-                )
+                callback = f"callback never released: {state.value}"
             links.append(
                 {
                     "state": link,
