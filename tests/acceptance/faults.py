@@ -337,6 +337,13 @@ def ledger_starts(settings: Settings) -> Counter[str]:
     return Counter(key for key, phase, _, _ in ledger(settings) if phase == "start")
 
 
+def runs_of(db: Any, key: str) -> list[tuple]:
+    """The ledger rows of ``key``, oldest first: which process ran it, and when."""
+    return db.query(
+        "SELECT phase, pid, attempt, at FROM {schema}.ledger WHERE key = %s ORDER BY at", [key]
+    )
+
+
 def check_invariants(
     db: Any,
     settings: Settings,
@@ -389,7 +396,10 @@ def check_invariants(
                 problems.append(f"{described}; a retry is still pending: {dangling}")
         allowed = 1 + faults.get(job_id, 0)
         if starts[key] > allowed:
-            problems.append(f"{described}; ran {starts[key]} times, at most {allowed} allowed")
+            problems.append(
+                f"{described}; ran {starts[key]} times, at most {allowed} allowed; its ledger "
+                f"(phase, pid, attempt, at): {runs_of(db, key)}"
+            )
     strays = {job_id: n for job_id, n in requests.items() if job_id not in pending}
     if strays:
         problems.append(f"requests left that no test expects: {strays}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 
 import psycopg
 from psycopg import sql
@@ -26,9 +27,15 @@ OUTAGE_PATIENCE = 60.0
 
 def patient_record(key: str, phase: str, attempt: int) -> int:
     """Write a ledger row, retrying through a database outage; return how many rows ``key``
-    has with ``phase`` (this one included)."""
+    has with ``phase`` (this one included).
+
+    A retry must not write the row twice: an outage can end the connection after the INSERT
+    committed and before its answer (or the count) came back, and the test would count two runs
+    where the job ran once. So each write carries an id of its own, and a retry that finds it
+    written adds nothing."""
     settings = get_runtime().settings
     table = ledger_table(settings)
+    write_id = uuid.uuid4()
     deadline = time.monotonic() + OUTAGE_PATIENCE
     while True:
         try:
@@ -37,9 +44,10 @@ def patient_record(key: str, phase: str, attempt: int) -> int:
             ) as connection:
                 connection.execute(
                     sql.SQL(
-                        "INSERT INTO {} (key, phase, pid, attempt) VALUES (%s, %s, %s, %s)"
+                        "INSERT INTO {} (key, phase, pid, attempt, write_id) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (write_id) DO NOTHING"
                     ).format(table),
-                    (key, phase, os.getpid(), attempt),
+                    (key, phase, os.getpid(), attempt, write_id),
                 )
                 row = connection.execute(
                     sql.SQL("SELECT count(*) FROM {} WHERE key = %s AND phase = %s").format(table),

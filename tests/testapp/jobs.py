@@ -26,7 +26,7 @@ def create_ledger(settings: Settings) -> None:
         connection.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key text, phase text, pid int, attempt int, "
-                "at timestamptz DEFAULT clock_timestamp())"
+                "at timestamptz DEFAULT clock_timestamp(), write_id uuid UNIQUE)"
             ).format(table)
         )
         connection.execute(sql.SQL("TRUNCATE {}").format(table))
