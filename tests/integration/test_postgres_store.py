@@ -76,12 +76,14 @@ class Abandoned(Exception):
     """Rolls back the claim's transaction."""
 
 
-def _waits_on_a_lock(url: str) -> bool:
-    """Whether a delete_job statement waits for a lock."""
-    with psycopg.connect(url, autocommit=True) as connection:
+def _waits_on_a_lock(settings) -> bool:
+    """Whether a delete_job statement of the test's schema waits for a lock (the schema, as
+    tests running in parallel share the server)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '-- jobkit: delete_job%%'"
+            "AND query LIKE '-- jobkit: delete_job%%' AND strpos(query, %s) > 0",
+            [settings.schema],
         ).fetchone()
     return bool(row and row[0])
 
@@ -109,7 +111,7 @@ def test_a_delete_racing_a_claim_deletes_nothing_of_a_job_that_runs(
             )
             assert [p.id for p in claimed] == [rerun.id]
             deleting = pool.submit(store.delete_job, job_id=first.id)
-            wait_for(lambda: deleting.done() or _waits_on_a_lock(jobkit_settings.database_url))
+            wait_for(lambda: deleting.done() or _waits_on_a_lock(jobkit_settings))
             assert not deleting.done(), deleting.result()
             if not claim_commits:
                 raise Abandoned

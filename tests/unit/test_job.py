@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import sys
 
 import pytest
 
@@ -407,7 +408,21 @@ def test_an_unregistered_job_class_is_refused(runtime):
         runtime.build_request(Unregistered())
 
 
-def test_a_job_of_the_script_being_run_is_refused_with_the_fixes(runtime):
+@pytest.mark.parametrize(
+    ("script", "where"),
+    [
+        ("/srv/app/enqueue_now.py", "the script being run (/srv/app/enqueue_now.py)"),
+        (None, "the script being run"),  # python -c, an interactive session, pytest-xdist
+    ],
+)
+def test_a_job_of_the_script_being_run_is_refused_with_the_fixes(
+    runtime, monkeypatch, script, where
+):
+    main = sys.modules["__main__"]
+    if script is None:
+        monkeypatch.delattr(main, "__file__", raising=False)
+    else:
+        monkeypatch.setattr(main, "__file__", script, raising=False)
     scripted = type("Scripted", (Job,), {"__module__": "__main__"})
     runtime.registry.register(scripted)
 
@@ -415,7 +430,7 @@ def test_a_job_of_the_script_being_run_is_refused_with_the_fixes(runtime):
         runtime.build_request(scripted())
 
     message = str(raised.value)
-    assert message.startswith("Scripted is defined in the script being run (")
+    assert message.startswith(f"Scripted is defined in {where}, which Python names __main__")
     assert "registered as '__main__.Scripted': a name no worker knows" in message
     assert "list that module in the imports setting" in message
     assert '@register_job(name="Scripted")' in message
