@@ -91,6 +91,12 @@ class LeaseLost(StoreError):
     The worker registers again and replaces its pool children."""
 
 
+class TickBusy(StoreError):
+    """Another transaction is recording the same schedule tick and has not ended (a peer's
+    scheduler inside its ``should_enqueue``, or a frozen worker): the scheduler goes on with its
+    other entries and tries this tick again shortly, instead of waiting on that transaction."""
+
+
 class StoreDataError(StoreError):
     """The database refused the values it was sent (out of range, too long, text it cannot
     hold): sending the same values again fails again, so retrying is pointless."""

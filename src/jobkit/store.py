@@ -264,7 +264,10 @@ class Store(Protocol):
         """Record that the tick ``fire_at`` of the schedule entry ``key`` is being enqueued,
         inside ``connection``'s transaction; True for exactly one caller per ``(key, fire_at)``
         ever. A concurrent caller waits until the first one's transaction ends: False if it
-        committed, True (this caller's turn) if it rolled back."""
+        committed, True (this caller's turn) if it rolled back. A store may instead raise
+        ``TickBusy`` at once while another transaction is recording a tick of ``key`` (the
+        built-in one does): the caller tries again shortly, with the same ``fire_at``, and one
+        slow or frozen transaction does not hold up the caller's other entries."""
 
     def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime.datetime]:
         """The latest recorded tick of each of ``keys`` that has one."""

@@ -111,7 +111,15 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
 ):
     # One tick 5 s ago (late, but within the 60 s on-time grace) and the next in 55 s: every
     # worker started meanwhile goes for the same tick, however slowly a busy machine starts them.
-    env = schedule_env(["testapp.jobs.Noop", f"every 60 seconds from {time.time() + 55:.3f}"])
+    # A second entry ticks every 2 s: the peers must go on with it while the tick is held.
+    env = schedule_env(
+        {
+            "job": "testapp.jobs.Noop",
+            "schedule": f"every 60 seconds from {time.time() + 55:.3f}",
+            "key": "held",
+        },
+        {"job": "testapp.jobs.Noop", "schedule": f"every {PERIOD:g} seconds", "key": "often"},
+    )
     stall_file = tmp_path / "stalled"
     # The first worker records the tick, then stalls before its commit, holding it.
     stalled = start_worker(
@@ -124,7 +132,18 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
     for peer in peers:
         wait_until(lambda peer=peer: "started" in peer.output(), 30, message="a peer starts")
 
-    assert enqueued_per_tick(db, schema) == {}  # not committed: nobody sees it yet
+    assert stalled_tick.startswith("schedule:held@")
+    # Not committed, so nobody sees it yet; and the peers do not wait on it with their other
+    # entry (they used to, until the stalled worker ended).
+    wait_until(
+        lambda: (
+            sum(source.startswith("schedule:often@") for source in enqueued_per_tick(db, schema))
+            >= 2
+        ),
+        30,
+        message="two ticks of the other entry while the held one waits",
+    )
+    assert stalled_tick not in enqueued_per_tick(db, schema)
     os.killpg(stalled.pid, signal.SIGKILL)
     try:
         wait_until(lambda: stalled_tick in enqueued_per_tick(db, schema), 30)
@@ -136,8 +155,10 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
     for worker in peers:
         assert worker.wait_for_exit() == 0
 
-    assert enqueued_per_tick(db, schema) == {stalled_tick: 1}
-    assert recorded_ticks(db, schema) == 1
+    counts = enqueued_per_tick(db, schema)
+    assert counts.pop(stalled_tick) == 1
+    assert_every_tick_once_without_gaps(counts)  # the other entry's
+    assert recorded_ticks(db, schema) == len(counts) + 1
 
 
 def command_results(db, schema: str) -> dict[str, tuple[str, str]]:

@@ -9,6 +9,7 @@ uniqueness and the clock are the database's, as in production.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -24,7 +25,14 @@ from psycopg import sql
 import testapp.jobs
 import testapp.key_jobs
 from jobkit import ParameterError, Status
-from jobkit.builtin.cron import MAX_SLEEP, ON_TIME_GRACE, ScheduledCommand, Scheduler, load_entries
+from jobkit.builtin.cron import (
+    BUSY_RETRY,
+    MAX_SLEEP,
+    ON_TIME_GRACE,
+    ScheduledCommand,
+    Scheduler,
+    load_entries,
+)
 from jobkit.runtime import Runtime
 from jobkit.testing.inline import run_jobs
 
@@ -87,6 +95,47 @@ def test_schedulers_racing_for_one_tick_enqueue_it_once(scheduling, jobkit_runti
         thread.join(10)
 
     assert len(scheduled_requests(racers[0][0])) == 1
+
+
+class RolledBack(Exception):
+    """Ends a test's transaction with a rollback."""
+
+
+def test_a_tick_another_transaction_holds_leaves_the_other_entries_going(scheduling, caplog):
+    """A peer's tick transaction that stays open (in a slow should_enqueue, or frozen) makes
+    this scheduler neither wait nor skip: it enqueues its other entries, says once that the
+    tick is busy, tries it again within BUSY_RETRY, and enqueues it once the holder rolls back
+    (after a commit, it would find it recorded)."""
+    held = ["testapp.jobs.Noop", every_hour_with_a_tick(5)]
+    other = {
+        "job": "testapp.Tally",
+        "schedule": every_hour_with_a_tick(5),
+        "kwargs": {"key": "other"},
+    }
+    runtime, entries = scheduling(held, other)
+    peer, [peer_entry] = scheduling(held)
+    fire_at = peer_entry.schedule.last_fire_at_or_before(peer.store.database_now())
+    scheduler = Scheduler(runtime, entries)
+
+    with contextlib.suppress(RolledBack), peer.store.transaction() as holding:
+        assert peer.store.record_tick(key=peer_entry.key, fire_at=fire_at, connection=holding)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="jobkit.scheduler"):
+            waits = [scheduler.tick(), scheduler.tick()]
+        assert time.monotonic() - started < 2  # no wait on the holder's row
+        assert waits == [BUSY_RETRY, BUSY_RETRY]
+        assert scheduled_requests(runtime) == []
+        assert [r.job_name for r in scheduled_requests(runtime, "testapp.Tally")] == [
+            "testapp.Tally"
+        ]
+        busy = [r.message for r in caplog.records if "trying again every" in r.message]
+        assert len(busy) == 1, busy
+        assert f"tick {fire_at.isoformat()}: another transaction is recording" in busy[0]
+        raise RolledBack
+
+    assert scheduler.tick() == MAX_SLEEP
+    [request] = scheduled_requests(runtime)
+    assert request.source == f"schedule:{peer_entry.key}@{fire_at.isoformat()}"
 
 
 def test_the_options_of_an_entry_reach_the_request(scheduling):

@@ -12,6 +12,12 @@ A tick is enqueued when a scheduler sees it at most ``ON_TIME_GRACE`` seconds la
 restarted during a deploy still enqueues the tick it missed by seconds). Later than that, the
 tick is missed and logged, unless the entry says ``catch_up = "latest"``: then the most recent
 missed tick is enqueued once, however late.
+
+A tick's transaction runs hooks (``should_enqueue``, the enqueue hooks), so it may stay open for
+long, or for as long as its worker is frozen. A peer does not wait on it: the store answers
+``TickBusy`` at once, and the peer goes on with its other entries and tries that tick again every
+``BUSY_RETRY`` seconds, until the transaction commits (the tick is enqueued) or rolls back (the
+tick is the peer's to enqueue).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any, cast
 import attrs
 import click
 
-from jobkit.errors import JobkitError, ParameterError
+from jobkit.errors import JobkitError, ParameterError, TickBusy
 from jobkit.hookspecs import hookimpl
 from jobkit.job import Job
 from jobkit.processes import die_with_parent
@@ -50,6 +56,9 @@ MAX_SLEEP = 60.0
 """The scheduler re-reads the database clock at least this often, however far the next tick."""
 RETRY_DELAY = 5.0
 """Seconds before the scheduler tries again after the database failed it."""
+BUSY_RETRY = 1.0
+"""Seconds before the scheduler tries a tick again that another transaction is recording (a
+peer's, still in its hooks or frozen): if that one rolls back, the tick is this worker's."""
 COMMAND_JOB_NAME = "jobkit.ScheduledCommand"
 COMMAND_PREFIX = "cmd:"
 CATCH_UP = ("none", "latest")
@@ -368,6 +377,8 @@ class Scheduler(PeriodicService):
         self.runtime = runtime
         self.entries = list(entries)
         self._due: dict[str, datetime.datetime] = {}
+        self._busy: dict[str, datetime.datetime] = {}
+        """The tick of each entry last found busy (said once, not at every retry)."""
 
     def tick(self) -> float:
         """Enqueue every tick that is due by the database's clock; return the seconds until
@@ -376,13 +387,16 @@ class Scheduler(PeriodicService):
         now = store.database_now()
         if not self._due:
             self._due = self._first_ticks(now)
+        busy: set[str] = set()
         for entry in self.entries:
             if self._due[entry.key] > now:
                 continue
             latest = entry.schedule.last_fire_at_or_before(now)
             late = (now - latest).total_seconds()
             if late <= ON_TIME_GRACE or entry.catch_up == "latest":
-                self._enqueue(entry, latest)
+                if not self._enqueue(entry, latest):
+                    busy.add(entry.key)  # due still: tried again in BUSY_RETRY
+                    continue
             else:
                 logger.warning(
                     "schedule %r: tick %s missed (seen %.0f s late; catch_up = 'latest' would "
@@ -392,8 +406,11 @@ class Scheduler(PeriodicService):
                     late,
                 )
             self._due[entry.key] = entry.schedule.next(latest)
-        next_tick = min(self._due.values())
-        return min(MAX_SLEEP, max(0.0, (next_tick - now).total_seconds()) + 0.001)
+        sleep = MAX_SLEEP
+        for key, due in self._due.items():
+            if key not in busy:
+                sleep = min(sleep, max(0.0, (due - now).total_seconds()) + 0.001)
+        return min(sleep, BUSY_RETRY) if busy else sleep
 
     def _first_ticks(self, now: datetime.datetime) -> dict[str, datetime.datetime]:
         """The tick each entry waits for first: the latest past one if it may still be
@@ -408,19 +425,34 @@ class Scheduler(PeriodicService):
             due[entry.key] = latest if behind or on_time else entry.schedule.next(now)
         return due
 
-    def _enqueue(self, entry: ScheduleEntry, fire_at: datetime.datetime) -> None:
-        """Record the tick and enqueue its job in one transaction, unless another worker did."""
+    def _enqueue(self, entry: ScheduleEntry, fire_at: datetime.datetime) -> bool:
+        """Record the tick and enqueue its job in one transaction, unless another worker did;
+        False when another transaction is recording it still (try again shortly)."""
         runtime = self.runtime
         job = entry.make_job(runtime.registry)
-        with runtime.store.transaction() as connection:
-            if not runtime.store.record_tick(key=entry.key, fire_at=fire_at, connection=connection):
-                return
-            request = runtime.enqueue(
-                job,
-                connection=connection,
-                source=f"schedule:{entry.key}@{fire_at.isoformat()}",
-                **entry.enqueue_options(),
-            )
+        try:
+            with runtime.store.transaction() as connection:
+                if not runtime.store.record_tick(
+                    key=entry.key, fire_at=fire_at, connection=connection
+                ):
+                    return True
+                request = runtime.enqueue(
+                    job,
+                    connection=connection,
+                    source=f"schedule:{entry.key}@{fire_at.isoformat()}",
+                    **entry.enqueue_options(),
+                )
+        except TickBusy as busy:
+            if self._busy.get(entry.key) != fire_at:  # said once a tick
+                self._busy[entry.key] = fire_at
+                logger.info(
+                    "schedule %r: tick %s: %s; trying again every %g s",
+                    entry.key,
+                    fire_at.isoformat(),
+                    busy,
+                    BUSY_RETRY,
+                )
+            return False
         if request is None:
             logger.info(
                 "schedule %r: tick %s not enqueued: should_enqueue() declined it",
@@ -431,6 +463,7 @@ class Scheduler(PeriodicService):
             logger.info(
                 "schedule %r: tick %s enqueued as %s", entry.key, fire_at.isoformat(), request.id
             )
+        return True
 
 
 # Hooks ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from jobkit.errors import (
     StoreDataError,
     StoreError,
     StoreUnavailable,
+    TickBusy,
 )
 from jobkit.records import (
     FAILED,
@@ -1141,6 +1142,13 @@ class PostgresStore:
 
     def record_tick(self, *, key: str, fire_at: datetime.datetime, connection: Any) -> bool:
         with self._connection(connection) as conn:
+            params = {"schema": self.schema, "key": key}
+            (ours,) = conn.execute(self.queries["try_tick_lock"], params).fetchone() or (False,)
+            if not ours:
+                raise TickBusy(
+                    f"another transaction is recording a tick of the schedule entry {key!r} "
+                    f"and has not ended"
+                )
             row = conn.execute(
                 self.queries["record_tick"], {"key": key, "fire_at": fire_at}
             ).fetchone()

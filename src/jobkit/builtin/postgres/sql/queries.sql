@@ -805,6 +805,13 @@ SELECT (SELECT count(*) FROM requests)
     + (SELECT count(*) FROM results)
     + (SELECT count(*) FROM ticks);
 
+-- name: try_tick_lock
+-- Before record_tick, in its transaction: whether no other transaction is recording a tick of the
+-- entry %(key)s now. A tick's transaction runs hooks (should_enqueue, the enqueue hooks), so a
+-- peer's may stay open for long, or for as long as its worker is frozen; waiting on its row would
+-- hold up every other entry of this scheduler, so the caller tries this one again later instead.
+SELECT pg_try_advisory_xact_lock(hashtextextended('jobkit tick ' || %(schema)s || ' ' || %(key)s, 0));
+
 -- name: record_tick
 -- Claim a schedule tick inside the enqueue's transaction: a row comes back only for the first
 -- caller; a concurrent one waits for that caller's commit, then gets nothing (or, after a
