@@ -31,25 +31,20 @@ as every worker's heartbeat (see ``dead_workers``), and the tests' heartbeat tim
 
 
 def register(store, beat_seconds_ago: float = 0) -> uuid.UUID:
-    """A registered worker; with ``beat_seconds_ago``, its last beat that long ago, once the
-    server has been up long enough for that to make it look dead (an embedded server the test
-    session just started has not)."""
+    """A registered worker; with ``beat_seconds_ago``, its last beat that long ago (see
+    ``age``)."""
     worker = store.register_worker(
         WorkerInfo(id=uuid.uuid4(), hostname="test", pid=1, queues=["default"])
     )
     if beat_seconds_ago:
         age(store, "workers", "last_heartbeat_at", worker.id, beat_seconds_ago)
-        with psycopg.connect(store.url, autocommit=True) as connection:
-            up = "SELECT now() - pg_postmaster_start_time() > make_interval(secs => %s)"
-            wait_for(
-                lambda: connection.execute(up, (SERVER_UP_LONG_ENOUGH,)).fetchone()[0],
-                timeout=SERVER_UP_LONG_ENOUGH + 10,
-                message="the server to have been up longer than the heartbeat timeout",
-            )
     return worker.id
 
 
 def age(store, table: str, column: str, key: uuid.UUID, seconds: float) -> None:
+    """Set ``column`` of ``key``'s rows ``seconds`` back from now. A worker's beat is set back
+    only once the server has been up long enough for that to make it look dead (an embedded
+    server the test session just started has not): waiting after it would age it further."""
     key_column = "id" if table == "workers" else "worker_id"
     query = sql.SQL("UPDATE {}.{} SET {} = now() - make_interval(secs => %s) WHERE {} = %s").format(
         sql.Identifier(store.schema),
@@ -58,4 +53,11 @@ def age(store, table: str, column: str, key: uuid.UUID, seconds: float) -> None:
         sql.Identifier(key_column),
     )
     with psycopg.connect(store.url, autocommit=True) as connection:
+        if table == "workers":
+            up = "SELECT now() - pg_postmaster_start_time() > make_interval(secs => %s)"
+            wait_for(
+                lambda: connection.execute(up, (SERVER_UP_LONG_ENOUGH,)).fetchone()[0],
+                timeout=SERVER_UP_LONG_ENOUGH + 10,
+                message="the server to have been up longer than the heartbeat timeout",
+            )
         connection.execute(query, (seconds, key))

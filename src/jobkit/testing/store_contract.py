@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from jobkit.errors import LeaseLost
+from jobkit.errors import LeaseLost, TickBusy
 from jobkit.records import (
     HELD_UNTIL,
     INPUTS_HEADER,
@@ -50,6 +50,10 @@ from jobkit.testing.waiting import wait_for
 
 T = TypeVar("T")
 PARAMETERS = '{"args": [], "kwargs": {}}'
+
+
+class _RolledBack(Exception):
+    """Ends a contract test's transaction with a rollback."""
 
 
 def make_request(**fields: Any) -> JobRequest:
@@ -689,25 +693,36 @@ class StoreContract:
         with store.transaction() as connection:
             assert store.record_tick(key="report", fire_at=at, connection=connection)
 
-    def test_concurrent_ticks_have_one_winner_who_waits_for_the_first_commit(
-        self, store: Store
+    @pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
+    def test_a_tick_another_transaction_is_recording_waits_for_it_or_is_busy(
+        self, store: Store, first_commits: bool
     ) -> None:
+        """A second caller while the first one's transaction is open either waits for its end
+        or raises ``TickBusy`` at once and tries again after it: either way it gets the tick
+        only if the first one rolled back."""
         at = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
         first_holds = threading.Event()
         release_first = threading.Event()
         won: list[str] = []
+        answers: list[bool | str] = []
 
         def first() -> None:
-            with store.transaction() as connection:
+            with contextlib.suppress(_RolledBack), store.transaction() as connection:
                 if store.record_tick(key="report", fire_at=at, connection=connection):
                     won.append("first")
                 first_holds.set()
                 release_first.wait(5)
+                if not first_commits:
+                    raise _RolledBack
 
         def second() -> None:
-            with store.transaction() as connection:
-                if store.record_tick(key="report", fire_at=at, connection=connection):
-                    won.append("second")
+            try:
+                with store.transaction() as connection:
+                    answers.append(
+                        store.record_tick(key="report", fire_at=at, connection=connection)
+                    )
+            except TickBusy:
+                answers.append("busy")
 
         holder = threading.Thread(target=first)
         holder.start()
@@ -715,11 +730,18 @@ class StoreContract:
         contender = threading.Thread(target=second)
         contender.start()
         contender.join(0.3)
-        assert contender.is_alive(), "the second caller must wait for the first one's commit"
+        assert contender.is_alive() or answers == ["busy"], (
+            f"while the first caller's transaction is open, the second must wait for it or be "
+            f"told TickBusy; it answered {answers}"
+        )
         release_first.set()
         holder.join(5)
         contender.join(5)
+        if answers == ["busy"]:  # tries again, as the scheduler does
+            with store.transaction() as connection:
+                answers[0] = store.record_tick(key="report", fire_at=at, connection=connection)
         assert won == ["first"]
+        assert answers == [not first_commits]
 
     def test_clearing_keeps_each_keys_latest_tick(self, store: Store) -> None:
         now = store.database_now()
