@@ -43,6 +43,7 @@ from jobkit.operations import (
 from jobkit.records import (
     Attempt,
     AttemptState,
+    CallbackStage,
     JobFilter,
     JobInfo,
     JobProcess,
@@ -78,6 +79,7 @@ __all__ = [
     "ActionReport",
     "Attempt",
     "AttemptState",
+    "CallbackStage",
     "Chain",
     "DeferJob",
     "Group",

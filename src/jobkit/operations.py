@@ -258,8 +258,8 @@ class Operations:
 
     def workflow(self, workflow_id: uuid.UUID | str) -> list[WorkflowState]:
         """The workflow's links in order (a group has one, a chain of n jobs n - 1), each with
-        its members' final results so far and its callback; ``JobNotFound`` when there is
-        none."""
+        its members' final results so far, and its callback with its state now (one read a
+        callback); ``JobNotFound`` when there is none."""
         workflow_id = _uuid(workflow_id)
         links = self.store.workflow(workflow_id)
         if not links:
@@ -267,6 +267,10 @@ class Operations:
                 f"no workflow has the id {workflow_id}: it was never enqueued, its enqueue "
                 f"rolled back, or it was cleared with its results (results_retention)"
             )
+        for link in links:
+            if link.callback_id is not None:
+                attempts = self.store.job_attempts(link.callback_id)
+                link.callback_state = attempts[-1].state if attempts else None
         return links
 
     def cancel_workflow(self, workflow_id: uuid.UUID | str, *, source: str) -> list[ActionReport]:

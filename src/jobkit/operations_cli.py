@@ -23,7 +23,7 @@ import click
 
 from jobkit.errors import JobkitError, ParameterError
 from jobkit.operations import ActionReport, JobNotFound, Operations, job_filter
-from jobkit.records import Attempt, JobInfo, WorkerInfo, WorkflowState
+from jobkit.records import Attempt, CallbackStage, JobInfo, WorkerInfo, WorkflowState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -432,12 +432,15 @@ def describe_workflow(links: Sequence[WorkflowState]) -> str:
     lines = [f"workflow   {first.root_id}" + (f"  {first.name}" if first.name else "")]
     for number, link in enumerate(links, 1):
         ended = len(link.members) - link.unfinished
-        if link.callback_id is None:
+        stage, state = link.callback_stage, link.callback_state
+        if stage is None:
             then = "no callback"
-        elif link.released_at is not None:
+        elif stage is CallbackStage.RELEASED:
             then = f"callback {link.callback_id} released {link.released_at:%Y-%m-%d %H:%M:%S}"
         else:
-            then = f"callback {link.callback_id} held"
+            then = f"callback {link.callback_id} {stage.value}"
+        if stage is not CallbackStage.HELD and state is not None:
+            then += f": {state.value}"
         lines.append("")
         lines.append(
             f"link {number}: {ended} of {len(link.members)} ended, {link.failed} failed; {then}"

@@ -231,6 +231,18 @@ class MemberResult:
         return self.status is not None and self.status is not Status.SUCCESSFUL
 
 
+class CallbackStage(enum.StrEnum):
+    """What became of a workflow link's callback (``WorkflowState.callback_stage``)."""
+
+    HELD = "held"
+    """It waits for the link's members to end."""
+    RELEASED = "released"
+    """The members ended and released it; its state says how it went since."""
+    NEVER_RELEASED = "never released"
+    """It no longer waits, yet the members did not release it: an operator cancelled it, or ran
+    it at once, before they ended."""
+
+
 @attrs.define(kw_only=True)
 class WorkflowState:
     """One link of a workflow as its store keeps it (a group is one link; a chain of n jobs
@@ -250,6 +262,21 @@ class WorkflowState:
     released_at: datetime.datetime | None
     """When the callback was released to run (None: it is held, or there is none)."""
     members: list[MemberResult]
+    callback_state: AttemptState | None = None
+    """The callback's state now (its latest attempt's), as the operations API reads it (a
+    store's own ``workflow()`` leaves it None); None as well without a callback."""
+
+    @property
+    def callback_stage(self) -> CallbackStage | None:
+        """What became of the callback (None: there is none). Without ``callback_state``, an
+        unreleased callback counts as held."""
+        if self.callback_id is None:
+            return None
+        if self.released_at is not None:
+            return CallbackStage.RELEASED
+        if self.callback_state in (None, AttemptState.SCHEDULED):
+            return CallbackStage.HELD
+        return CallbackStage.NEVER_RELEASED
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ids and times as text, outputs as stored."""
@@ -263,6 +290,8 @@ class WorkflowState:
             "callback_id": None if self.callback_id is None else str(self.callback_id),
             "callback_on_failure": self.callback_on_failure,
             "released_at": None if self.released_at is None else self.released_at.isoformat(),
+            "callback_state": None if self.callback_state is None else self.callback_state.value,
+            "callback_stage": None if self.callback_stage is None else self.callback_stage.value,
             "members": [
                 {
                     "job_id": str(member.job_id),

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import jobkit
-from jobkit import AttemptState, Chain, Group, JobNotFound, Status
+from jobkit import AttemptState, CallbackStage, Chain, Group, JobNotFound, Status
 from jobkit.operations_cli import describe_job, describe_workflow
 from jobkit.testing import run_jobs
 from jobkit.testing.store_contract import StoreContract, completion
@@ -24,6 +24,12 @@ def test_a_groups_links_and_members_are_told(jobkit_runtime):
     (link,) = jobkit.workflow(flow.id)
     assert (link.id, link.name, link.unfinished, link.failed) == (flow.id, "squares", 1, 0)
     assert link.callback_id == flow.last.job_id and link.released_at is None
+    assert link.callback_state is AttemptState.SCHEDULED
+    assert link.callback_stage is CallbackStage.HELD
+    assert (link.as_dict()["callback_state"], link.as_dict()["callback_stage"]) == (
+        "scheduled",
+        "held",
+    )
     assert [(m.position, m.status) for m in link.members] == [(0, Status.SUCCESSFUL), (1, None)]
     assert link.members[0].output == 4
     shown = describe_workflow([link])
@@ -38,6 +44,15 @@ def test_a_groups_links_and_members_are_told(jobkit_runtime):
     (link,) = jobkit.workflow(flow.id)
     assert link.unfinished == 0 and link.released_at is not None
     assert link.as_dict()["members"][1]["output"] == 9
+    assert (link.callback_stage, link.callback_state) == (
+        CallbackStage.RELEASED,
+        AttemptState.SUCCESSFUL,
+    )
+    assert f"callback {flow.last.job_id} released " in describe_workflow([link])
+    assert describe_workflow([link]).split("\n")[2].endswith(": successful")
+    # The store's own links leave the state to the operations API, which reads it.
+    (stored,) = jobkit_runtime.store.workflow(flow.id)
+    assert stored.callback_state is None and stored.callback_stage is CallbackStage.RELEASED
 
 
 def test_a_chains_links_are_in_order(jobkit_runtime):
@@ -61,6 +76,12 @@ def test_cancelling_a_workflow_cancels_its_waiting_jobs_callbacks_first(jobkit_r
     assert run_jobs(jobkit_runtime) == []
     for request in flow.requests:
         assert jobkit.job(request.job_id).state is AttemptState.CANCELLED
+    links = jobkit.workflow(flow.id)
+    assert {(link.callback_stage, link.callback_state) for link in links} == {
+        (CallbackStage.NEVER_RELEASED, AttemptState.CANCELLED)
+    }
+    shown = describe_workflow(links)
+    assert f"callback {flow.requests[1].job_id} never released: cancelled" in shown
 
 
 def test_cancelling_a_group_leaves_its_running_member_to_end(jobkit_runtime):

@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 import jobkit
-from jobkit import AttemptState, JobkitError, JobNotFound
+from jobkit import CallbackStage, JobkitError, JobNotFound
 from jobkit.runtime import get_runtime
 from jobkit_django.models import JobProcess, JobRequest, JobResult, Queue
 
@@ -130,15 +130,16 @@ class OperationsAdmin(admin.ModelAdmin):
         URLs of their pages) and what became of its callback."""
         links = []
         for link in jobkit.workflow(workflow_id):
-            state = jobkit.job(link.callback_id).state if link.callback_id else None
-            if state is None:
+            stage = link.callback_stage
+            state = link.callback_state.value if link.callback_state else "cleared"
+            if stage is None:
                 callback = "no callback"
-            elif link.released_at is not None:
-                callback = f"callback released {link.released_at:%Y-%m-%d %H:%M:%S}: {state.value}"
-            elif state is AttemptState.SCHEDULED:
+            elif stage is CallbackStage.RELEASED:
+                callback = f"callback released {link.released_at:%Y-%m-%d %H:%M:%S}: {state}"
+            elif stage is CallbackStage.HELD:
                 callback = "callback held until the members have ended"
             else:
-                callback = f"callback never released: {state.value}"
+                callback = f"callback never released: {state}"
             links.append(
                 {
                     "state": link,

@@ -642,22 +642,13 @@ class Dashboard:
         )
 
     def workflow_context(self, workflow_id: str) -> dict[str, Any]:
-        """A workflow's links, and the state of each callback: a held one waits, but an
-        operator may have cancelled it (or run it now) before its members ended."""
-        operations = self.operations
-        links = operations.workflow(workflow_id)
-        callbacks = {
-            link.callback_id: operations.job(link.callback_id).state
-            for link in links
-            if link.callback_id is not None
-        }
-        waiting = any(link.unfinished for link in links) or any(
-            state in LIVE_STATES for state in callbacks.values()
-        )
+        """A workflow's links (each with its callback's stage and state), and whether anything
+        of it waits or runs still."""
+        links = self.operations.workflow(workflow_id)
+        waiting = any(link.unfinished or link.callback_state in LIVE_STATES for link in links)
         return {
             "links": links,
             "first": links[0],
-            "callbacks": callbacks,
             "waiting": waiting,
             "failed": sum(link.failed for link in links),
         }
