@@ -906,6 +906,7 @@ class PostgresStore:
         self, *, worker_id: uuid.UUID, heartbeat_timeout: float, connection: Any
     ) -> list[JobProcess] | None:
         with self._connection(connection) as conn:
+            conn.execute(self.queries["bound_idle_transaction"])
             conn.execute(self.queries["rescue_lock_timeout"])
             params = {"id": worker_id, "timeout": float(heartbeat_timeout)}
             try:

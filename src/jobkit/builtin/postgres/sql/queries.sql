@@ -357,7 +357,7 @@ LIMIT %(limit)s
 
 -- name: bound_idle_transaction
 -- The first statement of a worker's transactions of several statements (a claim within flow
--- limits, a finish that wakes queues). Only the store's code runs between their statements, so
+-- limits, a finish that wakes queues, a rescue). Only the store's code runs between their statements, so
 -- one left idle for seconds belongs to a frozen worker (SIGSTOP, a paused VM), and its locks would
 -- stay held for as long as it is frozen: every peer's claim under the same limits would wait for
 -- them, and a rescue leaves a worker whose rows are locked alone. The server ends such a session.
@@ -585,11 +585,9 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.workers AS w WHERE w.id = p.worker_id)
 -- name: rescue_lock_timeout
 -- A rescue waits at most a second for any lock (a table locked by a migration, rows a live worker
 -- is writing): it gives up and tries at the next sweep rather than act on what it read before.
--- And like the worker's other transactions (see bound_idle_transaction), the server ends it when
--- it idles for 5 s: a rescuer frozen with the dead worker's row locked keeps every other away.
-SELECT
-    set_config('lock_timeout', '1s', true),
-    set_config('idle_in_transaction_session_timeout', '5s', true);
+-- (It is also bounded as the worker's other transactions are, by bound_idle_transaction: a
+-- rescuer frozen with the dead worker's row locked would keep every other away.)
+SET LOCAL lock_timeout = '1s';
 
 -- name: lock_dead_worker
 -- Inside the rescue's transaction: whether the worker's heartbeat is still older than %(timeout)s
