@@ -357,10 +357,11 @@ LIMIT %(limit)s
 
 -- name: bound_idle_transaction
 -- The first statement of a worker's transactions of several statements (a claim within flow
--- limits, a finish that wakes queues, a rescue). Only the store's code runs between their statements, so
--- one left idle for seconds belongs to a frozen worker (SIGSTOP, a paused VM), and its locks would
--- stay held for as long as it is frozen: every peer's claim under the same limits would wait for
--- them, and a rescue leaves a worker whose rows are locked alone. The server ends such a session.
+-- limits, a finish that wakes queues, a rescue). Only the store's code runs between their
+-- statements, so one left idle for seconds belongs to a frozen worker (SIGSTOP, a paused VM), and
+-- its locks would stay held for as long as it is frozen: every peer's claim under the same limits
+-- would wait for them, and a rescue leaves a worker whose rows are locked alone. The server ends
+-- such a session.
 SET LOCAL idle_in_transaction_session_timeout = '5s';
 
 -- name: lock_limits
@@ -808,12 +809,15 @@ SELECT (SELECT count(*) FROM requests)
 -- entry %(key)s now. A tick's transaction runs hooks (should_enqueue, the enqueue hooks), so a
 -- peer's may stay open for long, or for as long as its worker is frozen; waiting on its row would
 -- hold up every other entry of this scheduler, so the caller tries this one again later instead.
-SELECT pg_try_advisory_xact_lock(hashtextextended('jobkit tick ' || %(schema)s || ' ' || %(key)s, 0));
+SELECT pg_try_advisory_xact_lock(
+    hashtextextended('jobkit tick ' || %(schema)s || ' ' || %(key)s, 0)
+);
 
 -- name: record_tick
--- Claim a schedule tick inside the enqueue's transaction: a row comes back only for the first
--- caller; a concurrent one waits for that caller's commit, then gets nothing (or, after a
--- rollback, the tick).
+-- Claim a schedule tick inside the enqueue's transaction, after try_tick_lock: a row comes back
+-- only for the first caller. A caller that got the lock while another transaction still holds
+-- the tick's row (one of a jobkit older than the lock) waits for its end, then gets nothing (or,
+-- after a rollback, the tick).
 INSERT INTO {schema}.schedule_ticks (key, fire_at) VALUES (%(key)s, %(fire_at)s)
 ON CONFLICT DO NOTHING
 RETURNING 1;
