@@ -88,14 +88,22 @@ def migrated(project_environ: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def django_project(project_environ: dict[str, str], migrated: str) -> None:
-    """Django set up in this process on the project's database, as the web process has it."""
+def django_project(project_environ: dict[str, str], migrated: str) -> Iterator[None]:
+    """Django set up in this process on the project's database, as the web process has it. The
+    process's jobkit runtime is closed at the end, before the database is dropped: its pool
+    would otherwise try to reconnect, and say so, as the session ends."""
     os.environ.update({key: value for key, value in project_environ.items() if key != "PYTHONPATH"})
     for key in [key for key in os.environ if key.startswith("JOBKIT_")]:
         del os.environ[key]
     import django
 
+    from jobkit.runtime import set_runtime
+
     django.setup()
+    yield
+    runtime = set_runtime(None)
+    if runtime is not None:
+        runtime.close()
 
 
 @pytest.fixture
