@@ -25,6 +25,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.reduction
 import os
 import select
 import signal
@@ -88,6 +89,20 @@ cancelled before its child is ended as for a sync attempt (its other async attem
 ASYNC_SHARE_WEIGHT = 0.3
 """Weight of each newly claimed attempt in the share of async attempts the worker expects in its
 next claim (an exponential moving average)."""
+
+
+def _uuid_from_int(value: int) -> uuid.UUID:
+    return uuid.UUID(int=value)
+
+
+def _reduce_uuid(value: uuid.UUID) -> tuple[Callable[[int], uuid.UUID], tuple[int]]:
+    return _uuid_from_int, (value.int,)
+
+
+# UUIDs cross the pool's pipes by the thousand (each attempt's ids, out and back). Pickled as
+# their integer they take half the time of pickle's own way (a class and a state dict): about
+# 2 µs a claimed attempt of the main process's CPU. Only multiprocessing's pickler is told.
+multiprocessing.reduction.ForkingPickler.register(uuid.UUID, _reduce_uuid)
 
 
 class StopReason(enum.Enum):

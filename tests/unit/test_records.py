@@ -6,6 +6,7 @@ import datetime
 import pickle
 import time
 import uuid
+from multiprocessing.reduction import ForkingPickler
 
 import attrs
 import pytest
@@ -80,12 +81,23 @@ def test_every_request_field_has_a_value_in_the_fixture():
     ],
     ids=["request", "request with defaults", "process", "result"],
 )
-def test_records_survive_a_pickle_round_trip(record):
-    copy = pickle.loads(pickle.dumps(record))
+@pytest.mark.parametrize("pickler", ["pickle", "pool pipes"])
+def test_records_survive_a_pickle_round_trip(record, pickler):
+    """Also as the pool's pipes pickle them (multiprocessing's pickler, told by jobkit.pool to
+    pickle UUIDs as their integer)."""
+    import jobkit.pool  # noqa: F401 - registers the pipes' way with UUIDs
+
+    dumped = pickle.dumps(record) if pickler == "pickle" else ForkingPickler.dumps(record)
+    copy = pickle.loads(dumped)
 
     assert copy == record
     assert type(copy) is type(record)
     assert copy is not record
+    assert all(
+        type(getattr(copy, field.name)) is uuid.UUID
+        for field in attrs.fields(type(record))
+        if isinstance(getattr(record, field.name), uuid.UUID)
+    )
 
 
 def test_job_id_defaults_to_the_attempt_id():
