@@ -33,6 +33,9 @@ class JobRegistry:
     def __init__(self) -> None:
         self._classes: dict[str, type[Job]] = {}
         self._names: dict[type[Job], str] = {}
+        self._asynchronous: set[str] = set()
+        """The names of the async jobs (``async def run``), known at registration: a worker
+        asks of each attempt it hands a child, and so does the child."""
 
     def register(self, job_class: type[Job], name: str | None = None) -> type[Job]:
         """Register ``job_class`` under ``name`` (default: ``module.QualName``).
@@ -40,7 +43,7 @@ class JobRegistry:
         Registering the same class under the same name again is harmless (a module imported
         twice); a name taken by another class is an error naming both.
         """
-        from jobkit.job import Job
+        from jobkit.job import Job, is_async_job
 
         if not (isinstance(job_class, type) and issubclass(job_class, Job)):
             raise JobkitError(f"register_job expects a Job subclass, got {job_class!r}")
@@ -66,6 +69,10 @@ class JobRegistry:
             )
         self._classes[name] = job_class
         self._names[job_class] = name
+        if is_async_job(job_class):
+            self._asynchronous.add(name)
+        else:  # registered again, as it is now (a module reloaded)
+            self._asynchronous.discard(name)
         return job_class
 
     def get(self, name: str) -> type[Job]:
@@ -81,6 +88,10 @@ class JobRegistry:
             raise UnknownJobError(
                 f"{_qualified(job_class)} is not registered: decorate it with @register_job"
             ) from None
+
+    def is_async(self, name: str) -> bool:
+        """Whether the job registered as ``name`` is async (False for an unknown name)."""
+        return name in self._asynchronous
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes

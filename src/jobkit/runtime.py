@@ -428,7 +428,7 @@ class Runtime:
 
     def is_async(self, job_name: str) -> bool:
         """Whether the job registered as ``job_name`` is async (False for an unknown name)."""
-        return job_name in self.registry and is_async_job(self.registry.get(job_name))
+        return self.registry.is_async(job_name)
 
     def bounded(self, outcome: Outcome) -> Outcome:
         """``outcome`` with its error text cut to ``error_max_length`` characters and made

@@ -120,6 +120,19 @@ def test_an_async_run_is_registered_as_an_async_job(registry):
 
     assert registry.get("async") is AsyncRun
     assert is_async_job(AsyncRun) and not is_async_job(SendEmail)
+    registry.register(SendEmail, "sync")
+    assert registry.is_async("async") and not registry.is_async("sync")
+    assert not registry.is_async("never.Registered")
+
+
+def test_a_job_registered_again_as_it_is_now_is_async_or_not_as_it_is_now(registry):
+    """A reloaded module registers its class again under the same name: what was async may
+    not be any more."""
+    registry.register(AsyncRun, "changes")
+    Reloaded = type("AsyncRun", (Job,), {"run": lambda self: None, "__module__": __name__})
+    registry.register(Reloaded, "changes")
+
+    assert not registry.is_async("changes")
 
 
 def test_an_async_generator_run_is_refused_with_what_to_write_instead(registry):
