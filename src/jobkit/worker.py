@@ -338,13 +338,16 @@ class Worker:
             raise
         assert self.pool is not None
         try:
+            # Beat from the registration on: the row's stamp is its first beat, and the children
+            # may take longer than heartbeat_timeout to import the app (a big app, a busy
+            # machine), a silence peers would take for death.
+            self.heartbeat.renewed = self.pool.renew_lease
+            self.pool.renew_lease(self.heartbeat.lease_deadline)
+            self.heartbeat.start()
             self._claim_due = self.wakeups.listen() or self._claim_due
             self.pool.wait_until_ready()
             if self.stopping:  # a signal arrived while the worker was starting
                 self.pool.stop()
-            self.heartbeat.renewed = self.pool.renew_lease
-            self.pool.renew_lease(self.heartbeat.lease_deadline)
-            self.heartbeat.start()
             self.services += self._duties()
             for service in self.services:
                 service.start()

@@ -22,7 +22,7 @@ from proxy import Proxy
 from psycopg import sql
 from test_faults import enqueue, finished, start_ready
 
-from conftest import free_a_slot
+from conftest import WORKER_IMPORTS, free_a_slot
 from jobkit.builtin.postgres.store import PostgresStore
 from jobkit.errors import StoreError
 from jobkit.records import FlowLimit, JobRequest, LimitScope, WorkerInfo
@@ -53,6 +53,26 @@ def explain_stall(db, jobs, peer) -> str:
         f"not within 60 s: the peer ran every job\nattempts: {attempts(db, jobs)}\n"
         f"sessions in a transaction: {idle}\npeer's log:\n{peer.output()}"
     )
+
+
+def test_a_worker_whose_children_start_slowly_is_not_taken_for_dead(workers, jobkit_runtime, db):
+    """A worker's row is stamped when it registers, while its pool children still import the
+    app: it beats meanwhile, so a peer does not take a start longer than the heartbeat timeout
+    (5 s here) for death. (It beat only once its children were ready: a peer removed its row,
+    and one CI run failed on it elsewhere.)"""
+    peer = start_ready(workers, db, "--max-processes", "1")
+    slow = workers.start(
+        "--max-processes",
+        "1",
+        env={"JOBKIT_IMPORTS": f"{WORKER_IMPORTS},testapp.slow_import", "SLOW_CHILD_IMPORT": "7"},
+    )
+    slow.wait_for_log(" started: queues ", timeout=40)
+    time.sleep(1.5)  # its next beat, which would find its row gone
+
+    assert "declared dead" not in slow.output(), slow.output()
+    assert "sent no heartbeat" not in peer.output(), peer.output()
+    for worker in (peer, slow):
+        assert worker.stop(15) == 0, worker.output()
 
 
 @pytest.mark.parametrize(
