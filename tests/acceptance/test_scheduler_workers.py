@@ -125,8 +125,12 @@ def test_a_worker_killed_inside_a_tick_leaves_that_tick_to_a_peer(
     stalled = start_worker(
         "--max-processes", "1", env={**env, "SCHEDULE_STALL_FILE": str(stall_file)}
     )
-    wait_until(stall_file.exists, 30, message="the first worker stalls inside the tick")
-    stalled_tick = stall_file.read_text()
+    # The file's content, not its existence: it exists before its text is written.
+    stalled_tick = wait_until(
+        lambda: stall_file.exists() and stall_file.read_text(),
+        30,
+        message="the first worker stalls inside the tick",
+    )
     peers = [start_worker("--max-processes", "1", env=env) for _ in range(2)]
     schema = jobkit_settings.schema
     for peer in peers:
