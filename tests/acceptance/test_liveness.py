@@ -67,7 +67,14 @@ def test_a_worker_whose_children_start_slowly_is_not_taken_for_dead(workers, job
         env={"JOBKIT_IMPORTS": f"{WORKER_IMPORTS},testapp.slow_import", "SLOW_CHILD_IMPORT": "7"},
     )
     slow.wait_for_log(" started: queues ", timeout=40)
-    time.sleep(1.5)  # its next beat, which would find its row gone
+    # A beat after it started: the one that, before the fix, found its row removed.
+    started = db.value("SELECT now()")
+    beat = "SELECT last_heartbeat_at > %s FROM {schema}.workers WHERE pid = %s"
+    wait_for(
+        lambda: db.value(beat, [started, slow.pid]) or "declared dead" in slow.output(),
+        10,
+        message="a heartbeat of the slow worker after it started",
+    )
 
     assert "declared dead" not in slow.output(), slow.output()
     assert "sent no heartbeat" not in peer.output(), peer.output()

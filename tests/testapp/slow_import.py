@@ -6,4 +6,5 @@ import os
 import time
 
 if multiprocessing.parent_process() is not None:
+    # The fault itself (an import that takes this long), not a wait for a condition.
     time.sleep(float(os.environ.get("SLOW_CHILD_IMPORT", "0")))
