@@ -269,9 +269,13 @@ class Operations:
             )
         for link in links:
             if link.callback_id is not None:
-                attempts = self.store.job_attempts(link.callback_id)
-                link.callback_state = attempts[-1].state if attempts else None
+                link.callback_state = self._state_now(link.callback_id)
         return links
+
+    def _state_now(self, job_id: uuid.UUID) -> AttemptState | None:
+        """The state of the job's latest attempt (None: it has none), in one read."""
+        attempts = self.store.job_attempts(job_id)
+        return attempts[-1].state if attempts else None
 
     def cancel_workflow(self, workflow_id: uuid.UUID | str, *, source: str) -> list[ActionReport]:
         """Cancel every job of the workflow that waits: its held callbacks first (last link
@@ -282,7 +286,7 @@ class Operations:
         members = [m.job_id for link in links for m in link.members if m.status is None]
         reports = []
         for job_id in dict.fromkeys([*callbacks, *members]):
-            if self.job(job_id).latest.state in WAITING:
+            if self._state_now(job_id) in WAITING:
                 reports.append(self.cancel(job_id, source=source))
         return reports
 
