@@ -27,8 +27,10 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.reduction
 import os
+import pickle
 import select
 import signal
+import struct
 import sys
 import threading
 import time
@@ -92,7 +94,12 @@ next claim (an exponential moving average)."""
 
 
 def _uuid_from_int(value: int) -> uuid.UUID:
-    return uuid.UUID(int=value)
+    # What ``UUID.__setstate__`` does, without ``UUID(int=...)``'s checks of a value that was
+    # a UUID's: a third of the time, three times an attempt in each pool child.
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 def _reduce_uuid(value: uuid.UUID) -> tuple[Callable[[int], uuid.UUID], tuple[int]]:
@@ -208,6 +215,63 @@ class Crashed:
     unstarted: list[JobProcess]
 
 
+_LENGTH = struct.Struct("!I")
+READ_SIZE = 1 << 16
+"""Bytes the main process reads from a child's pipe at once."""
+
+
+def send_message(fileno: int, message: Any) -> None:
+    """Write ``message`` to the main process: its pickle, after its length. A pool child's
+    messages are small and many (an outcome per attempt), so they are framed here rather than
+    by ``Connection.send``, which the main process would read with two reads a message."""
+    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    data = memoryview(_LENGTH.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fileno, data) :]
+
+
+class Messages:
+    """A pool child's messages as the main process reads them (see ``send_message``): every
+    message that has arrived, read in one go rather than a readiness check and two reads
+    each."""
+
+    def __init__(self, fileno: int):
+        self.fileno = fileno
+        self._buffer = bytearray()
+        self.ended = False
+        """The child's end of the pipe is closed (it exited)."""
+
+    def arrived(self, timeout: float = 0.0) -> list[Any]:
+        """The messages that arrived, waiting up to ``timeout`` seconds for the first."""
+        waited = False
+        while not self.ended:
+            if not select.select([self.fileno], [], [], 0 if waited else timeout)[0]:
+                break
+            waited = True
+            try:
+                chunk = os.read(self.fileno, READ_SIZE)
+            except (ConnectionResetError, OSError):
+                chunk = b""
+            if not chunk:
+                self.ended = True
+            self._buffer += chunk
+        return self._complete()
+
+    def _complete(self) -> list[Any]:
+        messages = []
+        view, start = memoryview(self._buffer), 0
+        while len(view) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(view, start)
+            end = start + _LENGTH.size + length
+            if end > len(view):
+                break
+            messages.append(pickle.loads(view[start + _LENGTH.size : end]))
+            start = end
+        view.release()
+        del self._buffer[:start]
+        return messages
+
+
 class Child:
     """The main process's handle on one pool child."""
 
@@ -246,11 +310,14 @@ class Child:
         with _main_module_hidden(), _stop_signals_ignored_by_children(), safe_path_for_children():
             self.process.start()
         child_end.close()
+        self.messages = Messages(self.connection.fileno())
         self.assigned: dict[uuid.UUID, JobProcess] = {}
         """The attempts the child holds, by id, in the order it was given them (and starts
         them)."""
         self.asynchronous: set[uuid.UUID] = set()
         """The ids of the held attempts that are async."""
+        self.by_number: dict[int, JobProcess] = {}
+        """The held attempts by their id's integer, as the child's outcomes name them."""
         self._slots: dict[uuid.UUID, int] = {}
         self._free_slots = list(range(capacity))
         self._unsent: list[tuple[int, JobProcess]] = []
@@ -297,6 +364,7 @@ class Child:
         if asynchronous:
             self.asynchronous.add(process.id)
         self.assigned[process.id] = process
+        self.by_number[process.id.int] = process
         self.dispatched += 1
         self._unsent.append((slot, process))
 
@@ -311,6 +379,7 @@ class Child:
     def release(self, process: JobProcess) -> StopReason | None:
         """Forget ``process``, which ended; return why the main process ended it, if it did."""
         del self.assigned[process.id]
+        del self.by_number[process.id.int]
         self._free_slots.append(self._slots.pop(process.id))
         self.asynchronous.discard(process.id)
         self.cancelled_at.pop(process.id, None)
@@ -456,16 +525,18 @@ class WorkerPool:
         self.main_beat.value = time.monotonic()
 
     def _await_ready(self, child: Child, deadline: float) -> None:
-        remaining = max(0.0, deadline - time.monotonic())
-        if not child.connection.poll(remaining):
-            raise PoolStartError(f"pool child {child.number} did not start within 60 seconds")
-        try:
-            message = child.connection.recv()
-        except EOFError:
+        messages: list[Any] = []
+        while not messages and not child.messages.ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolStartError(f"pool child {child.number} did not start within 60 seconds")
+            messages = child.messages.arrived(remaining)
+        if not messages:
             raise PoolStartError(
                 f"pool child {child.number} exited while starting (exit code "
                 f"{child.process.exitcode})"
-            ) from None
+            )
+        message = messages[0]
         if message[0] != "ready":
             raise PoolStartError(f"pool child {child.number} failed to start:\n{message[1]}")
         child.ready = True
@@ -538,20 +609,28 @@ class WorkerPool:
         ]
         given: set[Child] = set()
         kept: collections.deque[JobProcess] = collections.deque()
+        # Each child's room for each kind, asked once: holding an attempt of a kind leaves one
+        # less room for that kind (see ``Child.room``) and may change the other's.
+        rooms: dict[tuple[Child, bool], int] = {}
+
+        def room(child: Child, asynchronous: bool) -> int:
+            key = (child, asynchronous)
+            if key not in rooms:
+                rooms[key] = child.room(pipe, now, asynchronous)
+            return rooms[key]
+
         while self.backlog and takers:
             process = self.backlog.popleft()
             asynchronous = self.is_async(process.job_name)
-            fits = [child for child in takers if child.room(pipe, now, asynchronous)]
+            fits = [child for child in takers if room(child, asynchronous)]
             if not fits:
                 kept.append(process)
-                takers = [
-                    child
-                    for child in takers
-                    if child.room(pipe, now) or child.room(pipe, now, asynchronous=True)
-                ]
+                takers = [child for child in takers if room(child, False) or room(child, True)]
                 continue
             child = min(fits, key=lambda c: len(c.assigned))
             child.hold(process, asynchronous)
+            rooms[child, asynchronous] -= 1
+            rooms.pop((child, not asynchronous), None)
             given.add(child)
         kept.extend(self.backlog)
         self.backlog = kept
@@ -630,56 +709,49 @@ class WorkerPool:
         return self._respawn_at
 
     def _read(self, child: Child, finished: list[Finished]) -> None:
-        """Read every message waiting in the child's pipe: its start-up report, then outcomes.
-        (A readiness check with ``select`` costs a fraction of ``Connection.poll``, which
-        builds a selector per call.)"""
-        fileno = child.connection.fileno()
-        try:
-            while select.select([fileno], [], [], 0)[0]:
-                message = child.connection.recv()
-                if not child.ready:
-                    self._started(child, message)
-                    continue
-                if message == ALIVE:
-                    continue  # the worker answers once its loop goes round (``answer``)
-                (
-                    attempt_id,
-                    status,
-                    error,
-                    error_type,
-                    rerun_in,
-                    rerun_uses_retry,
-                    output,
-                    started,
-                    ended,
-                ) = message
-                process = child.assigned.get(attempt_id)
-                if process is None:
-                    # Only a process that is not the pool child (a job's fork that went on
-                    # running jobkit's loop) could send this; the child itself exits such forks.
-                    logger.error(
-                        "pool child %s sent an outcome for attempt %s, which it was not running; "
-                        "ignored",
-                        child.number,
-                        attempt_id,
-                    )
-                    continue
-                asynchronous = process.id in child.asynchronous
-                stopped = child.release(process)
-                child.reported += 1
-                outcome = Outcome(
-                    status=Status(status),
-                    error=error,
-                    error_type=error_type,
-                    rerun_in=rerun_in,
-                    rerun_uses_retry=rerun_uses_retry,
-                    output=output,
+        """Read every message waiting in the child's pipe: its start-up report, then outcomes."""
+        for message in child.messages.arrived():
+            if not child.ready:
+                self._started(child, message)
+                continue
+            if message == ALIVE:
+                continue  # the worker answers once its loop goes round (``answer``)
+            (
+                number,
+                status,
+                error,
+                error_type,
+                rerun_in,
+                rerun_uses_retry,
+                output,
+                started,
+                ended,
+            ) = message
+            process = child.by_number.get(number)
+            if process is None:
+                # Only a process that is not the pool child (a job's fork that went on running
+                # jobkit's loop) could send this; the child itself exits such forks.
+                logger.error(
+                    "pool child %s sent an outcome for attempt %s, which it was not running; "
+                    "ignored",
+                    child.number,
+                    uuid.UUID(int=number),
                 )
-                finished.append(Finished(process, outcome, started, ended, stopped))
-                if not asynchronous:  # an async run does not hold its child
-                    self._learn(ended - started)
-        except (EOFError, ConnectionResetError, OSError):
-            pass
+                continue
+            asynchronous = process.id in child.asynchronous
+            stopped = child.release(process)
+            child.reported += 1
+            outcome = Outcome(
+                status=Status(status),
+                error=error,
+                error_type=error_type,
+                rerun_in=rerun_in,
+                rerun_uses_retry=rerun_uses_retry,
+                output=output,
+            )
+            finished.append(Finished(process, outcome, started, ended, stopped))
+            if not asynchronous:  # an async run does not hold its child
+                self._learn(ended - started)
 
     def _learn(self, run_time: float) -> None:
         run_time = max(0.0, run_time)
@@ -707,6 +779,7 @@ class WorkerPool:
         running = [(process, child.stop_reasons.get(process.id)) for process, _ in child.running()]
         unstarted = list(itertools.islice(child.assigned.values(), len(running), None))
         child.assigned.clear()
+        child.by_number.clear()
         return Crashed(child.process.exitcode, running, unstarted)
 
     def kill_overdue(self) -> None:
@@ -841,6 +914,7 @@ def child_main(
     # Started with them blocked (see _stop_signals_ignored_by_children): its handlers are set.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     configure_logging(log_level, settings.log_format)
+    fileno = connection.fileno()
     from jobkit.async_runner import AsyncRunner
     from jobkit.runtime import Runtime, set_runtime
 
@@ -850,21 +924,21 @@ def child_main(
         runtime.serializer  # noqa: B018 - fail at start, not at the first job
         set_runtime(runtime)
     except BaseException as error:
-        connection.send(("failed", "".join(traceback.format_exception(error))))
+        send_message(fileno, ("failed", "".join(traceback.format_exception(error))))
         return
-    connection.send(("ready",))
+    send_message(fileno, ("ready",))
 
     sending = threading.Lock()
 
     def send(message: Any) -> None:
         with sending:
-            connection.send(message)
+            send_message(fileno, message)
 
     def report(process: JobProcess, outcome: Outcome, wall_start: float, wall_end: float) -> None:
         # Plain values pickle far faster than the record; the main process rebuilds it.
         send(
             (
-                process.id,
+                process.id.int,
                 outcome.status.value,
                 outcome.error,
                 outcome.error_type,

@@ -93,11 +93,16 @@ def test_records_survive_a_pickle_round_trip(record, pickler):
     assert copy == record
     assert type(copy) is type(record)
     assert copy is not record
-    assert all(
-        type(getattr(copy, field.name)) is uuid.UUID
-        for field in attrs.fields(type(record))
-        if isinstance(getattr(record, field.name), uuid.UUID)
-    )
+    for field in attrs.fields(type(record)):
+        original = getattr(record, field.name)
+        if isinstance(original, uuid.UUID):
+            copied = getattr(copy, field.name)
+            assert type(copied) is uuid.UUID
+            assert (str(copied), hash(copied), copied.version) == (
+                str(original),
+                hash(original),
+                original.version,
+            )
 
 
 def test_job_id_defaults_to_the_attempt_id():
