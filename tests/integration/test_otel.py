@@ -564,6 +564,30 @@ def test_with_no_tracer_provider_a_job_run_as_the_sends_child_carries_its_trace_
     assert NotesItsContext.carried["traceparent"] == CALLERS_TRACEPARENT
 
 
+def test_the_api_placeholders_record_nothing_and_a_provider_set_later_is_used(monkeypatch):
+    """No provider set: the plugin skips its spans and measurements (the API's placeholders
+    would record nothing). It looks for a provider again after ``LOOK_AGAIN`` seconds, and once
+    one records it keeps it."""
+    from opentelemetry import metrics
+
+    from jobkit.builtin.otel import plugin
+
+    monkeypatch.setattr(plugin, "LOOK_AGAIN", 0.2)
+    assert not plugin._ProviderWatch(None, trace.get_tracer_provider).recording()
+    assert not plugin._ProviderWatch(None, metrics.get_meter_provider).recording()
+    assert not plugin._ProviderWatch(metrics.NoOpMeterProvider(), lambda: None).recording()
+    assert plugin._ProviderWatch(MeterProvider(), metrics.get_meter_provider).recording()
+
+    current: list[trace.TracerProvider] = [trace.NoOpTracerProvider()]
+    watch = plugin._ProviderWatch(None, lambda: current[0])
+    assert not watch.recording()
+    current[0] = TracerProvider()
+    assert not watch.recording()  # it looked less than LOOK_AGAIN ago
+    wait_for(watch.recording, timeout=2)
+    current[0] = trace.NoOpTracerProvider()
+    assert watch.recording()
+
+
 # Blocked --------------------------------------------------------------------------------------
 
 

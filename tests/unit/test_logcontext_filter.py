@@ -213,6 +213,33 @@ def test_a_thread_started_in_a_copy_of_the_context_logs_inside_it(caplog):
     assert from_thread.jobkit_job_id == hello.jobkit_job_id == str(process.job_id)
 
 
+def test_attempts_that_take_turns_each_log_with_their_own_context():
+    """Async attempts of one pool child take turns on its loop, each in its own context: the
+    context made for one attempt's line is never given to the other's."""
+    runtime = make_runtime()
+    first, second = claimed(runtime, LogLine("g")), claimed(runtime, LogLine("h"))
+
+    runs = []
+
+    def inside(process: JobProcess) -> contextvars.Context:
+        context = contextvars.copy_context()
+        run = logcontext.jobkit_run_job(job=None, process=process)
+        context.run(next, run)
+        runs.append((context, run))
+        return context
+
+    a, b = inside(first), inside(second)
+    seen = [context.run(logcontext.current_context) for context in (a, b, a, b, a)]
+    for context, run in runs:
+        context.run(run.close)
+
+    assert [found.attempt_id for found in seen] == [str(p.id) for p in (first, second) * 2] + [
+        str(first.id)
+    ]
+    assert seen[0] == logcontext.JobLogContext.of(first)
+    assert logcontext.current_context() is None
+
+
 def test_a_plain_thread_does_not_inherit_the_context():
     """The documented limit: ``threading.Thread`` starts with an empty context."""
     runtime = make_runtime()

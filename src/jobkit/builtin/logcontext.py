@@ -83,14 +83,27 @@ class JobLogContext:
         return f" [job={self.job} id={self.job_id} attempt={self.attempt}]"
 
 
-_current: contextvars.ContextVar[JobLogContext | None] = contextvars.ContextVar(
+_current: contextvars.ContextVar[JobProcess | None] = contextvars.ContextVar(
     "jobkit_log_context", default=None
 )
+"""The attempt running in this context. Its ``JobLogContext`` is made when a record first asks
+for it: most attempts log nothing, and making it (two UUIDs as text) would cost each of them."""
+_last: tuple[JobProcess, JobLogContext] | None = None
+"""The last attempt whose context was made, with it: the lines of one attempt share it."""
 
 
 def current_context() -> JobLogContext | None:
     """The attempt running in this context, or None outside a job."""
-    return _current.get()
+    global _last
+    process = _current.get()
+    if process is None:
+        return None
+    last = _last
+    if last is not None and last[0] is process:
+        return last[1]
+    context = JobLogContext.of(process)
+    _last = (process, context)
+    return context
 
 
 def add_job_context(record: logging.LogRecord) -> None:
@@ -98,7 +111,7 @@ def add_job_context(record: logging.LogRecord) -> None:
     unless the record already has them (it was stamped where it was made)."""
     if hasattr(record, "jobkit_job_id"):
         return
-    context = _current.get()
+    context = current_context()
     if context is None:
         record.__dict__.update(dict.fromkeys(FIELDS, ""))
         return
@@ -170,7 +183,7 @@ def jobkit_run_job(job: Job, process: JobProcess) -> Generator[None, Outcome, Ou
     """Run the attempt with its context set; outermost (``tryfirst``), so the lines other
     wrappers log carry it too."""
     install_record_factory()
-    token = _current.set(JobLogContext.of(process))
+    token = _current.set(process)
     try:
         return (yield)
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
+import math
 import os
 import threading
 import time
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from jobkit.runtime import Runtime
 
 logger = logging.getLogger("jobkit.otel")
+
+LOOK_AGAIN = 1.0
+"""Seconds a plugin that found no recording provider waits before it looks again (see
+``_ProviderWatch``)."""
 
 SYSTEM = "jobkit"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -66,6 +71,8 @@ class OpenTelemetry:
         self._parent_process_spans = parent_process_spans
         self._settings = OtelSettings()
         self._tracer: trace.Tracer | None = None
+        self._tracing = _ProviderWatch(tracer_provider, trace.get_tracer_provider)
+        self._metering = _ProviderWatch(meter_provider, metrics.get_meter_provider)
         self._instruments: _Instruments | None = None
         self._gauges: _Gauges | None = None
         self._lock = threading.Lock()
@@ -102,8 +109,13 @@ class OpenTelemetry:
         """Whether spans go anywhere: a tracer provider was given, or one is set globally. Until
         then the API's placeholder makes spans that record nothing, which cost an attempt's
         pool child more than the rest of its bookkeeping, so none is made."""
-        provider = self._tracer_provider or trace.get_tracer_provider()
-        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        return self._tracing.recording()
+
+    @property
+    def metering(self) -> bool:
+        """Whether measurements go anywhere: a meter provider was given, or one is set
+        globally. Until then the API's instruments record nothing, so none is called."""
+        return self._metering.recording()
 
     def _span(
         self,
@@ -113,13 +125,17 @@ class OpenTelemetry:
         *,
         context: Context | None = None,
         links: Sequence[Link] = (),
+        tracing: bool | None = None,
     ) -> contextlib.AbstractContextManager[trace.Span]:
         """The span of the block, made current, with the ``attributes()``; with nothing
         tracing, no span and no attributes made (the block runs in the context it was given,
         and ``INVALID_SPAN`` takes the calls) unless ``context`` must become current even so:
         a job run as the child of its send span still carries that trace on to the jobs it
-        enqueues."""
-        if not self.tracing and context is None:
+        enqueues. ``tracing`` is ``self.tracing`` when the caller has asked it already (it
+        reads the environment while no provider is set)."""
+        if tracing is None:
+            tracing = self.tracing
+        if not tracing and context is None:
             return contextlib.nullcontext(trace.INVALID_SPAN)
         return self.tracer.start_as_current_span(
             name,
@@ -230,13 +246,16 @@ class OpenTelemetry:
 
     @hookimpl(wrapper=True)
     def jobkit_run_job(self, job: Job, process: JobProcess) -> Generator[None, Outcome, Outcome]:
+        tracing = self.tracing
+        if not tracing and not self.parent_process_spans and not self.metering:
+            return (yield)  # nothing would be recorded, and no trace is carried on
         queue_attributes = _metric_attributes("process", process.queue)
-        if process.start_at is not None:
+        if process.start_at is not None and self.metering:
             waited = (process.claimed_at - process.start_at).total_seconds()
             self.instruments.queue_wait.record(max(waited, 0.0), queue_attributes)
 
         parent, links = None, []
-        if self.tracing or self.parent_process_spans:
+        if tracing or self.parent_process_spans:
             creation = propagate.extract(_text_headers(process.headers))
             creation_span = trace.get_current_span(creation).get_span_context()
             if creation_span.is_valid:
@@ -258,6 +277,7 @@ class OpenTelemetry:
             },
             context=parent,
             links=links,
+            tracing=tracing,
         ) as span:
             outcome: Outcome = yield
             span.set_attribute("jobkit.job.outcome", outcome.status.value.lower())
@@ -270,6 +290,8 @@ class OpenTelemetry:
         """Every attempt, counted and timed with its outcome: written by the main process, so
         attempts that ended without finishing (LOST, CANCELLED) are counted too. Each attempt a
         worker delivered to a pool child has exactly one result, so this counts deliveries."""
+        if not self.metering:
+            return
         attributes = {
             **_metric_attributes("process", result.queue),
             "jobkit.job.outcome": result.status.value.lower(),
@@ -453,6 +475,37 @@ class _GaugeService:
 
 
 # Helpers ------------------------------------------------------------------------------------
+
+
+class _ProviderWatch:
+    """Whether a tracer or meter provider that records is in place: the one the plugin was
+    given, else the global one. The API's own placeholders (its proxy and no-op providers)
+    record nothing. Asking the API costs an environment lookup while no global provider is set,
+    twice an attempt, so a watch that found none looks again only after ``LOOK_AGAIN`` seconds:
+    a provider an app sets once its worker runs jobs is used from then on. One that records
+    stays in place (the API refuses to replace a global provider)."""
+
+    def __init__(self, given: Any, lookup: Callable[[], Any]):
+        self._given = given
+        self._lookup = lookup
+        self._recording = False
+        self._look_at = -math.inf
+
+    def recording(self) -> bool:
+        if self._recording:
+            return True
+        now = time.monotonic()
+        if now < self._look_at:
+            return False
+        provider = self._given or self._lookup()
+        self._recording = type(provider).__module__.partition("._")[0] not in _API_PACKAGES
+        self._look_at = now + LOOK_AGAIN
+        return self._recording
+
+
+_API_PACKAGES = ("opentelemetry.trace", "opentelemetry.metrics")
+"""Where the API's placeholder providers are defined (``opentelemetry.metrics._internal`` for
+its proxy meter provider)."""
 
 
 def _text_headers(headers: Any) -> dict[str, str]:
