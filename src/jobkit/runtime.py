@@ -400,7 +400,7 @@ class Runtime:
         job = self._rebuild_attempt(process)
         if isinstance(job, Outcome):
             return self.bounded(job)
-        if is_async_job(type(job)):
+        if self.is_async(process.job_name):  # the registered class, which ``job`` is of
             return asyncio.run(self._arun_rebuilt(job, process))
         try:
             outcome = self.pm.hook.jobkit_run_job(job=job, process=process)
