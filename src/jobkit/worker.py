@@ -519,6 +519,10 @@ class Worker:
             ):
                 return
             idle = self._round_trip is None and not self._pending and not pool.in_flight
+            if self.options.burst and not self.stopping and idle and not self._claimed_nothing:
+                # A burst ends on a claim that finds nothing: make it now, not at the next poll
+                # (a claim that came up short found the last ready jobs, or not all of them).
+                self._claim_due = True
             if self.options.burst and not self.stopping and idle and self._claimed_nothing:
                 if not self._services_stopped:
                     # A service (the scheduler) may be enqueueing at this moment: stop the

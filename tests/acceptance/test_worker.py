@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections import Counter
 
@@ -51,6 +52,21 @@ def test_burst_runs_every_ready_job_then_exits(
     assert db.count("results", "job_name = 'testapp.jobs.Fail' AND retry_attempt > 0") == 3 + 2
     assert sorted(ledger_keys(jobkit_settings, "end")) == sorted(f"r{n}" for n in range(10))
     assert db.count("requests") == db.count("processes") == db.count("workers") == 0
+
+
+def test_a_burst_worker_exits_once_its_last_job_ends_not_at_its_next_poll(
+    start_worker, jobkit_runtime, db
+):
+    """One job for a pool of two: the claim comes up short, and the worker must look again at
+    once (finding nothing, it exits) rather than wait for its poll, here 30 s away."""
+    jobkit_runtime.enqueue(Noop(1))
+
+    began = time.monotonic()
+    worker = start_worker("--burst", env={"JOBKIT_WORKER_POLL_INTERVAL": "30"})
+    assert worker.wait_for_exit(timeout=25) == 0, worker.output()
+
+    assert time.monotonic() - began < 25
+    assert statuses(db) == {("testapp.jobs.Noop", "SUCCESSFUL"): 1}
 
 
 def test_idle_worker_starts_a_job_at_once_when_it_is_enqueued(
