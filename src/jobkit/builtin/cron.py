@@ -33,10 +33,9 @@ import uuid
 import weakref
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import click
 
 from jobkit.errors import JobkitError, ParameterError, TickBusy
 from jobkit.hookspecs import hookimpl
@@ -47,6 +46,9 @@ from jobkit.runtime import Runtime, get_runtime
 from jobkit.schedule import Recurrence, Schedule, ScheduleError
 from jobkit.services import PeriodicService
 from jobkit.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import click
 
 logger = logging.getLogger("jobkit.scheduler")
 
@@ -497,47 +499,54 @@ def jobkit_add_worker_services(runtime: Runtime, worker_id: uuid.UUID) -> list[S
 
 @hookimpl
 def jobkit_add_commands(cli: click.Group) -> None:
-    cli.add_command(schedule_command)
+    cli.add_command(_schedule_command())
 
 
 # The `jobkit schedule` command -------------------------------------------------------------------
 
 
-@click.command("schedule")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def schedule_command(as_json: bool) -> None:
-    """List the schedule entries: key, job, schedule, time zone, the last tick enqueued and
-    the next three, by the database's clock."""
-    try:
-        listing = describe_schedule(load_settings())
-    except JobkitError as error:
-        raise click.ClickException(str(error)) from error
-    if as_json:
-        click.echo(json.dumps(listing, indent=2))
-        return
-    if not listing:
-        click.echo(
-            "no schedule entries: add them to the schedule setting, or give a job class a "
-            "schedule attribute"
-        )
-        return
-    for item in listing:
-        click.echo(item["key"])
-        click.echo(f"    job        {item['job']}")
-        click.echo(f"    schedule   {item['schedule']} ({item['timezone']})")
-        options = [
-            f"{name}={item[name]}"
-            for name in ("queue", "priority", "retries")
-            if item[name] is not None
-        ]
-        if item["catch_up"] != "none":
-            options.append(f"catch_up={item['catch_up']}")
-        if item["kwargs"]:
-            options.append(f"kwargs={json.dumps(item['kwargs'])}")
-        if options:
-            click.echo(f"    options    {' '.join(options)}")
-        click.echo(f"    last tick  {item['last_tick'] or 'never'}")
-        click.echo(f"    next       {', '.join(item['next'])}")
+def _schedule_command() -> click.Command:
+    """The ``jobkit schedule`` command, made when a command line is: click is imported there,
+    not in every process that loads the plugin (each pool child, an app that enqueues)."""
+    import click
+
+    @click.command("schedule")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def schedule_command(as_json: bool) -> None:
+        """List the schedule entries: key, job, schedule, time zone, the last tick enqueued and
+        the next three, by the database's clock."""
+        try:
+            listing = describe_schedule(load_settings())
+        except JobkitError as error:
+            raise click.ClickException(str(error)) from error
+        if as_json:
+            click.echo(json.dumps(listing, indent=2))
+            return
+        if not listing:
+            click.echo(
+                "no schedule entries: add them to the schedule setting, or give a job class a "
+                "schedule attribute"
+            )
+            return
+        for item in listing:
+            click.echo(item["key"])
+            click.echo(f"    job        {item['job']}")
+            click.echo(f"    schedule   {item['schedule']} ({item['timezone']})")
+            options = [
+                f"{name}={item[name]}"
+                for name in ("queue", "priority", "retries")
+                if item[name] is not None
+            ]
+            if item["catch_up"] != "none":
+                options.append(f"catch_up={item['catch_up']}")
+            if item["kwargs"]:
+                options.append(f"kwargs={json.dumps(item['kwargs'])}")
+            if options:
+                click.echo(f"    options    {' '.join(options)}")
+            click.echo(f"    last tick  {item['last_tick'] or 'never'}")
+            click.echo(f"    next       {', '.join(item['next'])}")
+
+    return schedule_command
 
 
 def describe_schedule(settings: Settings) -> list[dict[str, Any]]:
