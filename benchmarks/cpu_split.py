@@ -4,6 +4,7 @@ message back per job, nothing else).
 
     python benchmarks/cpu_split.py                    # JOBKIT_DATABASE_URL, else embedded
     python benchmarks/cpu_split.py --jobs 40000 --record
+    PYTHONPATH=../other-checkout/src python benchmarks/cpu_split.py --record --label before
 
 The drain is one ``jobkit worker --burst --max-processes 1 --log-level WARNING`` over ``--jobs``
 pending no-op jobs; each process's CPU is read from /proc (Linux) just before the worker exits.
@@ -83,7 +84,9 @@ def drain(count: int) -> dict[str, float]:
     runtime.store.purge()
     for start in range(0, count, 10_000):
         jobkit.enqueue_many([Noop(n) for n in range(start, min(count, start + 10_000))])
-    env = {**os.environ, "JOBKIT_IMPORTS": "bench_jobs", "PYTHONPATH": str(HERE)}
+    # PYTHONPATH may name another checkout's src/ to measure it: keep it, after the job module.
+    path = [str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "JOBKIT_IMPORTS": "bench_jobs", "PYTHONPATH": os.pathsep.join(path)}
     command = [sys.executable, "-m", "jobkit", "worker", "--burst", "--max-processes", "1"]
     worker = subprocess.Popen([*command, "--log-level", "WARNING"], env=env)
     seen: dict[int, tuple[bool, float]] = {}
@@ -109,14 +112,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=40_000)
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/*.json")
+    parser.add_argument("--label", default="", help="a word for the recorded file's name")
     args = parser.parse_args()
     figures = {**bare_pipe(args.jobs), **drain(args.jobs)}
     for name, value in figures.items():
         print(f"{name:>18}  {value:,.4f}")
     if args.record:
         now = datetime.datetime.now(datetime.UTC)
-        path = HERE / "results" / f"cpu-split-{now:%Y-%m-%dT%H%M}.json"
-        payload = {"date": now.isoformat(timespec="seconds"), "jobs": args.jobs, "figures": figures}
+        label = f"-{args.label}" if args.label else ""
+        path = HERE / "results" / f"cpu-split-{now:%Y-%m-%dT%H%M}{label}.json"
+        import jobkit
+
+        payload = {
+            "date": now.isoformat(timespec="seconds"),
+            "jobs": args.jobs,
+            "jobkit": str(Path(jobkit.__file__).parent),
+            "figures": figures,
+        }
         path.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"recorded in {path.relative_to(HERE.parent)}")
 
