@@ -58,6 +58,17 @@ def start_workers(start_worker, env: dict[str, str], *args: str) -> list:
     ]
 
 
+def wait_showing_workers(wait_until, workers, condition, timeout: float, message: str) -> None:
+    """``wait_until``, failing with what the workers logged: a job held past its window by a
+    worker that missed when the window reopened waits for the 30 s poll, and only their logs
+    say which worker and why."""
+    try:
+        wait_until(condition, timeout=timeout, message=message)
+    except pytest.fail.Exception:
+        said = "\n\n".join(f"worker {n}:\n{w.output()}" for n, w in enumerate(workers, 1))
+        pytest.fail(f"not within {timeout} s: {message}; the workers logged:\n{said}", False)
+
+
 def stop(workers) -> None:
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
@@ -73,10 +84,12 @@ def test_max_running_holds_across_workers_and_is_used_in_full(
     workers = start_workers(
         start_worker, limits_env({"job_name": "testapp.Record", "max_running": limit})
     )
-    wait_until(
+    wait_showing_workers(
+        wait_until,
+        workers,
         lambda: len(spans(db, "run-")) == jobs and all(e for _, e in spans(db, "run-")),
-        timeout=30,
-        message="every limited job ran",
+        30,
+        "every limited job ran",
     )
     stop(workers)
 
@@ -102,7 +115,9 @@ def test_max_starts_holds_across_workers_and_is_used_in_full(
         "--queue",
         "rated",
     )
-    wait_until(lambda: len(spans(db, "rate-")) == jobs, timeout=30, message="every job started")
+    wait_showing_workers(
+        wait_until, workers, lambda: len(spans(db, "rate-")) == jobs, 30, "every job started"
+    )
     stop(workers)
 
     starts = sorted(start for start, _ in spans(db, "rate-"))
