@@ -144,10 +144,18 @@ class Store(Protocol):
         ``limits``, a claim costs what it cost before limits existed."""
 
     def seconds_until_next_start(
-        self, *, queues: Sequence[str], limits: Sequence[FlowLimit] = ()
+        self,
+        *,
+        queues: Sequence[str],
+        limits: Sequence[FlowLimit] = (),
+        since: datetime.datetime | None = None,
     ) -> float | None:
         """Seconds until the earliest request of ``queues`` that is not ready yet, or until
-        the first of the rate ``limits`` that has no room has room again; None if neither."""
+        the first of the rate ``limits`` that has no room has room again; None if neither.
+        With ``since`` (a worker's claim that came up short, asked at that time), a rate limit
+        that had no room then counts even if it has room again now, as 0 seconds: the claim
+        found it full, and the window reopened before this question (else the worker, told
+        None, would wait for its next poll)."""
 
     def finish(
         self, *, worker_id: uuid.UUID, completions: Sequence[Completion], connection: Any = None

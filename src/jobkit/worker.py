@@ -220,6 +220,8 @@ class RoundTrip:
     limit: int
     started: list[tuple[uuid.UUID, datetime.datetime]]
     future: concurrent.futures.Future[tuple[FinishReport, list[JobProcess]]]
+    asked_at: datetime.datetime
+    """When it was handed to the database thread, by the database's clock (before its claim)."""
     asked_again: bool = False
     """A wake-up came while it was in flight: its claim may have looked before the job did."""
 
@@ -713,9 +715,10 @@ class Worker:
         """Hand the pending outcomes, the attempts that started since the last round trip, and
         a claim of ``limit`` jobs to the database thread."""
         completions = self._take_pending()
+        asked_at = self.clock.at(time.time())
         future = self._database_thread.submit(self._finish_and_claim, completions, limit, started)
         future.add_done_callback(lambda _: self.wake())
-        self._round_trip = RoundTrip(completions, limit, started, future)
+        self._round_trip = RoundTrip(completions, limit, started, future, asked_at)
 
     def _take_pending(self) -> list[Completion]:
         """The pending outcomes one round trip may carry: in order, up to ``ROUND_TRIP_TEXT``
@@ -762,7 +765,7 @@ class Worker:
             started=started,
         )
 
-    def _look_for_next_start(self) -> None:
+    def _look_for_next_start(self, since: datetime.datetime) -> None:
         """Ask, on the database thread, how long until the next scheduled job of the worker's
         queues, so it is claimed when due rather than at the next poll. Asked after a claim came
         up short, once its jobs have gone to the children: they need not wait for the answer.
@@ -770,7 +773,9 @@ class Worker:
         A lookup asked before this claim has answered already (the database thread runs one
         thing at a time, in order), but about the database as it was then: it is learned now
         and asked again, or a limit this claim filled would be learned as open (None) and the
-        worker would wait for its next poll."""
+        worker would wait for its next poll. ``since`` is when the claim was asked: a rate
+        limit it found full that has room again by the time the lookup runs is an answer of
+        0 seconds, not None (which would leave the worker to its poll)."""
         self._learn_next_start()
         if self._next_start_lookup is not None:
             return
@@ -778,6 +783,7 @@ class Worker:
             self.store.seconds_until_next_start,
             queues=self.options.queues,
             limits=self.runtime.flow_limits,
+            since=since,
         )
         lookup.add_done_callback(lambda _: self.wake())
         self._next_start_lookup = (time.monotonic(), lookup)
@@ -823,7 +829,7 @@ class Worker:
             self._release([process.id for process in undelivered])
             if not self._claim_due:
                 self._next_poll = time.monotonic() + self.options.poll_interval
-                self._look_for_next_start()
+                self._look_for_next_start(round_trip.asked_at)
         if any(report.written.values()):
             # A retry or deferral was enqueued, after this round trip's claim looked: it may be
             # ready now, so look again (before --burst ends).

@@ -1577,6 +1577,30 @@ class StoreContract:
         assert time.monotonic() - claimed_at >= 1.0 - 0.05  # the database's clock, not ours
         assert len(second) == 2
 
+    def test_a_rate_limit_a_claim_found_full_is_due_at_once_once_it_has_room(
+        self, store: Store, worker_id: uuid.UUID
+    ) -> None:
+        """A worker asks when to claim again after a claim that came up short, ``since`` that
+        claim. If the window reopened before it asked, the answer is 0 seconds: None would
+        leave it to its next poll while the job waits."""
+        name = f"contract.Rated{uuid.uuid4().hex}"
+        limits = [FlowLimit(scope=LimitScope.JOB_NAME, name=name, max_starts=2, per=0.5)]
+        store.enqueue([make_request(job_name=name) for _ in range(3)], connection=None)
+        claimed = store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits)
+        assert len(claimed) == 2
+        since = store.database_now()
+        assert store.claim(worker_id=worker_id, queues=["default"], limit=10, limits=limits) == []
+
+        def until_next(since: datetime.datetime | None) -> float | None:
+            return store.seconds_until_next_start(queues=["default"], limits=limits, since=since)
+
+        reopens = until_next(since)
+        assert reopens is not None and 0 < reopens <= 0.5
+        wait_for(lambda: until_next(None) is None, message="the window to reopen")
+
+        assert until_next(since) == 0
+        assert until_next(store.database_now()) is None  # a claim now would find room
+
     def test_concurrent_claims_never_exceed_a_limit(self, store: Store) -> None:
         name = f"contract.Crowded{uuid.uuid4().hex}"
         limits = [

@@ -802,7 +802,11 @@ class PostgresStore:
         return rows
 
     def seconds_until_next_start(
-        self, *, queues: Sequence[str], limits: Sequence[FlowLimit] = ()
+        self,
+        *,
+        queues: Sequence[str],
+        limits: Sequence[FlowLimit] = (),
+        since: datetime.datetime | None = None,
     ) -> float | None:
         rated = [
             flow
@@ -817,7 +821,8 @@ class PostgresStore:
             waits = [] if row is None or row[0] is None else [row[0]]
             if rated:
                 row = conn.execute(
-                    self.queries["seconds_until_limits_reopen"], {"limits": _limits_json(rated)}
+                    self.queries["seconds_until_limits_reopen"],
+                    {"limits": _limits_json(rated), "since": since},
                 ).fetchone()
                 waits += [] if row is None or row[0] is None else [row[0]]
         return max(0.0, min(waits)) if waits else None

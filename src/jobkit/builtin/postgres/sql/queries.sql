@@ -400,7 +400,8 @@ SET starts = (s.starts || excluded.starts)[
 -- name: seconds_until_limits_reopen
 -- Seconds until the first of the rate limits %(limits)s (as for ready_requests_within_limits)
 -- that has no room now has room again: its oldest start in the window leaves it. NULL if none
--- is full.
+-- is full. With %(since)s, a limit that was full then counts too, at 0 or less if it has room
+-- again already (the caller's claim at that time found it full).
 SELECT extract(epoch FROM min(reopen) - statement_timestamp())::float8
 FROM (
     SELECT s.starts[cardinality(s.starts) - (l->>4)::integer + 1]
@@ -409,7 +410,7 @@ FROM (
     JOIN {schema}.limit_starts AS s ON s.key = l->>0
     WHERE cardinality(s.starts) >= (l->>4)::integer
 ) AS full_limits
-WHERE reopen > statement_timestamp();
+WHERE reopen > coalesce(%(since)s::timestamptz, statement_timestamp());
 
 -- name: wake_queues
 -- Wake the workers of %(queues)s (at commit): a limited attempt of theirs ended, so a claim
