@@ -72,6 +72,24 @@ def test_a_rerun_gets_a_time_ordered_id_as_new_jobs_do(jobkit_runtime):
     assert abs((rerun_id.int >> 80) - (before.int >> 80)) < 5000  # the same clock, in ms
 
 
+def test_the_attempts_of_one_claim_share_their_worker_id_and_claim_time(jobkit_runtime):
+    """One object each, so the worker's pipes pickle them once for a batch of attempts (a third
+    of what pickling an attempt cost), and the children get them back equal."""
+    from jobkit.records import WorkerInfo
+
+    store = jobkit_runtime.store
+    worker = WorkerInfo(id=uuid.uuid4(), hostname="shared", pid=1, queues=["default"])
+    store.register_worker(worker)
+    store.enqueue([make_request() for _ in range(3)], connection=None)
+
+    first, *others = store.claim(worker_id=worker.id, queues=["default"], limit=3)
+
+    assert len(others) == 2
+    assert first.worker_id == worker.id
+    assert all(other.worker_id is first.worker_id for other in others)
+    assert all(other.claimed_at is first.claimed_at for other in others)
+
+
 class Abandoned(Exception):
     """Rolls back the claim's transaction."""
 
