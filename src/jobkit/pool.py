@@ -107,7 +107,7 @@ def _reduce_uuid(value: uuid.UUID) -> tuple[Callable[[int], uuid.UUID], tuple[in
     return _uuid_from_int, (value.int,)
 
 
-# UUIDs cross the pool's pipes by the thousand (each attempt's ids, out and back). Pickled as
+# UUIDs cross the pool's pipes by the thousand (each claimed attempt's ids). Pickled as
 # their integer they take half the time of pickle's own way (a class and a state dict): about
 # 2 µs a claimed attempt of the main process's CPU. Only multiprocessing's pickler is told.
 multiprocessing.reduction.ForkingPickler.register(uuid.UUID, _reduce_uuid)
@@ -251,7 +251,7 @@ class Messages:
             waited = True
             try:
                 chunk = os.read(self.fileno, READ_SIZE)
-            except (ConnectionResetError, OSError):
+            except OSError:  # the child's end was reset
                 chunk = b""
             if not chunk:
                 self.ended = True
@@ -317,8 +317,6 @@ class Child:
         them)."""
         self.asynchronous: set[uuid.UUID] = set()
         """The ids of the held attempts that are async."""
-        self.by_number: dict[int, JobProcess] = {}
-        """The held attempts by their id's integer, as the child's outcomes name them."""
         self._slots: dict[uuid.UUID, int] = {}
         self._free_slots = list(range(capacity))
         self._unsent: list[tuple[int, JobProcess]] = []
@@ -365,7 +363,6 @@ class Child:
         if asynchronous:
             self.asynchronous.add(process.id)
         self.assigned[process.id] = process
-        self.by_number[process.id.int] = process
         self.dispatched += 1
         self._unsent.append((slot, process))
 
@@ -380,7 +377,6 @@ class Child:
     def release(self, process: JobProcess) -> StopReason | None:
         """Forget ``process``, which ended; return why the main process ended it, if it did."""
         del self.assigned[process.id]
-        del self.by_number[process.id.int]
         self._free_slots.append(self._slots.pop(process.id))
         self.asynchronous.discard(process.id)
         self.cancelled_at.pop(process.id, None)
@@ -728,7 +724,7 @@ class WorkerPool:
                 started,
                 ended,
             ) = message
-            process = child.by_number.get(number)
+            process = child.assigned.get(_uuid_from_int(number))
             if process is None:
                 # Only a process that is not the pool child (a job's fork that went on running
                 # jobkit's loop) could send this; the child itself exits such forks.
@@ -736,7 +732,7 @@ class WorkerPool:
                     "pool child %s sent an outcome for attempt %s, which it was not running; "
                     "ignored",
                     child.number,
-                    uuid.UUID(int=number),
+                    _uuid_from_int(number),
                 )
                 continue
             asynchronous = process.id in child.asynchronous
@@ -780,7 +776,6 @@ class WorkerPool:
         running = [(process, child.stop_reasons.get(process.id)) for process, _ in child.running()]
         unstarted = list(itertools.islice(child.assigned.values(), len(running), None))
         child.assigned.clear()
-        child.by_number.clear()
         return Crashed(child.process.exitcode, running, unstarted)
 
     def kill_overdue(self) -> None:

@@ -521,20 +521,21 @@ class Worker:
             ):
                 return
             idle = self._round_trip is None and not self._pending and not pool.in_flight
-            if self.options.burst and not self.stopping and idle and not self._claimed_nothing:
-                # A burst ends on a claim that finds nothing: make it now, not at the next poll
-                # (a claim that came up short found the last ready jobs, or not all of them).
-                self._claim_due = True
-            if self.options.burst and not self.stopping and idle and self._claimed_nothing:
-                if not self._services_stopped:
+            if self.options.burst and not self.stopping and idle:
+                if not self._claimed_nothing:
+                    # A burst ends on a claim that finds nothing: make it now, not at the next
+                    # poll (a claim that came up short found the last ready jobs, or not all).
+                    self._claim_due = True
+                elif not self._services_stopped:
                     # A service (the scheduler) may be enqueueing at this moment: stop the
                     # services first, so nothing is enqueued after the decision, then look again.
                     self._stop_services()
                     self._claim_due, self._claimed_nothing = True, False
                     continue
-                logger.info("burst: no job is ready and none is running")
-                self.stop()
-                continue
+                else:
+                    logger.info("burst: no job is ready and none is running")
+                    self.stop()
+                    continue
             if self._round_trip is None and now >= self._backoff_until:
                 free = 0 if self.stopping else pool.free_slots()
                 if self.options.rate_limit:

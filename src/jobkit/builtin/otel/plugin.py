@@ -125,17 +125,13 @@ class OpenTelemetry:
         *,
         context: Context | None = None,
         links: Sequence[Link] = (),
-        tracing: bool | None = None,
     ) -> contextlib.AbstractContextManager[trace.Span]:
         """The span of the block, made current, with the ``attributes()``; with nothing
         tracing, no span and no attributes made (the block runs in the context it was given,
         and ``INVALID_SPAN`` takes the calls) unless ``context`` must become current even so:
         a job run as the child of its send span still carries that trace on to the jobs it
-        enqueues. ``tracing`` is ``self.tracing`` when the caller has asked it already (it
-        reads the environment while no provider is set)."""
-        if tracing is None:
-            tracing = self.tracing
-        if not tracing and context is None:
+        enqueues."""
+        if not self.tracing and context is None:
             return contextlib.nullcontext(trace.INVALID_SPAN)
         return self.tracer.start_as_current_span(
             name,
@@ -277,7 +273,6 @@ class OpenTelemetry:
             },
             context=parent,
             links=links,
-            tracing=tracing,
         ) as span:
             outcome: Outcome = yield
             span.set_attribute("jobkit.job.outcome", outcome.status.value.lower())
