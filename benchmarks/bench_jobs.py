@@ -4,7 +4,7 @@ and async, for ``async_jobs.py``."""
 import asyncio
 import time
 
-from jobkit import Job, register_job
+from jobkit import Job, enqueue_many, register_job
 
 
 @register_job(name="bench.Noop")
@@ -14,6 +14,14 @@ class Noop(Job):
 
     def run(self) -> None:
         pass
+
+
+def pending_noops(runtime, count: int) -> None:
+    """Empty the runtime's schema (migrated first), then enqueue ``count`` no-op jobs."""
+    runtime.store.migrate()
+    runtime.store.purge()
+    for start in range(0, count, 10_000):
+        enqueue_many([Noop(n) for n in range(start, min(count, start + 10_000))])
 
 
 @register_job(name="bench.Nap")

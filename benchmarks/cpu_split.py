@@ -74,16 +74,11 @@ def children_of(pid: int) -> list[int]:
 
 def drain(count: int) -> dict[str, float]:
     """ms of CPU a job of the worker's main process and of its pool child, over a burst drain."""
-    from bench_jobs import Noop
+    from bench_jobs import pending_noops
 
-    import jobkit
     from jobkit.runtime import get_runtime
 
-    runtime = get_runtime()
-    runtime.store.migrate()
-    runtime.store.purge()
-    for start in range(0, count, 10_000):
-        jobkit.enqueue_many([Noop(n) for n in range(start, min(count, start + 10_000))])
+    pending_noops(get_runtime(), count)
     # PYTHONPATH may name another checkout's src/ to measure it: keep it, after the job module.
     path = [str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {**os.environ, "JOBKIT_IMPORTS": "bench_jobs", "PYTHONPATH": os.pathsep.join(path)}

@@ -84,14 +84,10 @@ def main() -> None:
     store = runtime.store
     store.migrate()
     store.purge()
-    built = []
-    enqueue = store.enqueue
-    store.enqueue = lambda requests, **kwargs: built.extend(requests) or enqueue(requests, **kwargs)
-    Noop(0).run_in_worker()
-    store.enqueue = enqueue
-    request = built[0]
+    request = runtime.build_request(Noop(0))
 
     def fresh() -> list:
+        """The built request with new ids (building it again would be the client's work)."""
         return [attrs.evolve(request, id=new_attempt_id(), job_id=new_attempt_id())]
 
     connection = psycopg.connect(store.url, autocommit=True)

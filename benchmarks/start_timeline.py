@@ -27,43 +27,40 @@ sys.path.insert(0, str(HERE))
 
 def timeline(jobs: int) -> dict[str, float]:
     """Seconds from the command's run to the end of each step, for one start over ``jobs``."""
-    from bench_jobs import Noop
+    from bench_jobs import pending_noops
 
-    import jobkit
     import jobkit.cli
     import jobkit.pool
     from jobkit.runtime import get_runtime, set_runtime
 
     runtime = get_runtime()
-    runtime.store.migrate()
-    runtime.store.purge()
-    for start in range(0, jobs, 10_000):
-        jobkit.enqueue_many([Noop(n) for n in range(start, min(jobs, start + 10_000))])
+    pending_noops(runtime, jobs)
     store_class = type(runtime.store)
     runtime.close()
     set_runtime(None)
 
     marks: dict[str, float] = {}
+    restore: list = []
 
-    def mark_after(owner: type, method: str, step: str) -> None:
+    def mark_after(owner: type, method: str, step: str, done=lambda answer: True) -> None:
+        """Note when ``owner.method`` first returns an answer that ``done`` accepts."""
         original = getattr(owner, method)
 
         def wrapped(*args, **kwargs):
             answer = original(*args, **kwargs)
-            if step not in marks and (method != "collect" or any(answer[0:1])):
+            if step not in marks and done(answer):
                 marks[step] = time.perf_counter()
             return answer
 
         setattr(owner, method, wrapped)
         restore.append((owner, method, original))
 
-    restore: list = []
     pool = jobkit.pool.WorkerPool
     mark_after(pool, "spawn", "children started")
     mark_after(store_class, "check_schema", "tables checked")
     mark_after(pool, "wait_until_ready", "children ready")
     mark_after(pool, "feed", "first batch given")
-    mark_after(pool, "collect", "first outcome read")
+    mark_after(pool, "collect", "first outcome read", done=lambda answer: bool(answer[0]))
     began = time.perf_counter()
     try:
         try:
